@@ -1,0 +1,36 @@
+"""Scaled dot-product attention with grouped KV heads and optional key-group mass capture.
+
+The capture is what CMAB (SPEC.md 2.2) needs: for every query row, the attention mass
+that falls on each group of keys (image tokens, text tokens, ...). It is reduced inside
+this function from the probabilities XLA already holds, so callers get a
+[batch, queries, heads, groups] array and never a [queries, keys] map.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+
+def dot_product_attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array,
+                          key_groups: jax.Array | None = None):
+    """Attention of q [B, T, H, D] over k, v [B, S, Hkv, D] with H a multiple of Hkv.
+
+    mask: bool [B, T, S], True where the query may attend the key.
+    key_groups: optional float [B, S, G] membership weights of keys in G groups.
+    Returns (out [B, T, H, D], masses [B, T, H, G] or None).
+    Scores are formed in the input dtype and normalised in float32, as transformers' eager
+    attention does, so float32 results agree to rounding.
+    """
+    b, t, h, d = q.shape
+    hkv = k.shape[2]
+    qg = q.reshape(b, t, hkv, h // hkv, d)
+    scores = jnp.einsum("btkgd,bskd->bkgts", qg, k) * jnp.asarray(d ** -0.5, q.dtype)
+    scores = jnp.where(mask[:, None, None], scores.astype(jnp.float32), jnp.finfo(jnp.float32).min)
+    probs = jax.nn.softmax(scores, axis=-1)
+    masses = None
+    if key_groups is not None:
+        masses = jnp.einsum("bkgts,bsn->btkgn", probs, key_groups.astype(jnp.float32))
+        masses = masses.reshape(b, t, h, key_groups.shape[-1])
+    out = jnp.einsum("bkgts,bskd->btkgd", probs.astype(v.dtype), v)
+    return out.reshape(b, t, h, d), masses

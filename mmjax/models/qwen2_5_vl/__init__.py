@@ -1,0 +1,18 @@
+"""Qwen2.5-VL in Flax.
+
+    from mmjax.models import qwen2_5_vl
+    model = qwen2_5_vl.load_hf("path/to/hf_folder")          # float32 unless dtype= is given
+    logits = model.logits(input_ids, attention_mask, pixel_values, image_grid_thw)  # [B, T, V]
+    model.save_hf("out_folder")
+
+`Qwen2_5_VL` only holds the config and the params; the computation is the pure
+functions of `Qwen25VL` (model.py), which the sampler and the learner call directly.
+"""
+
+from mmjax.models.qwen2_5_vl.config import ConfigError, Qwen25VLConfig, TextConfig, VisionConfig, preset
+from mmjax.models.qwen2_5_vl.holder import Qwen2_5_VL, load_hf
+from mmjax.models.qwen2_5_vl.hf import CheckpointError
+from mmjax.models.qwen2_5_vl.model import Qwen25VL
+
+__all__ = ["CheckpointError", "ConfigError", "Qwen25VL", "Qwen25VLConfig", "Qwen2_5_VL", "TextConfig",
+           "VisionConfig", "load_hf", "preset"]

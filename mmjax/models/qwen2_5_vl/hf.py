@@ -1,0 +1,268 @@
+"""Hugging Face safetensors <-> mmjax parameter pytrees for Qwen2.5-VL.
+
+Every HF tensor maps to exactly one mmjax leaf through a reversible rule (rename, and
+transpose for Linear weights / reshape for the patch Conv3d), so HF -> mmjax -> HF is bit
+exact and keeps the key set. Checkpoints use one of two key layouts: the hub layout
+(`visual.*`, `model.*`, `lm_head.*`) or transformers 5's module layout
+(`model.visual.*`, `model.language_model.*`); the layout read is remembered and written
+back. Reading and writing go tensor by tensor.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Iterator
+from typing import Any
+
+import ml_dtypes  # noqa: F401  registers bfloat16 with numpy, so safetensors reads bf16 as numpy
+import numpy as np
+from safetensors import SafetensorError, safe_open
+from tqdm.auto import tqdm
+
+from mmjax.models.qwen2_5_vl.config import Qwen25VLConfig
+
+HUB_LAYOUT = "hub"          # visual.*, model.layers.*, lm_head.weight
+MODULE_LAYOUT = "module"    # model.visual.*, model.language_model.*, lm_head.weight
+
+_PREFIXES = {
+    HUB_LAYOUT: {"visual": "visual.", "language_model": "model.", "lm_head": "lm_head."},
+    MODULE_LAYOUT: {"visual": "model.visual.", "language_model": "model.language_model.",
+                    "lm_head": "lm_head."},
+}
+_NORMS = ("norm1", "norm2", "ln_q", "input_layernorm", "post_attention_layernorm", "norm")
+
+
+class CheckpointError(ValueError):
+    """A missing, corrupt or mismatched safetensors checkpoint."""
+
+
+def detect_layout(keys) -> str:
+    return MODULE_LAYOUT if any(k.startswith("model.language_model.") for k in keys) else HUB_LAYOUT
+
+
+def hf_key_to_path(key: str, layout: str) -> tuple[tuple[str, ...], str]:
+    """('visual','blocks_0','attn','qkv','kernel'), kind  for  'visual.blocks.0.attn.qkv.weight'.
+
+    kind says how the array changes: 'linear' (transpose), 'patch' (Conv3d -> matmul),
+    'copy'.
+    """
+    for top, prefix in sorted(_PREFIXES[layout].items(), key=lambda kv: -len(kv[1])):
+        if key.startswith(prefix):
+            rest = key[len(prefix):]
+            break
+    else:
+        raise CheckpointError(f"tensor {key!r} is not part of a Qwen2.5-VL checkpoint ({layout} layout)")
+    if top == "lm_head":
+        if rest != "weight":
+            raise CheckpointError(f"tensor {key!r}: unexpected lm_head parameter")
+        return ("lm_head", "kernel"), "linear"
+    if top == "visual" and rest == "patch_embed.proj.weight":
+        return ("visual", "patch_embed"), "patch"
+    # blocks.3 -> blocks_3, layers.3 -> layers_3, mlp.0 -> mlp_0
+    parts = re.sub(r"\.(\d+)(?=\.)", r"_\1", rest).split(".")
+    *modules, leaf = parts
+    if leaf == "bias":
+        return (top, *modules, "bias"), "copy"
+    if leaf != "weight":
+        raise CheckpointError(f"tensor {key!r}: unexpected parameter {leaf!r}")
+    if modules and modules[-1] in _NORMS:
+        return (top, *modules, "scale"), "copy"
+    if modules == ["embed_tokens"]:
+        return (top, "embed_tokens", "embedding"), "copy"
+    return (top, *modules, "kernel"), "linear"
+
+
+def path_to_hf_key(path: tuple[str, ...], layout: str) -> tuple[str, str]:
+    top, *rest = path
+    prefix = _PREFIXES[layout][top]
+    if path == ("lm_head", "kernel"):
+        return "lm_head.weight", "linear"
+    if path == ("visual", "patch_embed"):
+        return prefix + "patch_embed.proj.weight", "patch"
+    *modules, leaf = rest
+    name = ".".join(re.sub(r"^(blocks|layers|mlp)_(\d+)$", r"\1.\2", m) for m in modules)
+    if leaf == "bias":
+        return f"{prefix}{name}.bias", "copy"
+    return f"{prefix}{name}.weight", ("linear" if leaf == "kernel" else "copy")
+
+
+def to_mmjax(kind: str, array: np.ndarray) -> np.ndarray:
+    if kind == "linear":
+        return np.ascontiguousarray(array.T)
+    if kind == "patch":
+        return np.ascontiguousarray(array.reshape(array.shape[0], -1).T)
+    return array
+
+
+def to_hf(kind: str, array: np.ndarray, cfg: Qwen25VLConfig) -> np.ndarray:
+    if kind == "linear":
+        return np.ascontiguousarray(array.T)
+    if kind == "patch":
+        v = cfg.vision
+        return np.ascontiguousarray(array.T).reshape(
+            v.hidden_size, v.in_channels, v.temporal_patch_size, v.patch_size, v.patch_size)
+    return array
+
+
+# ---- files -----------------------------------------------------------------------------
+
+def safetensors_files(hf_dir: str) -> dict[str, str]:
+    """key -> file for every tensor of the checkpoint in hf_dir (single file or index)."""
+    index = os.path.join(hf_dir, "model.safetensors.index.json")
+    single = os.path.join(hf_dir, "model.safetensors")
+    if os.path.exists(index):
+        try:
+            with open(index) as f:
+                weight_map = json.load(f)["weight_map"]
+        except (json.JSONDecodeError, KeyError) as e:
+            raise CheckpointError(f"{index}: unreadable index ({e!r})") from e
+        files = {k: os.path.join(hf_dir, v) for k, v in weight_map.items()}
+        missing = sorted({f for f in files.values() if not os.path.exists(f)})
+        if missing:
+            raise CheckpointError(f"{index} names shard files that do not exist: {missing}")
+        return files
+    if os.path.exists(single):
+        try:
+            with safe_open(single, "np") as f:
+                return {k: single for k in f.keys()}
+        except (SafetensorError, OSError, ValueError) as e:
+            raise CheckpointError(f"{single}: not a readable safetensors file ({e})") from e
+    raise CheckpointError(f"{hf_dir}: no model.safetensors or model.safetensors.index.json")
+
+
+def iter_hf_tensors(hf_dir: str, progress: bool = True) -> Iterator[tuple[str, np.ndarray]]:
+    """Yield (key, numpy array) one tensor at a time, bf16 kept as ml_dtypes.bfloat16."""
+    files = safetensors_files(hf_dir)
+    by_file: dict[str, list[str]] = {}
+    for k, f in files.items():
+        by_file.setdefault(f, []).append(k)
+    bar = tqdm(total=len(files), desc="reading safetensors", unit="tensor", disable=not progress)
+    for path, keys in sorted(by_file.items()):
+        try:
+            with safe_open(path, "np") as f:
+                present = set(f.keys())
+                for k in sorted(keys):
+                    if k not in present:
+                        raise CheckpointError(f"{path}: tensor {k!r} listed in the index is missing")
+                    yield k, np.asarray(f.get_tensor(k))
+                    bar.update()
+        except (SafetensorError, OSError) as e:
+            raise CheckpointError(f"{path}: corrupt or truncated safetensors file ({e})") from e
+    bar.close()
+
+
+def expected_shapes(cfg: Qwen25VLConfig) -> dict[tuple[str, ...], tuple[int, ...]]:
+    """mmjax leaf path -> shape, from an abstract init (no memory, no compute)."""
+    import jax
+    from flax import traverse_util
+    from mmjax.models.qwen2_5_vl.model import Qwen25VL
+    from mmjax.models.qwen2_5_vl.params import abstract_params
+    flat = traverse_util.flatten_dict(abstract_params(cfg))
+    return {k: tuple(v.shape) for k, v in flat.items()}
+
+
+def load_params(hf_dir: str, cfg: Qwen25VLConfig, dtype=None, progress: bool = True):
+    """Read an HF checkpoint into a nested dict of numpy arrays; returns (params, layout)."""
+    from flax import traverse_util
+    shapes = expected_shapes(cfg)
+    keys = safetensors_files(hf_dir)
+    layout = detect_layout(keys)
+    flat: dict[tuple[str, ...], np.ndarray] = {}
+    for key, array in iter_hf_tensors(hf_dir, progress):
+        if cfg.tie_word_embeddings and key == "lm_head.weight":
+            continue  # tied: the head is the embedding
+        path, kind = hf_key_to_path(key, layout)
+        if path not in shapes:
+            raise CheckpointError(f"{keys[key]}: tensor {key!r} has no place in a model with this "
+                                  f"config.json (mapped to {'/'.join(path)})")
+        value = to_mmjax(kind, array)
+        if value.shape != shapes[path]:
+            raise CheckpointError(f"{keys[key]}: tensor {key!r} has shape {array.shape}, config.json "
+                                  f"implies {to_hf(kind, np.empty(shapes[path], np.int8), cfg).shape}")
+        flat[path] = value if dtype is None else value.astype(dtype)
+    missing = sorted(path_to_hf_key(p, layout)[0] for p in shapes if p not in flat)
+    if missing:
+        raise CheckpointError(f"{hf_dir}: checkpoint lacks {len(missing)} tensors that config.json "
+                              f"implies, e.g. {missing[:5]}")
+    return traverse_util.unflatten_dict(flat), layout
+
+
+def iter_params_as_hf(params, cfg: Qwen25VLConfig, layout: str = HUB_LAYOUT):
+    """Yield (hf_key, numpy array) for every leaf of an mmjax params tree."""
+    from flax import traverse_util
+    for path, value in traverse_util.flatten_dict(params).items():
+        key, kind = path_to_hf_key(path, layout)
+        yield key, to_hf(kind, np.asarray(value), cfg)
+
+
+def _parse_size(size: int | str) -> int:
+    if isinstance(size, int):
+        return size
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMG]i?B)\s*", size.upper().replace("IB", "iB"))
+    if not m:
+        raise ValueError(f"max_shard_size={size!r}: use bytes or e.g. '5GB', '500MB'")
+    mult = {"KB": 10**3, "MB": 10**6, "GB": 10**9, "KiB": 2**10, "MiB": 2**20, "GiB": 2**30}
+    return int(float(m.group(1)) * mult[m.group(2)])
+
+
+def save_safetensors(tensors: Iterator[tuple[str, np.ndarray]], out_dir: str,
+                     max_shard_size: int | str = "5GB", progress: bool = True) -> list[str]:
+    """Write tensors as model.safetensors, or as shards + index above max_shard_size.
+
+    Shards are written to temporary names and renamed once complete, so an interrupted
+    export never leaves a file that looks finished.
+    """
+    from safetensors.numpy import save_file
+    limit = _parse_size(max_shard_size)
+    os.makedirs(out_dir, exist_ok=True)
+    shards: list[dict[str, np.ndarray]] = [{}]
+    sizes = [0]
+    tmp_names: list[str] = []
+    total = 0
+
+    def flush(shard: dict[str, np.ndarray]) -> None:
+        name = os.path.join(out_dir, f".tmp-shard-{len(tmp_names):05d}.safetensors")
+        save_file(shard, name, metadata={"format": "pt"})
+        tmp_names.append(name)
+
+    bar = tqdm(desc="writing safetensors", unit="tensor", disable=not progress)
+    weight_map: dict[str, int] = {}
+    for key, arr in tensors:
+        nbytes = arr.nbytes
+        if shards[-1] and sizes[-1] + nbytes > limit:
+            flush(shards[-1])
+            shards[-1] = {}  # release the written tensors
+            shards.append({})
+            sizes.append(0)
+        shards[-1][key] = arr
+        sizes[-1] += nbytes
+        total += nbytes
+        weight_map[key] = len(shards) - 1
+        bar.update()
+    flush(shards[-1])
+    bar.close()
+    n = len(tmp_names)
+    if n == 1:
+        final = [os.path.join(out_dir, "model.safetensors")]
+        os.replace(tmp_names[0], final[0])
+        return final
+    final = [os.path.join(out_dir, f"model-{i + 1:05d}-of-{n:05d}.safetensors") for i in range(n)]
+    for tmp, dst in zip(tmp_names, final):
+        os.replace(tmp, dst)
+    index = {"metadata": {"total_size": total},
+             "weight_map": {k: os.path.basename(final[i]) for k, i in sorted(weight_map.items())}}
+    with open(os.path.join(out_dir, "model.safetensors.index.json"), "w") as f:
+        json.dump(index, f, indent=2)
+    return final
+
+
+def write_generation_config(cfg: Qwen25VLConfig, out_dir: str, extra: dict[str, Any] | None = None):
+    t = cfg.text
+    gen = {"bos_token_id": t.bos_token_id,
+           "eos_token_id": list(t.eos_token_id) if isinstance(t.eos_token_id, tuple) else t.eos_token_id,
+           "pad_token_id": t.pad_token_id}
+    gen.update(extra or {})
+    with open(os.path.join(out_dir, "generation_config.json"), "w") as f:
+        json.dump(gen, f, indent=2)

@@ -1,0 +1,161 @@
+"""`Qwen2_5_VL`: a thin holder of config + params with the user-facing entry points."""
+
+from __future__ import annotations
+
+import functools
+import os
+import shutil
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from mmjax.models.qwen2_5_vl import hf
+from mmjax.models.qwen2_5_vl.config import Qwen25VLConfig
+from mmjax.models.qwen2_5_vl.inputs import check_placeholders, position_ids, vision_inputs
+from mmjax.models.qwen2_5_vl.model import Qwen25VL
+from mmjax.models.qwen2_5_vl.params import init_params
+
+# Files of an HF model folder that belong to the tokenizer / processor, copied on export.
+SIDE_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "merges.txt",
+              "special_tokens_map.json", "added_tokens.json", "chat_template.json",
+              "chat_template.jinja", "preprocessor_config.json", "video_preprocessor_config.json",
+              "processor_config.json", "generation_config.json")
+
+_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
+
+
+def _as_dtype(dtype):
+    return _DTYPES[dtype] if isinstance(dtype, str) else dtype
+
+
+@functools.partial(jax.jit, static_argnums=(0,))
+def _forward(module: Qwen25VL, params, input_ids, positions, attention_mask, image, video):
+    return module.apply({"params": params}, input_ids, positions, attention_mask, image=image, video=video)
+
+
+class Qwen2_5_VL:
+    """Config + params. `params` is a plain nested dict of arrays (Flax layout)."""
+
+    def __init__(self, config: Qwen25VLConfig, params, dtype=jnp.float32, hf_layout: str = hf.HUB_LAYOUT,
+                 source_dir: str | None = None):
+        self.config = config
+        self.params = params
+        self.dtype = _as_dtype(dtype)
+        self.hf_layout = hf_layout
+        self.source_dir = source_dir
+        self.module = Qwen25VL(config, dtype=self.dtype, param_dtype=self.dtype)
+        self.mesh = None
+
+    def shard(self, mesh, rules=None) -> "Qwen2_5_VL":
+        """Place the params on `mesh` by their logical axes; later calls run sharded (GSPMD)."""
+        from mmjax import sharding
+        from mmjax.models.qwen2_5_vl.params import abstract_params, logical_axes
+        rules = rules or sharding.DEFAULT_RULES
+        shardings = sharding.param_shardings(abstract_params(self.config), logical_axes(self.config), mesh, rules)
+        self.params = jax.device_put(self.params, shardings)
+        self.mesh = mesh
+        return self
+
+    @classmethod
+    def from_config(cls, config: Qwen25VLConfig, seed: int = 0, dtype=jnp.float32) -> "Qwen2_5_VL":
+        return cls(config, init_params(config, seed, _as_dtype(dtype)), dtype)
+
+    # ---- inference ----------------------------------------------------------------------
+
+    def prepare(self, input_ids, attention_mask, pixel_values=None, image_grid_thw=None, *,
+                pixel_values_videos=None, video_grid_thw=None, second_per_grid_ts=None):
+        """Checked, device-ready inputs for the pure forward (numpy in, dict out)."""
+        cfg = self.config
+        input_ids = np.asarray(input_ids)
+        if input_ids.ndim != 2:
+            raise ValueError(f"input_ids must be [batch, length]; got shape {input_ids.shape}")
+        attention_mask = np.ones_like(input_ids) if attention_mask is None else np.asarray(attention_mask)
+        if attention_mask.shape != input_ids.shape:
+            raise ValueError(f"attention_mask shape {attention_mask.shape} != input_ids shape {input_ids.shape}")
+        if (pixel_values is None) != (image_grid_thw is None):
+            raise ValueError("pixel_values and image_grid_thw must be given together")
+        if (pixel_values_videos is None) != (video_grid_thw is None):
+            raise ValueError("pixel_values_videos and video_grid_thw must be given together")
+        check_placeholders(cfg, input_ids, image_grid_thw, cfg.image_token_id, "image")
+        check_placeholders(cfg, input_ids, video_grid_thw, cfg.video_token_id, "video")
+        positions, deltas = position_ids(cfg, input_ids, attention_mask, image_grid_thw, video_grid_thw,
+                                         second_per_grid_ts)
+        image = None if pixel_values is None else vision_inputs(cfg, pixel_values, image_grid_thw)
+        video = None if pixel_values_videos is None else vision_inputs(
+            cfg, pixel_values_videos, video_grid_thw, field="pixel_values_videos", grid_field="video_grid_thw")
+        return dict(input_ids=input_ids.astype(np.int32), positions=positions.astype(np.int32),
+                    attention_mask=attention_mask.astype(bool), image=image, video=video,
+                    rope_deltas=deltas.astype(np.int32))
+
+    def logits(self, input_ids, attention_mask=None, pixel_values=None, image_grid_thw=None, *,
+               pixel_values_videos=None, video_grid_thw=None, second_per_grid_ts=None) -> np.ndarray:
+        """Full-sequence logits [B, T, V] (float32 numpy)."""
+        x = self.prepare(input_ids, attention_mask, pixel_values, image_grid_thw,
+                         pixel_values_videos=pixel_values_videos, video_grid_thw=video_grid_thw,
+                         second_per_grid_ts=second_per_grid_ts)
+        ids, positions, mask = x["input_ids"], x["positions"], x["attention_mask"]
+        if self.mesh is not None:
+            from mmjax.sharding import batch_sharding
+            ids, mask = (jax.device_put(a, batch_sharding(self.mesh, a.shape)) for a in (ids, mask))
+            positions = jax.device_put(positions, batch_sharding(self.mesh, positions.shape, batch_axis=1))
+        out = _forward(self.module, self.params, ids, positions, mask, x["image"], x["video"])
+        return np.asarray(out, np.float32)
+
+    def generate(self, input_ids, attention_mask=None, pixel_values=None, image_grid_thw=None, *,
+                 max_new_tokens: int, temperature: float = 0.0, top_p: float = 1.0, top_k: int = 0,
+                 num_generations: int = 1, seed: int = 0, eos_token_ids=None, pad_token_id=None,
+                 allowed_token_ids=None, capture=None, pixel_values_videos=None, video_grid_thw=None,
+                 second_per_grid_ts=None):
+        """Sample completions of left-padded prompts: a `mmjax.rl.sampler.Rollout` (numpy).
+
+        temperature 0 is greedy. Rows are prompt-major (row n = prompt n // num_generations).
+        eos_token_ids / pad_token_id default to the config's. capture="cmab" also returns the
+        per-layer, per-head attention masses of each generated token on image / text keys.
+        """
+        from mmjax.rl import sampler  # the sampler imports the model package
+        t = self.config.text
+        eos = t.eos_token_id if eos_token_ids is None else eos_token_ids
+        eos_ids = sampler.as_token_ids(eos)
+        if pad_token_id is None:
+            pad_token_id = t.pad_token_id if t.pad_token_id is not None else (eos_ids[0] if eos_ids else 0)
+        batch = self.prepare(input_ids, attention_mask, pixel_values, image_grid_thw,
+                             pixel_values_videos=pixel_values_videos, video_grid_thw=video_grid_thw,
+                             second_per_grid_ts=second_per_grid_ts)
+        return sampler.generate(
+            self.module, self.params, batch, max_new_tokens=max_new_tokens,
+            sampling=sampler.SamplingParams(float(temperature), float(top_p), int(top_k)),
+            num_generations=num_generations, seed=seed, eos_token_ids=eos_ids, pad_token_id=pad_token_id,
+            allowed_token_ids=allowed_token_ids, capture=capture)
+
+    # ---- Hugging Face ------------------------------------------------------------------
+
+    def save_hf(self, out_dir: str, max_shard_size: int | str = "5GB", progress: bool = True) -> None:
+        """Write an HF folder: safetensors (sharded above max_shard_size), config, generation config,
+        and the tokenizer / processor files of the folder this model was loaded from."""
+        os.makedirs(out_dir, exist_ok=True)
+        hf.save_safetensors(hf.iter_params_as_hf(self.params, self.config, self.hf_layout), out_dir,
+                            max_shard_size, progress)
+        self.config.save(out_dir)
+        copied = copy_side_files(self.source_dir, out_dir)
+        if "generation_config.json" not in copied:
+            hf.write_generation_config(self.config, out_dir)
+
+
+def copy_side_files(src_dir: str | None, out_dir: str) -> list[str]:
+    copied = []
+    if src_dir and os.path.abspath(src_dir) != os.path.abspath(out_dir):
+        for name in SIDE_FILES:
+            if os.path.exists(os.path.join(src_dir, name)):
+                shutil.copy2(os.path.join(src_dir, name), os.path.join(out_dir, name))
+                copied.append(name)
+    return copied
+
+
+def load_hf(hf_dir: str, dtype=None, progress: bool = True) -> Qwen2_5_VL:
+    """Load an HF Qwen2.5-VL folder. dtype=None gives float32 params; 'bfloat16' keeps bf16."""
+    cfg = Qwen25VLConfig.from_pretrained(hf_dir)
+    dtype = _as_dtype(dtype or jnp.float32)
+    params, layout = hf.load_params(hf_dir, cfg, dtype=np.dtype(dtype), progress=progress)
+    params = jax.tree.map(jnp.asarray, params)
+    return Qwen2_5_VL(cfg, params, dtype, hf_layout=layout, source_dir=hf_dir)

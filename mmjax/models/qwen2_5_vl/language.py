@@ -1,0 +1,128 @@
+"""The Qwen2 decoder with multimodal RoPE (M-RoPE) and an explicit, fixed-size KV cache.
+
+The cache is a plain pytree passed in and returned ({"k", "v"} per layer, each
+[batch, slots, kv_heads, head_dim]); a call writes its tokens at `cache_index` and attends
+over every slot that `key_valid` marks and that is not in the future.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import flax.linen as nn
+
+from mmjax.models.attention import dot_product_attention
+from mmjax.models.layers import GatedMLP, RMSNorm, apply_rotary, dense
+from mmjax.models.qwen2_5_vl.config import TextConfig
+
+Dtype = Any
+
+
+def mrope_cos_sin(position_ids: jax.Array, cfg: TextConfig, dtype: Dtype):
+    """cos/sin [B, T, head_dim] from 3-row positions [3, B, T] (temporal, height, width).
+
+    The first mrope_section[0] frequencies follow the temporal row, the next
+    mrope_section[1] the height row, the rest the width row.
+    """
+    half = cfg.head_dim // 2
+    inv_freq = 1.0 / (cfg.rope_theta ** (jnp.arange(0, cfg.head_dim, 2, dtype=jnp.float32) / cfg.head_dim))
+    freqs = position_ids.astype(jnp.float32)[..., None] * inv_freq  # [3, B, T, half]
+    section = jnp.repeat(jnp.arange(3), jnp.array(cfg.mrope_section), total_repeat_length=half)
+    freqs = jnp.take_along_axis(freqs, section[None, None, None, :], axis=0)[0]
+    emb = jnp.concatenate([freqs, freqs], axis=-1)
+    return jnp.cos(emb).astype(dtype), jnp.sin(emb).astype(dtype)
+
+
+class SelfAttention(nn.Module):
+    cfg: TextConfig
+    dtype: Dtype = jnp.float32
+    param_dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x, cos, sin, mask, cache, cache_index, key_groups):
+        cfg = self.cfg
+        b, t, _ = x.shape
+        hd, h, hkv = cfg.head_dim, cfg.num_attention_heads, cfg.num_key_value_heads
+        kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+        q = dense(h * hd, ("embed", "q_heads"), use_bias=True, name="q_proj", **kw)(x).reshape(b, t, h, hd)
+        k = dense(hkv * hd, ("embed", "kv_heads"), use_bias=True, name="k_proj", **kw)(x).reshape(b, t, hkv, hd)
+        v = dense(hkv * hd, ("embed", "kv_heads"), use_bias=True, name="v_proj", **kw)(x).reshape(b, t, hkv, hd)
+        q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
+        if cache is not None:
+            k = jax.lax.dynamic_update_slice(cache["k"], k.astype(cache["k"].dtype), (0, cache_index, 0, 0))
+            v = jax.lax.dynamic_update_slice(cache["v"], v.astype(cache["v"].dtype), (0, cache_index, 0, 0))
+            cache = {"k": k, "v": v}
+        out, masses = dot_product_attention(q, k.astype(q.dtype), v.astype(q.dtype), mask, key_groups)
+        out = dense(cfg.hidden_size, ("q_heads", "embed"), use_bias=False, name="o_proj", **kw)(
+            out.reshape(b, t, h * hd))
+        return out, cache, masses
+
+
+class DecoderLayer(nn.Module):
+    cfg: TextConfig
+    dtype: Dtype = jnp.float32
+    param_dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x, cos, sin, mask, cache, cache_index, key_groups):
+        kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+        h = RMSNorm(self.cfg.rms_norm_eps, name="input_layernorm", **kw)(x)
+        h, cache, masses = SelfAttention(self.cfg, name="self_attn", **kw)(
+            h, cos, sin, mask, cache, cache_index, key_groups)
+        x = x + h
+        h = RMSNorm(self.cfg.rms_norm_eps, name="post_attention_layernorm", **kw)(x)
+        x = x + GatedMLP(self.cfg.intermediate_size, self.cfg.hidden_act, use_bias=False, name="mlp", **kw)(h)
+        return x, cache, masses
+
+
+class TextModel(nn.Module):
+    cfg: TextConfig
+    dtype: Dtype = jnp.float32
+    param_dtype: Dtype = jnp.float32
+
+    def setup(self):
+        kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+        self.embed_tokens = nn.Embed(
+            self.cfg.vocab_size, self.cfg.hidden_size, dtype=self.dtype, param_dtype=self.param_dtype,
+            embedding_init=nn.with_logical_partitioning(nn.initializers.normal(0.02), ("vocab", "embed")))
+        self.layers = [DecoderLayer(self.cfg, name=f"layers_{i}", **kw)
+                       for i in range(self.cfg.num_hidden_layers)]
+        self.norm = RMSNorm(self.cfg.rms_norm_eps, name="norm", **kw)
+
+    def embed(self, input_ids: jax.Array) -> jax.Array:
+        return self.embed_tokens(input_ids)
+
+    def attend(self, hidden: jax.Array) -> jax.Array:
+        """Tied output head: hidden @ embedding^T."""
+        return self.embed_tokens.attend(hidden)
+
+    def __call__(self, inputs_embeds, position_ids, key_valid, cache=None, cache_index=0, key_groups=None):
+        """inputs_embeds [B, T, D], position_ids [3, B, T], key_valid bool [B, S].
+
+        S is the number of cache slots (or T without a cache). Returns the final-normed
+        hidden states [B, T, D], the updated cache (or None) and, when key_groups [B, S, G]
+        is given, per-layer attention masses [L, B, T, H, G].
+        """
+        b, t, _ = inputs_embeds.shape
+        s = key_valid.shape[1]
+        q_slot = cache_index + jnp.arange(t)
+        mask = key_valid[:, None, :] & (jnp.arange(s)[None, None, :] <= q_slot[None, :, None])
+        cos, sin = mrope_cos_sin(position_ids, self.cfg, self.dtype)
+        x = inputs_embeds.astype(self.dtype)
+        new_cache, all_masses = [], []
+        for i, layer in enumerate(self.layers):
+            x, layer_cache, masses = layer(x, cos, sin, mask, None if cache is None else cache[i],
+                                           cache_index, key_groups)
+            new_cache.append(layer_cache)
+            all_masses.append(masses)
+        x = self.norm(x)
+        masses = jnp.stack(all_masses) if key_groups is not None else None
+        return x, (new_cache if cache is not None else None), masses
+
+
+def init_cache(cfg: TextConfig, batch: int, slots: int, dtype: Dtype = jnp.float32) -> list[dict]:
+    shape = (batch, slots, cfg.num_key_value_heads, cfg.head_dim)
+    return [{"k": jnp.zeros(shape, dtype), "v": jnp.zeros(shape, dtype)}
+            for _ in range(cfg.num_hidden_layers)]

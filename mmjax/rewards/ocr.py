@@ -1,0 +1,66 @@
+"""OCR accuracy (SPEC 2.3): normalised exact, substring, or fuzzy match.
+
+Both the answer (container content, else the whole completion, as released) and the
+target are normalised: case-folded, Unicode punctuation removed, runs of whitespace
+collapsed to one space, stripped. Reward 1.0 if the normalised strings are equal, or
+one contains the other (``allow_substring``, released behaviour: even a one-letter
+answer inside the target counts), or ``difflib.SequenceMatcher`` ratio >= ``min_ratio``
+(0.5); else 0.0. An answer that normalises to nothing scores 0.0.
+
+The released code also rewrites answers containing numbers (English number words to
+digits); mmjax does not.
+"""
+
+from __future__ import annotations
+
+import difflib
+import unicodedata
+from collections.abc import Sequence
+from typing import Any
+
+from mmjax.rewards import parsing, registry
+from mmjax.rewards.targets import target_text
+
+
+def normalise_text(text: str) -> str:
+    """Case-folded, punctuation removed, whitespace collapsed."""
+    kept = "".join(" " if ch.isspace() else ch for ch in text.casefold() if not unicodedata.category(ch).startswith("P"))
+    return " ".join(kept.split())
+
+
+def ocr_match(answer: str, target: str, *, min_ratio: float = 0.5, allow_substring: bool = True) -> bool:
+    """Whether ``answer`` reads as ``target`` under the OCR rules (see module doc)."""
+    pred, gold = normalise_text(answer), normalise_text(target)
+    if not pred or not gold:
+        return False
+    if pred == gold or (allow_substring and (pred in gold or gold in pred)):
+        return True
+    return difflib.SequenceMatcher(None, pred, gold).ratio() >= min_ratio
+
+
+def ocr_score(text: str, target: Any, *, container: str = parsing.ANSWER, min_ratio: float = 0.5,
+              allow_substring: bool = True) -> float:
+    gold = target_text(target, container)
+    if not normalise_text(gold):
+        raise registry.BadTarget(f"OCR target {gold[:80]!r} is only punctuation/whitespace")
+    answer = parsing.answer_or_text(text, container)
+    return float(ocr_match(answer, gold, min_ratio=min_ratio, allow_substring=allow_substring))
+
+
+@registry.register("accuracy_ocr")
+def ocr_reward(
+    completions: Sequence[str],
+    targets: Sequence[Any],
+    *,
+    container: str = parsing.ANSWER,
+    min_ratio: float = 0.5,
+    allow_substring: bool = True,
+    **kwargs: Any,
+) -> list[float]:
+    """Range {0, 1}; targets are the expected text."""
+    parsing.check_container(container)
+    return registry.score_rows(
+        "accuracy_ocr",
+        lambda text, target: ocr_score(text, target, container=container, min_ratio=min_ratio,
+                                       allow_substring=allow_substring),
+        completions, targets)

@@ -1,0 +1,148 @@
+"""Answer containers and the think/answer format check (SPEC 1.4).
+
+A completion reasons inside ``<think>...</think>`` and gives its final answer in a
+container. Two containers exist, named by string everywhere in mmjax (configs, prompts,
+rewards): ``"answer"`` = ``<answer>...</answer>`` (paper, default) and ``"boxed"`` =
+``\\boxed{...}`` (released Visual Jigsaw code). Prompts take their instruction from
+``CONTAINERS`` so that the prompt and the checker always agree.
+
+Format rule (``think_format_ok``), whitespace = any Unicode whitespace:
+
+- the text, after stripping leading/trailing whitespace, starts with ``<think>``;
+- it contains ``</think>``; everything up to the LAST ``</think>`` is the reasoning
+  (any content, may be empty, may span lines);
+- ``"answer"``: after the last ``</think>`` come optional whitespace, exactly one
+  ``<answer>...</answer>`` block (content without nested answer tags, may be empty),
+  optional whitespace, and nothing else (the paper's ``<think>.*</think>`` followed by
+  the container);
+- ``"boxed"``: after the last ``</think>`` there is at least one complete, brace-balanced
+  ``\\boxed{...}``; other text before and after it is allowed (the released code's
+  ``<think>.*</think>.*\\boxed{.*}.*``).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Final
+
+ANSWER: Final = "answer"
+BOXED: Final = "boxed"
+
+# Instruction text a prompt appends so the model answers in the container the checker
+# reads. Keep the wording about the container itself in sync with extract_answer.
+CONTAINERS: Final[dict[str, str]] = {
+    ANSWER: (
+        "First think about the reasoning process inside <think> </think> tags, then put "
+        "the final answer within <answer> </answer> tags."
+    ),
+    BOXED: (
+        "First think about the reasoning process inside <think> </think> tags, then put "
+        "the final answer within \\boxed{}."
+    ),
+}
+
+_THINK_OPEN = "<think>"
+_THINK_CLOSE = "</think>"
+_ANSWER_OPEN = "<answer>"
+_ANSWER_CLOSE = "</answer>"
+_BOX_OPEN = "\\boxed{"
+# One answer block with no nested answer tag, only whitespace around it.
+_ANSWER_TAIL = re.compile(r"\s*<answer>((?:(?!</?answer>).)*)</answer>\s*", re.DOTALL)
+
+
+def check_container(container: str) -> str:
+    """Returns ``container`` if it is a known container name, else raises ValueError."""
+    if container not in CONTAINERS:
+        raise ValueError(f"unknown answer container {container!r}; expected one of {sorted(CONTAINERS)}")
+    return container
+
+
+def wrap_answer(answer: str, container: str = ANSWER) -> str:
+    """The answer as a model should write it, e.g. ``<answer>3,1,2</answer>``."""
+    if check_container(container) == ANSWER:
+        return f"{_ANSWER_OPEN}{answer}{_ANSWER_CLOSE}"
+    return f"{_BOX_OPEN}{answer}}}"
+
+
+def last_boxed(text: str) -> str | None:
+    """Content of the last complete ``\\boxed{...}``, braces balanced; None if none.
+
+    LaTeX-escaped braces (``\\{``, ``\\}``) are content, not structure, so
+    ``\\boxed{\\{1,2\\}}`` gives ``\\{1,2\\}``. A truncated last box is skipped in favour
+    of the previous complete one.
+    """
+    end = len(text)
+    while True:
+        start = text.rfind(_BOX_OPEN, 0, end)
+        if start < 0:
+            return None
+        content = _balanced_content(text, start + len(_BOX_OPEN))
+        if content is not None:
+            return content
+        end = start
+
+
+def _balanced_content(text: str, begin: int) -> str | None:
+    """Content from ``begin`` up to the brace closing an already-open ``{``."""
+    depth = 1
+    i = begin
+    n = len(text)
+    while i < n:
+        ch = text[i]
+        if ch == "\\":
+            i += 2  # an escaped character (\{, \}, \\) never opens or closes a group
+            continue
+        if ch == "{":
+            depth += 1
+        elif ch == "}":
+            depth -= 1
+            if depth == 0:
+                return text[begin:i]
+        i += 1
+    return None
+
+
+def _last_answer_tag(text: str) -> str | None:
+    start = text.rfind(_ANSWER_OPEN)
+    if start < 0:
+        return None
+    begin = start + len(_ANSWER_OPEN)
+    stop = text.find(_ANSWER_CLOSE, begin)
+    return None if stop < 0 else text[begin:stop]
+
+
+def extract_answer(text: str, container: str = ANSWER) -> str | None:
+    """Stripped content of the last container in ``text``; None if there is none.
+
+    ``"answer"``: the last ``<answer>`` and the first ``</answer>`` after it (an unclosed
+    last tag gives None). ``"boxed"``: see ``last_boxed``.
+    """
+    if check_container(container) == ANSWER:
+        content = _last_answer_tag(text)
+    else:
+        content = last_boxed(text)
+    return None if content is None else content.strip()
+
+
+def answer_or_text(text: str, container: str = ANSWER) -> str:
+    """The container content if present, else the whole stripped text.
+
+    This is the fallback the released accuracy rewards use (math, choice, OCR, grounding).
+    """
+    content = extract_answer(text, container)
+    return text.strip() if content is None else content
+
+
+def think_format_ok(text: str, container: str = ANSWER) -> bool:
+    """True if ``text`` is ``<think>...</think>`` followed by the container (see module doc)."""
+    check_container(container)
+    body = text.strip()
+    if not body.startswith(_THINK_OPEN):
+        return False
+    close = body.rfind(_THINK_CLOSE)
+    if close < len(_THINK_OPEN):
+        return False
+    tail = body[close + len(_THINK_CLOSE):]
+    if container == ANSWER:
+        return _ANSWER_TAIL.fullmatch(tail) is not None
+    return last_boxed(tail) is not None

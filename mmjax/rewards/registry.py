@@ -1,0 +1,125 @@
+"""Registry of reward functions on decoded text.
+
+A reward function is batched and TRL-like::
+
+    fn(completions: Sequence[str], targets: Sequence[Any] | None, **kwargs) -> list[float]
+
+Keyword-only parameters with defaults are its options (bound with ``get(name, **opts)``);
+any other keyword (e.g. dataset columns passed along by the learner) is ignored.
+
+Every registered reward is total: whatever the text and the target, each row gets a
+finite float. Rows are scored one by one through ``score_rows``, which turns an
+unexpected exception or a non-finite value into 0.0 and logs it with the row index and
+the reward's name, so a bug is never silent but never stops training either. A target
+the reward cannot read (``BadTarget``: a data problem) also scores 0.0, with a warning.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import logging
+import math
+from collections.abc import Callable, Sequence
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+RewardFn = Callable[..., list[float]]
+
+
+class BadTarget(ValueError):
+    """A target a reward cannot read: a data problem, scored 0.0 and logged per row."""
+
+
+_REGISTRY: dict[str, RewardFn] = {}
+
+
+def register(name: str) -> Callable[[RewardFn], RewardFn]:
+    """Decorator registering a batched reward function under ``name``."""
+
+    def decorator(fn: RewardFn) -> RewardFn:
+        if name in _REGISTRY and _REGISTRY[name] is not fn:
+            raise ValueError(f"reward {name!r} is already registered ({_REGISTRY[name].__qualname__})")
+        _REGISTRY[name] = fn
+        return fn
+
+    return decorator
+
+
+def names() -> list[str]:
+    """Registered reward names, sorted."""
+    return sorted(_REGISTRY)
+
+
+def options(name: str) -> dict[str, Any]:
+    """The options of reward ``name`` with their defaults."""
+    fn = _lookup(name)
+    return {
+        p.name: p.default
+        for p in inspect.signature(fn).parameters.values()
+        if p.kind is inspect.Parameter.KEYWORD_ONLY
+    }
+
+
+def get(name: str, **opts: Any) -> RewardFn:
+    """Reward ``name`` with ``opts`` bound; unknown options raise TypeError."""
+    fn = _lookup(name)
+    unknown = sorted(set(opts) - set(options(name)))
+    if unknown:
+        raise TypeError(f"reward {name!r} has no option(s) {unknown}; its options are {sorted(options(name))}")
+    return functools.partial(fn, **opts) if opts else fn
+
+
+def _lookup(name: str) -> RewardFn:
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise KeyError(f"unknown reward {name!r}; registered: {names()}") from None
+
+
+def broadcast_column(value: Any, n: int, column: str) -> list[Any]:
+    """A per-row column: a sequence of length ``n`` as is, any scalar repeated ``n`` times."""
+    if isinstance(value, Sequence) and not isinstance(value, (str, bytes)):
+        if len(value) != n:
+            raise ValueError(f"column {column!r} has {len(value)} rows, completions have {n}")
+        return list(value)
+    return [value] * n
+
+
+def score_rows(
+    name: str,
+    score: Callable[..., float],
+    completions: Sequence[str],
+    targets: Sequence[Any] | None,
+    **columns: Any,
+) -> list[float]:
+    """``[score(completion_i, target_i, **{col: columns[col][i]}) for i]``, made total.
+
+    ``targets=None`` means the reward needs none (e.g. format). Mismatched batch lengths
+    are a caller bug and raise ValueError; everything about a row's content is handled.
+    """
+    n = len(completions)
+    if targets is None:
+        targets = [None] * n
+    elif len(targets) != n:
+        raise ValueError(f"reward {name!r}: {n} completions but {len(targets)} targets")
+    per_row = {col: broadcast_column(v, n, col) for col, v in columns.items()}
+    out = []
+    for i, (completion, target) in enumerate(zip(completions, targets)):
+        if not isinstance(completion, str):
+            logger.warning("reward %r: row %d completion is %s, not str; scored as ''", name, i, type(completion).__name__)
+            completion = ""
+        try:
+            value = float(score(completion, target, **{col: v[i] for col, v in per_row.items()}))
+        except BadTarget as e:
+            logger.warning("reward %r: row %d has a bad target (%s); scored 0.0", name, i, e)
+            value = 0.0
+        except Exception:  # noqa: BLE001 - a reward must never stop training; logged, not hidden
+            logger.exception("reward %r failed on row %d; scored 0.0", name, i)
+            value = 0.0
+        if not math.isfinite(value):
+            logger.error("reward %r gave %r on row %d; scored 0.0", name, value, i)
+            value = 0.0
+        out.append(value)
+    return out
