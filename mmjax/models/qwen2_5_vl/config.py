@@ -152,16 +152,19 @@ class Qwen25VLConfig:
             fullatt_block_indexes=tuple(v.get("fullatt_block_indexes", vdef.fullatt_block_indexes)),
             rope_theta=float(vrope.get("rope_theta", 10000.0)),
         )
-        return cls(
-            text=text,
-            vision=vision,
-            image_token_id=d.get("image_token_id", 151655),
-            video_token_id=d.get("video_token_id", 151656),
-            vision_start_token_id=d.get("vision_start_token_id", 151652),
-            vision_end_token_id=d.get("vision_end_token_id", 151653),
-            tie_word_embeddings=bool(d.get("tie_word_embeddings", t.get("tie_word_embeddings", False))),
-            dtype=str(d.get("dtype") or d.get("torch_dtype") or t.get("dtype") or "bfloat16"),
-        )
+        try:
+            return cls(
+                text=text,
+                vision=vision,
+                image_token_id=d.get("image_token_id", 151655),
+                video_token_id=d.get("video_token_id", 151656),
+                vision_start_token_id=d.get("vision_start_token_id", 151652),
+                vision_end_token_id=d.get("vision_end_token_id", 151653),
+                tie_word_embeddings=bool(d.get("tie_word_embeddings", t.get("tie_word_embeddings", False))),
+                dtype=str(d.get("dtype") or d.get("torch_dtype") or t.get("dtype") or "bfloat16"),
+            )
+        except ConfigError as e:
+            raise ConfigError(f"{source}: {e}") from e
 
     @classmethod
     def from_pretrained(cls, hf_dir: str) -> "Qwen25VLConfig":

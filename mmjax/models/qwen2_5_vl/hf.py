@@ -88,12 +88,30 @@ def path_to_hf_key(path: tuple[str, ...], layout: str) -> tuple[str, str]:
     return f"{prefix}{name}.weight", ("linear" if leaf == "kernel" else "copy")
 
 
+def mmjax_shape(kind: str, hf_shape: tuple[int, ...]) -> tuple[int, ...]:
+    """The shape `to_mmjax` gives an HF tensor of `hf_shape`."""
+    if kind == "linear":
+        return tuple(reversed(hf_shape))
+    if kind == "patch":
+        return (int(np.prod(hf_shape[1:])), hf_shape[0])
+    return tuple(hf_shape)
+
+
 def to_mmjax(kind: str, array: np.ndarray) -> np.ndarray:
     if kind == "linear":
         return np.ascontiguousarray(array.T)
     if kind == "patch":
         return np.ascontiguousarray(array.reshape(array.shape[0], -1).T)
     return array
+
+
+def _hf_shapes(kind: str, shape: tuple[int, ...], cfg: Qwen25VLConfig) -> tuple[int, ...]:
+    if kind == "linear":
+        return tuple(reversed(shape))
+    if kind == "patch":
+        v = cfg.vision
+        return (v.hidden_size, v.in_channels, v.temporal_patch_size, v.patch_size, v.patch_size)
+    return tuple(shape)
 
 
 def to_hf(kind: str, array: np.ndarray, cfg: Qwen25VLConfig) -> np.ndarray:
@@ -177,10 +195,11 @@ def load_params(hf_dir: str, cfg: Qwen25VLConfig, dtype=None, progress: bool = T
         if path not in shapes:
             raise CheckpointError(f"{keys[key]}: tensor {key!r} has no place in a model with this "
                                   f"config.json (mapped to {'/'.join(path)})")
+        if mmjax_shape(kind, array.shape) != shapes[path]:
+            implied = _hf_shapes(kind, shapes[path], cfg)
+            raise CheckpointError(f"{keys[key]}: tensor {key!r} has shape {tuple(array.shape)}, config.json "
+                                  f"implies {tuple(implied)}")
         value = to_mmjax(kind, array)
-        if value.shape != shapes[path]:
-            raise CheckpointError(f"{keys[key]}: tensor {key!r} has shape {array.shape}, config.json "
-                                  f"implies {to_hf(kind, np.empty(shapes[path], np.int8), cfg).shape}")
         flat[path] = value if dtype is None else value.astype(dtype)
     missing = sorted(path_to_hf_key(p, layout)[0] for p in shapes if p not in flat)
     if missing:

@@ -1,0 +1,149 @@
+"""The canonical row every source yields, and the mapping from on-disk layouts.
+
+A row is a plain dict:
+
+  id        str, unique within the source
+  where     str, "file:line" (or similar) for error messages
+  images    list of RGB uint8 arrays (H, W, 3), decoded
+  videos    list of absolute video paths (decoded later by the video transforms)
+  messages  list of chat messages {"role", "content"} or None
+  prompt    str user text or None ("<image>" / "<video>" mark where inputs go)
+  solution  str ground truth or None
+  task      str task / ability tag or None (routes the reward)
+  extra     dict of the remaining fields
+
+On-disk rows follow the difficulty work (ms-swift: `images`, `messages`,
+`solution`) or its raw form (`image_paths`, `prompt`, `ground_truth`,
+`task_type`), or verl's (`prompt` as a message list, `reward_model.ground_truth`,
+`ability` / `data_source`). Image paths are relative to a data root.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Mapping, Sequence
+
+from mmjax.data import images as images_lib
+from mmjax.data.skips import Skipped, skip_or_raise
+
+IMAGE_KEYS = ("images", "image_paths", "image")
+VIDEO_KEYS = ("videos", "video_paths", "video")
+SOLUTION_KEYS = ("solution", "ground_truth", "answer")
+TASK_KEYS = ("task", "task_type", "ability", "data_source")
+ID_KEYS = ("id", "uid", "index")
+
+# Fields a QA source needs: "prompt" is satisfied by `messages` or `prompt`.
+QA_FIELDS = ("prompt", "solution")
+
+
+def _first(raw: Mapping[str, Any], keys: Sequence[str]) -> tuple[str | None, Any]:
+    for key in keys:
+        if key in raw and raw[key] is not None:
+            return key, raw[key]
+    return None, None
+
+
+def _as_list(value: Any) -> list[Any]:
+    if value is None:
+        return []
+    if isinstance(value, (list, tuple)):
+        return list(value)
+    if hasattr(value, "tolist") and not isinstance(value, (bytes, str)):
+        return list(value.tolist())
+    return [value]
+
+
+def resolve_path(path: str, data_root: str | None) -> str:
+    if data_root is None or os.path.isabs(path):
+        return path
+    return os.path.join(data_root, path)
+
+
+def _image_ref(item: Any) -> Any:
+    """A path or encoded bytes from a row's image entry (HF / verl dicts too)."""
+    if isinstance(item, Mapping):
+        if item.get("bytes"):
+            return bytes(item["bytes"])
+        for key in ("path", "image", "url"):
+            if item.get(key):
+                value = item[key]
+                return value[0] if isinstance(value, (list, tuple)) else value
+        raise ValueError(f"image entry has no bytes or path: keys {sorted(item)}")
+    return item
+
+
+def _solution(raw: Mapping[str, Any]) -> Any:
+    _, value = _first(raw, SOLUTION_KEYS)
+    if value is None and isinstance(raw.get("reward_model"), Mapping):
+        value = raw["reward_model"].get("ground_truth")
+    if isinstance(value, (list, tuple)):
+        value = ",".join(str(v) for v in value)
+    return None if value is None else str(value).strip()
+
+
+def _messages_and_prompt(raw: Mapping[str, Any]) -> tuple[list[dict[str, Any]] | None, str | None]:
+    messages, prompt = None, None
+    if isinstance(raw.get("messages"), (list, tuple)) or hasattr(raw.get("messages"), "tolist"):
+        messages = [dict(m) for m in _as_list(raw["messages"])]
+    if isinstance(raw.get("prompt"), str):
+        prompt = raw["prompt"]
+    elif raw.get("prompt") is not None and messages is None:
+        messages = [dict(m) for m in _as_list(raw["prompt"])]  # verl: prompt is a message list
+    # ms-swift rows carry the reference answer as the assistant turn; keep the prompt only.
+    if messages:
+        messages = [m for m in messages if m.get("role") != "assistant"] or None
+    return messages, prompt
+
+
+def normalize_row(raw: Mapping[str, Any], *, where: str, data_root: str | None,
+                  required: Sequence[str] = (), decode_images: bool = True,
+                  strict: bool = False, default_id: str = "") -> dict[str, Any] | Skipped:
+    """Maps an on-disk row to the canonical row, or a `Skipped` naming the problem."""
+    if not isinstance(raw, Mapping):
+        return skip_or_raise(strict, "bad_row", where, f"row is a {type(raw).__name__}, not an object")
+
+    try:
+        messages, prompt = _messages_and_prompt(raw)
+        image_refs = [_image_ref(x) for x in _as_list(_first(raw, IMAGE_KEYS)[1])]
+        video_refs = [str(_image_ref(v)) for v in _as_list(_first(raw, VIDEO_KEYS)[1])]
+    except (TypeError, ValueError) as e:
+        return skip_or_raise(strict, "bad_row", where, f"{type(e).__name__}: {e}")
+    solution = _solution(raw)
+    task_key, task = _first(raw, TASK_KEYS)
+    present = {"prompt": messages is not None or prompt is not None,
+               "solution": solution is not None, "images": bool(image_refs),
+               "videos": bool(video_refs), "task": task is not None}
+    for field in required:
+        if not present.get(field, raw.get(field) is not None):
+            return skip_or_raise(strict, "missing_field", where,
+                                 f"row has no {field!r} field (keys: {sorted(raw)})")
+
+    decoded = []
+    for ref in image_refs:
+        name = ref if isinstance(ref, str) else "<embedded bytes>"
+        path = resolve_path(ref, data_root) if isinstance(ref, str) else ref
+        if not decode_images:
+            decoded.append(path)
+            continue
+        try:
+            decoded.append(images_lib.decode_image(path))
+        except FileNotFoundError:
+            return skip_or_raise(strict, "image_missing", f"{where} ({name})", f"no such file {path}")
+        except (OSError, ValueError, SyntaxError) as e:  # PIL raises all three on bad data.
+            return skip_or_raise(strict, "image_unreadable", f"{where} ({name})",
+                                 f"{type(e).__name__}: {e}")
+
+    videos = [resolve_path(v, data_root) for v in video_refs]
+    _, row_id = _first(raw, ID_KEYS)
+    used = set(IMAGE_KEYS + VIDEO_KEYS + SOLUTION_KEYS + ID_KEYS + ("messages", "prompt", task_key))
+    return {
+        "id": str(row_id) if row_id is not None else default_id,
+        "where": where,
+        "images": decoded,
+        "videos": videos,
+        "messages": messages,
+        "prompt": prompt,
+        "solution": solution,
+        "task": None if task is None else str(task),
+        "extra": {k: v for k, v in raw.items() if k not in used},
+    }

@@ -1,0 +1,249 @@
+"""Synthetic data with verifiable answers, for tests and the CPU demo.
+
+- `ShapesVqaSource`: coloured shapes on bundled photos (skimage.data) or plain
+  backgrounds, with counting, colour and position questions.
+- `SyntheticRgbdSource` / `write_rgbd_scenes`: RGB-D frames of a room (far wall,
+  receding floor) with boxes at known depths, for the 3D jigsaw.
+- `moving_shapes_video` / `write_moving_shapes_video`: a square crossing the
+  frame while the background brightens with time, so frame order is recoverable.
+Every item is a pure function of (seed, index).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from typing import Any
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+from mmjax.data import images as images_lib
+from mmjax.data import video as video_lib
+from mmjax.data.rng import record_rng
+
+COLOURS = {"red": (220, 30, 30), "green": (30, 180, 50), "blue": (40, 70, 230),
+           "yellow": (240, 210, 20)}
+KINDS = ("circle", "square", "triangle")
+# Bundled with scikit-image (no download needed).
+PHOTOS = ("astronaut", "chelsea", "coffee", "rocket")
+OPTION_LETTERS = "ABCD"
+
+
+def photo(name: str) -> np.ndarray:
+    """A bundled scikit-image photo as RGB uint8."""
+    try:
+        import skimage.data  # pylint: disable=g-import-not-at-top
+    except ImportError as e:
+        raise ImportError("photo backgrounds need scikit-image; use background='plain'") from e
+    return getattr(skimage.data, name)()
+
+
+def _background(rng: np.random.Generator, size: tuple[int, int], kind: str) -> np.ndarray:
+    height, width = size
+    if kind == "plain":
+        colour = rng.integers(90, 200, size=3)
+        return np.broadcast_to(colour.astype(np.uint8), (height, width, 3)).copy()
+    if kind != "photos":
+        raise ValueError(f"background must be 'photos' or 'plain', got {kind!r}")
+    image = photo(PHOTOS[rng.integers(len(PHOTOS))])
+    scale = max(height / image.shape[0], width / image.shape[1])
+    resized = Image.fromarray(image).resize(
+        (max(width, round(image.shape[1] * scale)), max(height, round(image.shape[0] * scale))),
+        Image.Resampling.BILINEAR)
+    top = rng.integers(resized.height - height + 1)
+    left = rng.integers(resized.width - width + 1)
+    return np.asarray(resized)[top:top + height, left:left + width].copy()
+
+
+@dataclasses.dataclass(frozen=True)
+class Shape:
+    kind: str
+    colour: str
+    row: int
+    col: int
+    radius: int
+
+
+def _place_shapes(rng: np.random.Generator, size: tuple[int, int], count: int) -> list[Shape]:
+    height, width = size
+    radius = max(6, min(height, width) // 12)
+    shapes: list[Shape] = []
+    for _ in range(200 * count):  # Rejection sampling for non-overlapping shapes.
+        if len(shapes) == count:
+            break
+        row = int(rng.integers(radius, height - radius))
+        col = int(rng.integers(radius, width - radius))
+        if all((row - s.row) ** 2 + (col - s.col) ** 2 >= (2.2 * radius) ** 2 for s in shapes):
+            shapes.append(Shape(KINDS[rng.integers(len(KINDS))], list(COLOURS)[rng.integers(len(COLOURS))],
+                                row, col, radius))
+    return shapes
+
+
+def draw_shapes(image: np.ndarray, shapes: list[Shape]) -> np.ndarray:
+    pil = Image.fromarray(image)
+    draw = ImageDraw.Draw(pil)
+    for s in shapes:
+        box = (s.col - s.radius, s.row - s.radius, s.col + s.radius, s.row + s.radius)
+        fill, outline = COLOURS[s.colour], (0, 0, 0)
+        if s.kind == "circle":
+            draw.ellipse(box, fill=fill, outline=outline, width=2)
+        elif s.kind == "square":
+            draw.rectangle(box, fill=fill, outline=outline, width=2)
+        else:
+            draw.polygon([(s.col, s.row - s.radius), (s.col - s.radius, s.row + s.radius),
+                          (s.col + s.radius, s.row + s.radius)], fill=fill, outline=outline, width=2)
+    return np.asarray(pil)
+
+
+def _choice(question: str, options: list[str], answer: str) -> tuple[str, str]:
+    lines = [question, "Options:"] + [f"{OPTION_LETTERS[i]}. {o}" for i, o in enumerate(options)]
+    lines.append("Answer with the option letter.")
+    return "\n".join(lines), OPTION_LETTERS[options.index(answer)]
+
+
+def shapes_question(rng: np.random.Generator, shapes: list[Shape], width: int) -> tuple[str, str, str]:
+    """(question, solution, task) about `shapes`; the answer follows from the shapes alone."""
+    unique = [s for s in shapes if sum(t.kind == s.kind for t in shapes) == 1]
+    kind = int(rng.integers(3)) if unique else 0
+    if kind == 1:
+        target = unique[rng.integers(len(unique))]
+        question, answer = _choice(f"What colour is the {target.kind}?", list(COLOURS), target.colour)
+        return question, answer, "choice"
+    if kind == 2:
+        target = unique[rng.integers(len(unique))]
+        side = "left" if target.col < width / 2 else "right"
+        question, answer = _choice(f"Is the {target.kind} in the left or the right half of the image?",
+                                   ["left", "right"], side)
+        return question, answer, "choice"
+    colour = list(COLOURS)[rng.integers(len(COLOURS))]
+    count = sum(s.colour == colour for s in shapes)
+    return f"How many {colour} shapes are there in the image?", str(count), "counting"
+
+
+class ShapesVqaSource:
+    """Random-access source of shape VQA rows; row i is a pure function of (seed, i)."""
+
+    def __init__(self, num_samples: int, seed: int = 0, size: tuple[int, int] = (224, 224),
+                 background: str = "plain", shapes_per_image: tuple[int, int] = (2, 6)):
+        # Shapes are radius min(size)//12 and at least 2.2 radii apart: keep the
+        # upper bound well below what fits, or rejection sampling would fall short.
+        self.num_samples, self.seed, self.size = num_samples, seed, tuple(size)
+        self.background, self.shapes_per_image = background, shapes_per_image
+
+    def __len__(self) -> int:
+        return self.num_samples
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        if not 0 <= index < self.num_samples:
+            raise IndexError(index)
+        rng = record_rng(self.seed, 0, index)
+        image = _background(rng, self.size, self.background)
+        low, high = self.shapes_per_image
+        shapes = _place_shapes(rng, self.size, int(rng.integers(low, high + 1)))
+        question, solution, task = shapes_question(rng, shapes, self.size[1])
+        return {
+            "id": f"shapes-{index}", "where": f"ShapesVqaSource(seed={self.seed})[{index}]",
+            "images": [draw_shapes(image, shapes)], "videos": [], "messages": None,
+            "prompt": "<image>" + question, "solution": solution, "task": task,
+            "extra": {"shapes": [dataclasses.asdict(s) for s in shapes]},
+        }
+
+
+def rgbd_scene(rng: np.random.Generator, size: tuple[int, int] = (240, 320),
+               num_boxes: int = 8, hole: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """An RGB uint8 frame and its depth in metres (float32, 0 = no measurement).
+
+    A wall at 9 m above the horizon, a floor receding from 1 m (bottom row) to
+    9 m (horizon), and boxes at random depths in [0.5, 8] m drawn far to near.
+    With `hole`, one small patch has no depth, like a sensor dropout.
+    """
+    height, width = size
+    horizon = height // 2
+    depth = np.full(size, 9.0, dtype=np.float32)
+    rows = np.arange(horizon, height)
+    depth[horizon:] = (9.0 + (1.0 - 9.0) * (rows - horizon) / max(1, height - 1 - horizon))[:, None]
+    rgb = np.empty((height, width, 3), dtype=np.uint8)
+    rgb[:horizon] = (170, 170, 180)
+    shade = (200 - 120 * (depth[horizon:] - 1.0) / 8.0).astype(np.uint8)
+    rgb[horizon:] = np.stack([shade, (shade * 0.8).astype(np.uint8), (shade * 0.6).astype(np.uint8)], -1)
+    boxes = []
+    for _ in range(num_boxes):
+        box_h = int(rng.integers(height // 8, height // 3))
+        box_w = int(rng.integers(width // 10, width // 4))
+        boxes.append((float(rng.uniform(0.5, 8.0)), int(rng.integers(0, height - box_h)),
+                      int(rng.integers(0, width - box_w)), box_h, box_w))
+    for box_depth, top, left, box_h, box_w in sorted(boxes, reverse=True):
+        depth[top:top + box_h, left:left + box_w] = box_depth
+        colour = rng.integers(30, 256, size=3).astype(np.uint8)
+        rgb[top:top + box_h, left:left + box_w] = colour
+    if hole:
+        top, left = int(rng.integers(0, height - 10)), int(rng.integers(0, width - 10))
+        depth[top:top + 10, left:left + 10] = 0.0
+    return rgb, depth
+
+
+class SyntheticRgbdSource:
+    """Random-access source of synthetic RGB-D rows (`images=[rgb]`, `depth`)."""
+
+    def __init__(self, num_samples: int, seed: int = 0, size: tuple[int, int] = (240, 320)):
+        self.num_samples, self.seed, self.size = num_samples, seed, tuple(size)
+
+    def __len__(self) -> int:
+        return self.num_samples
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        if not 0 <= index < self.num_samples:
+            raise IndexError(index)
+        rgb, depth = rgbd_scene(record_rng(self.seed, 0, index), self.size)
+        return {"id": f"rgbd-{index}", "where": f"SyntheticRgbdSource(seed={self.seed})[{index}]",
+                "images": [rgb], "videos": [], "messages": None, "prompt": None, "solution": None,
+                "task": None, "extra": {}, "depth": depth}
+
+
+def write_rgbd_scenes(directory: str | os.PathLike, num_samples: int, seed: int = 0,
+                      size: tuple[int, int] = (240, 320), depth_format: str = "png") -> str:
+    """Writes scenes as rgb PNG + depth (16-bit mm PNG or .npy metres); returns the index JSONL."""
+    directory = os.fspath(directory)
+    os.makedirs(directory, exist_ok=True)
+    index_path = os.path.join(directory, "index.jsonl")
+    with open(index_path, "w") as index:
+        for i in range(num_samples):
+            rgb, depth = rgbd_scene(record_rng(seed, 0, i), size)
+            Image.fromarray(rgb).save(os.path.join(directory, f"{i:05d}_rgb.png"))
+            if depth_format == "png":
+                depth_name = f"{i:05d}_depth.png"
+                images_lib.save_depth_png(os.path.join(directory, depth_name), depth)
+            elif depth_format == "npy":
+                depth_name = f"{i:05d}_depth.npy"
+                np.save(os.path.join(directory, depth_name), depth)
+            else:
+                raise ValueError(f"depth_format must be 'png' or 'npy', got {depth_format!r}")
+            index.write(json.dumps({"image": f"{i:05d}_rgb.png", "depth": depth_name}) + "\n")
+    return index_path
+
+
+def moving_shapes_video(seconds: float, fps: float, size: tuple[int, int] = (64, 64),
+                        seed: int = 0) -> np.ndarray:
+    """uint8 (T, H, W, 3): background red level rises 20..220 with time; a square moves."""
+    num_frames = int(round(seconds * fps))
+    height, width = size
+    rng = np.random.default_rng(seed)
+    colour = rng.integers(0, 256, size=3).astype(np.uint8)
+    frames = np.zeros((num_frames, height, width, 3), dtype=np.uint8)
+    side = max(4, min(size) // 5)
+    for t in range(num_frames):
+        progress = t / max(1, num_frames - 1)
+        frames[t, :, :, 0] = int(round(20 + 200 * progress))
+        frames[t, :, :, 2] = 60
+        col = int(round(progress * (width - side)))
+        top = (height - side) // 2
+        frames[t, top:top + side, col:col + side] = colour
+    return frames
+
+
+def write_moving_shapes_video(path: str | os.PathLike, seconds: float, fps: float,
+                              size: tuple[int, int] = (64, 64), seed: int = 0) -> str:
+    video_lib.write_video(path, moving_shapes_video(seconds, fps, size, seed), fps)
+    return os.fspath(path)
