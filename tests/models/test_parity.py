@@ -87,3 +87,20 @@ def test_pixels_matter(pair):
     a = model.logits(ids, mask, pv, np.array(grids))
     b = model.logits(ids, mask, pv + 1.0, np.array(grids))
     assert np.abs(a - b)[0, -1].max() > 1e-3
+
+
+def test_bfloat16_params_and_compute_stay_close_to_transformers_bf16(tmp_path):
+    import jax
+    import torch
+    hf_model = build_hf_model(str(tmp_path), dtype=torch.bfloat16)
+    model = qwen.load_hf(str(tmp_path), dtype="bfloat16", progress=False)
+    assert {x.dtype for x in jax.tree.leaves(model.params)} == {np.dtype("bfloat16")}
+    rng = np.random.default_rng(6)
+    grids = [(1, 8, 12)]
+    ids, mask = pad_batch([sample_ids(rng, [5, 7], grids)])
+    pv = pixels(rng, grids)
+    ref = hf_logits(hf_model, ids, mask, pv, grids)
+    out = model.logits(ids, mask, pv, np.array(grids))
+    # bf16 has 8 mantissa bits: both sides round differently, so compare at bf16 resolution.
+    assert np.abs(ref - out).max() <= 3e-2 * max(1.0, np.abs(ref).max())
+    assert (ref.argmax(-1) == out.argmax(-1)).mean() >= 0.9

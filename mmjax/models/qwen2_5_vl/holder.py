@@ -105,8 +105,8 @@ class Qwen2_5_VL:
     def generate(self, input_ids, attention_mask=None, pixel_values=None, image_grid_thw=None, *,
                  max_new_tokens: int, temperature: float = 0.0, top_p: float = 1.0, top_k: int = 0,
                  num_generations: int = 1, seed: int = 0, eos_token_ids=None, pad_token_id=None,
-                 allowed_token_ids=None, capture=None, pixel_values_videos=None, video_grid_thw=None,
-                 second_per_grid_ts=None):
+                 allowed_token_ids=None, capture=None, prefill_chunk: int = 256, pixel_values_videos=None,
+                 video_grid_thw=None, second_per_grid_ts=None):
         """Sample completions of left-padded prompts: a `mmjax.rl.sampler.Rollout` (numpy).
 
         temperature 0 is greedy. Rows are prompt-major (row n = prompt n // num_generations).
@@ -126,7 +126,7 @@ class Qwen2_5_VL:
             self.module, self.params, batch, max_new_tokens=max_new_tokens,
             sampling=sampler.SamplingParams(float(temperature), float(top_p), int(top_k)),
             num_generations=num_generations, seed=seed, eos_token_ids=eos_ids, pad_token_id=pad_token_id,
-            allowed_token_ids=allowed_token_ids, capture=capture)
+            allowed_token_ids=allowed_token_ids, capture=capture, prefill_chunk=prefill_chunk)
 
     # ---- Hugging Face ------------------------------------------------------------------
 

@@ -46,8 +46,8 @@ class VisionAttention(nn.Module):
         q = apply_rotary(q.astype(jnp.float32), cos, sin).astype(q.dtype)
         k = apply_rotary(k.astype(jnp.float32), cos, sin).astype(k.dtype)
         qt, kt, vt = (_tiles(a, gather) for a in (q, k, v))  # [blocks, L, H, hd]
-        mask = valid[:, None, :] & valid[:, :, None]
-        out, _ = dot_product_attention(qt, kt, vt, mask)
+        # Padded query rows are dropped by the scatter, so only keys need masking.
+        out, _ = dot_product_attention(qt, kt, vt, valid[:, None, :])
         out = out.reshape(-1, d)[scatter]
         return dense(d, ("vit_heads", "vit_embed"), name="proj", **kw)(out)
 

@@ -1,0 +1,1 @@
+"""Training utilities: Orbax checkpoints (checkpoints.py), and later the SFT loop, metrics and sharding rules."""

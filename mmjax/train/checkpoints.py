@@ -1,0 +1,307 @@
+"""Orbax checkpoints of mmjax models and of training runs.
+
+Two flavours share one on-disk item layout, so any of them can be exported to HF:
+
+    model checkpoint (save_model, convert_hf)   training step  <workdir>/checkpoints/<step>/
+      params/        array pytree               params/, opt_state/  (OCDBT array pytrees)
+      model_config/  JSON: the HF config.json   model_config/, hf/
+      hf/            JSON: HF key layout        data_state/  JSON: the data iterator's state
+      hf_assets/     tokenizer/processor files, copied verbatim
+
+Every save goes through Orbax's temporary directory + finalize (rename), so a directory
+that exists under its final name is complete; an interrupted save leaves only a
+`*.orbax-checkpoint-tmp*` directory, which restore reports and CheckpointManager cleans.
+Array dtypes are stored as they are (bf16 stays bf16); restore can place arrays straight
+into the NamedShardings of an abstract target.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import shutil
+from collections.abc import Mapping
+from typing import Any, NamedTuple, Self
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+from etils import epath
+
+from mmjax.models.qwen2_5_vl.config import Qwen25VLConfig
+from mmjax.models.qwen2_5_vl.hf import HUB_LAYOUT, MODULE_LAYOUT, CheckpointError
+
+PARAMS, MODEL_CONFIG, HF_META, HF_ASSETS = "params", "model_config", "hf", "hf_assets"
+OPT_STATE, DATA_STATE = "opt_state", "data_state"
+FORMAT = "mmjax.qwen2_5_vl"
+
+
+# ---- an Orbax item holding a few files verbatim (tokenizer, processor config) ------------
+
+@dataclasses.dataclass
+class FilesSave(ocp.args.CheckpointArgs):
+    files: Mapping[str, str]  # name in the checkpoint -> source path
+
+
+@dataclasses.dataclass
+class FilesRestore(ocp.args.CheckpointArgs):
+    pass
+
+
+class FilesHandler(ocp.CheckpointHandler):
+    """Copies files into the item directory; restore returns {name: path in the checkpoint}."""
+
+    def save(self, directory: epath.Path, args: FilesSave) -> None:
+        if not ocp.utils.is_primary_host(0):
+            return
+        directory.mkdir(parents=True, exist_ok=True)
+        for name, src in args.files.items():
+            shutil.copyfile(src, os.fspath(directory / name))
+
+    def restore(self, directory: epath.Path, args: FilesRestore | None = None) -> dict[str, str]:
+        return {p.name: os.fspath(p) for p in sorted(directory.iterdir())
+                if p.is_file() and p.name not in _ORBAX_BOOKKEEPING}
+
+    def metadata(self, directory: epath.Path) -> None:
+        return None
+
+
+_ORBAX_BOOKKEEPING = ("commit_success.txt",)  # written by Orbax into every item directory
+
+# item -> (handler class, save args, restore args)
+_ITEMS = {
+    PARAMS: (ocp.StandardCheckpointHandler, ocp.args.StandardSave, ocp.args.StandardRestore),
+    OPT_STATE: (ocp.StandardCheckpointHandler, ocp.args.StandardSave, ocp.args.StandardRestore),
+    MODEL_CONFIG: (ocp.JsonCheckpointHandler, ocp.args.JsonSave, ocp.args.JsonRestore),
+    HF_META: (ocp.JsonCheckpointHandler, ocp.args.JsonSave, ocp.args.JsonRestore),
+    DATA_STATE: (ocp.JsonCheckpointHandler, ocp.args.JsonSave, ocp.args.JsonRestore),
+    HF_ASSETS: (FilesHandler, FilesSave, FilesRestore),
+}
+
+
+def _streaming_params_handler() -> ocp.PyTreeCheckpointHandler:
+    """Params writer for `save_model`, whose caller holds the only copy of a whole model.
+
+    Orbax's defaults cost about a second copy of the model in RAM: numpy leaves are
+    deep-copied before writing (a guard for async saves; `save_model` is synchronous) and
+    the OCDBT driver buffers what it writes. Without both, peak memory stays near 1x.
+    """
+    types = (int, float, bytes, np.number, jax.Array, str)
+    registry = ocp.type_handlers.create_type_handler_registry(
+        (np.ndarray, ocp.type_handlers.NumpyHandler(deepcopy_host_arrays=False)),
+        *((t, ocp.type_handlers.get_type_handler(t)) for t in types))
+    return ocp.PyTreeCheckpointHandler(use_ocdbt=False, type_handler_registry=registry)
+
+
+def _registry() -> ocp.handlers.DefaultCheckpointHandlerRegistry:
+    """Every item this module writes, so Orbax knows each one (and does not warn about it)."""
+    registry = ocp.handlers.DefaultCheckpointHandlerRegistry()
+    for item, (handler_cls, save_args, restore_args) in _ITEMS.items():
+        handler = handler_cls()
+        registry.add(item, save_args, handler)
+        registry.add(item, restore_args, handler)
+    registry.add(PARAMS, ocp.args.PyTreeSave, _streaming_params_handler())
+    for item in (PARAMS, OPT_STATE):  # PyTreeRestore: restoring to host numpy arrays
+        registry.add(item, ocp.args.PyTreeRestore, ocp.PyTreeCheckpointHandler())
+    return registry
+
+
+def _checkpointer() -> ocp.Checkpointer:
+    return ocp.Checkpointer(ocp.CompositeCheckpointHandler(handler_registry=_registry()))
+
+
+# ---- model checkpoints -------------------------------------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class ModelCheckpoint:
+    params: Any                    # nested dict; numpy on the host, or jax.Arrays if a target was given
+    config: Qwen25VLConfig
+    hf_layout: str                 # "hub" or "module": the key layout HF export writes
+    assets: dict[str, str]         # tokenizer/processor file name -> path inside the checkpoint
+
+
+def _model_items(params, config: Qwen25VLConfig, hf_layout: str,
+                 streaming: bool = False) -> dict[str, ocp.args.CheckpointArgs]:
+    if hf_layout not in (HUB_LAYOUT, MODULE_LAYOUT):
+        raise ValueError(f"hf_layout={hf_layout!r}: expected {HUB_LAYOUT!r} or {MODULE_LAYOUT!r}")
+    return {PARAMS: ocp.args.StandardSave(params) if not streaming else ocp.args.PyTreeSave(params),
+            MODEL_CONFIG: ocp.args.JsonSave(config.to_hf_dict()),
+            HF_META: ocp.args.JsonSave({"format": FORMAT, "layout": hf_layout})}
+
+
+def save_model(path: str, params, config: Qwen25VLConfig, hf_layout: str = HUB_LAYOUT,
+               assets: Mapping[str, str] | None = None, overwrite: bool = False) -> str:
+    """Write params + config (+ tokenizer/processor files) as one Orbax checkpoint at `path`.
+
+    assets: {file name: source path}. Leaves may be numpy or jax arrays; dtypes are kept.
+    """
+    path = os.path.abspath(path)
+    replacing = os.path.exists(path) and (not os.path.isdir(path) or os.listdir(path))
+    if replacing and not overwrite:
+        raise FileExistsError(f"{path}: exists and is not empty (pass overwrite=True / --overwrite)")
+    if os.path.isdir(path) and not replacing:
+        os.rmdir(path)  # Orbax creates the final directory itself, by renaming its temporary one
+    missing = [src for src in (assets or {}).values() if not os.path.isfile(src)]
+    if missing:
+        raise FileNotFoundError(f"asset files to store in {path} do not exist: {missing}")
+    items = _model_items(params, config, hf_layout, streaming=True)
+    if assets:
+        items[HF_ASSETS] = FilesSave(dict(assets))
+    # When replacing, the old checkpoint is removed only once the new one is complete.
+    target = path + ".replacement" if replacing else path
+    with _checkpointer() as ckptr:
+        ckptr.save(target, ocp.args.Composite(**items), force=True)
+    if replacing:
+        shutil.rmtree(path) if os.path.isdir(path) else os.remove(path)
+        os.replace(target, path)
+    return path
+
+
+def _check_finalized(path: str) -> None:
+    if os.path.isdir(path) and ocp.utils.is_checkpoint_finalized(path):
+        return
+    parent, name = os.path.split(os.path.abspath(path))
+    partial = [n for n in (os.listdir(parent) if os.path.isdir(parent) else [])
+               if n.startswith(name + ".orbax-checkpoint-tmp")]
+    if partial:
+        raise CheckpointError(f"{path}: no finished checkpoint; found the unfinished save {partial[0]} "
+                              "(the writer was interrupted: convert or save again)")
+    if os.path.isdir(path):
+        raise CheckpointError(f"{path}: not a finished Orbax checkpoint")
+    raise FileNotFoundError(f"{path}: no such checkpoint directory")
+
+
+def _require_item(path: str, item: str) -> None:
+    if not os.path.isdir(os.path.join(path, item)):
+        raise CheckpointError(f"{path}: item {item!r} is missing; not an mmjax model checkpoint")
+
+
+def _read_json_item(path: str, item: str) -> dict:
+    _require_item(path, item)
+    with _checkpointer() as ckptr:
+        return ckptr.restore(path, ocp.args.Composite(**{item: ocp.args.JsonRestore()}))[item]
+
+
+def _restore_item(path: str, item: str, target=None):
+    """One array item. target None: numpy arrays on the host, dtypes as stored (read straight
+    into numpy: no device copy). Else a pytree of jax.ShapeDtypeStruct with .sharding."""
+    with _checkpointer() as ckptr:
+        if target is not None:
+            args = ocp.args.StandardRestore(target)
+        else:
+            meta = ckptr.metadata(path).item_metadata[item]
+            tree = meta.tree if hasattr(meta, "tree") else meta
+            args = ocp.args.PyTreeRestore(restore_args=jax.tree.map(
+                lambda _: ocp.RestoreArgs(restore_type=np.ndarray), tree))
+        return ckptr.restore(path, ocp.args.Composite(**{item: args}))[item]
+
+
+def restore_params(path: str, target=None):
+    """The params of a model checkpoint or a training step.
+
+    target: None restores numpy arrays on the host with their stored dtypes. A pytree of
+    jax.ShapeDtypeStruct (with .sharding, e.g. NamedSharding) restores jax.Arrays placed
+    directly on those shardings, cast to the target dtypes.
+    """
+    _check_finalized(path)
+    _require_item(path, PARAMS)
+    return _restore_item(path, PARAMS, target)
+
+
+def restore_model(path: str, target=None) -> ModelCheckpoint:
+    """Params, config and HF layout (and asset files, if any) of a checkpoint directory."""
+    _check_finalized(path)
+    meta = _read_json_item(path, HF_META)
+    if meta.get("format") != FORMAT:
+        raise CheckpointError(f"{os.path.join(path, HF_META)}: format={meta.get('format')!r}, expected {FORMAT!r}")
+    config = Qwen25VLConfig.from_hf_dict(_read_json_item(path, MODEL_CONFIG),
+                                         source=os.path.join(path, MODEL_CONFIG))
+    assets_dir = os.path.join(path, HF_ASSETS)
+    assets = FilesHandler().restore(epath.Path(assets_dir)) if os.path.isdir(assets_dir) else {}
+    return ModelCheckpoint(restore_params(path, target), config, meta["layout"], assets)
+
+
+def check_out_dir(out: str, source: str, overwrite: bool, flag: str = "--out") -> None:
+    """Refuse a non-empty `out` (unless overwrite) and any `out` that would clobber `source`."""
+    out, source = os.path.realpath(out), os.path.realpath(source)
+    if out == source or source.startswith(out + os.sep) or out.startswith(source + os.sep):
+        raise ValueError(f"{flag} {out}: must not be, contain or lie inside the input {source}")
+    if os.path.exists(out) and (not os.path.isdir(out) or os.listdir(out)) and not overwrite:
+        raise FileExistsError(f"{flag} {out}: exists and is not empty (pass --overwrite to replace it)")
+
+
+# ---- training runs -----------------------------------------------------------------------
+
+class TrainState(NamedTuple):
+    step: int
+    params: Any
+    opt_state: Any
+    data_state: dict          # the data iterator's state (e.g. grain's get_state()), as JSON
+    config: Qwen25VLConfig
+    hf_layout: str
+
+
+def checkpoint_dir(workdir: str) -> str:
+    return os.path.join(os.path.abspath(workdir), "checkpoints")
+
+
+class TrainCheckpointer:
+    """Saves {params, opt_state, data_state, config} every `save_every` steps, keeping the
+    last `max_to_keep`. Saves are asynchronous: arrays are copied off the device before
+    `save` returns and written in the background; call `wait()` (or close) before exit.
+
+        with TrainCheckpointer(workdir, save_every=100) as ckpt:
+            for step in ...:
+                ckpt.save(step, params, opt_state, data_iter.get_state(), cfg)
+    """
+
+    def __init__(self, workdir: str, save_every: int, max_to_keep: int | None = 3,
+                 async_save: bool = True):
+        options = ocp.CheckpointManagerOptions(save_interval_steps=save_every, max_to_keep=max_to_keep,
+                                               enable_async_checkpointing=async_save, create=True)
+        self.manager = ocp.CheckpointManager(checkpoint_dir(workdir), options=options,
+                                             handler_registry=_registry())
+
+    def save(self, step: int, params, opt_state, data_state: Mapping[str, Any], config: Qwen25VLConfig,
+             hf_layout: str = HUB_LAYOUT, force: bool = False) -> bool:
+        """Save if `step` is a multiple of save_every (or force); returns whether it saved."""
+        items = _model_items(params, config, hf_layout)
+        items[OPT_STATE] = ocp.args.StandardSave(opt_state)
+        items[DATA_STATE] = ocp.args.JsonSave(dict(data_state))
+        return self.manager.save(step, args=ocp.args.Composite(**items), force=force)
+
+    def wait(self) -> None:
+        self.manager.wait_until_finished()
+
+    def close(self) -> None:
+        self.manager.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def restore_latest(workdir: str, params_target=None, opt_state_target=None) -> TrainState | None:
+    """The newest finished training checkpoint under workdir, or None if there is none.
+
+    Targets as in `restore_params`. Without opt_state_target the optimizer state comes back
+    as plain nested containers of host arrays; pass `jax.eval_shape(optimizer.init, params)`
+    (with shardings) to get optax's own state types back.
+    """
+    directory = checkpoint_dir(workdir)
+    if not os.path.isdir(directory):
+        return None
+    # Only finished steps count: an interrupted save is a *.orbax-checkpoint-tmp* directory.
+    steps = ocp.utils.checkpoint_steps(directory)
+    if not steps:
+        return None
+    step = max(steps)
+    step_path = os.path.join(directory, str(step))
+    model = restore_model(step_path, params_target)
+    opt_state = _restore_item(step_path, OPT_STATE, opt_state_target)
+    with _checkpointer() as ckptr:
+        data_state = ckptr.restore(step_path, ocp.args.Composite(
+            **{DATA_STATE: ocp.args.JsonRestore()}))[DATA_STATE]
+    return TrainState(step, model.params, opt_state, data_state, model.config, model.hf_layout)
