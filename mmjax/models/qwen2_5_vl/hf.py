@@ -244,6 +244,7 @@ def save_safetensors(tensors: Iterator[tuple[str, np.ndarray]], out_dir: str,
     def flush(shard: dict[str, np.ndarray]) -> None:
         name = os.path.join(out_dir, f".tmp-shard-{len(tmp_names):05d}.safetensors")
         save_file(shard, name, metadata={"format": "pt"})
+        os.chmod(name, 0o644)  # safetensors writes 0600; save_pretrained's files are world-readable
         tmp_names.append(name)
 
     bar = tqdm(desc="writing safetensors", unit="tensor", disable=not progress)

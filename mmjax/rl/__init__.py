@@ -1,0 +1,1 @@
+"""Reinforcement learning: the rollout sampler (sampler.py) and its pieces."""

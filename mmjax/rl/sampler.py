@@ -1,0 +1,283 @@
+"""Rollouts: encode images once, prefill each prompt once, decode G completions per prompt.
+
+    rollout = generate(module, params, model.prepare(...), max_new_tokens=64,
+                       sampling=SamplingParams(temperature=1.0), num_generations=8)
+
+Three jitted pieces, each compiled for a handful of shapes:
+  * `_encode`: the vision tower, its output padded to a bucketed number of tokens;
+  * `_prefill`: the prompt (left-padded to a bucketed length) through the decoder once, in
+    chunks of `prefill_chunk` tokens (attention buffers [chunk, T], not [T, T]); the first
+    token of every completion; the KV cache padded to prompt + max_new_tokens slots and
+    repeated G times (the G completions share the prompt's embeddings and prefill);
+  * `_decode`: a `lax.while_loop` over the remaining tokens with the loop state donated,
+    stopping early once every row has produced an end-of-sequence token.
+
+Positions: a generated token's M-RoPE position is its index among the row's non-pad tokens
+plus the prompt's rope_delta, the same on all three axes (as transformers' generate does).
+
+Randomness: row n (prompt n // G, completion n % G) draws its token at step i with
+fold_in(fold_in(key(seed), n), i), so a row's samples do not depend on the other rows, and
+greedy decoding uses no randomness at all.
+
+With capture="cmab" the attention masses of every generated token's query row on the key
+groups of `mmjax.rl.capture` are returned ([N, max_new, layers, heads, groups]); they are
+reduced inside the attention, never stored as maps. Row t of a completion is the query that
+produced token t: the last prompt position for t = 1 (from the prefill), the previous
+generated token afterwards.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+from typing import Any, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from mmjax.models.qwen2_5_vl.language import init_cache
+from mmjax.rl import capture as capture_lib
+from mmjax.rl.buckets import bucket_length, left_pad
+from mmjax.rl.sampling import SamplingParams, choose
+
+CAPTURE_KINDS = ("cmab",)
+
+
+@dataclasses.dataclass(frozen=True)
+class Rollout:
+    """Completions of a batch, row n = prompt n // G, completion n % G (numpy arrays)."""
+    tokens: np.ndarray             # int32 [N, max_new]; pad_token_id after the end
+    logprobs: np.ndarray           # float32 [N, max_new]; policy log-prob at temperature 1, 0 after the end
+    sampling_logprobs: np.ndarray  # float32 [N, max_new]; under the distribution sampled from (0 if greedy)
+    mask: np.ndarray               # bool [N, max_new]; True on completion tokens (incl. the stop token)
+    lengths: np.ndarray            # int32 [N]
+    stopped: np.ndarray            # bool [N]; True if the row ended on an end-of-sequence token
+    prompt_index: np.ndarray       # int32 [N]
+    num_generations: int
+    attention_masses: np.ndarray | None = None  # float32 [N, max_new, layers, heads, groups]
+    group_sizes: np.ndarray | None = None       # float32 [N, groups]: prompt positions per group
+
+
+# ---- jitted pieces ------------------------------------------------------------------------
+
+def _apply(module, params, *args, method: str, **kw):
+    return module.apply({"params": params}, *args, method=method, **kw)
+
+
+@functools.partial(jax.jit, static_argnames=("module", "rows"))
+def _encode(module, params, pixels, layout, rows: int):
+    embeds = _apply(module, params, pixels, layout, method="encode_vision")
+    return jnp.pad(embeds, ((0, rows - embeds.shape[0]), (0, 0)))
+
+
+def _repeat(x: jax.Array, g: int) -> jax.Array:
+    return x if g == 1 else jnp.repeat(x, g, axis=0)
+
+
+def _step_keys(row_keys: jax.Array, step) -> jax.Array:
+    return jax.vmap(jax.random.fold_in, in_axes=(0, None))(row_keys, step)
+
+
+def _is_stop(tokens: jax.Array, eos: jax.Array) -> jax.Array:
+    return (tokens[:, None] == eos[None, :]).any(axis=-1)
+
+
+def _chunk_length(length: int, chunk: int) -> int:
+    return length if length <= chunk else math.gcd(length, chunk)
+
+
+def _prefill_cache(module, params, x, positions, prompt_mask, cache, chunk: int):
+    """Run the prompt through the decoder in chunks of `chunk` tokens, filling the cache.
+
+    Each chunk attends the cache so far (causal in slot space), so attention buffers are
+    [chunk, T] rather than [T, T]. Returns the last position's hidden state [B, D] and the cache.
+    """
+    b, t, d = x.shape
+    c = _chunk_length(t, chunk)
+    if c == t:
+        hidden, cache, _ = _apply(module, params, x, positions, prompt_mask, cache, 0, method="decode")
+        return hidden[:, -1], cache
+    n = t // c
+    xs = x.reshape(b, n, c, d).swapaxes(0, 1)
+    ps = positions.reshape(3, b, n, c).transpose(2, 0, 1, 3)
+
+    def body(cache, chunk_in):
+        i, xc, pc = chunk_in
+        hidden, cache, _ = _apply(module, params, xc, pc, prompt_mask, cache, i * c, method="decode")
+        return cache, hidden[:, -1]
+
+    cache, last = jax.lax.scan(body, cache, (jnp.arange(n), xs, ps))
+    return last[-1], cache
+
+
+@functools.partial(jax.jit, static_argnames=("module", "sampling", "num_generations", "max_new_tokens",
+                                             "prefill_chunk"))
+def _prefill(module, params, input_ids, positions, prompt_mask, image_embeds, video_embeds, key_groups,
+             first_position, allowed, eos, pad_id, seed, *, sampling: SamplingParams, num_generations: int,
+             max_new_tokens: int, prefill_chunk: int = 256):
+    b, t = input_ids.shape
+    g, n = num_generations, input_ids.shape[0] * num_generations
+    cfg = module.cfg.text
+    x = _apply(module, params, input_ids, image_embeds, video_embeds, method="embed")
+    last_hidden, cache = _prefill_cache(module, params, x, positions, prompt_mask,
+                                        init_cache(cfg, b, t, module.dtype), prefill_chunk)
+    if key_groups is not None:
+        # The y_1 row is the last prompt position's query: replay that position as a one-token
+        # step over the filled cache with capture on (its cache write is identical, dropped).
+        _, _, masses = _apply(module, params, x[:, -1:], positions[..., -1:], prompt_mask, cache, t - 1,
+                              key_groups, method="decode")
+    logits = _repeat(_apply(module, params, last_hidden, method="logits"), g)
+
+    row_keys = jax.vmap(jax.random.fold_in, in_axes=(None, 0))(jax.random.key(seed), jnp.arange(n))
+    tok, lp, slp = choose(logits, _step_keys(row_keys, 0), sampling, allowed)
+
+    widen = lambda a: _repeat(jnp.pad(a, ((0, 0), (0, max_new_tokens)) + ((0, 0),) * (a.ndim - 2)), g)
+    state = dict(
+        step=jnp.asarray(1, jnp.int32),
+        cache=[{k: widen(v) for k, v in layer.items()} for layer in cache],
+        tokens=jnp.full((n, max_new_tokens), pad_id, jnp.int32).at[:, 0].set(tok),
+        logprobs=jnp.zeros((n, max_new_tokens), jnp.float32).at[:, 0].set(lp),
+        sampling_logprobs=jnp.zeros((n, max_new_tokens), jnp.float32).at[:, 0].set(slp),
+        mask=jnp.zeros((n, max_new_tokens), bool).at[:, 0].set(True),
+        done=_is_stop(tok, eos),
+    )
+    consts = dict(
+        key_valid=_repeat(jnp.concatenate([prompt_mask, jnp.ones((b, max_new_tokens), bool)], axis=1), g),
+        first_position=_repeat(first_position, g),
+        row_keys=row_keys,
+        prompt_slots=jnp.asarray(t, jnp.int32),
+        allowed=allowed,
+        eos=eos,
+        pad_id=pad_id,
+        key_groups=None,
+    )
+    if key_groups is not None:
+        last = jnp.transpose(masses[:, :, -1], (1, 0, 2, 3))  # [B, L, H, G]
+        buf = jnp.zeros((n, max_new_tokens) + last.shape[1:], jnp.float32)
+        state["masses"] = buf.at[:, 0].set(_repeat(last, g))
+        consts["key_groups"] = widen(key_groups)
+    return state, consts
+
+
+@functools.partial(jax.jit, static_argnames=("module", "sampling"), donate_argnames=("state",))
+def _decode(module, params, state, consts, *, sampling: SamplingParams):
+    n, max_new = state["tokens"].shape
+
+    def cond(s):
+        return (s["step"] < max_new) & ~jnp.all(s["done"])
+
+    def body(s):
+        i = s["step"]
+        prev = jax.lax.dynamic_slice_in_dim(s["tokens"], i - 1, 1, axis=1)
+        x = _apply(module, params, prev, method="embed")
+        pos = jnp.broadcast_to((consts["first_position"] + i - 1)[None, :, None], (3, n, 1))
+        hidden, cache, masses = _apply(module, params, x, pos, consts["key_valid"], s["cache"],
+                                       consts["prompt_slots"] + i - 1, consts["key_groups"], method="decode")
+        logits = _apply(module, params, hidden[:, -1], method="logits")
+        tok, lp, slp = choose(logits, _step_keys(consts["row_keys"], i), sampling, consts["allowed"])
+        live = ~s["done"]
+        put = lambda buf, v: jax.lax.dynamic_update_index_in_dim(buf, v, i, axis=1)
+        new = dict(
+            step=i + 1,
+            cache=cache,
+            tokens=put(s["tokens"], jnp.where(live, tok, consts["pad_id"])),
+            logprobs=put(s["logprobs"], jnp.where(live, lp, 0.0)),
+            sampling_logprobs=put(s["sampling_logprobs"], jnp.where(live, slp, 0.0)),
+            mask=put(s["mask"], live),
+            done=s["done"] | _is_stop(tok, consts["eos"]),
+        )
+        if "masses" in s:
+            row = jnp.transpose(masses[:, :, 0], (1, 0, 2, 3))  # [N, L, H, G]
+            new["masses"] = put(s["masses"], jnp.where(live[:, None, None, None], row, 0.0))
+        return new
+
+    return jax.lax.while_loop(cond, body, state)
+
+
+# ---- host side ------------------------------------------------------------------------------
+
+def as_token_ids(ids: int | Sequence[int] | None) -> tuple[int, ...]:
+    if ids is None:
+        return ()
+    return (int(ids),) if np.isscalar(ids) else tuple(int(i) for i in ids)
+
+
+def _vision(module, params, vision, min_rows: int = 16):
+    """Merged visual embeddings of (pixels, layout), padded to a bucketed row count (or None)."""
+    if vision is None:
+        return None
+    pixels, layout = vision
+    merge = module.cfg.vision.spatial_merge_size ** 2
+    return _encode(module, params, pixels, layout, bucket_length(pixels.shape[0] // merge, min_rows))
+
+
+def allowed_mask(allowed_token_ids: Sequence[int] | None, vocab_size: int) -> np.ndarray | None:
+    if allowed_token_ids is None:
+        return None
+    ids = np.asarray(list(allowed_token_ids), np.int64)
+    if ids.size == 0 or ids.min() < 0 or ids.max() >= vocab_size:
+        raise ValueError(f"allowed_token_ids must be a non-empty set of ids in [0, {vocab_size}); got "
+                         f"{ids.tolist()[:20]}")
+    mask = np.zeros(vocab_size, bool)
+    mask[ids] = True
+    return mask
+
+
+def generate(module, params, batch: dict[str, Any], *, max_new_tokens: int,
+             sampling: SamplingParams = SamplingParams(), num_generations: int = 1, seed: int = 0,
+             eos_token_ids: int | Sequence[int] | None = None, pad_token_id: int = 0,
+             allowed_token_ids: Sequence[int] | None = None, capture: str | None = None,
+             min_bucket: int = 16, prefill_chunk: int = 256) -> Rollout:
+    """Sample `num_generations` completions for every prompt of a prepared batch.
+
+    batch: the dict of `Qwen2_5_VL.prepare` (input_ids, positions, attention_mask, image, video,
+    rope_deltas), prompts left-padded. Returns a `Rollout` of B * num_generations rows.
+    """
+    if max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens must be >= 1; got {max_new_tokens}")
+    if num_generations < 1:
+        raise ValueError(f"num_generations must be >= 1; got {num_generations}")
+    if prefill_chunk < 1 or prefill_chunk & (prefill_chunk - 1):
+        raise ValueError(f"prefill_chunk must be a power of two; got {prefill_chunk}")
+    if capture is not None and capture not in CAPTURE_KINDS:
+        raise ValueError(f"capture must be None or one of {CAPTURE_KINDS}; got {capture!r}")
+    cfg = module.cfg
+    ids = np.asarray(batch["input_ids"], np.int32)
+    mask = np.asarray(batch["attention_mask"], bool)
+    if (mask[:, :-1] & ~mask[:, 1:]).any():
+        rows = np.flatnonzero((mask[:, :-1] & ~mask[:, 1:]).any(axis=1)).tolist()
+        raise ValueError(f"prompts must be left-padded for generation; rows {rows} have padding on the right")
+    b, t = ids.shape
+    length = bucket_length(t, min_bucket)
+    ids_p = left_pad(ids, length, pad_token_id)
+    mask_p = left_pad(mask, length, False)
+    positions_p = left_pad(np.asarray(batch["positions"], np.int32), length, 0)
+    first_position = (mask.sum(axis=1) + np.asarray(batch["rope_deltas"]).reshape(b)).astype(np.int32)
+    groups = None
+    if capture is not None:
+        groups = capture_lib.key_groups(ids_p, mask_p, cfg.image_token_id, cfg.video_token_id)
+
+    state, consts = _prefill(
+        module, params, ids_p, positions_p, mask_p, _vision(module, params, batch.get("image")),
+        _vision(module, params, batch.get("video")), groups, first_position,
+        allowed_mask(allowed_token_ids, cfg.text.vocab_size), np.asarray(as_token_ids(eos_token_ids), np.int32),
+        np.int32(pad_token_id), np.uint32(seed), sampling=sampling, num_generations=num_generations,
+        max_new_tokens=max_new_tokens, prefill_chunk=prefill_chunk)
+    state = jax.device_get(_decode(module, params, state, consts, sampling=sampling))
+
+    g = num_generations
+    out_mask = np.asarray(state["mask"])
+    return Rollout(
+        tokens=np.asarray(state["tokens"]),
+        logprobs=np.asarray(state["logprobs"]),
+        sampling_logprobs=np.asarray(state["sampling_logprobs"]),
+        mask=out_mask,
+        lengths=out_mask.sum(axis=1).astype(np.int32),
+        stopped=np.asarray(state["done"]),
+        prompt_index=np.repeat(np.arange(b, dtype=np.int32), g),
+        num_generations=g,
+        attention_masses=None if capture is None else np.asarray(state["masses"]),
+        group_sizes=None if capture is None else np.repeat(groups.sum(axis=1), g, axis=0),
+    )

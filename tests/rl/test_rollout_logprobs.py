@@ -1,0 +1,66 @@
+"""Sampled rollouts: log-probs equal a full forward's, sampling follows the warped distribution,
+seeds reproduce, and G completions per prompt come from one shared prefill."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from transformers import LogitsProcessorList, TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper
+
+from oracle import EOS, VOCAB
+from rollout_oracle import completion_logits, full_sequences
+
+STEPS, G = 10, 2
+TEMPERATURE, TOP_K, TOP_P = 0.8, 20, 0.9
+ALLOWED = np.union1d(np.arange(4, VOCAB, 2), [EOS])  # answer-constrained: even ids and the stop token
+
+
+def _log_softmax(x):
+    x = x - x.max(-1, keepdims=True)
+    return x - np.log(np.exp(x).sum(-1, keepdims=True))
+
+
+@pytest.fixture(scope="module")
+def sampled(pair, prompts):
+    _, model = pair
+    kw = dict(max_new_tokens=STEPS, temperature=TEMPERATURE, top_k=TOP_K, top_p=TOP_P, num_generations=G,
+              allowed_token_ids=ALLOWED)
+    return model, kw, model.generate(**prompts.batch(), seed=1, **kw)
+
+
+def test_logprobs_equal_full_forward(sampled, prompts):
+    model, _, out = sampled
+    batch, width = full_sequences(prompts, out)
+    logits = completion_logits(model.logits(**batch), width, STEPS).astype(np.float64)
+    policy = np.take_along_axis(_log_softmax(logits), out.tokens[..., None], -1)[..., 0]
+    np.testing.assert_allclose(out.logprobs[out.mask], policy[out.mask], atol=1e-5)
+    assert (out.logprobs[~out.mask] == 0).all()
+
+    # The distribution sampled from: transformers' warpers on the allowed-set logits.
+    restricted = np.where(np.isin(np.arange(VOCAB), ALLOWED), logits, -np.inf)
+    warpers = LogitsProcessorList([TemperatureLogitsWarper(TEMPERATURE), TopKLogitsWarper(TOP_K),
+                                   TopPLogitsWarper(TOP_P)])
+    flat = torch.from_numpy(restricted.reshape(-1, VOCAB))
+    warped = warpers(None, flat).numpy().reshape(restricted.shape)
+    sampled_lp = np.take_along_axis(_log_softmax(warped), out.tokens[..., None], -1)[..., 0]
+    np.testing.assert_allclose(out.sampling_logprobs[out.mask], sampled_lp[out.mask], atol=1e-5)
+    assert np.isin(out.tokens[out.mask], ALLOWED).all()
+
+
+def test_rows_are_prompt_major_with_shared_prompts(sampled, prompts):
+    _, _, out = sampled
+    n = len(prompts.ids) * G
+    np.testing.assert_array_equal(out.prompt_index, np.repeat(np.arange(len(prompts.ids)), G))
+    assert out.tokens.shape == (n, STEPS) and out.num_generations == G
+    # Completions of one prompt are different samples (same prefill, different keys).
+    assert any((out.tokens[2 * p] != out.tokens[2 * p + 1]).any() for p in range(len(prompts.ids)))
+
+
+def test_seeded_and_reproducible(sampled, prompts):
+    model, kw, out = sampled
+    again = model.generate(**prompts.batch(), seed=1, **kw)
+    np.testing.assert_array_equal(again.tokens, out.tokens)
+    np.testing.assert_array_equal(again.logprobs, out.logprobs)
+    other = model.generate(**prompts.batch(), seed=2, **kw)
+    assert (other.tokens != out.tokens).any()
