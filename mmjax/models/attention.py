@@ -14,7 +14,10 @@ import jax.numpy as jnp
 
 def dot_product_attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array,
                           key_groups: jax.Array | None = None):
-    """Attention of q [B, T, H, D] over k, v [B, S, Hkv, D] with H a multiple of Hkv.
+    """Attention of q [B, T, H, D] over heads-major k, v [B, Hkv, S, D], H a multiple of Hkv.
+
+    k and v are heads-major because that is the KV cache layout: a decode step then reads
+    the cache as it lies, with no per-step transpose of the whole cache.
 
     mask: bool [B, T, S] or [B, 1, S] (keys only), True where the query may attend the key.
     key_groups: optional float [B, S, G] membership weights of keys in G groups.
@@ -23,13 +26,12 @@ def dot_product_attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Ar
     attention does, so float32 results agree to rounding.
     """
     b, t, h, d = q.shape
-    s, hkv = k.shape[1], k.shape[2]
+    hkv, s = k.shape[1], k.shape[2]
     g = h // hkv
     # Heads-major operands make both products plain batched matmuls (batch = B x Hkv,
     # rows = G x T), which XLA:CPU runs markedly faster than the 5-D contraction.
     qh = q.reshape(b, t, hkv, g, d).transpose(0, 2, 3, 1, 4).reshape(b, hkv, g * t, d)
-    kh = k.transpose(0, 2, 1, 3)
-    vh = v.transpose(0, 2, 1, 3)
+    kh, vh = k, v
     scores = jnp.einsum("bkmd,bksd->bkms", qh, kh) * jnp.asarray(d ** -0.5, q.dtype)
     scores = scores.reshape(b, hkv, g, t, s).astype(jnp.float32)
     scores = jnp.where(mask[:, None, None], scores, jnp.finfo(jnp.float32).min)

@@ -37,7 +37,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mmjax.models.qwen2_5_vl.language import init_cache
+from mmjax.models.qwen2_5_vl.language import CACHE_SLOT_AXIS, init_cache
 from mmjax.rl import capture as capture_lib
 from mmjax.rl.buckets import bucket_length, left_pad
 from mmjax.rl.sampling import SamplingParams, choose
@@ -133,10 +133,12 @@ def _prefill(module, params, input_ids, positions, prompt_mask, image_embeds, vi
     row_keys = jax.vmap(jax.random.fold_in, in_axes=(None, 0))(jax.random.key(seed), jnp.arange(n))
     tok, lp, slp = choose(logits, _step_keys(row_keys, 0), sampling, allowed)
 
-    widen = lambda a: _repeat(jnp.pad(a, ((0, 0), (0, max_new_tokens)) + ((0, 0),) * (a.ndim - 2)), g)
+    def widen(a, slot_axis=1):  # room for the new tokens' slots, repeated for the G completions
+        return _repeat(jnp.pad(a, [(0, max_new_tokens if i == slot_axis else 0) for i in range(a.ndim)]), g)
+
     state = dict(
         step=jnp.asarray(1, jnp.int32),
-        cache=[{k: widen(v) for k, v in layer.items()} for layer in cache],
+        cache=[{k: widen(v, CACHE_SLOT_AXIS) for k, v in layer.items()} for layer in cache],
         tokens=jnp.full((n, max_new_tokens), pad_id, jnp.int32).at[:, 0].set(tok),
         logprobs=jnp.zeros((n, max_new_tokens), jnp.float32).at[:, 0].set(lp),
         sampling_logprobs=jnp.zeros((n, max_new_tokens), jnp.float32).at[:, 0].set(slp),

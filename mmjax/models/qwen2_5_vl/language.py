@@ -1,7 +1,7 @@
 """The Qwen2 decoder with multimodal RoPE (M-RoPE) and an explicit, fixed-size KV cache.
 
 The cache is a plain pytree passed in and returned ({"k", "v"} per layer, each
-[batch, slots, kv_heads, head_dim]); a call writes its tokens at `cache_index` and attends
+[batch, kv_heads, slots, head_dim], slots on axis CACHE_SLOT_AXIS); a call writes its tokens at `cache_index` and attends
 over every slot that `key_valid` marks and that is not in the future.
 """
 
@@ -50,9 +50,10 @@ class SelfAttention(nn.Module):
         k = dense(hkv * hd, ("embed", "kv_heads"), use_bias=True, name="k_proj", **kw)(x).reshape(b, t, hkv, hd)
         v = dense(hkv * hd, ("embed", "kv_heads"), use_bias=True, name="v_proj", **kw)(x).reshape(b, t, hkv, hd)
         q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
+        k, v = k.transpose(0, 2, 1, 3), v.transpose(0, 2, 1, 3)  # heads-major, the cache layout
         if cache is not None:
-            k = jax.lax.dynamic_update_slice(cache["k"], k.astype(cache["k"].dtype), (0, cache_index, 0, 0))
-            v = jax.lax.dynamic_update_slice(cache["v"], v.astype(cache["v"].dtype), (0, cache_index, 0, 0))
+            k = jax.lax.dynamic_update_slice(cache["k"], k.astype(cache["k"].dtype), (0, 0, cache_index, 0))
+            v = jax.lax.dynamic_update_slice(cache["v"], v.astype(cache["v"].dtype), (0, 0, cache_index, 0))
             cache = {"k": k, "v": v}
         out, masses = dot_product_attention(q, k.astype(q.dtype), v.astype(q.dtype), mask, key_groups)
         out = dense(cfg.hidden_size, ("q_heads", "embed"), use_bias=False, name="o_proj", **kw)(
@@ -122,7 +123,10 @@ class TextModel(nn.Module):
         return x, (new_cache if cache is not None else None), masses
 
 
+CACHE_SLOT_AXIS = 2
+
+
 def init_cache(cfg: TextConfig, batch: int, slots: int, dtype: Dtype = jnp.float32) -> list[dict]:
-    shape = (batch, slots, cfg.num_key_value_heads, cfg.head_dim)
+    shape = (batch, cfg.num_key_value_heads, slots, cfg.head_dim)
     return [{"k": jnp.zeros(shape, dtype), "v": jnp.zeros(shape, dtype)}
             for _ in range(cfg.num_hidden_layers)]

@@ -45,7 +45,8 @@ class VisionAttention(nn.Module):
         # HF rotates in float32 and casts back.
         q = apply_rotary(q.astype(jnp.float32), cos, sin).astype(q.dtype)
         k = apply_rotary(k.astype(jnp.float32), cos, sin).astype(k.dtype)
-        qt, kt, vt = (_tiles(a, gather) for a in (q, k, v))  # [blocks, L, H, hd]
+        qt = _tiles(q, gather)  # [blocks, L, H, hd]
+        kt, vt = (_tiles(a, gather).transpose(0, 2, 1, 3) for a in (k, v))  # [blocks, H, L, hd]
         # Padded query rows are dropped by the scatter, so only keys need masking.
         out, _ = dot_product_attention(qt, kt, vt, valid[:, None, :])
         out = out.reshape(-1, d)[scatter]
