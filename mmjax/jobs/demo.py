@@ -1,4 +1,4 @@
-"""The demo job: tokenizer, processor, model, greedy decoding and an HF round trip, on CPU."""
+"""The demo job: tokenizer, processor, model forward, KV-cache generation and an HF round trip, on CPU."""
 
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ def _model(config, tok):
     cfg = cfg.replace(
         image_token_id=ids.image_token_id, video_token_id=ids.video_token_id,
         vision_start_token_id=ids.vision_start_token_id, vision_end_token_id=ids.vision_end_token_id,
-        text=dataclasses.replace(cfg.text, vocab_size=max(len(tok), cfg.text.vocab_size),
+        text=dataclasses.replace(cfg.text, vocab_size=len(tok),
                                  eos_token_id=ids.eos_token_ids[0], pad_token_id=ids.pad_token_id))
     return qwen2_5_vl.Qwen2_5_VL.from_config(cfg, seed=config.seed, dtype=config.model.dtype)
 
@@ -55,6 +55,13 @@ def run(config, workdir: str) -> None:
     logits = model.logits(batch["input_ids"], batch["attention_mask"], batch["pixel_values"], grid)
     top = np.argsort(logits[0, -1])[::-1][:5]
     print("next-token top-5:", [(tok.decode([int(i)]), round(float(logits[0, -1, i]), 3)) for i in top])
+
+    rollout = model.generate(batch["input_ids"], batch["attention_mask"], batch["pixel_values"], grid,
+                             max_new_tokens=config.sample.max_new_tokens, temperature=config.sample.temperature,
+                             seed=config.seed)
+    n = int(rollout.lengths[0])
+    print(f"generated {n} tokens (random weights, so the text is noise): "
+          f"{tok.decode(rollout.tokens[0, :n].tolist())!r}  mean log-prob {rollout.logprobs[0, :n].mean():.3f}")
 
     out_dir = os.path.join(workdir, "hf_export")
     model.save_hf(out_dir, progress=False)
