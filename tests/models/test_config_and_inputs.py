@@ -10,7 +10,7 @@ from flax import traverse_util
 import mmjax.models.qwen2_5_vl as qwen
 from mmjax.models.qwen2_5_vl import hf
 from mmjax.models.qwen2_5_vl.params import abstract_params
-from oracle import IMAGE, build_hf_model, pad_batch, pixels, sample_ids
+from oracle import build_hf_model, pad_batch, pixels, sample_ids
 
 
 @pytest.mark.parametrize("name", ["3b", "7b", "32b", "bench"])

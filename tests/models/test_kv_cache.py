@@ -1,7 +1,6 @@
 """The KV-cache path (prefill + one-token decode steps) reproduces full-sequence logits."""
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 import torch

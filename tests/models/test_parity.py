@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 import mmjax.models.qwen2_5_vl as qwen
-from oracle import IMAGE, VIDEO, build_hf_model, hf_logits, pad_batch, pixels, sample_ids
+from oracle import VIDEO, build_hf_model, hf_logits, pad_batch, pixels, sample_ids
 
 TOL = 1e-4
 

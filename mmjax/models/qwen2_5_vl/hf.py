@@ -173,9 +173,7 @@ def iter_hf_tensors(hf_dir: str, progress: bool = True) -> Iterator[tuple[str, n
 
 def expected_shapes(cfg: Qwen25VLConfig) -> dict[tuple[str, ...], tuple[int, ...]]:
     """mmjax leaf path -> shape, from an abstract init (no memory, no compute)."""
-    import jax
     from flax import traverse_util
-    from mmjax.models.qwen2_5_vl.model import Qwen25VL
     from mmjax.models.qwen2_5_vl.params import abstract_params
     flat = traverse_util.flatten_dict(abstract_params(cfg))
     return {k: tuple(v.shape) for k, v in flat.items()}
@@ -236,32 +234,29 @@ def save_safetensors(tensors: Iterator[tuple[str, np.ndarray]], out_dir: str,
     from safetensors.numpy import save_file
     limit = _parse_size(max_shard_size)
     os.makedirs(out_dir, exist_ok=True)
-    shards: list[dict[str, np.ndarray]] = [{}]
-    sizes = [0]
+    shard: dict[str, np.ndarray] = {}
+    shard_bytes = 0
     tmp_names: list[str] = []
+    weight_map: dict[str, int] = {}  # key -> shard number
     total = 0
 
-    def flush(shard: dict[str, np.ndarray]) -> None:
+    def flush() -> None:
         name = os.path.join(out_dir, f".tmp-shard-{len(tmp_names):05d}.safetensors")
         save_file(shard, name, metadata={"format": "pt"})
         os.chmod(name, 0o644)  # safetensors writes 0600; save_pretrained's files are world-readable
         tmp_names.append(name)
 
     bar = tqdm(desc="writing safetensors", unit="tensor", disable=not progress)
-    weight_map: dict[str, int] = {}
     for key, arr in tensors:
-        nbytes = arr.nbytes
-        if shards[-1] and sizes[-1] + nbytes > limit:
-            flush(shards[-1])
-            shards[-1] = {}  # release the written tensors
-            shards.append({})
-            sizes.append(0)
-        shards[-1][key] = arr
-        sizes[-1] += nbytes
-        total += nbytes
-        weight_map[key] = len(shards) - 1
+        if shard and shard_bytes + arr.nbytes > limit:
+            flush()
+            shard, shard_bytes = {}, 0  # drop the written tensors before reading more
+        shard[key] = arr
+        shard_bytes += arr.nbytes
+        total += arr.nbytes
+        weight_map[key] = len(tmp_names)
         bar.update()
-    flush(shards[-1])
+    flush()
     bar.close()
     n = len(tmp_names)
     if n == 1:
