@@ -22,7 +22,19 @@ from mmjax.data.skips import Skipped, skip_or_raise
 VIDEO_EXTENSIONS = (".mp4", ".mkv", ".webm", ".avi", ".mov", ".m4v")
 
 
-class JsonlSource:
+class _RowFile:
+    """Settings shared by the row-file sources: where the file is, how rows are checked."""
+
+    def __init__(self, path: str | os.PathLike, data_root: str | os.PathLike | None,
+                 required: Sequence[str], decode_images: bool, strict: bool):
+        self.path = os.fspath(path)
+        self.data_root = os.fspath(data_root) if data_root is not None else os.path.dirname(self.path)
+        self.required = tuple(required)
+        self.decode_images = decode_images
+        self.strict = strict
+
+
+class JsonlSource(_RowFile):
     """Rows of a JSON-lines file; image paths relative to `data_root`.
 
     Args:
@@ -36,11 +48,7 @@ class JsonlSource:
 
     def __init__(self, path: str | os.PathLike, data_root: str | os.PathLike | None = None,
                  required: Sequence[str] = (), decode_images: bool = True, strict: bool = False):
-        self.path = os.fspath(path)
-        self.data_root = os.fspath(data_root) if data_root is not None else os.path.dirname(self.path)
-        self.required = tuple(required)
-        self.decode_images = decode_images
-        self.strict = strict
+        super().__init__(path, data_root, required, decode_images, strict)
         self._offsets, self._line_numbers = self._index_lines()
 
     def _index_lines(self) -> tuple[np.ndarray, np.ndarray]:
@@ -75,18 +83,14 @@ class JsonlSource:
         return f"JsonlSource({self.path!r}, {len(self)} rows)"
 
 
-class ParquetSource:
+class ParquetSource(_RowFile):
     """Rows of a parquet file (paths relative to `data_root`, or embedded image bytes)."""
 
     def __init__(self, path: str | os.PathLike, data_root: str | os.PathLike | None = None,
                  required: Sequence[str] = (), decode_images: bool = True, strict: bool = False):
         import pyarrow.parquet as pq  # pylint: disable=g-import-not-at-top
 
-        self.path = os.fspath(path)
-        self.data_root = os.fspath(data_root) if data_root is not None else os.path.dirname(self.path)
-        self.required = tuple(required)
-        self.decode_images = decode_images
-        self.strict = strict
+        super().__init__(path, data_root, required, decode_images, strict)
         metadata = pq.ParquetFile(self.path).metadata
         sizes = [metadata.row_group(i).num_rows for i in range(metadata.num_row_groups)]
         self._group_starts = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
