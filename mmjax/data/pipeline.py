@@ -23,7 +23,7 @@ from typing import Any, Callable, Sequence
 from absl import flags
 import grain
 
-from mmjax.data.skips import SkipCounter, Skipped, skip_or_raise
+from mmjax.data.skips import DataError, SkipCounter, Skipped, skip_or_raise
 
 
 @dataclasses.dataclass(frozen=True)
@@ -80,10 +80,12 @@ class LoadRow(grain.transforms.Map):
         epoch, index = element
         try:
             row = self.source[index]
+        except DataError:
+            raise  # A strict source's own error already names the file and row.
         except Exception as e:  # pylint: disable=broad-except
             # Sources report known problems themselves; this is the net under the rest.
             return skip_or_raise(self.strict, "read_error", f"{self.source!r}[{index}]",
-                                 _describe(e))
+                                 _describe(e), cause=e)
         if isinstance(row, Skipped):
             return row
         return {**row, "epoch": int(epoch), "index": int(index)}
@@ -103,11 +105,13 @@ class GuardedMap(grain.transforms.Map):
         try:
             return fn(element)
         except Exception as e:  # pylint: disable=broad-except
-            if self.strict:
-                raise
             where = element.get("where", "?") if isinstance(element, dict) else "?"
+            if isinstance(e, DataError) and where in str(e):
+                raise  # A strict transform's own error, already naming the record.
             name = getattr(self.transform, "__name__", type(self.transform).__name__)
-            return Skipped("transform_error", where, f"{name}: {_describe(e)}")
+            # Strict mode still needs the record's file and line to find the bad data.
+            return skip_or_raise(self.strict, "transform_error", where,
+                                 f"{name}: {_describe(e)}", cause=e)
 
 
 def _describe(error: Exception) -> str:
@@ -192,6 +196,17 @@ class _EpochKey(grain.transforms.MapWithIndex):
         return index // self.per_epoch, int(element)
 
 
+def _checked_length(source: Any, config: PipelineConfig) -> int:
+    """len(source), or a ValueError naming the source when it cannot fill the shards."""
+    num_records = len(source)
+    _, num_shards = process_shard(config)
+    if num_records < num_shards:
+        empty = " (empty: no rows, or only blank lines)" if num_records == 0 else ""
+        raise ValueError(f"{source!r}{empty}: {num_records} records cannot fill {num_shards}"
+                         " process shards")
+    return num_records
+
+
 def build_dataset(source: Any, transforms: Sequence[grain.transforms.Map | Callable[[Any], Any]],
                   config: PipelineConfig, batch_fn: Callable[[list[Any]], Any] | None = None,
                   counter: SkipCounter | None = None) -> grain.IterDataset:
@@ -207,7 +222,8 @@ def build_dataset(source: Any, transforms: Sequence[grain.transforms.Map | Calla
         finds it on the returned dataset).
     """
     ensure_absl_flags_parsed()
-    dataset = record_keys(len(source), config).map(LoadRow(source, config.strict))
+    dataset = record_keys(_checked_length(source, config), config).map(
+        LoadRow(source, config.strict))
     for transform in transforms:
         dataset = dataset.map(GuardedMap(transform, config.strict))
     iter_dataset = dataset.to_iter_dataset(

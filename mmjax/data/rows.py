@@ -23,6 +23,9 @@ from __future__ import annotations
 import os
 from typing import Any, Mapping, Sequence
 
+import numpy as np
+from PIL import Image
+
 from mmjax.data import images as images_lib
 from mmjax.data.skips import Skipped, skip_or_raise
 
@@ -59,17 +62,66 @@ def resolve_path(path: str, data_root: str | None) -> str:
     return os.path.join(data_root, path)
 
 
-def _image_ref(item: Any) -> Any:
-    """A path or encoded bytes from a row's image entry (HF / verl dicts too)."""
+# What an image entry may be once unwrapped: a path, encoded bytes, or an image
+# already decoded (TFDS yields arrays). Anything else must be refused here:
+# `open()` takes an int as a file descriptor, so a stray `3` or `true` in a
+# JSON row would read (and close) the process's own files.
+_PATH_TYPES = (str, os.PathLike)
+_BYTES_TYPES = (bytes, bytearray, memoryview)
+_DECODED_TYPES = (np.ndarray, Image.Image)
+
+
+def _shown(value: Any) -> str:
+    """The type and a short repr, for errors: "int 3", "list [1, 2]", "null"."""
+    if value is None:
+        return "null"
+    text = repr(value)
+    return f"{type(value).__name__} {text if len(text) <= 40 else text[:37] + '...'}"
+
+
+def _path(value: Any, what: str) -> str:
+    """`value` as a non-empty str path, or ValueError naming `what`."""
+    path = os.fspath(value) if isinstance(value, os.PathLike) else value
+    if not isinstance(path, str):
+        raise ValueError(f"{what} is {_shown(value)}, not a path")
+    if not path:
+        raise ValueError(f"{what} is an empty path")
+    return path
+
+
+def _dict_entry(item: Mapping[str, Any], keys: Sequence[str], what: str) -> tuple[str, Any]:
+    """The first non-empty value under `keys` (HF / verl keep a path list or a path)."""
+    for key in keys:
+        value = item.get(key)
+        if isinstance(value, (list, tuple)):
+            value = value[0] if value else None
+        if value is not None and not (isinstance(value, (str, *_BYTES_TYPES)) and not value):
+            return key, value
+    raise ValueError(f"{what} has no bytes or path: keys {sorted(item)}")
+
+
+def _image_ref(item: Any, what: str = "image entry") -> str | bytes | np.ndarray | Image.Image:
+    """A path, encoded bytes or decoded image from a row's image entry (HF / verl dicts too)."""
     if isinstance(item, Mapping):
-        if item.get("bytes"):
-            return bytes(item["bytes"])
-        for key in ("path", "image", "url"):
-            if item.get(key):
-                value = item[key]
-                return value[0] if isinstance(value, (list, tuple)) else value
-        raise ValueError(f"image entry has no bytes or path: keys {sorted(item)}")
-    return item
+        key, item = _dict_entry(item, ("bytes", "path", "image", "url"), what)
+        what = f"{what}[{key!r}]"
+        if key == "bytes" and not isinstance(item, _BYTES_TYPES):
+            raise ValueError(f"{what} is {_shown(item)}, not bytes")
+    if isinstance(item, _BYTES_TYPES):
+        return bytes(item)
+    if isinstance(item, _DECODED_TYPES):
+        return item
+    if isinstance(item, _PATH_TYPES):
+        return _path(item, what)
+    raise ValueError(f"{what} is {_shown(item)}, not a path, bytes or a {{bytes, path}} dict")
+
+
+def _video_ref(item: Any, what: str = "video entry") -> str:
+    """A path from a row's video entry; videos are decoded from files, so only paths."""
+    if isinstance(item, Mapping):
+        key, item = _dict_entry(item, ("path", "video", "url"), what)
+        what = f"{what}[{key!r}]"
+    return _path(item, what)
 
 
 def _solution(raw: Mapping[str, Any]) -> Any:
@@ -104,8 +156,10 @@ def normalize_row(raw: Mapping[str, Any], *, where: str, data_root: str | None,
 
     try:
         messages, prompt = _messages_and_prompt(raw)
-        image_refs = [_image_ref(x) for x in _as_list(_first(raw, IMAGE_KEYS)[1])]
-        video_refs = [str(_image_ref(v)) for v in _as_list(_first(raw, VIDEO_KEYS)[1])]
+        image_key, image_value = _first(raw, IMAGE_KEYS)
+        image_refs = [_image_ref(x, f"{image_key}[{i}]") for i, x in enumerate(_as_list(image_value))]
+        video_key, video_value = _first(raw, VIDEO_KEYS)
+        video_refs = [_video_ref(v, f"{video_key}[{i}]") for i, v in enumerate(_as_list(video_value))]
     except (TypeError, ValueError) as e:
         return skip_or_raise(strict, "bad_row", where, f"{type(e).__name__}: {e}")
     solution = _solution(raw)
@@ -120,7 +174,8 @@ def normalize_row(raw: Mapping[str, Any], *, where: str, data_root: str | None,
 
     decoded = []
     for ref in image_refs:
-        name = ref if isinstance(ref, str) else "<embedded bytes>"
+        name = ref if isinstance(ref, str) else (
+            "<embedded bytes>" if isinstance(ref, bytes) else "<decoded image>")
         path = resolve_path(ref, data_root) if isinstance(ref, str) else ref
         if not decode_images:
             decoded.append(path)

@@ -41,11 +41,14 @@ class Skipped:
         return f"{self.reason} at {self.where}: {self.detail}"
 
 
-def skip_or_raise(strict: bool, reason: str, where: str, detail: str = "") -> Skipped:
-    """Returns a `Skipped` marker, or raises `DataError` when `strict`."""
+def skip_or_raise(strict: bool, reason: str, where: str, detail: str = "",
+                  cause: BaseException | None = None) -> Skipped:
+    """Returns a `Skipped` marker, or raises `DataError` (chained to `cause`) when `strict`."""
     skipped = Skipped(reason, where, detail)
+    if strict and cause is not None:
+        raise DataError(str(skipped)) from cause
     if strict:
-        raise DataError(str(skipped))
+        raise DataError(str(skipped))  # Keeps the implicit context of a caller's except block.
     return skipped
 
 

@@ -17,7 +17,7 @@ import numpy as np
 
 from mmjax.data import images as images_lib
 from mmjax.data import rows as rows_lib
-from mmjax.data.skips import Skipped, skip_or_raise
+from mmjax.data.skips import DataError, Skipped, skip_or_raise
 
 VIDEO_EXTENSIONS = (".mp4", ".mkv", ".webm", ".avi", ".mov", ".m4v")
 
@@ -91,7 +91,13 @@ class ParquetSource(_RowFile):
         import pyarrow.parquet as pq  # pylint: disable=g-import-not-at-top
 
         super().__init__(path, data_root, required, decode_images, strict)
-        metadata = pq.ParquetFile(self.path).metadata
+        try:
+            metadata = pq.ParquetFile(self.path).metadata
+        except FileNotFoundError:
+            raise
+        except (ValueError, OSError) as e:  # pyarrow's ArrowInvalid / ArrowIOError; no path in them.
+            raise DataError(f"{self.path}: not a readable parquet file"
+                            f" ({type(e).__name__}: {e})") from e
         sizes = [metadata.row_group(i).num_rows for i in range(metadata.num_row_groups)]
         self._group_starts = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
         self._cached: tuple[int, Any] | None = None

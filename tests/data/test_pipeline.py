@@ -124,7 +124,7 @@ def test_a_failing_transform_skips_the_sample_unless_strict():
     assert pipeline.skip_counter(dataset).counts == {"transform_error": 1}
     strict = pipeline.build_dataset(source, [explode_on_two],
                                     _config(num_epochs=1, shuffle=False, strict=True))
-    with pytest.raises(ZeroDivisionError):
+    with pytest.raises(DataError, match="transform_error at .*ZeroDivisionError"):
         list(strict)
     strict_source = pipeline.build_dataset(FlakySource(), [], _config(num_epochs=1, shuffle=False,
                                                                       strict=True))
