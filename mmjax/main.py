@@ -2,12 +2,18 @@
 
 Config as code (big_vision style): `--config configs/x.py:arg` picks a variant and
 `--config.a.b=value` overrides a field. The job is chosen by `config.mode`.
+
+A mistake on the command line (a missing config file, an unknown field, a value outside a
+field's allowed set) is one line on stderr and exit status 2, not a traceback.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import re
+import sys
+from collections.abc import Callable, Collection
 
 from absl import app, flags
 from ml_collections import config_flags
@@ -15,11 +21,124 @@ from ml_collections import config_flags
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Path to a configs/<recipe>.py file.",
                                           lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Where checkpoints, metrics and exports go.")
+_PROG = "mmjax.main"
 
 
 def _modes():
     from mmjax.jobs import demo
     return {"demo": demo.run}
+
+
+# ---- allowed values of config fields -------------------------------------------------------
+
+# dotted field -> its allowed values, or a function giving them (evaluated only when the field
+# is in the config). Checked after the config is loaded and overridden.
+CHOICES: dict[str, Collection[str] | Callable[[], Collection[str]]] = {
+    "mode": lambda: sorted(_modes()),
+    "model.dtype": ("float32", "bfloat16"),
+}
+
+
+def register_choices(field: str, values: Collection[str] | Callable[[], Collection[str]]) -> None:
+    """Declare the allowed values of config field `field` (dotted, e.g. "train.optimizer")."""
+    CHOICES[field] = values
+
+
+def validate(config) -> None:
+    """Raise ValueError naming the first field whose value is not one of its CHOICES."""
+    for field, values in CHOICES.items():
+        node, present = config, True
+        for key in field.split("."):
+            if not hasattr(node, "keys") or key not in node:
+                present = False
+                break
+            node = node[key]
+        if not present:
+            continue  # this recipe has no such field
+        allowed = values() if callable(values) else values
+        if node not in allowed:
+            raise ValueError(f"config.{field}={node!r} is not one of {sorted(allowed)}")
+
+
+# ---- command-line errors as one line -------------------------------------------------------
+
+def _fail(message: str) -> None:
+    print(f"{_PROG}: error: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
+def _config_arg(argv: list[str]) -> str | None:
+    """The value given to --config (absl accepts -config / --config, `=value` or `value`)."""
+    for i, arg in enumerate(argv[1:], 1):
+        if arg in ("--config", "-config"):
+            return argv[i + 1] if i + 1 < len(argv) else None
+        if m := re.fullmatch(r"--?config=(.*)", arg):
+            return m.group(1)
+    return None
+
+
+def _check_config_file(value: str | None) -> None:
+    if value is None:
+        return
+    file = value.split(":", 1)[0]
+    if not os.path.isfile(file):
+        where = "" if os.path.isabs(file) else f" (relative to {os.getcwd()})"
+        what = "is a directory, not a config file" if os.path.isdir(file) else "no such config file"
+        _fail(f"--config {file}: {what}{where}")
+
+
+def _overrides(argv: list[str]) -> list[str]:
+    """Dotted fields of the --config.<field>=value flags, in order."""
+    fields = []
+    for arg in argv[1:]:
+        if m := re.match(r"--?(?:no)?config\.([^=]+)", arg):
+            fields.append(m.group(1))
+    return fields
+
+
+def _unknown_field(argv: list[str], value: str) -> str | None:
+    """For a failed override: which --config.<field> names no field of the config, and what it has."""
+    parser = config_flags.config_flags.ConfigFileFlagParser("config", lock_config=False)
+    try:
+        config = parser.parse(value)
+    except Exception:  # noqa: BLE001  the file itself fails: let the original error show
+        return None
+    file = value.split(":", 1)[0]
+    for field in _overrides(argv):
+        node, keys = config, field.split(".")
+        for depth, key in enumerate(keys):
+            if not hasattr(node, "keys"):
+                break  # below a leaf (e.g. a tuple index): not ours to judge
+            if key not in node:
+                parent = ".".join(["config", *keys[:depth]])
+                return (f"--config.{field}: {file} has no field config.{'.'.join(keys[:depth + 1])} "
+                        f"({parent} has {sorted(node.keys())})")
+            node = node[key]
+    return None
+
+
+def _parse_flags(argv: list[str]) -> list[str]:
+    """absl's flag parsing, with config-file and override mistakes reported in one line."""
+    value = _config_arg(argv)
+    _check_config_file(value)
+    try:
+        rest = flags.FLAGS(argv)
+    except flags.Error as e:
+        _fail(str(e))
+    except (AttributeError, KeyError) as e:  # ml_collections: an override of an unknown field
+        message = _unknown_field(argv, value) if value is not None else None
+        if message is None:
+            raise
+        _fail(message)
+    except OSError as e:  # the config file could not be read
+        _fail(f"--config {value}: {' '.join(str(e).split())}")
+    config = _CONFIG.value
+    try:
+        if config is not None:
+            config.get("mode")  # a config file that failed to load raises on first access
+    except OSError as e:
+        _fail(f"--config {value}: {' '.join(str(e).split())}")
+    return rest
 
 
 def main(argv):
@@ -28,15 +147,15 @@ def main(argv):
     config = _CONFIG.value
     if config is None:
         raise app.UsageError("--config is required, e.g. --config configs/demo.py")
-    modes = _modes()
-    if config.mode not in modes:
-        raise app.UsageError(f"config.mode={config.mode!r} is not one of {sorted(modes)}")
+    try:
+        validate(config)
+    except ValueError as e:
+        _fail(str(e))
     workdir = _WORKDIR.value or os.path.join("/tmp", "mmjax", config.mode)
     os.makedirs(workdir, exist_ok=True)
     logging.info("mode=%s workdir=%s", config.mode, workdir)
-    modes[config.mode](config, workdir)
+    _modes()[config.mode](config, workdir)
 
 
 if __name__ == "__main__":
-    flags.mark_flags_as_required([])
-    app.run(main)
+    app.run(main, flags_parser=_parse_flags)

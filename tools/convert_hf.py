@@ -5,7 +5,9 @@
 Tensors are read one at a time and kept in the checkpoint's own dtype unless --dtype is
 given (bf16 stays bf16), so peak memory is about one copy of the model. The HF key layout
 and the tokenizer / processor files travel with the checkpoint (CKPT/hf_assets/), so
-tools/export_hf.py can write the folder back.
+tools/export_hf.py can write the folder back. With --overwrite the new checkpoint is
+written beside the old one and swapped in by renames: a kill at any point leaves the
+complete old or the complete new checkpoint (see checkpoints.save_model).
 """
 
 from __future__ import annotations
@@ -56,7 +58,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", required=True, help="checkpoint directory to create")
     parser.add_argument("--dtype", choices=DTYPES, default=None,
                         help="cast parameters (default: keep the checkpoint's own dtype)")
-    parser.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace a non-empty --out (once the new checkpoint is complete)")
     parser.add_argument("--no_progress", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
     try:

@@ -58,6 +58,7 @@ def export(ckpt: str, out: str, max_shard_size: int | str = "5GB", tokenizer_dir
     if tokenizer_dir is not None and not os.path.isdir(tokenizer_dir):
         raise FileNotFoundError(f"--tokenizer_dir {tokenizer_dir}: no such directory")
     checkpoints.check_out_dir(out, ckpt, overwrite)
+    hf.check_replaceable(os.path.realpath(out), SIDE_FILES)  # before the (long) restore
     model = checkpoints.restore_model(ckpt)
     check_params(ckpt, model.params, model.config)
     config, layout = model.config, model.hf_layout
@@ -71,25 +72,15 @@ def export(ckpt: str, out: str, max_shard_size: int | str = "5GB", tokenizer_dir
     flat = traverse_util.flatten_dict(model.params)
     del model  # `flat` now holds the only reference to each array
 
-    tmp = os.path.abspath(out).rstrip(os.sep) + ".export-tmp"
-    shutil.rmtree(tmp, ignore_errors=True)  # left over from an interrupted export
-    os.makedirs(tmp)
-    try:
+    def write(tmp: str) -> None:
         hf.save_safetensors(_drain_as_hf(flat, config, layout), tmp, max_shard_size, progress)
         config.save(tmp)
         for name, src in side.items():
             shutil.copyfile(src, os.path.join(tmp, name))
         if "generation_config.json" not in side:
             hf.write_generation_config(config, tmp)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    if os.path.isdir(out):
-        shutil.rmtree(out)  # empty, or --overwrite was given (check_out_dir)
-    elif os.path.exists(out):
-        os.remove(out)
-    os.replace(tmp, out)
-    return sorted(os.listdir(out))
+
+    return hf.replace_folder(out, write, SIDE_FILES)
 
 
 def main(argv: list[str] | None = None) -> None:

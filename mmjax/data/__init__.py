@@ -14,7 +14,7 @@ records (or `DataError` in strict mode). `tfds_io` is not imported here because
 importing TFDS is slow; import it where needed.
 """
 
-from mmjax.data.batching import Batcher, ProcessSample, repeat_for_generations
+from mmjax.data.batching import Batcher, ProcessSample
 from mmjax.data.depth_jigsaw import DepthJigsaw
 from mmjax.data.jigsaw import ImageJigsaw
 from mmjax.data.masking import make_masks, mask_images, mask_images_by_size
@@ -30,5 +30,5 @@ __all__ = [
     "Batcher", "DataError", "DepthJigsaw", "ImageFolderSource", "ImageJigsaw", "JsonlSource",
     "ParquetSource", "PipelineConfig", "ProcessSample", "QaSample", "RgbdSource", "SkipCounter",
     "Skipped", "VideoFolderSource", "VideoJigsaw", "build_dataset", "make_masks", "mask_images",
-    "mask_images_by_size", "record_rng", "repeat_for_generations", "skip_counter",
+    "mask_images_by_size", "record_rng", "skip_counter",
 ]

@@ -6,23 +6,21 @@ longer than `max_prompt_length` is never truncated (truncation could cut image
 placeholder tokens): it is skipped ("prompt_too_long") or raises, by config.
 
 `Batcher` (the pipeline's batch_fn) pads a list of processed samples with
-`mmjax.processing.collate` to the smallest of a few fixed bucket lengths, so
-the number of distinct jitted shapes stays small, and adds per-prompt counts and
-answer metadata. The batch is a dict:
+`mmjax.processing.collate` to a bucketed length (`mmjax.processing.buckets`) and
+turns them into the model batch with `mmjax.processing.model_batch`, the function
+`Qwen2_5_VL.prepare` calls too: inputs checked, vision pixels padded to a bucket and
+the vision tables built here, in the workers. The batch is a dict:
 
-  input_ids, attention_mask, mm_token_type_ids  int32 [B, L]
-  position_ids                                 int32 [3, B, L]  (M-RoPE)
-  rope_deltas                                  int32 [B, 1]
-  pixel_values, image_grid_thw                 float32 [N, D], int64 [n_images, 3]
-  pixel_values_videos, video_grid_thw,
-  second_per_grid_ts                           the same for videos
+  input_ids int32 [B, L], attention_mask bool [B, L], positions int32 [3, B, L],
+  rope_deltas int32 [B, 1], image / video (None or a dict of padded pixels and
+  tables): the device part, `arrays(batch)`; the sampler and learner take it as is.
+  image_grid_thw, video_grid_thw                int64 [n, 3] (host side, for logging)
   num_images, num_videos, prompt_index         int32 [B]
   meta                                         dict of lists [B]: solution, task,
                                                container, id, where, epoch, index
 
-`repeat_for_generations(batch, G)` gives each prompt G consecutive rows and
-repeats every per-prompt array with it (position ids and vision grids included).
-Vision arrays keep their natural sizes (they vary with image sizes).
+Repetition for the G completions of a prompt happens on the device, after its images
+are encoded once (`mmjax.models.qwen2_5_vl.logprobs`, `mmjax.rl.sampler`).
 """
 
 from __future__ import annotations
@@ -34,14 +32,13 @@ import grain
 import numpy as np
 
 from mmjax.data.skips import DataError, Skipped, skip_or_raise
+from mmjax.processing.buckets import bucket_size
 from mmjax.processing.image import ImageProcessorConfig
+from mmjax.processing.model_inputs import DEVICE_KEYS, InputSpec, model_batch
 from mmjax.processing.sample import collate, process_sample
 from mmjax.processing.special_tokens import SpecialTokenIds
 
 META_KEYS = ("solution", "task", "container", "id", "where", "epoch", "index")
-ROW_KEYS = ("input_ids", "attention_mask", "mm_token_type_ids", "rope_deltas", "num_images",
-            "num_videos", "prompt_index")
-DEFAULT_BUCKETS = (256, 512, 1024, 2048, 4096)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -97,30 +94,42 @@ class ProcessSample(grain.transforms.Map):
         return {"inputs": inputs, "meta": meta}
 
 
-def bucket_length(length: int, buckets: Sequence[int]) -> int:
-    """The smallest bucket >= length; ValueError if none fits."""
-    fitting = [b for b in sorted(buckets) if b >= length]
-    if not fitting:
-        raise ValueError(f"a prompt of {length} tokens exceeds the largest bucket {max(buckets)};"
-                         " set max_prompt_length <= the largest bucket")
-    return fitting[0]
-
-
 @dataclasses.dataclass(frozen=True)
 class Batcher:
-    """batch_fn: processed samples -> padded batch (see the module docstring)."""
+    """batch_fn: processed samples -> the model batch plus host metadata (module docstring).
+
+    spec: the model's `InputSpec` (`Qwen25VLConfig.input_spec()`): vocabulary, vision
+      geometry and the smallest vision bucket.
+    bucket_lengths: explicit prompt-length buckets; None uses `mmjax.processing.buckets`' rule.
+    """
 
     pad_id: int
-    bucket_lengths: tuple[int, ...] = DEFAULT_BUCKETS
+    spec: InputSpec
+    bucket_lengths: tuple[int, ...] | None = None
     padding_side: str = "left"
-    spatial_merge_size: int = 2
 
     def __call__(self, processed: Sequence[dict[str, Any]]) -> dict[str, Any]:
         inputs = [p["inputs"] for p in processed]
         longest = max(len(x["input_ids"]) for x in inputs)
-        batch = collate(inputs, pad_id=self.pad_id, padding_side=self.padding_side,
-                        pad_to=bucket_length(longest, self.bucket_lengths),
-                        spatial_merge_size=self.spatial_merge_size)
+        try:
+            length = bucket_size(longest, sizes=self.bucket_lengths)
+        except ValueError as e:
+            raise ValueError(f"a prompt of {longest} tokens: {e}; set max_prompt_length <= the largest "
+                             f"bucket") from None
+        merge = self.spec.spatial_merge_size
+        collated = collate(inputs, pad_id=self.pad_id, padding_side=self.padding_side, pad_to=length,
+                           spatial_merge_size=merge)
+        has_images, has_videos = len(collated["image_grid_thw"]) > 0, len(collated["video_grid_thw"]) > 0
+        batch = model_batch(
+            self.spec, collated["input_ids"], collated["attention_mask"],
+            pixel_values=collated["pixel_values"] if has_images else None,
+            image_grid_thw=collated["image_grid_thw"] if has_images else None,
+            pixel_values_videos=collated["pixel_values_videos"] if has_videos else None,
+            video_grid_thw=collated["video_grid_thw"] if has_videos else None,
+            second_per_grid_ts=collated["second_per_grid_ts"] if has_videos else None,
+            position_ids=collated["position_ids"], rope_deltas=collated["rope_deltas"])
+        batch["image_grid_thw"] = collated["image_grid_thw"]
+        batch["video_grid_thw"] = collated["video_grid_thw"]
         batch["num_images"] = np.asarray([len(x["image_grid_thw"]) for x in inputs], dtype=np.int32)
         batch["num_videos"] = np.asarray([len(x["video_grid_thw"]) for x in inputs], dtype=np.int32)
         batch["prompt_index"] = np.arange(len(inputs), dtype=np.int32)
@@ -128,41 +137,6 @@ class Batcher:
         return batch
 
 
-def _repeat_blocks(array: np.ndarray, block_sizes: np.ndarray, times: int) -> np.ndarray:
-    """Repeats each consecutive block of rows (sizes `block_sizes`) `times` times in place."""
-    starts = np.concatenate([[0], np.cumsum(block_sizes)[:-1]]).astype(np.int64)
-    rows = [np.arange(s, s + n) for s, n in zip(starts, block_sizes) for _ in range(times)]
-    index = np.concatenate(rows) if rows else np.zeros((0,), np.int64)
-    return array[index]
-
-
-def repeat_for_generations(batch: dict[str, Any], num_generations: int) -> dict[str, Any]:
-    """Each prompt's rows, positions, pixels and grids repeated for its G completions.
-
-    Row b of the input becomes rows b*G .. b*G+G-1; vision arrays follow the same
-    order, so the result equals a batch built from each sample listed G times.
-    """
-    g = num_generations
-    if g < 1:
-        raise ValueError(f"num_generations must be >= 1, got {g}")
-    out = {key: np.repeat(batch[key], g, axis=0) for key in ROW_KEYS}
-    out["position_ids"] = np.repeat(batch["position_ids"], g, axis=1)
-    for prefix, count_key, pixel_key in (("image", "num_images", "pixel_values"),
-                                         ("video", "num_videos", "pixel_values_videos")):
-        grids = batch[f"{prefix}_grid_thw"]
-        per_prompt = batch[count_key]
-        patches = np.prod(grids, axis=-1) if len(grids) else np.zeros((0,), np.int64)
-        patches_per_prompt = np.asarray([patches[s:s + n].sum() for s, n in
-                                         zip(np.cumsum(per_prompt) - per_prompt, per_prompt)],
-                                        dtype=np.int64)
-        out[f"{prefix}_grid_thw"] = _repeat_blocks(grids, per_prompt, g)
-        out[pixel_key] = _repeat_blocks(batch[pixel_key], patches_per_prompt, g)
-    out["second_per_grid_ts"] = _repeat_blocks(batch["second_per_grid_ts"], batch["num_videos"], g)
-    out["meta"] = {key: [v for v in values for _ in range(g)]
-                   for key, values in batch["meta"].items()}
-    return out
-
-
-def arrays(batch: dict[str, Any]) -> dict[str, np.ndarray]:
-    """The array part of a batch (what goes to devices); `meta` stays on the host."""
-    return {key: value for key, value in batch.items() if key != "meta"}
+def arrays(batch: dict[str, Any]) -> dict[str, Any]:
+    """The device part of a batch (`mmjax.processing.model_inputs.DEVICE_KEYS`)."""
+    return {key: batch[key] for key in DEVICE_KEYS}

@@ -13,7 +13,9 @@ Three jitted pieces, each compiled for a handful of shapes:
     stopping early once every row has produced an end-of-sequence token.
 
 Positions: a generated token's M-RoPE position is its index among the row's non-pad tokens
-plus the prompt's rope_delta, the same on all three axes (as transformers' generate does).
+plus the prompt's rope_delta, the same on all three axes (as transformers' generate does);
+`completion_positions` makes them, for the sampler and the learner alike, and the Rollout
+carries them with the bucketed prompt arrays so a learner derives nothing again.
 
 Randomness: row n (prompt n // G, completion n % G) draws its token at step i with
 fold_in(fold_in(key(seed), n), i), so a row's samples do not depend on the other rows, and
@@ -38,8 +40,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from mmjax.models.qwen2_5_vl.language import CACHE_SLOT_AXIS, init_cache
+from mmjax.models.qwen2_5_vl.logprobs import completion_positions
+from mmjax.processing.buckets import bucket_size, left_pad
 from mmjax.rl import capture as capture_lib
-from mmjax.rl.buckets import bucket_length, left_pad
 from mmjax.rl.sampling import SamplingParams, choose
 
 CAPTURE_KINDS = ("cmab",)
@@ -56,8 +59,18 @@ class Rollout:
     stopped: np.ndarray            # bool [N]; True if the row ended on an end-of-sequence token
     prompt_index: np.ndarray       # int32 [N]
     num_generations: int
+    # What a learner needs to score the completions without deriving anything again:
+    prompt_ids: np.ndarray | None = None            # int32 [B, Tp] the bucketed, left-padded prompts
+    prompt_mask: np.ndarray | None = None           # bool [B, Tp]
+    prompt_positions: np.ndarray | None = None      # int32 [3, B, Tp]
+    completion_positions: np.ndarray | None = None  # int32 [3, N, max_new]
     attention_masses: np.ndarray | None = None  # float32 [N, max_new, layers, heads, groups]
     group_sizes: np.ndarray | None = None       # float32 [N, groups]: prompt positions per group
+
+    def prompt_batch(self, batch: dict[str, Any]) -> dict[str, Any]:
+        """`batch` (the prompts' model batch) with the bucketed prompt arrays this rollout used."""
+        return {**batch, "input_ids": self.prompt_ids, "attention_mask": self.prompt_mask,
+                "positions": self.prompt_positions}
 
 
 # ---- jitted pieces ------------------------------------------------------------------------
@@ -67,8 +80,8 @@ def _apply(module, params, *args, method: str, **kw):
 
 
 @functools.partial(jax.jit, static_argnames=("module", "rows"))
-def _encode(module, params, pixels, layout, rows: int):
-    embeds = _apply(module, params, pixels, layout, method="encode_vision")
+def _encode(module, params, vision, rows: int):
+    embeds = _apply(module, params, vision, method="encode_vision")
     return jnp.pad(embeds, ((0, rows - embeds.shape[0]), (0, 0)))
 
 
@@ -115,7 +128,7 @@ def _prefill_cache(module, params, x, positions, prompt_mask, cache, chunk: int)
 @functools.partial(jax.jit, static_argnames=("module", "sampling", "num_generations", "max_new_tokens",
                                              "prefill_chunk"))
 def _prefill(module, params, input_ids, positions, prompt_mask, image_embeds, video_embeds, key_groups,
-             first_position, allowed, eos, pad_id, seed, *, sampling: SamplingParams, num_generations: int,
+             new_positions, allowed, eos, pad_id, seed, *, sampling: SamplingParams, num_generations: int,
              max_new_tokens: int, prefill_chunk: int = 256):
     b, t = input_ids.shape
     g, n = num_generations, input_ids.shape[0] * num_generations
@@ -147,7 +160,7 @@ def _prefill(module, params, input_ids, positions, prompt_mask, image_embeds, vi
     )
     consts = dict(
         key_valid=_repeat(jnp.concatenate([prompt_mask, jnp.ones((b, max_new_tokens), bool)], axis=1), g),
-        first_position=_repeat(first_position, g),
+        new_positions=new_positions,
         row_keys=row_keys,
         prompt_slots=jnp.asarray(t, jnp.int32),
         allowed=allowed,
@@ -174,7 +187,7 @@ def _decode(module, params, state, consts, *, sampling: SamplingParams):
         i = s["step"]
         prev = jax.lax.dynamic_slice_in_dim(s["tokens"], i - 1, 1, axis=1)
         x = _apply(module, params, prev, method="embed")
-        pos = jnp.broadcast_to((consts["first_position"] + i - 1)[None, :, None], (3, n, 1))
+        pos = jax.lax.dynamic_slice_in_dim(consts["new_positions"], i - 1, 1, axis=2)
         hidden, cache, masses = _apply(module, params, x, pos, consts["key_valid"], s["cache"],
                                        consts["prompt_slots"] + i - 1, consts["key_groups"], method="decode")
         logits = _apply(module, params, hidden[:, -1], method="logits")
@@ -210,9 +223,8 @@ def _vision(module, params, vision, min_rows: int = 16):
     """Merged visual embeddings of (pixels, layout), padded to a bucketed row count (or None)."""
     if vision is None:
         return None
-    pixels, layout = vision
     merge = module.cfg.vision.spatial_merge_size ** 2
-    return _encode(module, params, pixels, layout, bucket_length(pixels.shape[0] // merge, min_rows))
+    return _encode(module, params, vision, bucket_size(vision["pixel_values"].shape[0] // merge, min_rows))
 
 
 def allowed_mask(allowed_token_ids: Sequence[int] | None, vocab_size: int) -> np.ndarray | None:
@@ -252,22 +264,25 @@ def generate(module, params, batch: dict[str, Any], *, max_new_tokens: int,
         rows = np.flatnonzero((mask[:, :-1] & ~mask[:, 1:]).any(axis=1)).tolist()
         raise ValueError(f"prompts must be left-padded for generation; rows {rows} have padding on the right")
     b, t = ids.shape
-    length = bucket_length(t, min_bucket)
+    length = bucket_size(t, min_bucket)
     ids_p = left_pad(ids, length, pad_token_id)
     mask_p = left_pad(mask, length, False)
     positions_p = left_pad(np.asarray(batch["positions"], np.int32), length, 0)
-    first_position = (mask.sum(axis=1) + np.asarray(batch["rope_deltas"]).reshape(b)).astype(np.int32)
+    new_positions = np.asarray(completion_positions(
+        {"attention_mask": mask, "rope_deltas": np.asarray(batch["rope_deltas"])}, max_new_tokens, num_generations))
     groups = None
     if capture is not None:
         groups = capture_lib.key_groups(ids_p, mask_p, cfg.image_token_id, cfg.video_token_id)
 
     state, consts = _prefill(
         module, params, ids_p, positions_p, mask_p, _vision(module, params, batch.get("image")),
-        _vision(module, params, batch.get("video")), groups, first_position,
+        _vision(module, params, batch.get("video")), groups, new_positions,
         allowed_mask(allowed_token_ids, cfg.text.vocab_size), np.asarray(as_token_ids(eos_token_ids), np.int32),
         np.int32(pad_token_id), np.uint32(seed), sampling=sampling, num_generations=num_generations,
         max_new_tokens=max_new_tokens, prefill_chunk=prefill_chunk)
-    state = jax.device_get(_decode(module, params, state, consts, sampling=sampling))
+    state = _decode(module, params, state, consts, sampling=sampling)
+    del state["cache"]  # stays on the device (it aliases the donated input); never copied back
+    state = jax.device_get(state)
 
     g = num_generations
     out_mask = np.asarray(state["mask"])
@@ -280,6 +295,7 @@ def generate(module, params, batch: dict[str, Any], *, max_new_tokens: int,
         stopped=np.asarray(state["done"]),
         prompt_index=np.repeat(np.arange(b, dtype=np.int32), g),
         num_generations=g,
+        prompt_ids=ids_p, prompt_mask=mask_p, prompt_positions=positions_p, completion_positions=new_positions,
         attention_masses=None if capture is None else np.asarray(state["masses"]),
         group_sizes=None if capture is None else np.repeat(groups.sum(axis=1), g, axis=0),
     )

@@ -11,6 +11,9 @@ Two flavours share one on-disk item layout, so any of them can be exported to HF
 Every save goes through Orbax's temporary directory + finalize (rename), so a directory
 that exists under its final name is complete; an interrupted save leaves only a
 `*.orbax-checkpoint-tmp*` directory, which restore reports and CheckpointManager cleans.
+An overwrite builds the new checkpoint beside the old one and swaps it in by renames.
+Restore checks Orbax's commit markers of the checkpoint and of every item it lists, so
+a partly deleted checkpoint fails with "incomplete checkpoint" instead of loading.
 Array dtypes are stored as they are (bf16 stays bf16); restore can place arrays straight
 into the NamedShardings of an abstract target.
 """
@@ -18,6 +21,7 @@ into the NamedShardings of an abstract target.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import shutil
 from collections.abc import Mapping
@@ -29,6 +33,7 @@ import orbax.checkpoint as ocp
 from etils import epath
 
 from mmjax.models.qwen2_5_vl.config import Qwen25VLConfig
+from mmjax.models.qwen2_5_vl import hf
 from mmjax.models.qwen2_5_vl.hf import HUB_LAYOUT, MODULE_LAYOUT, CheckpointError
 
 PARAMS, MODEL_CONFIG, HF_META, HF_ASSETS = "params", "model_config", "hf", "hf_assets"
@@ -66,7 +71,8 @@ class FilesHandler(ocp.CheckpointHandler):
         return None
 
 
-_ORBAX_BOOKKEEPING = ("commit_success.txt",)  # written by Orbax into every item directory
+_COMMITTED, _METADATA = "commit_success.txt", "_CHECKPOINT_METADATA"  # Orbax's, see _check_finalized
+_ORBAX_BOOKKEEPING = (_COMMITTED,)  # written by Orbax into every item directory
 
 # item -> (handler class, save args, restore args)
 _ITEMS = {
@@ -134,8 +140,13 @@ def save_model(path: str, params, config: Qwen25VLConfig, hf_layout: str = HUB_L
     """Write params + config (+ tokenizer/processor files) as one Orbax checkpoint at `path`.
 
     assets: {file name: source path}. Leaves may be numpy or jax arrays; dtypes are kept.
+    With overwrite, the new checkpoint is written beside the old one and swapped in by
+    renames (`hf.replace_path`), so a kill at any moment leaves at `path` the complete old
+    or the complete new checkpoint (or, between the two renames, nothing, with the old one
+    at `<path>.old-<pid>`, which this function puts back on its next call).
     """
-    path = os.path.abspath(path)
+    path = os.path.realpath(path)
+    hf.recover_replace(path)  # what a killed save left beside `path`
     replacing = os.path.exists(path) and (not os.path.isdir(path) or os.listdir(path))
     if replacing and not overwrite:
         raise FileExistsError(f"{path}: exists and is not empty (pass overwrite=True / --overwrite)")
@@ -147,22 +158,50 @@ def save_model(path: str, params, config: Qwen25VLConfig, hf_layout: str = HUB_L
     items = _model_items(params, config, hf_layout, streaming=True)
     if assets:
         items[HF_ASSETS] = FilesSave(dict(assets))
-    # When replacing, the old checkpoint is removed only once the new one is complete.
-    target = path + ".replacement" if replacing else path
+    target = hf.staging_path(path) if replacing else path
     with _checkpointer() as ckptr:
         ckptr.save(target, ocp.args.Composite(**items), force=True)
     if replacing:
-        shutil.rmtree(path) if os.path.isdir(path) else os.remove(path)
-        os.replace(target, path)
+        hf.replace_path(target, path)
     return path
 
 
 def _check_finalized(path: str) -> None:
-    if os.path.isdir(path) and ocp.utils.is_checkpoint_finalized(path):
-        return
+    """A complete checkpoint is at `path`, or raise naming what is there instead.
+
+    Orbax finalizes every directory it writes (the checkpoint and each item) by writing
+    commit_success.txt into it last, and records the items in _CHECKPOINT_METADATA; a
+    directory lacking any of these was not written to the end or was partly deleted.
+    """
+    if not (os.path.isdir(path) and ocp.utils.is_checkpoint_finalized(path)):
+        _raise_missing(path)
+    if not any(n in _ITEMS or n in (_COMMITTED, _METADATA) for n in os.listdir(path)):
+        return  # nothing of a checkpoint: _require_item says so
+    missing = [] if os.path.isfile(os.path.join(path, _COMMITTED)) else [_COMMITTED]
+    meta_file = os.path.join(path, _METADATA)
+    try:
+        with open(meta_file) as f:
+            items = sorted(json.load(f)["item_handlers"])
+    except (OSError, ValueError, KeyError, TypeError):
+        items = []
+        missing.append(_METADATA)
+    missing += [f"{item}/{_COMMITTED}" if os.path.isdir(os.path.join(path, item)) else f"{item}/"
+                for item in items if not os.path.isfile(os.path.join(path, item, _COMMITTED))]
+    if missing:
+        olds, partial = hf.replace_leftovers(path)
+        beside = f"; beside it: {[os.path.basename(p) for p in olds + partial]}" if olds or partial else ""
+        raise CheckpointError(f"{path}: incomplete checkpoint (missing {missing}): its save was interrupted "
+                              f"or it was partly deleted; save or convert it again{beside}")
+
+
+def _raise_missing(path: str) -> None:
     parent, name = os.path.split(os.path.abspath(path))
     partial = [n for n in (os.listdir(parent) if os.path.isdir(parent) else [])
                if n.startswith(name + ".orbax-checkpoint-tmp")]
+    olds, _ = hf.replace_leftovers(os.path.abspath(path))
+    if olds and not os.path.lexists(path):
+        raise CheckpointError(f"{path}: missing; an interrupted overwrite left the previous checkpoint at "
+                              f"{olds[0]} (the next save to {path} puts it back, or rename it yourself)")
     if partial:
         raise CheckpointError(f"{path}: no finished checkpoint; found the unfinished save {partial[0]} "
                               "(the writer was interrupted: convert or save again)")
@@ -222,10 +261,15 @@ def restore_model(path: str, target=None) -> ModelCheckpoint:
 
 
 def check_out_dir(out: str, source: str, overwrite: bool, flag: str = "--out") -> None:
-    """Refuse a non-empty `out` (unless overwrite) and any `out` that would clobber `source`."""
+    """Refuse a non-empty `out` (unless overwrite) and any `out` that would clobber `source`.
+
+    Puts back first what a killed save left beside `out` (`hf.recover_replace`), so the
+    emptiness check sees the old version that the save was replacing.
+    """
     out, source = os.path.realpath(out), os.path.realpath(source)
     if out == source or source.startswith(out + os.sep) or out.startswith(source + os.sep):
         raise ValueError(f"{flag} {out}: must not be, contain or lie inside the input {source}")
+    hf.recover_replace(out)
     if os.path.exists(out) and (not os.path.isdir(out) or os.listdir(out)) and not overwrite:
         raise FileExistsError(f"{flag} {out}: exists and is not empty (pass --overwrite to replace it)")
 

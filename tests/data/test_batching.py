@@ -1,18 +1,27 @@
-"""Batches: processor arrays, length buckets, G-fold repetition, no truncation."""
+"""Batches: the model batch from processed samples, length buckets, no truncation."""
 
 from __future__ import annotations
 
+import jax
 import numpy as np
 import pytest
 
 from mmjax.data import batching, jigsaw, pipeline, qa, synthetic, video_jigsaw
 from mmjax.data.skips import DataError, Skipped
 from mmjax.processing import collate, special_token_ids, tiny_tokenizer
+from mmjax.processing.model_inputs import InputSpec, model_batch
 
 
 @pytest.fixture(scope="module")
 def tok():
     return tiny_tokenizer()
+
+
+@pytest.fixture(scope="module")
+def spec(tok):
+    ids = special_token_ids(tok)
+    return InputSpec(vocab_size=len(tok), image_token_id=ids.image_token_id, video_token_id=ids.video_token_id,
+                     vision_start_token_id=ids.vision_start_token_id)
 
 
 @pytest.fixture(scope="module")
@@ -29,41 +38,42 @@ def processed(tok, long_video):
     return [process.map(s) for s in samples]
 
 
-def test_batch_pads_to_the_smallest_bucket_and_keeps_metadata(tok, processed):
-    batcher = batching.Batcher(pad_id=special_token_ids(tok).pad_token_id, bucket_lengths=(64, 512, 1024))
+def test_batch_pads_to_the_smallest_bucket_and_keeps_metadata(tok, spec, processed):
+    pad = special_token_ids(tok).pad_token_id
+    batcher = batching.Batcher(pad_id=pad, spec=spec, bucket_lengths=(64, 512, 1024))
     batch = batcher(processed)
     lengths = [len(p["inputs"]["input_ids"]) for p in processed]
     assert max(lengths) <= 512 < 1024 and max(lengths) > 64
-    assert batch["input_ids"].shape == (3, 512) and batch["position_ids"].shape == (3, 3, 512)
+    assert batch["input_ids"].shape == (3, 512) and batch["positions"].shape == (3, 3, 512)
     np.testing.assert_array_equal(batch["attention_mask"].sum(1), lengths)
     assert batch["attention_mask"][:, -1].all()  # left padding
     np.testing.assert_array_equal(batch["num_images"], [4, 0, 1])
     np.testing.assert_array_equal(batch["num_videos"], [0, 3, 0])
     assert batch["meta"]["task"] == ["jigsaw_image", "jigsaw_video", "choice"]
     assert batch["meta"]["solution"][2] in "ABCD"
-    # Placeholders equal merged patches per prompt (4 patches merge into one token).
-    starts = np.concatenate([[0], np.cumsum(batch["num_images"])])
-    for b in range(3):
-        grids = batch["image_grid_thw"][starts[b]:starts[b + 1]]
-        assert (batch["mm_token_type_ids"][b] == 1).sum() == int(np.prod(grids, 1).sum()) // 4
-    assert set(batching.arrays(batch)) == set(batch) - {"meta"}
+    # The pipeline's positions (made per sample in the workers) equal model_batch's own
+    # (transformers' get_rope_index on the padded batch), which Qwen2_5_VL.prepare uses.
+    collated = collate([p["inputs"] for p in processed], pad_id=pad, pad_to=512)
+    direct = model_batch(spec, collated["input_ids"], collated["attention_mask"],
+                         pixel_values=collated["pixel_values"], image_grid_thw=collated["image_grid_thw"],
+                         pixel_values_videos=collated["pixel_values_videos"],
+                         video_grid_thw=collated["video_grid_thw"],
+                         second_per_grid_ts=collated["second_per_grid_ts"])
+    device = batching.arrays(batch)
+    assert set(device) == {"input_ids", "attention_mask", "positions", "rope_deltas", "image", "video"}
+    for key in ("input_ids", "attention_mask", "positions", "rope_deltas"):
+        np.testing.assert_array_equal(device[key], direct[key], err_msg=key)
+    for kind in ("image", "video"):
+        for key, value in direct[kind].items():
+            np.testing.assert_array_equal(device[kind][key], value, err_msg=f"{kind}/{key}")
+    # Vision pixels are padded to a bucket, never cut.
+    real = len(collated["pixel_values"])
+    assert device["image"]["pixel_values"].shape[0] >= real
+    np.testing.assert_array_equal(device["image"]["pixel_values"][:real], collated["pixel_values"])
+    assert not device["image"]["pixel_values"][real:].any()
 
 
-def test_repeat_for_generations_equals_each_sample_listed_g_times(tok, processed):
-    pad = special_token_ids(tok).pad_token_id
-    batch = batching.Batcher(pad_id=pad)(processed)
-    repeated = batching.repeat_for_generations(batch, 4)
-    # Oracle: processing.collate (equal to transformers' get_rope_index) on the repeated list.
-    reference = collate([p["inputs"] for p in processed for _ in range(4)], pad_id=pad,
-                        pad_to=batch["input_ids"].shape[1])
-    for key, value in reference.items():
-        np.testing.assert_array_equal(repeated[key], value, err_msg=key)
-    np.testing.assert_array_equal(repeated["prompt_index"], np.repeat([0, 1, 2], 4))
-    assert repeated["meta"]["id"] == [i for i in batch["meta"]["id"] for _ in range(4)]
-    assert batching.repeat_for_generations(batch, 1)["pixel_values"].shape == batch["pixel_values"].shape
-
-
-def test_overlong_prompts_are_skipped_or_raise_never_truncated(tok):
+def test_overlong_prompts_are_skipped_or_raise_never_truncated(tok, spec):
     sample = jigsaw.ImageJigsaw().apply(
         synthetic.ShapesVqaSource(1, size=(224, 224), background="plain")[0], np.random.default_rng(0))
     full = batching.ProcessSample(tok).map(sample)
@@ -76,10 +86,10 @@ def test_overlong_prompts_are_skipped_or_raise_never_truncated(tok):
     with pytest.raises(DataError, match="prompt_too_long"):
         batching.ProcessSample(tok, max_prompt_length=length - 1, overlong="raise").map(sample)
     with pytest.raises(ValueError, match="exceeds the largest bucket"):
-        batching.Batcher(pad_id=0, bucket_lengths=(length - 1,))([full])
+        batching.Batcher(pad_id=0, spec=spec, bucket_lengths=(length - 1,))([full])
 
 
-def test_pipeline_batches_restore_exactly(tok):
+def test_pipeline_batches_restore_exactly(tok, spec):
     source = synthetic.ShapesVqaSource(6, size=(112, 112), background="plain")
     pad = special_token_ids(tok).pad_token_id
     config = pipeline.PipelineConfig(seed=2, batch_size=2, process_index=0, process_count=1)
@@ -87,7 +97,7 @@ def test_pipeline_batches_restore_exactly(tok):
     def build():
         return pipeline.build_dataset(
             source, [jigsaw.ImageJigsaw(rows=2, cols=2, seed=2), batching.ProcessSample(tok)], config,
-            batch_fn=batching.Batcher(pad_id=pad, bucket_lengths=(512,)))
+            batch_fn=batching.Batcher(pad_id=pad, spec=spec, bucket_lengths=(512,)))
 
     iterator = iter(build())
     next(iterator)
@@ -98,6 +108,6 @@ def test_pipeline_batches_restore_exactly(tok):
     for want in expected:
         got = next(restored)
         assert got["meta"] == want["meta"]
-        for key, value in batching.arrays(want).items():
-            np.testing.assert_array_equal(got[key], value, err_msg=key)
+        for a, b in zip(jax.tree.leaves(batching.arrays(got)), jax.tree.leaves(batching.arrays(want))):
+            np.testing.assert_array_equal(a, b)
     assert {e for b in expected for e in b["meta"]["epoch"]} == {0, 1}

@@ -78,7 +78,7 @@ def model(tmp_path_factory):
 def test_grid_that_does_not_match_the_image_tokens(model):
     rng = np.random.default_rng(0)
     ids, mask = pad_batch([sample_ids(rng, [3, 3], [(1, 4, 4)])])
-    with pytest.raises(ValueError, match=r"4 image tokens.*image_grid_thw=\[\[1, 4, 6\]\] gives 6"):
+    with pytest.raises(ValueError, match=r"4 image placeholder tokens.*grids \[\[1, 4, 6\]\] have 6 merged patches"):
         model.logits(ids, mask, pixels(rng, [(1, 4, 6)]), np.array([(1, 4, 6)]))
 
 

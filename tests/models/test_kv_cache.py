@@ -29,7 +29,7 @@ class CachedDecoder:
         self._logits = jax.jit(lambda h: mod.apply({"params": params}, h, method=mod.logits))
         x = model.prepare(**prompt)
         b, self.t = x["input_ids"].shape
-        image = mod.apply({"params": params}, *x["image"], method=mod.encode_vision)
+        image = mod.apply({"params": params}, x["image"], method=mod.encode_vision)
         embeds = mod.apply({"params": params}, x["input_ids"], image, method=mod.embed)
         self.key_valid = np.zeros((b, self.t + max_new), bool)
         self.key_valid[:, :self.t] = x["attention_mask"]

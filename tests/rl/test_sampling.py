@@ -8,7 +8,7 @@ import pytest
 import torch
 from transformers import LogitsProcessorList, TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper
 
-from mmjax.rl.buckets import bucket_length
+from mmjax.processing.buckets import bucket_size
 from mmjax.rl.capture import key_groups
 from mmjax.rl.sampling import SamplingParams, choose, warp
 
@@ -52,10 +52,10 @@ def test_sampling_params_reject_bad_values():
             SamplingParams(**kw)
 
 
-def test_bucket_length():
-    got = [bucket_length(n) for n in (1, 16, 17, 24, 25, 33, 48, 49, 300, 385, 1024, 1025)]
+def test_bucket_size():
+    got = [bucket_size(n) for n in (1, 16, 17, 24, 25, 33, 48, 49, 300, 385, 1024, 1025)]
     assert got == [16, 16, 24, 24, 32, 48, 48, 64, 384, 512, 1024, 1536]
-    assert bucket_length(3, minimum=1) == 3 and bucket_length(5, minimum=1) == 6
+    assert bucket_size(3, minimum=1) == 3 and bucket_size(5, minimum=1) == 6
 
 
 def test_key_groups_by_hand():

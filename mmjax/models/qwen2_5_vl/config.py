@@ -9,8 +9,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
+import types
+import typing
 from typing import Any
+
+from mmjax.processing.model_inputs import InputSpec
 
 SUPPORTED_ACTIVATIONS = ("silu", "gelu", "gelu_pytorch_tanh", "quick_gelu")
 SUPPORTED_ARCHITECTURES = ("Qwen2_5_VLForConditionalGeneration",)
@@ -20,10 +25,13 @@ class ConfigError(ValueError):
     """A config field the port does not support or cannot read."""
 
 
+# Defaults are transformers 5.24's Qwen2_5_VL*Config defaults wherever from_hf_dict falls back on
+# them, so a field missing from config.json means what it means to transformers. The presets
+# below spell out the published values that differ (e.g. ViT width 1280, 128000 positions).
 @dataclasses.dataclass(frozen=True)
 class VisionConfig:
     depth: int = 32
-    hidden_size: int = 1280
+    hidden_size: int = 3584
     intermediate_size: int = 3420
     num_heads: int = 16
     hidden_act: str = "silu"
@@ -31,7 +39,7 @@ class VisionConfig:
     patch_size: int = 14
     spatial_merge_size: int = 2
     temporal_patch_size: int = 2
-    tokens_per_second: int = 2
+    tokens_per_second: int = 4
     window_size: int = 112
     out_hidden_size: int = 3584
     fullatt_block_indexes: tuple[int, ...] = (7, 15, 23, 31)
@@ -54,10 +62,10 @@ class TextConfig:
     intermediate_size: int = 18944
     num_hidden_layers: int = 28
     num_attention_heads: int = 28
-    num_key_value_heads: int = 4
+    num_key_value_heads: int = 4  # a missing field is 8 to transformers (see from_hf_dict)
     hidden_act: str = "silu"
-    max_position_embeddings: int = 128000
-    rms_norm_eps: float = 1e-6
+    max_position_embeddings: int = 32768
+    rms_norm_eps: float = 1e-5
     rope_theta: float = 1000000.0
     mrope_section: tuple[int, int, int] = (16, 24, 24)
     bos_token_id: int | None = 151643
@@ -86,83 +94,85 @@ class Qwen25VLConfig:
     def replace(self, **kw) -> "Qwen25VLConfig":
         return dataclasses.replace(self, **kw)
 
+    def input_spec(self, min_vision_rows: int = 64):
+        """What the host needs to build this model's batches (`mmjax.processing.model_batch`)."""
+        v = self.vision
+        return InputSpec(vocab_size=self.text.vocab_size, image_token_id=self.image_token_id,
+                         video_token_id=self.video_token_id, vision_start_token_id=self.vision_start_token_id,
+                         spatial_merge_size=v.spatial_merge_size, window_size=v.window_size,
+                         patch_size=v.patch_size, patch_dim=v.patch_dim, tokens_per_second=v.tokens_per_second,
+                         min_vision_rows=min_vision_rows)
+
     # ---- HF config.json -------------------------------------------------------------
 
     @classmethod
     def from_hf_dict(cls, d: dict[str, Any], source: str = "config.json") -> "Qwen25VLConfig":
-        archs = d.get("architectures") or list(SUPPORTED_ARCHITECTURES)
+        """Read a config.json dict; every field read is type checked (ConfigError names it).
+
+        A missing optional field takes transformers 5.24's default, as Qwen2_5_VLConfig would.
+        """
+        if not isinstance(d, dict):
+            raise ConfigError(f"{source}: must hold a JSON object, got {type(d).__name__} {_short(d)}")
+        top = _Section(source, d, "")
+        archs = list(top.get("architectures", tuple[str, ...] | None, None) or SUPPORTED_ARCHITECTURES)
+        model_type = top.get("model_type", str, "qwen2_5_vl")
         unsupported = [a for a in archs if a not in SUPPORTED_ARCHITECTURES]
-        if unsupported or d.get("model_type", "qwen2_5_vl") != "qwen2_5_vl":
+        if unsupported or model_type != "qwen2_5_vl":
             raise ConfigError(
-                f"{source}: architectures={archs} model_type={d.get('model_type')!r}; mmjax ports "
+                f"{source}: architectures={archs} model_type={model_type!r}; mmjax ports "
                 f"only {SUPPORTED_ARCHITECTURES} (model_type 'qwen2_5_vl')"
             )
         # 4.x keeps text fields at the top level; 5.x nests them under text_config.
-        t = dict(d)
-        t.update(d.get("text_config") or {})
-        if t.get("use_sliding_window"):
+        text = top.section("text_config", fallback=True)
+        if text.get("use_sliding_window", bool | None, False):
             raise ConfigError(
                 f"{source}: field use_sliding_window=true is not supported by mmjax "
                 "(Qwen2.5-VL checkpoints ship with it false)"
             )
-        rope = t.get("rope_parameters") or t.get("rope_scaling") or {}
-        rope_type = rope.get("rope_type", rope.get("type", "default"))
+        rope = text.section("rope_parameters" if text.get("rope_parameters", dict | None, None)
+                            else "rope_scaling")
+        rope_type = rope.get("rope_type", str, None) or rope.get("type", str, "default")
         if rope_type not in ("default", "mrope"):
             raise ConfigError(
                 f"{source}: field rope_parameters.rope_type={rope_type!r} is not supported "
                 "(only default/mrope)"
             )
-        if "mrope_section" not in rope:
+        if "mrope_section" not in rope.obj:
             raise ConfigError(
                 f"{source}: field rope_parameters.mrope_section (or rope_scaling.mrope_section) is missing"
             )
-        v = dict(d.get("vision_config") or {})
-        vrope = v.get("rope_parameters") or {}
-        eos = t.get("eos_token_id", 151645)
-        text = TextConfig(
-            vocab_size=t["vocab_size"],
-            hidden_size=t["hidden_size"],
-            intermediate_size=t["intermediate_size"],
-            num_hidden_layers=t["num_hidden_layers"],
-            num_attention_heads=t["num_attention_heads"],
-            num_key_value_heads=t.get("num_key_value_heads") or t["num_attention_heads"],
-            hidden_act=t.get("hidden_act", "silu"),
-            max_position_embeddings=t.get("max_position_embeddings", 32768),
-            rms_norm_eps=t.get("rms_norm_eps", 1e-6),
-            rope_theta=float(rope.get("rope_theta", t.get("rope_theta", 1000000.0))),
-            mrope_section=tuple(rope["mrope_section"]),
-            bos_token_id=t.get("bos_token_id"),
-            eos_token_id=tuple(eos) if isinstance(eos, list) else eos,
-            pad_token_id=t.get("pad_token_id"),
+        th, tdef = _hints(TextConfig), TextConfig()
+        heads = text.get("num_attention_heads", int)
+        # transformers: an absent field is 8 heads, an explicit null means one per query head.
+        kv_heads = text.get("num_key_value_heads", int | None, 8)
+        rope_theta = rope.get("rope_theta", float, None)
+        text_cfg = TextConfig(
+            **{f: text.get(f, th[f]) for f in ("vocab_size", "hidden_size", "intermediate_size",
+                                               "num_hidden_layers")},
+            num_attention_heads=heads,
+            num_key_value_heads=heads if kv_heads is None else kv_heads,
+            **{f: text.get(f, th[f], getattr(tdef, f)) for f in (
+                "hidden_act", "max_position_embeddings", "rms_norm_eps", "bos_token_id",
+                "eos_token_id", "pad_token_id")},
+            rope_theta=text.get("rope_theta", float, tdef.rope_theta) if rope_theta is None else rope_theta,
+            mrope_section=rope.get("mrope_section", th["mrope_section"]),
         )
-        vdef = VisionConfig()
-        vision = VisionConfig(
-            depth=v.get("depth", vdef.depth),
-            hidden_size=v.get("hidden_size", vdef.hidden_size),
-            intermediate_size=v.get("intermediate_size", vdef.intermediate_size),
-            num_heads=v.get("num_heads", vdef.num_heads),
-            hidden_act=v.get("hidden_act", "silu"),
-            in_channels=v.get("in_channels", 3),
-            patch_size=v.get("patch_size", 14),
-            spatial_merge_size=v.get("spatial_merge_size", 2),
-            temporal_patch_size=v.get("temporal_patch_size", 2),
-            tokens_per_second=v.get("tokens_per_second", 4),
-            window_size=v.get("window_size", 112),
-            out_hidden_size=v.get("out_hidden_size", text.hidden_size),
-            fullatt_block_indexes=tuple(v.get("fullatt_block_indexes", vdef.fullatt_block_indexes)),
-            rope_theta=float(vrope.get("rope_theta", 10000.0)),
+        vision = top.section("vision_config")
+        vh, vdef = _hints(VisionConfig), VisionConfig()
+        vision_cfg = VisionConfig(
+            **{f.name: vision.get(f.name, vh[f.name], getattr(vdef, f.name))
+               for f in dataclasses.fields(VisionConfig) if f.name != "rope_theta"},
+            rope_theta=vision.section("rope_parameters").get("rope_theta", float, vdef.rope_theta),
         )
+        h, default = _hints(cls), {f.name: f.default for f in dataclasses.fields(cls)}
+        # transformers ties when either the root or (pre-v5 saves) text_config says so.
+        tie = top.get("tie_word_embeddings", bool, False) or text.get("tie_word_embeddings", bool, False)
+        dtype = (top.get("dtype", str | None, None) or top.get("torch_dtype", str | None, None)
+                 or text.get("dtype", str | None, None) or default["dtype"])
+        token_ids = {f: top.get(f, h[f], default[f]) for f in (
+            "image_token_id", "video_token_id", "vision_start_token_id", "vision_end_token_id")}
         try:
-            return cls(
-                text=text,
-                vision=vision,
-                image_token_id=d.get("image_token_id", 151655),
-                video_token_id=d.get("video_token_id", 151656),
-                vision_start_token_id=d.get("vision_start_token_id", 151652),
-                vision_end_token_id=d.get("vision_end_token_id", 151653),
-                tie_word_embeddings=bool(d.get("tie_word_embeddings", t.get("tie_word_embeddings", False))),
-                dtype=str(d.get("dtype") or d.get("torch_dtype") or t.get("dtype") or "bfloat16"),
-            )
+            return cls(text=text_cfg, vision=vision_cfg, **token_ids, tie_word_embeddings=tie, dtype=dtype)
         except ConfigError as e:
             raise ConfigError(f"{source}: {e}") from e
 
@@ -174,12 +184,9 @@ class Qwen25VLConfig:
         try:
             with open(path) as f:
                 d = json.load(f)
-        except json.JSONDecodeError as e:
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise ConfigError(f"{path}: not valid JSON ({e})") from e
-        try:
-            return cls.from_hf_dict(d, source=path)
-        except KeyError as e:
-            raise ConfigError(f"{path}: required field {e.args[0]!r} is missing") from e
+        return cls.from_hf_dict(d, source=path)
 
     def to_hf_dict(self) -> dict[str, Any]:
         t, v = self.text, self.vision
@@ -241,8 +248,121 @@ class Qwen25VLConfig:
             f.write("\n")
 
 
+# ---- typed reading of config.json ---------------------------------------------------
+
+_REQUIRED = object()
+
+
+class _Mismatch(Exception):
+    pass
+
+
+def _hints(cls) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _convert(hint, value):
+    """value as the dataclass field type `hint` wants it (JSON lists -> tuples), or _Mismatch."""
+    if hint is type(None):
+        if value is None:
+            return None
+    elif isinstance(hint, types.UnionType):
+        for arg in typing.get_args(hint):
+            try:
+                return _convert(arg, value)
+            except _Mismatch:
+                pass
+    elif typing.get_origin(hint) is tuple:
+        args = typing.get_args(hint)
+        if isinstance(value, (list, tuple)) and (args[-1] is Ellipsis or len(value) == len(args)):
+            return tuple(_convert(args[0], x) for x in value)
+    elif hint is bool or hint is str or hint is dict:
+        if isinstance(value, hint):
+            return value
+    elif hint is int:  # JSON true/false are Python ints too; 64.0 is not an int
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif hint is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+            return float(value)
+    raise _Mismatch
+
+
+def _describe(hint) -> str:
+    if isinstance(hint, types.UnionType):
+        return " or ".join(_describe(a) for a in typing.get_args(hint))
+    if typing.get_origin(hint) is tuple:
+        args = typing.get_args(hint)
+        count = "" if args[-1] is Ellipsis else f"{len(args)} "
+        return f"a list of {count}{_describe(args[0]).split(' ', 1)[1]}s"
+    return {int: "an int", float: "a finite number", str: "a string", bool: "a bool (true/false)",
+            dict: "an object", type(None): "null"}[hint]
+
+
+def _short(value, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+class _Section:
+    """One JSON object of config.json; typed reads whose errors name the file and the field.
+
+    With a parent (the 4.x layout's text fields live at the top level), a key missing here
+    is looked up in the parent, and errors name it where it was found.
+    """
+
+    def __init__(self, source: str, obj: dict, prefix: str, parent: "_Section | None" = None):
+        self.source, self.obj, self.prefix, self.parent = source, obj, prefix, parent
+
+    def _find(self, key: str):
+        if key in self.obj:
+            return self, self.obj[key]
+        return self.parent._find(key) if self.parent is not None else (None, None)
+
+    def get(self, key: str, hint, default=_REQUIRED):
+        where, value = self._find(key)
+        if where is None:
+            if default is _REQUIRED:
+                raise ConfigError(f"{self.source}: required field {self.prefix}{key} is missing")
+            return default
+        try:
+            return _convert(hint, value)
+        except _Mismatch:
+            raise ConfigError(f"{self.source}: {where.prefix}{key} must be {_describe(hint)}, got "
+                              f"{type(value).__name__} {_short(value)}") from None
+
+    def section(self, key: str, fallback: bool = False) -> "_Section":
+        """The object under `key` ({} when absent or null); fallback: look up misses here."""
+        where, _ = self._find(key)
+        obj = self.get(key, dict | None, None) or {}
+        prefix = (where or self).prefix + key + "."
+        return _Section(self.source, obj, prefix, self if fallback else None)
+
+
+_POSITIVE = {
+    "text_config": ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",
+                    "num_attention_heads", "num_key_value_heads", "max_position_embeddings",
+                    "rms_norm_eps", "rope_theta"),
+    "vision_config": ("depth", "hidden_size", "intermediate_size", "num_heads", "in_channels",
+                      "patch_size", "spatial_merge_size", "temporal_patch_size", "tokens_per_second",
+                      "window_size", "out_hidden_size", "rope_theta"),
+}
+
+
 def validate(cfg: Qwen25VLConfig) -> None:
     t, v = cfg.text, cfg.vision
+    # Sizes of 0 or less would otherwise surface as ZeroDivisionError or odd shapes.
+    for section, sub in (("text_config", t), ("vision_config", v)):
+        for name in _POSITIVE[section]:
+            if not getattr(sub, name) > 0:
+                raise ConfigError(f"{section}.{name}={getattr(sub, name)} must be > 0")
+    if v.out_hidden_size != t.hidden_size:
+        raise ConfigError(
+            f"vision_config.out_hidden_size={v.out_hidden_size} must equal text_config.hidden_size="
+            f"{t.hidden_size} (the merged patches replace the placeholder token embeddings)"
+        )
+    if any(s < 0 for s in t.mrope_section):
+        raise ConfigError(f"mrope_section={list(t.mrope_section)} has a negative entry")
     if t.hidden_size % t.num_attention_heads:
         raise ConfigError(
             f"text_config.hidden_size={t.hidden_size} is not divisible by "
@@ -286,7 +406,7 @@ def validate(cfg: Qwen25VLConfig) -> None:
 
 def _vision(out_hidden_size: int) -> VisionConfig:
     # The three released sizes share one 32-block ViT and differ only in the merger output.
-    return VisionConfig(out_hidden_size=out_hidden_size)
+    return VisionConfig(hidden_size=1280, tokens_per_second=2, out_hidden_size=out_hidden_size)
 
 
 PRESETS: dict[str, Qwen25VLConfig] = {
@@ -299,6 +419,8 @@ PRESETS: dict[str, Qwen25VLConfig] = {
             num_hidden_layers=36,
             num_attention_heads=16,
             num_key_value_heads=2,
+            max_position_embeddings=128000,
+            rms_norm_eps=1e-6,
         ),
         vision=_vision(2048),
         tie_word_embeddings=True,
@@ -312,6 +434,8 @@ PRESETS: dict[str, Qwen25VLConfig] = {
             num_hidden_layers=28,
             num_attention_heads=28,
             num_key_value_heads=4,
+            max_position_embeddings=128000,
+            rms_norm_eps=1e-6,
         ),
         vision=_vision(3584),
     ),
@@ -324,6 +448,8 @@ PRESETS: dict[str, Qwen25VLConfig] = {
             num_hidden_layers=64,
             num_attention_heads=40,
             num_key_value_heads=8,
+            max_position_embeddings=128000,
+            rms_norm_eps=1e-6,
         ),
         vision=_vision(5120),
     ),
@@ -338,6 +464,7 @@ PRESETS: dict[str, Qwen25VLConfig] = {
             num_key_value_heads=2,
             mrope_section=(2, 3, 3),
             max_position_embeddings=4096,
+            rms_norm_eps=1e-6,
             bos_token_id=None,
             eos_token_id=1019,
             pad_token_id=1018,
@@ -348,6 +475,7 @@ PRESETS: dict[str, Qwen25VLConfig] = {
             intermediate_size=64,
             num_heads=2,
             out_hidden_size=64,
+            tokens_per_second=2,
             window_size=56,
             fullatt_block_indexes=(1,),
         ),
@@ -368,6 +496,7 @@ PRESETS: dict[str, Qwen25VLConfig] = {
             num_key_value_heads=2,
             mrope_section=(8, 12, 12),
             max_position_embeddings=8192,
+            rms_norm_eps=1e-6,
             bos_token_id=None,
             eos_token_id=8187,
             pad_token_id=8186,
@@ -378,6 +507,7 @@ PRESETS: dict[str, Qwen25VLConfig] = {
             intermediate_size=512,
             num_heads=4,
             out_hidden_size=512,
+            tokens_per_second=2,
             window_size=112,
             fullatt_block_indexes=(1, 3),
         ),

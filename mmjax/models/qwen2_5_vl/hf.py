@@ -13,7 +13,8 @@ from __future__ import annotations
 import json
 import os
 import re
-from collections.abc import Iterator
+import shutil
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import ml_dtypes  # noqa: F401  registers bfloat16 with numpy, so safetensors reads bf16 as numpy
@@ -131,12 +132,7 @@ def safetensors_files(hf_dir: str) -> dict[str, str]:
     index = os.path.join(hf_dir, "model.safetensors.index.json")
     single = os.path.join(hf_dir, "model.safetensors")
     if os.path.exists(index):
-        try:
-            with open(index) as f:
-                weight_map = json.load(f)["weight_map"]
-        except (json.JSONDecodeError, KeyError) as e:
-            raise CheckpointError(f"{index}: unreadable index ({e!r})") from e
-        files = {k: os.path.join(hf_dir, v) for k, v in weight_map.items()}
+        files = {k: os.path.join(hf_dir, v) for k, v in _read_weight_map(index).items()}
         missing = sorted({f for f in files.values() if not os.path.exists(f)})
         if missing:
             raise CheckpointError(f"{index} names shard files that do not exist: {missing}")
@@ -148,6 +144,33 @@ def safetensors_files(hf_dir: str) -> dict[str, str]:
         except (SafetensorError, OSError, ValueError) as e:
             raise CheckpointError(f"{single}: not a readable safetensors file ({e})") from e
     raise CheckpointError(f"{hf_dir}: no model.safetensors or model.safetensors.index.json")
+
+
+def _read_weight_map(index: str) -> dict[str, str]:
+    """The index's weight_map, checked to be an object of tensor name -> shard file name."""
+    try:
+        with open(index) as f:
+            doc = json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"{index}: unreadable index ({e!r})") from e
+    if not isinstance(doc, dict):
+        raise CheckpointError(f"{index}: must hold a JSON object, got {type(doc).__name__}")
+    if "weight_map" not in doc:
+        raise CheckpointError(f"{index}: field weight_map is missing")
+    weight_map = doc["weight_map"]
+    if not isinstance(weight_map, dict):
+        raise CheckpointError(f"{index}: weight_map must be an object of tensor name -> shard file name, "
+                              f"got {type(weight_map).__name__} {weight_map!r:.60}")
+    for key, name in weight_map.items():
+        if not isinstance(name, str) or not name:
+            raise CheckpointError(f"{index}: weight_map[{key!r}] must be a shard file name (a string), "
+                                  f"got {type(name).__name__} {name!r:.60}")
+    return weight_map
+
+
+def _is_floating(dtype: np.dtype) -> bool:
+    import jax  # knows ml_dtypes' bfloat16 / float8, which numpy does not call floating
+    return bool(jax.dtypes.issubdtype(dtype, np.floating))
 
 
 def iter_hf_tensors(hf_dir: str, progress: bool = True) -> Iterator[tuple[str, np.ndarray]]:
@@ -193,6 +216,9 @@ def load_params(hf_dir: str, cfg: Qwen25VLConfig, dtype=None, progress: bool = T
         if path not in shapes:
             raise CheckpointError(f"{keys[key]}: tensor {key!r} has no place in a model with this "
                                   f"config.json (mapped to {'/'.join(path)})")
+        if not _is_floating(array.dtype):  # a cast to float would hide a wrong or quantized file
+            raise CheckpointError(f"{keys[key]}: tensor {key!r} has dtype {array.dtype}; every "
+                                  "Qwen2.5-VL parameter is floating point (float32 / bfloat16 / float16)")
         if mmjax_shape(kind, array.shape) != shapes[path]:
             implied = _hf_shapes(kind, shapes[path], cfg)
             raise CheckpointError(f"{keys[key]}: tensor {key!r} has shape {tuple(array.shape)}, config.json "
@@ -229,7 +255,9 @@ def save_safetensors(tensors: Iterator[tuple[str, np.ndarray]], out_dir: str,
     """Write tensors as model.safetensors, or as shards + index above max_shard_size.
 
     Shards are written to temporary names and renamed once complete, so an interrupted
-    export never leaves a file that looks finished.
+    export never leaves a file that looks finished. This writes *into* out_dir and leaves
+    whatever else is there (an older index would still win on load): to replace an export,
+    build it with `replace_folder`.
     """
     from safetensors.numpy import save_file
     limit = _parse_size(max_shard_size)
@@ -281,3 +309,121 @@ def write_generation_config(cfg: Qwen25VLConfig, out_dir: str, extra: dict[str, 
     gen.update(extra or {})
     with open(os.path.join(out_dir, "generation_config.json"), "w") as f:
         json.dump(gen, f, indent=2)
+
+
+# ---- replacing a folder as a whole ----------------------------------------------------------
+# A new version of `path` is built beside it (`<path>.tmp-<pid>`) and swapped in by two renames:
+# `path` -> `<path>.old-<pid>`, new -> `path`; only then is the old one deleted. So at every
+# instant `path` is the complete old version or the complete new one, except between the two
+# renames, when it is absent and the complete old version sits at `<path>.old-<pid>`;
+# `recover_replace` (run by the next save) puts that back and deletes the rest.
+
+_STAGING, _ASIDE = "tmp", "old"
+# Leftovers of older mmjax versions, removed like a `.tmp-<pid>`: export_hf's staging folder,
+# save_model's `.replacement`.
+_LEGACY_STAGING = (r"\.export-tmp", r"\.replacement")
+_ORBAX_TMP = r"(?:\.orbax-checkpoint-tmp[^/]*)?"  # Orbax builds each directory under this suffix
+
+
+def staging_path(path: str) -> str:
+    """Where this process builds the next version of `path`."""
+    return f"{path}.{_STAGING}-{os.getpid()}"
+
+
+def replace_leftovers(path: str) -> tuple[list[str], list[str]]:
+    """(moved-aside complete old versions, unfinished new versions) found beside `path`."""
+    parent, name = os.path.split(path)
+    if not os.path.isdir(parent):
+        return [], []
+    stem = re.escape(name)
+    aside = re.compile(rf"{stem}\.{_ASIDE}-\d+")
+    staging = re.compile(rf"{stem}(?:\.{_STAGING}-\d+|{'|'.join(_LEGACY_STAGING)})?{_ORBAX_TMP}")
+    olds, partial = [], []
+    for n in sorted(os.listdir(parent)):
+        if n == name:
+            continue
+        if aside.fullmatch(n):
+            olds.append(os.path.join(parent, n))
+        elif staging.fullmatch(n):
+            partial.append(os.path.join(parent, n))
+    return olds, partial
+
+
+def recover_replace(path: str) -> None:
+    """Undo what an interrupted `replace_path` (a killed save) left beside `path`.
+
+    If `path` is absent but its moved-aside old version exists, that (complete) version is
+    renamed back; every other leftover (unfinished new versions, an old version that was
+    being deleted) is removed. Saves to one path must not run concurrently.
+    """
+    olds, partial = replace_leftovers(path)
+    if olds and not os.path.lexists(path):
+        if len(olds) > 1:
+            raise FileExistsError(f"{path}: missing, and interrupted saves left several old versions "
+                                  f"beside it: {olds}; rename the one to keep to {path}")
+        os.rename(olds.pop(), path)
+    for leftover in olds + partial:
+        _remove(leftover)
+
+
+def replace_path(new: str, path: str) -> None:
+    """Put the finished folder `new` at `path`, replacing what is there (see above)."""
+    if not os.path.lexists(path):
+        os.rename(new, path)
+        return
+    old = f"{path}.{_ASIDE}-{os.getpid()}"
+    os.rename(path, old)
+    os.rename(new, path)
+    _remove(old)
+
+
+def _remove(path: str) -> None:
+    if os.path.isdir(path) and not os.path.islink(path):
+        shutil.rmtree(path)
+    else:
+        os.remove(path)
+
+
+_EXPORT_FILE = re.compile(r"model(?:-\d{5}-of-\d{5})?\.safetensors|model\.safetensors\.index\.json"
+                          r"|config\.json|generation_config\.json|\.tmp-shard-\d{5}\.safetensors")
+
+
+def check_replaceable(out_dir: str, side_files: Iterable[str]) -> None:
+    """Refuse an out_dir holding anything an HF export does not write (a README, a subfolder).
+
+    Replacing such a folder would delete those files; keeping them beside new weights would
+    mix two models. Allowed: safetensors + index, config.json, generation_config.json and
+    `side_files` (tokenizer / processor files).
+    """
+    if not os.path.lexists(out_dir):
+        return
+    if not os.path.isdir(out_dir):
+        raise NotADirectoryError(f"{out_dir}: exists and is not a folder; cannot write an HF export there")
+    side = set(side_files)
+    unexpected = sorted(e.name + ("/" if e.is_dir() else "") for e in os.scandir(out_dir)
+                        if not e.is_file(follow_symlinks=False)
+                        or not (e.name in side or _EXPORT_FILE.fullmatch(e.name)))
+    if unexpected:
+        raise FileExistsError(f"{out_dir}: holds files an HF export does not write: {unexpected[:10]}; "
+                              "replacing the folder would delete them: move them away or export elsewhere")
+
+
+def replace_folder(out_dir: str, write: Callable[[str], Any], side_files: Iterable[str]) -> list[str]:
+    """Build an HF folder with `write(staging_dir)` beside out_dir, then swap it in whole.
+
+    out_dir may be absent, empty or a previous HF export (see `check_replaceable`); nothing of
+    the old export survives (no stale shards or index). A failed or killed `write` leaves
+    out_dir as it was. Returns the names of the files in the new out_dir.
+    """
+    out_dir = os.path.realpath(out_dir)
+    recover_replace(out_dir)
+    check_replaceable(out_dir, side_files)
+    tmp = staging_path(out_dir)
+    os.makedirs(tmp)
+    try:
+        write(tmp)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    replace_path(tmp, out_dir)
+    return sorted(os.listdir(out_dir))

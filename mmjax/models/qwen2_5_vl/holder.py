@@ -12,9 +12,9 @@ import numpy as np
 
 from mmjax.models.qwen2_5_vl import hf
 from mmjax.models.qwen2_5_vl.config import Qwen25VLConfig
-from mmjax.models.qwen2_5_vl.inputs import check_placeholders, position_ids, vision_inputs
 from mmjax.models.qwen2_5_vl.model import Qwen25VL
 from mmjax.models.qwen2_5_vl.params import init_params
+from mmjax.processing.model_inputs import check_token_id_arg, model_batch
 
 # Files of an HF model folder that belong to the tokenizer / processor, copied on export.
 SIDE_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "merges.txt",
@@ -65,28 +65,10 @@ class Qwen2_5_VL:
 
     def prepare(self, input_ids, attention_mask, pixel_values=None, image_grid_thw=None, *,
                 pixel_values_videos=None, video_grid_thw=None, second_per_grid_ts=None):
-        """Checked, device-ready inputs for the pure forward (numpy in, dict out)."""
-        cfg = self.config
-        input_ids = np.asarray(input_ids)
-        if input_ids.ndim != 2:
-            raise ValueError(f"input_ids must be [batch, length]; got shape {input_ids.shape}")
-        attention_mask = np.ones_like(input_ids) if attention_mask is None else np.asarray(attention_mask)
-        if attention_mask.shape != input_ids.shape:
-            raise ValueError(f"attention_mask shape {attention_mask.shape} != input_ids shape {input_ids.shape}")
-        if (pixel_values is None) != (image_grid_thw is None):
-            raise ValueError("pixel_values and image_grid_thw must be given together")
-        if (pixel_values_videos is None) != (video_grid_thw is None):
-            raise ValueError("pixel_values_videos and video_grid_thw must be given together")
-        check_placeholders(cfg, input_ids, image_grid_thw, cfg.image_token_id, "image")
-        check_placeholders(cfg, input_ids, video_grid_thw, cfg.video_token_id, "video")
-        positions, deltas = position_ids(cfg, input_ids, attention_mask, image_grid_thw, video_grid_thw,
-                                         second_per_grid_ts)
-        image = None if pixel_values is None else vision_inputs(cfg, pixel_values, image_grid_thw)
-        video = None if pixel_values_videos is None else vision_inputs(
-            cfg, pixel_values_videos, video_grid_thw, field="pixel_values_videos", grid_field="video_grid_thw")
-        return dict(input_ids=input_ids.astype(np.int32), positions=positions.astype(np.int32),
-                    attention_mask=attention_mask.astype(bool), image=image, video=video,
-                    rope_deltas=deltas.astype(np.int32))
+        """The checked model batch (`mmjax.processing.model_batch`, the pipeline's function too)."""
+        return model_batch(self.config.input_spec(), input_ids, attention_mask, pixel_values=pixel_values,
+                           image_grid_thw=image_grid_thw, pixel_values_videos=pixel_values_videos,
+                           video_grid_thw=video_grid_thw, second_per_grid_ts=second_per_grid_ts)
 
     def logits(self, input_ids, attention_mask=None, pixel_values=None, image_grid_thw=None, *,
                pixel_values_videos=None, video_grid_thw=None, second_per_grid_ts=None) -> np.ndarray:
@@ -116,9 +98,15 @@ class Qwen2_5_VL:
         from mmjax.rl import sampler  # the sampler imports the model package
         t = self.config.text
         eos = t.eos_token_id if eos_token_ids is None else eos_token_ids
+        if eos is not None:  # before as_token_ids, whose int() would truncate 1.5 to 1
+            check_token_id_arg("eos_token_ids", eos, t.vocab_size,
+                               " (the config's text_config.eos_token_id)" if eos_token_ids is None else "")
         eos_ids = sampler.as_token_ids(eos)
+        note = ""
         if pad_token_id is None:
             pad_token_id = t.pad_token_id if t.pad_token_id is not None else (eos_ids[0] if eos_ids else 0)
+            note = " (the config's text_config.pad_token_id)" if t.pad_token_id is not None else ""
+        check_token_id_arg("pad_token_id", pad_token_id, t.vocab_size, note, single=True)
         batch = self.prepare(input_ids, attention_mask, pixel_values, image_grid_thw,
                              pixel_values_videos=pixel_values_videos, video_grid_thw=video_grid_thw,
                              second_per_grid_ts=second_per_grid_ts)
@@ -132,17 +120,28 @@ class Qwen2_5_VL:
 
     def save_hf(self, out_dir: str, max_shard_size: int | str = "5GB", progress: bool = True) -> None:
         """Write an HF folder: safetensors (sharded above max_shard_size), config, generation config,
-        and the tokenizer / processor files of the folder this model was loaded from."""
-        os.makedirs(out_dir, exist_ok=True)
-        hf.save_safetensors(hf.iter_params_as_hf(self.params, self.config, self.hf_layout), out_dir,
-                            max_shard_size, progress)
-        self.config.save(out_dir)
-        copied = copy_side_files(self.source_dir, out_dir)
-        if "generation_config.json" not in copied:
-            hf.write_generation_config(self.config, out_dir)
+        and the tokenizer / processor files of the folder this model was loaded from.
+
+        out_dir is replaced as a whole: the new folder is built beside it and renamed into
+        place, so no shard or index of an older export survives and a killed save leaves the
+        old export intact. out_dir may be absent, empty or an earlier HF export (only
+        safetensors, index, config.json, generation_config.json and SIDE_FILES); a folder
+        holding anything else (a README, a subfolder) is refused with FileExistsError naming
+        those files, since replacing it would delete them. Saving into the folder the model
+        was loaded from is fine: its tokenizer / processor files are carried over.
+        """
+        def write(tmp: str) -> None:
+            hf.save_safetensors(hf.iter_params_as_hf(self.params, self.config, self.hf_layout), tmp,
+                                max_shard_size, progress)
+            self.config.save(tmp)
+            if "generation_config.json" not in copy_side_files(self.source_dir, tmp):
+                hf.write_generation_config(self.config, tmp)
+
+        hf.replace_folder(out_dir, write, SIDE_FILES)
 
 
 def copy_side_files(src_dir: str | None, out_dir: str) -> list[str]:
+    """Copy the SIDE_FILES present in src_dir to out_dir; returns the names copied."""
     copied = []
     if src_dir and os.path.abspath(src_dir) != os.path.abspath(out_dir):
         for name in SIDE_FILES:

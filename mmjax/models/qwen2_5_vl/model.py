@@ -1,12 +1,13 @@
 """Qwen2.5-VL as a Flax module with pure entry points, and a thin holder for users.
 
 The module's methods are the pure functions: `apply({'params': p}, ..., method=...)`.
-  - `encode_vision(pixel_values, layout)`: merged visual embeddings, original order.
+  - `encode_vision(vision)`: merged visual embeddings of a `model_batch` vision dict.
   - `embed(input_ids, image_embeds, video_embeds)`: token embeddings with visual ones
     placed at the image / video placeholder tokens.
   - `decode(inputs_embeds, position_ids, key_valid, cache, cache_index, key_groups)`:
     final hidden states (+ cache, + attention masses).
-  - `logits(hidden)`: the output head.
+  - `logits(hidden)`: the output head, in float32.
+  - `embed_batch(batch)`: `encode_vision` + `embed` for a `model_batch` dict.
 """
 
 from __future__ import annotations
@@ -37,20 +38,28 @@ def place_embeddings(embeds: jax.Array, token_mask: jax.Array, features: jax.Arr
 
 
 class Qwen25VL(nn.Module):
+    """The Flax module. dtype is the compute dtype, param_dtype the stored one (they may differ:
+    float32 master weights with bfloat16 compute for training). The output head always runs in
+    float32. attention: a `mmjax.models.attention` implementation name; remat / vision_remat: a
+    `mmjax.models.remat` policy for the decoder layers / the ViT blocks."""
     cfg: Qwen25VLConfig
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
+    attention: str = "explicit"
+    remat: str = "none"
+    vision_remat: str = "none"
 
     def setup(self):
         kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
-        self.visual = VisionTransformer(self.cfg.vision, **kw)
-        self.language_model = TextModel(self.cfg.text, **kw)
+        self.visual = VisionTransformer(self.cfg.vision, remat=self.vision_remat, attention=self.attention, **kw)
+        self.language_model = TextModel(self.cfg.text, attention=self.attention, remat=self.remat, **kw)
         if not self.cfg.tie_word_embeddings:
             self.lm_head = dense(self.cfg.text.vocab_size, ("embed", "vocab"), use_bias=False,
                                  name="lm_head", **kw)
 
-    def encode_vision(self, pixel_values, layout):
-        return self.visual(pixel_values, layout)
+    def encode_vision(self, vision):
+        """Merged embeddings [Np / merge^2, D] of a `model_batch` image / video dict."""
+        return self.visual(vision["pixel_values"], vision)
 
     def embed(self, input_ids, image_embeds=None, video_embeds=None):
         x = self.language_model.embed(input_ids)
@@ -60,18 +69,29 @@ class Qwen25VL(nn.Module):
             x = place_embeddings(x, input_ids == self.cfg.video_token_id, video_embeds)
         return x
 
+    def embed_batch(self, batch):
+        """Token embeddings of a `model_batch` dict, visual features placed (images encoded once)."""
+        image = self.encode_vision(batch["image"]) if batch.get("image") is not None else None
+        video = self.encode_vision(batch["video"]) if batch.get("video") is not None else None
+        return self.embed(batch["input_ids"], image, video)
+
     def decode(self, inputs_embeds, position_ids, key_valid, cache=None, cache_index=0, key_groups=None):
         return self.language_model(inputs_embeds, position_ids, key_valid, cache, cache_index, key_groups)
 
-    def logits(self, hidden):
+    def head_kernel(self):
+        """The output head as stored, [D, V] (the transposed embedding when tied)."""
         if self.cfg.tie_word_embeddings:
-            return self.language_model.attend(hidden)
-        return self.lm_head(hidden)
+            return nn.unbox(self.language_model.embed_tokens.embedding).T
+        if self.is_initializing():
+            self.lm_head(jnp.zeros((1, self.cfg.text.hidden_size), self.dtype))
+        return nn.unbox(self.lm_head.variables["params"]["kernel"])
+
+    def logits(self, hidden):
+        """float32 logits [..., V] from hidden states, through a float32 head."""
+        return jnp.dot(hidden.astype(jnp.float32), jnp.asarray(self.head_kernel(), jnp.float32))
 
     def __call__(self, input_ids, position_ids, attention_mask, image=None, video=None):
-        """Full-sequence logits [B, T, V]. image / video: (pixel_values, layout) or None."""
-        image_embeds = self.encode_vision(*image) if image is not None else None
-        video_embeds = self.encode_vision(*video) if video is not None else None
-        x = self.embed(input_ids, image_embeds, video_embeds)
+        """Full-sequence float32 logits [B, T, V]. image / video: `model_batch` vision dicts or None."""
+        x = self.embed_batch({"input_ids": input_ids, "image": image, "video": video})
         hidden, _, _ = self.decode(x, position_ids, attention_mask.astype(bool))
         return self.logits(hidden)

@@ -11,18 +11,18 @@ import flax.linen as nn
 
 from mmjax.models.qwen2_5_vl.config import Qwen25VLConfig
 from mmjax.models.qwen2_5_vl.model import Qwen25VL
-from mmjax.models.qwen2_5_vl.vision_layout import vision_layout
+from mmjax.processing.vision_tables import pad_pixels, vision_tables
 
 
 def _dummy_inputs(cfg: Qwen25VLConfig):
     v = cfg.vision
     m = v.spatial_merge_size
     grid = np.array([[1, m, m]])
-    layout = {k: jnp.asarray(a) for k, a in vision_layout(
-        grid, spatial_merge_size=m, window_size=v.window_size, patch_size=v.patch_size).arrays().items()}
-    pixels = jnp.zeros((m * m, v.patch_dim), jnp.float32)
+    layout = {k: jnp.asarray(a) for k, a in vision_tables(
+        grid, spatial_merge_size=m, window_size=v.window_size, patch_size=v.patch_size, min_rows=1).items()}
+    layout["pixel_values"] = jnp.asarray(pad_pixels(np.zeros((m * m, v.patch_dim)), layout["patch_order"].shape[0]))
     ids = jnp.full((1, 1), cfg.image_token_id, jnp.int32)
-    return ids, jnp.zeros((3, 1, 1), jnp.int32), jnp.ones((1, 1), bool), (pixels, layout)
+    return ids, jnp.zeros((3, 1, 1), jnp.int32), jnp.ones((1, 1), bool), layout
 
 
 def _init_boxed(cfg: Qwen25VLConfig, rng, param_dtype):

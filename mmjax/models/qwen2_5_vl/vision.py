@@ -10,6 +10,7 @@ import flax.linen as nn
 
 from mmjax.models.attention import dot_product_attention
 from mmjax.models.layers import GatedMLP, RMSNorm, apply_rotary, dense
+from mmjax.models.remat import remat_module
 from mmjax.models.qwen2_5_vl.config import VisionConfig
 
 Dtype = Any
@@ -36,7 +37,7 @@ class VisionAttention(nn.Module):
     param_dtype: Dtype = jnp.float32
 
     @nn.compact
-    def __call__(self, x, cos, sin, gather, valid, scatter):
+    def __call__(self, x, cos, sin, gather, segment, scatter):
         n, d = x.shape
         heads = self.cfg.num_heads
         kw = dict(use_bias=True, dtype=self.dtype, param_dtype=self.param_dtype)
@@ -47,8 +48,9 @@ class VisionAttention(nn.Module):
         k = apply_rotary(k.astype(jnp.float32), cos, sin).astype(k.dtype)
         qt = _tiles(q, gather)  # [blocks, L, H, hd]
         kt, vt = (_tiles(a, gather).transpose(0, 2, 1, 3) for a in (k, v))  # [blocks, H, L, hd]
-        # Padded query rows are dropped by the scatter, so only keys need masking.
-        out, _ = dot_product_attention(qt, kt, vt, valid[:, None, :])
+        # A tile packs several windows (frames): a query attends its own segment only. Empty
+        # slots (segment -1) see only each other's zero rows, so no row is fully masked.
+        out, _ = dot_product_attention(qt, kt, vt, segment[:, :, None] == segment[:, None, :])
         out = out.reshape(-1, d)[scatter]
         return dense(d, ("vit_heads", "vit_embed"), name="proj", **kw)(out)
 
@@ -59,10 +61,10 @@ class VisionBlock(nn.Module):
     param_dtype: Dtype = jnp.float32
 
     @nn.compact
-    def __call__(self, x, cos, sin, gather, valid, scatter):
+    def __call__(self, x, cos, sin, gather, segment, scatter):
         kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
         h = RMSNorm(1e-6, name="norm1", **kw)(x)
-        x = x + VisionAttention(self.cfg, name="attn", **kw)(h, cos, sin, gather, valid, scatter)
+        x = x + VisionAttention(self.cfg, name="attn", **kw)(h, cos, sin, gather, segment, scatter)
         h = RMSNorm(1e-6, name="norm2", **kw)(x)
         return x + GatedMLP(self.cfg.intermediate_size, self.cfg.hidden_act, use_bias=True,
                             embed_axis="vit_embed", mlp_axis="vit_mlp", name="mlp", **kw)(h)
@@ -85,10 +87,16 @@ class PatchMerger(nn.Module):
 
 
 class VisionTransformer(nn.Module):
-    """pixel patches [N, C*T*P*P] + layout arrays -> merged embeddings [N / merge^2, out_hidden]."""
+    """pixel patches [Np, C*T*P*P] + vision tables -> merged embeddings [Np / merge^2, out_hidden].
+
+    Np is the bucketed row count of `mmjax.processing.vision_tables`; rows past the real
+    patches are padding, and so are the merged rows past the real tokens.
+    """
     cfg: VisionConfig
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
+    remat: str = "none"
+    attention: str = "explicit"
 
     @nn.compact
     def __call__(self, pixel_values: jax.Array, layout: dict[str, jax.Array]) -> jax.Array:
@@ -101,9 +109,10 @@ class VisionTransformer(nn.Module):
         x = jnp.dot(pixel_values.astype(self.dtype), jnp.asarray(kernel, self.dtype))
         x = x[layout["patch_order"]]
         cos, sin = rotary_cos_sin(layout["rope_pos"], cfg.head_dim, cfg.rope_theta)
+        block = remat_module(VisionBlock, self.remat)
         for i in range(cfg.depth):
             kind = "frame" if i in cfg.fullatt_block_indexes else "window"
-            x = VisionBlock(cfg, name=f"blocks_{i}", dtype=self.dtype, param_dtype=self.param_dtype)(
-                x, cos, sin, layout[f"{kind}_gather"], layout[f"{kind}_valid"], layout[f"{kind}_scatter"])
+            x = block(cfg, name=f"blocks_{i}", dtype=self.dtype, param_dtype=self.param_dtype)(
+                x, cos, sin, layout[f"{kind}_gather"], layout[f"{kind}_segment"], layout[f"{kind}_scatter"])
         x = PatchMerger(cfg, name="merger", dtype=self.dtype, param_dtype=self.param_dtype)(x)
         return x[layout["merged_order"]]

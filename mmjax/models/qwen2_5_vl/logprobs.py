@@ -1,0 +1,106 @@
+"""Per-token log-probs of given completions: the differentiable core of GRPO and SFT updates.
+
+    logprobs, entropy = completion_logprobs(module, params, batch, completions, completion_mask,
+                                            num_generations=G, temperature=1.0)
+
+`batch` is a `mmjax.processing.model_batch` dict of B left-padded prompts; completions are
+[N = B * G, Tc] token ids, row n continuing prompt n // G (the sampler's row order). The
+prompt runs once: its images are encoded once, its decoder pass fills a KV cache, and the
+cache is repeated on the device for the G completions, which then run as one cached step
+over [Tc] tokens. Gradients flow through both passes, so this equals a full forward of
+prompt + completion for every row, at 1/G of the prompt cost.
+
+The head runs in float32 in chunks of `chunk_rows` tokens under jax.checkpoint, so the
+[N, Tc, V] float32 logits never exist at once (Qwen's vocabulary is 151,936), neither in
+the forward nor in the backward pass. Logits are divided by the rollout temperature, as
+TRL and verl do when recomputing log-probs.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from mmjax.models.qwen2_5_vl.language import CACHE_SLOT_AXIS, init_cache
+
+
+def _apply(module, params, *args, method: str, **kw):
+    return module.apply({"params": params}, *args, method=method, **kw)
+
+
+def completion_positions(batch, num_completion_tokens: int, num_generations: int = 1) -> jax.Array:
+    """M-RoPE positions [3, B * G, Tc] of completion tokens: (#real prompt tokens + delta + j)."""
+    first = batch["attention_mask"].sum(axis=1).astype(jnp.int32) + batch["rope_deltas"].reshape(-1)
+    first = jnp.repeat(first, num_generations, axis=0)
+    pos = first[:, None] + jnp.arange(num_completion_tokens, dtype=jnp.int32)[None, :]
+    return jnp.broadcast_to(pos[None], (3,) + pos.shape)
+
+
+def token_logprobs(hidden: jax.Array, kernel: jax.Array, tokens: jax.Array, *, temperature: float = 1.0,
+                   chunk_rows: int = 1024, with_entropy: bool = False):
+    """log softmax(hidden @ kernel / temperature)[tokens], float32, chunked over rows of tokens.
+
+    hidden [..., D], kernel [D, V], tokens [...]. Returns (logprobs [...], entropy [...] or None).
+    """
+    lead = tokens.shape
+    h = hidden.reshape(-1, hidden.shape[-1])
+    t = tokens.reshape(-1)
+    rows = h.shape[0]
+    chunk = max(1, min(chunk_rows, rows))
+    pad = -rows % chunk
+    h = jnp.pad(h, ((0, pad), (0, 0))).reshape(-1, chunk, h.shape[-1])
+    t = jnp.pad(t, (0, pad)).reshape(-1, chunk)
+    w = kernel.astype(jnp.float32)
+
+    @jax.checkpoint
+    def one(hc, tc):
+        logits = jnp.dot(hc.astype(jnp.float32), w) / temperature
+        lse = jax.nn.logsumexp(logits, axis=-1)
+        lp = jnp.take_along_axis(logits, tc[:, None], axis=-1)[:, 0] - lse
+        if not with_entropy:
+            return lp, jnp.zeros_like(lp)
+        probs = jnp.exp(logits - lse[:, None])
+        return lp, lse - jnp.sum(probs * logits, axis=-1)
+
+    _, (lp, ent) = jax.lax.scan(lambda c, xs: (c, one(*xs)), None, (h, t))
+    lp = lp.reshape(-1)[:rows].reshape(lead)
+    return lp, (ent.reshape(-1)[:rows].reshape(lead) if with_entropy else None)
+
+
+def completion_logprobs(module, params, batch, completions: jax.Array, completion_mask: jax.Array, *,
+                        positions: jax.Array | None = None, num_generations: int = 1, temperature: float = 1.0,
+                        with_entropy: bool = False, chunk_rows: int = 1024):
+    """float32 log-probs [N, Tc] of `completions` (0 where the mask is off), and entropy on request.
+
+    positions: the completion tokens' M-RoPE positions [3, N, Tc] as the rollout carries them
+    (`Rollout.completion_positions`); made by `completion_positions` when not given.
+    """
+    cfg = module.cfg.text
+    g = num_generations
+    ids, prompt_mask = batch["input_ids"], batch["attention_mask"].astype(bool)
+    b, tp = ids.shape
+    n, tc = completions.shape
+    if n != b * g:
+        raise ValueError(f"{n} completion rows for {b} prompts x num_generations={g}")
+    x = _apply(module, params, batch, method="embed_batch")
+    hidden_p, cache, _ = _apply(module, params, x, batch["positions"], prompt_mask,
+                                init_cache(cfg, b, tp, module.dtype), 0, method="decode")
+
+    def widen(a):  # room for the completion's slots, then one copy per completion
+        pad = [(0, tc if i == CACHE_SLOT_AXIS else 0) for i in range(a.ndim)]
+        return jnp.repeat(jnp.pad(a, pad), g, axis=0)
+
+    cache = [{k: widen(v) for k, v in layer.items()} for layer in cache]
+    key_valid = jnp.concatenate([jnp.repeat(prompt_mask, g, axis=0), jnp.ones((n, tc), bool)], axis=1)
+    xc = _apply(module, params, completions, method="embed")
+    if positions is None:
+        positions = completion_positions(batch, tc, g)
+    hidden_c, _, _ = _apply(module, params, xc, positions, key_valid, cache, tp, method="decode")
+    # Token j is predicted by the state before it: the prompt's last one for j = 0.
+    hidden = jnp.concatenate([jnp.repeat(hidden_p[:, -1:], g, axis=0), hidden_c[:, :-1]], axis=1)
+    kernel = _apply(module, params, method="head_kernel")
+    lp, ent = token_logprobs(hidden, kernel, completions, temperature=temperature, chunk_rows=chunk_rows,
+                             with_entropy=with_entropy)
+    mask = completion_mask.astype(bool)
+    lp = jnp.where(mask, lp, 0.0)
+    return lp, (jnp.where(mask, ent, 0.0) if with_entropy else None)
