@@ -3,7 +3,11 @@
     fn = rewards.get("jigsaw", **rewards.JIGSAW_PRESETS["code"])
     fn(completions, targets) -> list[float]
     rewards.combine({"format": 1.0, "accuracy_math": 1.0})(completions, targets)
-        -> RewardOutput(total, per_function)
+        -> RewardOutput(total, per_function, metrics)
+
+``metrics`` holds counts a reward records for the training loop to log, such as
+``accuracy_math/math_timeouts`` (rows whose math-verify check ran past its per-row
+budget, scored 0); a reward called directly leaves them for ``rewards.pop_metrics()``.
 
 Registered: format, repetition, jigsaw, jigsaw_exact, accuracy_math, accuracy_choice,
 accuracy_ocr, accuracy_count, accuracy_grounding, accuracy (per-row ``task`` column).
@@ -25,7 +29,8 @@ from mmjax.rewards import (  # noqa: F401
 from mmjax.rewards.combine import CombinedReward, RewardOutput, combine
 from mmjax.rewards.jigsaw import JIGSAW_PRESETS, JigsawScore, jigsaw_score
 from mmjax.rewards.parsing import ANSWER, BOXED, CONTAINERS, extract_answer, think_format_ok, wrap_answer
-from mmjax.rewards.registry import BadTarget, RewardFn, get, names, options, register
+from mmjax.rewards.math_check import MathBudget
+from mmjax.rewards.registry import BadTarget, RewardFn, get, names, options, pop_metrics, record_metric, register
 
 __all__ = [
     "ANSWER",
@@ -35,6 +40,7 @@ __all__ = [
     "BadTarget",
     "CombinedReward",
     "JigsawScore",
+    "MathBudget",
     "RewardFn",
     "RewardOutput",
     "combine",
@@ -43,6 +49,8 @@ __all__ = [
     "jigsaw_score",
     "names",
     "options",
+    "pop_metrics",
+    "record_metric",
     "register",
     "think_format_ok",
     "wrap_answer",

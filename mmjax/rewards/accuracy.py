@@ -1,7 +1,9 @@
 """One accuracy reward for mixed data: each row names its task (SPEC 2.3).
 
 The difficulty-sampling data mixes math, multiple choice, OCR, counting and grounding
-under a single accuracy reward; the row's ``task`` column picks the checker.
+under a single accuracy reward; the row's ``task`` column picks the checker. Math rows
+go to math-verify together, in parallel and time-bounded, as in ``accuracy_math``; their
+timeouts are counted in the metric ``accuracy/math_timeouts``.
 """
 
 from __future__ import annotations
@@ -13,8 +15,11 @@ from mmjax.rewards import parsing, registry
 from mmjax.rewards.choice import choice_score
 from mmjax.rewards.counting import count_score
 from mmjax.rewards.grounding import grounding_score
-from mmjax.rewards.math_answer import math_score
+from mmjax.rewards.math_answer import MathRows, math_score
+from mmjax.rewards.math_check import MathBudget
 from mmjax.rewards.ocr import ocr_score
+
+_MATH_DEFAULT = MathBudget()
 
 TASK_SCORERS: dict[str, Callable[..., float]] = {
     "math": math_score,
@@ -39,12 +44,27 @@ def accuracy_reward(
     *,
     container: str = parsing.ANSWER,
     task: Sequence[str] | str | None = None,
+    math_timeout_seconds: float = _MATH_DEFAULT.row_seconds,
+    math_batch_timeout_seconds: float | None = _MATH_DEFAULT.batch_seconds,
+    math_workers: int = _MATH_DEFAULT.workers,
     **kwargs: Any,
 ) -> list[float]:
-    """Range [0, 1]; ``task`` is a per-row column (or one name for all rows) from ``TASK_SCORERS``."""
+    """Range [0, 1]; ``task`` is a per-row column (or one name for all rows) from ``TASK_SCORERS``.
+
+    Math rows are checked together at the end, as in ``accuracy_math`` (``math_*``
+    options: its ``timeout_seconds``, ``batch_timeout_seconds``, ``workers``).
+    """
     parsing.check_container(container)
     if task is None:
         raise ValueError(f"reward 'accuracy' needs a task column (one of {sorted(TASK_SCORERS)} per row)")
-    return registry.score_rows(
-        "accuracy", lambda text, target, task: _score_task(text, target, task, container), completions, targets,
-        task=task)
+    budget = MathBudget(row_seconds=math_timeout_seconds, batch_seconds=math_batch_timeout_seconds,
+                        workers=math_workers)
+    math_rows = MathRows("accuracy", budget, container=container)
+
+    def score(text: str, target: Any, task: Any, row: int) -> float:
+        if isinstance(task, str) and task == "math":
+            return math_rows.score(text, target, row)
+        return _score_task(text, target, task, container)
+
+    scores = registry.score_rows("accuracy", score, completions, targets, task=task, row=range(len(completions)))
+    return math_rows.finish(scores)

@@ -12,10 +12,16 @@ from mmjax.rewards import registry
 
 @dataclasses.dataclass(frozen=True)
 class RewardOutput:
-    """``total[i] = sum_name weight[name] * per_function[name][i]`` (values unweighted)."""
+    """``total[i] = sum_name weight[name] * per_function[name][i]`` (values unweighted).
+
+    ``metrics``: the batch's counts recorded by the rewards, e.g.
+    ``{"accuracy_math/math_timeouts": 2, "accuracy_math/math_checks": 40}`` (see
+    ``registry.record_metric``), to log next to the per-function values.
+    """
 
     total: list[float]
     per_function: dict[str, list[float]]
+    metrics: dict[str, float] = dataclasses.field(default_factory=dict)
 
 
 class CombinedReward:
@@ -35,12 +41,13 @@ class CombinedReward:
         self.fns = {name: registry.get(name, **options.get(name, {})) for name in weights}
 
     def __call__(self, completions: Sequence[str], targets: Sequence[Any] | None = None, **kwargs: Any) -> RewardOutput:
-        per_function = {name: fn(completions, targets, **kwargs) for name, fn in self.fns.items()}
+        with registry.collecting_metrics() as metrics:
+            per_function = {name: fn(completions, targets, **kwargs) for name, fn in self.fns.items()}
         total = [
             math.fsum(self.weights[name] * values[i] for name, values in per_function.items())
             for i in range(len(completions))
         ]
-        return RewardOutput(total=total, per_function=per_function)
+        return RewardOutput(total=total, per_function=per_function, metrics=metrics)
 
 
 def combine(weights: Mapping[str, float], options: Mapping[str, Mapping[str, Any]] | None = None) -> CombinedReward:

@@ -35,7 +35,12 @@ def ocr_match(answer: str, target: str, *, min_ratio: float = 0.5, allow_substri
         return False
     if pred == gold or (allow_substring and (pred in gold or gold in pred)):
         return True
-    return difflib.SequenceMatcher(None, pred, gold).ratio() >= min_ratio
+    # The ratio costs about len(pred) * len(gold) (more with repeats); its cheap upper bounds
+    # (length ratio, shared characters) rule out a long policy answer first, so the full
+    # ratio only runs when pred is at most a few times as long as the target.
+    matcher = difflib.SequenceMatcher(None, pred, gold)
+    return (matcher.real_quick_ratio() >= min_ratio and matcher.quick_ratio() >= min_ratio
+            and matcher.ratio() >= min_ratio)
 
 
 def ocr_score(text: str, target: Any, *, container: str = parsing.ANSWER, min_ratio: float = 0.5,

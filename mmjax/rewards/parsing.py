@@ -46,6 +46,9 @@ _THINK_CLOSE = "</think>"
 _ANSWER_OPEN = "<answer>"
 _ANSWER_CLOSE = "</answer>"
 _BOX_OPEN = "\\boxed{"
+# An escaped character (\{, \}, \\) never opens or closes a group; a lone trailing "\" is
+# skipped like any other character.
+_BRACE_OR_ESCAPE = re.compile(r"\\.|[{}]", re.DOTALL)
 # One answer block with no nested answer tag, only whitespace around it.
 _ANSWER_TAIL = re.compile(r"\s*<answer>((?:(?!</?answer>).)*)</answer>\s*", re.DOTALL)
 
@@ -70,36 +73,32 @@ def last_boxed(text: str) -> str | None:
     LaTeX-escaped braces (``\\{``, ``\\}``) are content, not structure, so
     ``\\boxed{\\{1,2\\}}`` gives ``\\{1,2\\}``. A truncated last box is skipped in favour
     of the previous complete one.
+
+    One forward pass (policy text can hold thousands of unclosed boxes): a stack of open
+    groups, each remembering where its content begins if it is a box. A box's content is
+    complete when the ``}`` popping it arrives; that is the brace its own scan from the
+    box would stop at, because every scan reaches the ``{`` of ``\\boxed{`` unescaped (the
+    letters before it cannot be escapes) and so agrees from there on.
     """
-    end = len(text)
-    while True:
-        start = text.rfind(_BOX_OPEN, 0, end)
-        if start < 0:
-            return None
-        content = _balanced_content(text, start + len(_BOX_OPEN))
-        if content is not None:
-            return content
-        end = start
-
-
-def _balanced_content(text: str, begin: int) -> str | None:
-    """Content from ``begin`` up to the brace closing an already-open ``{``."""
-    depth = 1
-    i = begin
-    n = len(text)
-    while i < n:
-        ch = text[i]
-        if ch == "\\":
-            i += 2  # an escaped character (\{, \}, \\) never opens or closes a group
-            continue
+    first = text.find(_BOX_OPEN)
+    if first < 0:
+        return None
+    box_begins = set()
+    at = first
+    while at >= 0:
+        box_begins.add(at + len(_BOX_OPEN))
+        at = text.find(_BOX_OPEN, at + len(_BOX_OPEN))
+    stack: list[int] = []  # content start of each open group; -1 for a plain group
+    best_begin, best_end = -1, -1
+    for m in _BRACE_OR_ESCAPE.finditer(text, first + len(_BOX_OPEN) - 1):
+        ch = m.group()
         if ch == "{":
-            depth += 1
-        elif ch == "}":
-            depth -= 1
-            if depth == 0:
-                return text[begin:i]
-        i += 1
-    return None
+            stack.append(m.end() if m.end() in box_begins else -1)
+        elif ch == "}" and stack:  # a stray "}" outside every group closes nothing
+            begin = stack.pop()
+            if begin > best_begin:
+                best_begin, best_end = begin, m.start()
+    return None if best_begin < 0 else text[best_begin:best_end]
 
 
 def _last_answer_tag(text: str) -> str | None:

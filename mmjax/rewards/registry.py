@@ -12,15 +12,24 @@ finite float. Rows are scored one by one through ``score_rows``, which turns an
 unexpected exception or a non-finite value into 0.0 and logs it with the row index and
 the reward's name, so a bug is never silent but never stops training either. A target
 the reward cannot read (``BadTarget``: a data problem) also scores 0.0, with a warning.
+
+Metrics channel: besides its values, a reward may count events of a call for the
+training loop to log, with ``record_metric("<reward>/<what>", n)`` (e.g.
+``accuracy_math/math_timeouts``: rows whose math check ran out of time). Counts of the
+same name add up. ``combine`` returns the counts recorded during its call in
+``RewardOutput.metrics``; counts recorded outside ``combine`` (a reward called directly)
+wait, process-wide, for ``pop_metrics()``, which returns and clears them.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
 import logging
 import math
-from collections.abc import Callable, Sequence
+import threading
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 logger = logging.getLogger(__name__)
@@ -123,3 +132,42 @@ def score_rows(
             value = 0.0
         out.append(value)
     return out
+
+
+_pending_metrics: dict[str, float] = {}
+_pending_lock = threading.Lock()
+_collector = threading.local()  # .metrics: the dict of the innermost collecting_metrics() here
+
+
+def record_metric(name: str, value: float) -> None:
+    """Adds ``value`` to metric ``name`` (see module doc: where it ends up)."""
+    target = getattr(_collector, "metrics", None)
+    if target is not None:
+        target[name] = target.get(name, 0) + value
+        return
+    with _pending_lock:
+        _pending_metrics[name] = _pending_metrics.get(name, 0) + value
+
+
+def pop_metrics() -> dict[str, float]:
+    """The metrics recorded outside ``collecting_metrics`` since the last pop, then cleared."""
+    with _pending_lock:
+        popped = dict(_pending_metrics)
+        _pending_metrics.clear()
+    return popped
+
+
+@contextlib.contextmanager
+def collecting_metrics() -> Iterator[dict[str, float]]:
+    """Metrics this thread records inside the block go to the yielded dict (and, when
+    blocks nest, to the enclosing block's dict too once this one ends)."""
+    outer = getattr(_collector, "metrics", None)
+    mine: dict[str, float] = {}
+    _collector.metrics = mine
+    try:
+        yield mine
+    finally:
+        _collector.metrics = outer
+        if outer is not None:
+            for name, value in mine.items():
+                outer[name] = outer.get(name, 0) + value
