@@ -3,7 +3,7 @@
 Messages use the Hugging Face chat format the Qwen2.5-VL template reads: a user
 turn whose content is a list of {"type": "text", "text": ...}, {"type": "image"}
 and {"type": "video"} parts, in order. The answer-format sentence comes from
-`mmjax.rewards.parsing.CONTAINERS`, the same table the reward checker uses, so a
+`mmjax.containers.CONTAINERS`, the same table the reward checker uses, so a
 prompt and its checker always agree on the container.
 """
 
@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from typing import Any, Sequence
 
-from mmjax.rewards import parsing
+from mmjax import containers
 
 Content = list[dict[str, Any]]
 
@@ -23,7 +23,7 @@ SYSTEM_PROMPT_TEMPLATE = "You are a helpful assistant. {instruction}"
 
 def format_instruction(container: str) -> str:
     """The reasoning/answer format sentence for `container` ("answer" or "boxed")."""
-    return parsing.CONTAINERS[parsing.check_container(container)]
+    return containers.CONTAINERS[containers.check_container(container)]
 
 
 def example_order(num_pieces: int) -> str:

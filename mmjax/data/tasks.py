@@ -25,7 +25,7 @@ import numpy as np
 
 from mmjax.data.rng import record_rng
 from mmjax.data.skips import Skipped, skip_or_raise
-from mmjax.rewards import parsing
+from mmjax import containers
 
 
 def make_sample(row: dict[str, Any], *, task: str, messages: list[dict[str, Any]],
@@ -56,11 +56,11 @@ class TaskTransform(grain.transforms.Map, abc.ABC):
     """
 
     seed: int = 0
-    container: str = parsing.ANSWER
+    container: str = containers.ANSWER
     strict: bool = False
 
     def __post_init__(self):
-        parsing.check_container(self.container)
+        containers.check_container(self.container)
 
     @abc.abstractmethod
     def apply(self, row: dict[str, Any], rng: np.random.Generator) -> dict[str, Any] | Skipped:

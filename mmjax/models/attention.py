@@ -1,15 +1,46 @@
-"""Scaled dot-product attention with grouped KV heads and optional key-group mass capture.
+"""Scaled dot-product attention with grouped KV heads, behind one implementation knob.
 
-The capture is what CMAB (SPEC.md 2.2) needs: for every query row, the attention mass
-that falls on each group of keys (image tokens, text tokens, ...). It is reduced inside
-this function from the probabilities XLA already holds, so callers get a
-[batch, queries, heads, groups] array and never a [queries, keys] map.
+`attention` is the entry point: the mask is described (key validity, causal slots, segment
+ids), never passed as a [T, S] array, so implementations that do not hold a [T, S] score
+array (blockwise, cuDNN, splash) never see one either. Implementations:
+
+- explicit: einsum + float32 softmax over a [T, S] score array; the only one that can
+  also return per-key-group attention masses (CMAB capture, SPEC.md 2.2).
+- xla: jax.nn.dot_product_attention(implementation="xla") with a boolean mask.
+- cudnn: the same call with implementation="cudnn" (GPU, bf16/fp16).
+- splash: Pallas TPU splash attention (S == T, no cache offset); interpret mode off TPU.
+- blockwise: pure-JAX online-softmax attention over key tiles with a recomputing custom
+  VJP (mmjax/models/attention_blockwise.py), for long prefill / training on CPU.
+- auto: picked per backend and shape by `choose_implementation`.
+
+The capture is what CMAB needs: for every query row, the attention mass that falls on
+each group of keys (image tokens, text tokens, ...). It is reduced inside the explicit
+path from the probabilities XLA already holds, so callers get a [batch, queries, heads,
+groups] array and never a [queries, keys] map.
+
+A query row with no key it may attend gets an output of 0 (and masses of 0) in every
+implementation of `attention`; the legacy `dot_product_attention` keeps its uniform
+average over the keys for such rows.
 """
 
 from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+
+from mmjax.models.attention_blockwise import allowed_mask, blockwise_attention
+from mmjax.models.attention_splash import splash_attention, splash_block
+
+IMPLEMENTATIONS = ("auto", "explicit", "xla", "cudnn", "splash", "blockwise")
+
+# CPU: blockwise from this many keys and queries on. Measured with tools/bench/attention.py
+# (B=4, H=8, Hkv=2, D=64, fp32, 2 shared cores): blockwise's forward is 2-2.5x faster
+# than explicit's from T=S=256 on and 2-5x for T=64..256 chunks over S=4096 keys, but
+# its recomputing backward only breaks even at T=S=512 (causal 0.5x, full 1.0x of
+# explicit's time; at 256 full attention it is 1.8x slower). Below that, and for short
+# chunks over a cache, explicit's [T, S] scores are small.
+CPU_BLOCKWISE_MIN_KEYS = 512
+CPU_BLOCKWISE_MIN_QUERIES = 64
 
 
 def dot_product_attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array,
@@ -25,6 +56,10 @@ def dot_product_attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Ar
     Scores are formed in the input dtype and normalised in float32, as transformers' eager
     attention does, so float32 results agree to rounding.
     """
+    return _explicit(q, k, v, mask, key_groups)
+
+
+def _explicit(q, k, v, mask, key_groups=None):
     b, t, h, d = q.shape
     hkv, s = k.shape[1], k.shape[2]
     g = h // hkv
@@ -43,3 +78,169 @@ def dot_product_attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Ar
     out = jnp.einsum("bkms,bksd->bkmd", probs.astype(v.dtype).reshape(b, hkv, g * t, s), vh)
     out = out.reshape(b, hkv, g, t, d).transpose(0, 3, 1, 2, 4)
     return out.reshape(b, t, h, d), masses
+
+
+def _gpu_head_dim_max() -> int:
+    # cuDNN flash attention takes head_dim <= 256 from Hopper (sm_90) on, <= 128 before.
+    try:
+        cc = jax.devices("gpu")[0].compute_capability
+        return 256 if tuple(int(x) for x in str(cc).split(".")) >= (9, 0) else 128
+    except Exception:  # no GPU or no compute capability reported: be conservative
+        return 128
+
+
+def _cudnn_unsupported(dtype, head_dim: int, t: int, s: int) -> str | None:
+    """Why cuDNN flash attention cannot take this call, or None if it can."""
+    if jnp.dtype(dtype) not in (jnp.dtype(jnp.bfloat16), jnp.dtype(jnp.float16)):
+        return f"it needs bfloat16 or float16 inputs, got {jnp.dtype(dtype).name}"
+    h_max = _gpu_head_dim_max()
+    if head_dim % 8 or head_dim > h_max:
+        return f"it needs head_dim a multiple of 8 and <= {h_max}, got {head_dim}"
+    if t % 2 or s % 2:
+        # The mask reaches cuDNN as a bias, and its backward with a bias needs even lengths.
+        return f"with a mask it needs even sequence lengths, got T={t}, S={s}"
+    return None
+
+
+def choose_implementation(*, backend: str, t: int, s: int, head_dim: int, dtype,
+                          static_causal: bool, key_groups: bool) -> str:
+    """What implementation="auto" runs for this call.
+
+    backend: jax.default_backend() ("cpu", "gpu", "tpu"); t / s: query / key lengths;
+    static_causal: the queries sit at slots 0..T-1 over keys 0..S-1 (q_slots not given),
+    which splash needs; key_groups: mass capture requested (explicit only).
+    """
+    if key_groups or t == 1:  # capture, or a decode step: one row of scores is cheap
+        return "explicit"
+    if backend == "gpu":
+        return "cudnn" if _cudnn_unsupported(dtype, head_dim, t, s) is None else "xla"
+    if backend == "tpu":
+        return "splash" if static_causal and splash_block(t, s) is not None else "xla"
+    if s >= CPU_BLOCKWISE_MIN_KEYS and t >= CPU_BLOCKWISE_MIN_QUERIES:
+        return "blockwise"
+    return "explicit"
+
+
+def _check(cond: bool, msg: str):
+    if not cond:
+        raise ValueError(f"attention: {msg}")
+
+
+def _normalise(q, k, v, key_valid, q_slots, causal, q_segments, kv_segments, key_groups):
+    """Validate shapes; returns (k, v, key_valid, q_slots [B, T] int32, q_seg, kv_seg)."""
+    _check(q.ndim == 4, f"q must be [B, T, H, D], got shape {tuple(q.shape)}")
+    b, t, h, d = q.shape
+    _check(k.ndim == 4 and k.shape[0] == b and k.shape[3] == d,
+           f"k must be heads-major [B={b}, Hkv, S, D={d}], got shape {tuple(k.shape)}")
+    _check(v.shape == k.shape, f"v shape {tuple(v.shape)} != k shape {tuple(k.shape)}")
+    hkv, s = k.shape[1], k.shape[2]
+    _check(h % hkv == 0, f"query heads {h} must be a multiple of key/value heads {hkv}")
+    _check(key_valid is not None and tuple(key_valid.shape) == (b, s),
+           f"key_valid must be bool [B={b}, S={s}], got "
+           f"{None if key_valid is None else tuple(key_valid.shape)}")
+    key_valid = key_valid.astype(bool)
+    if q_slots is None:
+        _check(not causal or s == t, f"causal attention with S={s} keys != T={t} queries "
+               "needs q_slots (the cache slot of each query)")
+        q_slots = jnp.broadcast_to(jnp.arange(t, dtype=jnp.int32), (b, t))
+    else:
+        q_slots = jnp.asarray(q_slots)
+        _check(q_slots.shape in ((t,), (b, t)),
+               f"q_slots must be int [T={t}] or [B={b}, T={t}], got {tuple(q_slots.shape)}")
+        q_slots = jnp.broadcast_to(q_slots.astype(jnp.int32), (b, t))
+    _check((q_segments is None) == (kv_segments is None),
+           "q_segments and kv_segments must be given together")
+    if q_segments is not None:
+        _check(tuple(q_segments.shape) == (b, t),
+               f"q_segments must be int [B={b}, T={t}], got {tuple(q_segments.shape)}")
+        _check(tuple(kv_segments.shape) == (b, s),
+               f"kv_segments must be int [B={b}, S={s}], got {tuple(kv_segments.shape)}")
+        q_segments, kv_segments = q_segments.astype(jnp.int32), kv_segments.astype(jnp.int32)
+    if key_groups is not None:
+        _check(key_groups.ndim == 3 and tuple(key_groups.shape[:2]) == (b, s),
+               f"key_groups must be float [B={b}, S={s}, G], got {tuple(key_groups.shape)}")
+    # Every implementation takes one dtype; the KV cache may be stored in another.
+    return k.astype(q.dtype), v.astype(q.dtype), key_valid, q_slots, q_segments, kv_segments
+
+
+def _zero_keyless_rows(out, masses, row_any):
+    """Rows with no allowed key -> 0 (implementations disagree on them otherwise)."""
+    out = jnp.where(row_any[:, :, None, None], out, jnp.zeros((), out.dtype))
+    if masses is not None:
+        masses = jnp.where(row_any[:, :, None, None], masses, 0.0)
+    return out, masses
+
+
+def _jax_nn(q, k, v, mask, implementation: str, is_causal: bool):
+    # jax.nn wants BTNH keys; GQA is native. The boolean mask goes in as `mask` ([B, 1, T,
+    # S], broadcast over heads); cuDNN turns it into an additive bias. Its
+    # query_seq_lengths / key_value_seq_lengths would only say "the first n are valid",
+    # which cannot express left padding, so they are not used.
+    return jax.nn.dot_product_attention(
+        q, k.transpose(0, 2, 1, 3), v.transpose(0, 2, 1, 3), mask=mask[:, None],
+        is_causal=is_causal, implementation=implementation)
+
+
+def attention(q: jax.Array, k: jax.Array, v: jax.Array, *, key_valid: jax.Array,
+              q_slots: jax.Array | None = None, causal: bool = False,
+              q_segments: jax.Array | None = None, kv_segments: jax.Array | None = None,
+              key_groups: jax.Array | None = None, implementation: str = "auto"):
+    """Attention of q [B, T, H, D] over heads-major k, v [B, Hkv, S, D] (the KV cache layout).
+
+    Query t may attend key s when key_valid[b, s], and, if causal, s <= q_slots[b, t]
+    (q_slots int [T] or [B, T]; default arange(T), which needs S == T), and, if segments
+    are given, q_segments[b, t] == kv_segments[b, s].
+    key_groups: optional float [B, S, G]; then also the attention mass of each query on
+    each key group, [B, T, H, G] (explicit implementation only).
+    implementation: one of IMPLEMENTATIONS.
+    Returns (out [B, T, H, D] in q.dtype, masses or None). Scores are normalised in
+    float32. Rows with no allowed key give 0.
+    """
+    if implementation not in IMPLEMENTATIONS:
+        raise ValueError(f"attention: unknown implementation {implementation!r}; "
+                         f"expected one of {', '.join(IMPLEMENTATIONS)}")
+    static_causal = q_slots is None
+    k, v, key_valid, q_slots, q_seg, kv_seg = _normalise(
+        q, k, v, key_valid, q_slots, causal, q_segments, kv_segments, key_groups)
+    b, t, h, d = q.shape
+    s = k.shape[2]
+    if implementation == "auto":
+        implementation = choose_implementation(
+            backend=jax.default_backend(), t=t, s=s, head_dim=d, dtype=q.dtype,
+            static_causal=static_causal, key_groups=key_groups is not None)
+    elif key_groups is not None and implementation != "explicit":
+        raise ValueError(f"attention: key_groups (attention-mass capture) needs "
+                         f"implementation='explicit' (or 'auto'), got {implementation!r}")
+
+    if implementation == "blockwise":
+        out = blockwise_attention(q, k, v, key_valid, q_slots, q_seg, kv_seg, causal=causal)
+        return out, None  # keyless rows are 0 already
+
+    dense = lambda: allowed_mask(key_valid, jnp.arange(s), q_slots, q_seg, kv_seg, causal)
+    if implementation == "explicit":
+        mask = dense()
+        out, masses = _explicit(q, k, v, mask, key_groups)
+        return _zero_keyless_rows(out, masses, mask.any(-1))
+    if implementation == "xla":
+        mask = dense()
+        return _zero_keyless_rows(_jax_nn(q, k, v, mask, "xla", False), None, mask.any(-1))
+    if implementation == "cudnn":
+        backend = jax.default_backend()
+        if backend != "gpu":
+            raise ValueError(f"attention: implementation='cudnn' needs a CUDA GPU, but the "
+                             f"default JAX backend is {backend!r}")
+        why = _cudnn_unsupported(q.dtype, d, t, s)
+        if why is not None:
+            raise ValueError(f"attention: implementation='cudnn' cannot run q {tuple(q.shape)}: {why}")
+        mask = dense()
+        # With queries at 0..T-1 over keys 0..T-1 the causal flag lets cuDNN skip the
+        # upper triangle; the mask still carries padding and segments.
+        out = _jax_nn(q, k, v, mask, "cudnn", causal and static_causal)
+        return _zero_keyless_rows(out, None, mask.any(-1))
+    # splash
+    if causal and not static_causal:
+        raise ValueError("attention: implementation='splash' has a static causal mask "
+                         "(queries at slots 0..T-1); call it with q_slots=None")
+    out = splash_attention(q, k, v, key_valid, q_seg, kv_seg, causal=causal)
+    # The [B, T] reduction fuses with the mask's construction: no [T, S] array is stored.
+    return _zero_keyless_rows(out, None, dense().any(-1))

@@ -40,6 +40,9 @@ class InputSpec:
     patch_dim: int = 1176
     tokens_per_second: int = 2
     min_vision_rows: int = 64  # smallest patch-row bucket (mmjax.processing.buckets)
+    # Most patches per frame (image processor max_pixels / patch_size^2); fixes the vision
+    # tower's full-attention tile length for a run. None: sized to each batch's largest frame.
+    frame_patches: int | None = None
 
 
 # ---- dtype / range checks of the raw arrays (before any cast could hide a bad value) ----
@@ -54,33 +57,33 @@ def _dtype_kind(a: np.ndarray) -> str:
     return "float" if jax.dtypes.issubdtype(a.dtype, np.floating) else "other"
 
 
-def check_token_ids(input_ids, vocab_size: int) -> np.ndarray:
+def check_token_ids(input_ids, vocab_size: int, field: str = "input_ids") -> np.ndarray:
     """input_ids as an integer array [B, T] whose every id is in [0, vocab_size)."""
     ids = np.asarray(input_ids)
     if _dtype_kind(ids) != "int":
         hint = (" (token ids are integers; a float array is refused even when its values are whole "
                 "numbers: cast it with .astype(np.int32) if it holds ids)") if _dtype_kind(ids) == "float" else ""
-        raise ValueError(f"input_ids must be an integer array, got dtype {ids.dtype}{hint}")
+        raise ValueError(f"{field} must be an integer array, got dtype {ids.dtype}{hint}")
     if ids.ndim != 2:
-        raise ValueError(f"input_ids must be [batch, length]; got shape {ids.shape}")
+        raise ValueError(f"{field} must be [batch, length]; got shape {ids.shape}")
     # Compare in the given dtype: a cast to int32 first would wrap 2**32 + 6 to 6.
     bad = np.argwhere((ids < 0) | (ids >= vocab_size))
     if bad.size:
         row, pos = (int(i) for i in bad[0])
         raise ValueError(
-            f"input_ids row {row}, position {pos}: id {ids[row, pos]} is outside the vocabulary "
+            f"{field} row {row}, position {pos}: id {ids[row, pos]} is outside the vocabulary "
             f"(vocab_size={vocab_size}; {len(bad)} such id(s) in the batch)")
     return ids
 
 
-def check_attention_mask(attention_mask, shape) -> np.ndarray:
+def check_attention_mask(attention_mask, shape, field: str = "attention_mask") -> np.ndarray:
     mask = np.ones(shape, np.int32) if attention_mask is None else np.asarray(attention_mask)
     if _dtype_kind(mask) not in ("int", "bool"):
-        raise ValueError(f"attention_mask must be an integer or bool array, got dtype {mask.dtype}")
+        raise ValueError(f"{field} must be an integer or bool array, got dtype {mask.dtype}")
     if mask.shape != tuple(shape):
-        raise ValueError(f"attention_mask shape {mask.shape} != input_ids shape {tuple(shape)}")
+        raise ValueError(f"{field} shape {mask.shape} != the ids' shape {tuple(shape)}")
     if mask.dtype != np.bool_ and ((mask != 0) & (mask != 1)).any():
-        raise ValueError(f"attention_mask must hold only 0 and 1; got values {np.unique(mask).tolist()[:10]}")
+        raise ValueError(f"{field} must hold only 0 and 1; got values {np.unique(mask).tolist()[:10]}")
     return mask
 
 
@@ -134,7 +137,8 @@ def vision_batch(pixel_values, grid_thw, spec: InputSpec, field: str = "pixel_va
         raise ValueError(f"{field} has shape {pixels.shape} but {grid_field}={grid.tolist()} needs "
                          f"[{n}, {spec.patch_dim}] (sum of t*h*w patches x patch_dim)")
     tables = vision_tables(grid, spatial_merge_size=spec.spatial_merge_size, window_size=spec.window_size,
-                           patch_size=spec.patch_size, min_rows=spec.min_vision_rows, field=grid_field)
+                           patch_size=spec.patch_size, min_rows=spec.min_vision_rows,
+                           frame_patches=spec.frame_patches, field=grid_field)
     return {"pixel_values": pad_pixels(pixels, tables["patch_order"].shape[0], field), **tables}
 
 

@@ -114,8 +114,13 @@ def _tiles(lengths: np.ndarray, capacity: int, padded_rows: int):
 
 
 def vision_tables(grid_thw, *, spatial_merge_size: int, window_size: int, patch_size: int,
-                  min_rows: int = 64, field: str = "image_grid_thw") -> dict[str, np.ndarray]:
+                  min_rows: int = 64, frame_patches: int | None = None,
+                  field: str = "image_grid_thw") -> dict[str, np.ndarray]:
     """Fixed-shape tables for the images (or videos) of one batch; see the module docstring.
+
+    frame_patches: the most patches one frame can have (max_pixels / patch_size^2): fixes the
+    full-attention tile length for the whole run, so one fewer shape varies between batches.
+    None sizes the tiles to the batch's largest frame.
 
     Returns int32 arrays: patch_order [Np] (pixel row of each window-ordered position),
     rope_pos [Np, 2], {window,frame}_{gather,segment} [tiles, tile_len],
@@ -133,7 +138,10 @@ def vision_tables(grid_thw, *, spatial_merge_size: int, window_size: int, patch_
     patch_order = np.concatenate([(order[:, None] * unit + np.arange(unit)[None, :]).reshape(-1),
                                   np.arange(n, rows)])
     window_gather, window_segment, window_scatter = _tiles(window_lens, win * win * unit, rows)
-    frame_len = bucket_size(int(frame_lens.max()), minimum=win * win * unit)
+    largest = int(frame_lens.max())
+    if frame_patches is not None and largest > frame_patches:
+        raise ValueError(f"{field}: a frame of {largest} patches exceeds frame_patches={frame_patches}")
+    frame_len = bucket_size(frame_patches or largest, minimum=win * win * unit)
     frame_gather, frame_segment, frame_scatter = _tiles(frame_lens, frame_len, rows)
     merged_order = np.concatenate([np.argsort(order), np.arange(order.size, rows // unit)])
     rope = np.zeros((rows, 2), np.int32)

@@ -23,23 +23,8 @@ Format rule (``think_format_ok``), whitespace = any Unicode whitespace:
 from __future__ import annotations
 
 import re
-from typing import Final
 
-ANSWER: Final = "answer"
-BOXED: Final = "boxed"
-
-# Instruction text a prompt appends so the model answers in the container the checker
-# reads. Keep the wording about the container itself in sync with extract_answer.
-CONTAINERS: Final[dict[str, str]] = {
-    ANSWER: (
-        "First think about the reasoning process inside <think> </think> tags, then put "
-        "the final answer within <answer> </answer> tags."
-    ),
-    BOXED: (
-        "First think about the reasoning process inside <think> </think> tags, then put "
-        "the final answer within \\boxed{}."
-    ),
-}
+from mmjax.containers import ANSWER, BOXED, CONTAINERS, check_container, wrap_answer  # noqa: F401  (re-exported)
 
 _THINK_OPEN = "<think>"
 _THINK_CLOSE = "</think>"
@@ -51,20 +36,6 @@ _BOX_OPEN = "\\boxed{"
 _BRACE_OR_ESCAPE = re.compile(r"\\.|[{}]", re.DOTALL)
 # One answer block with no nested answer tag, only whitespace around it.
 _ANSWER_TAIL = re.compile(r"\s*<answer>((?:(?!</?answer>).)*)</answer>\s*", re.DOTALL)
-
-
-def check_container(container: str) -> str:
-    """Returns ``container`` if it is a known container name, else raises ValueError."""
-    if container not in CONTAINERS:
-        raise ValueError(f"unknown answer container {container!r}; expected one of {sorted(CONTAINERS)}")
-    return container
-
-
-def wrap_answer(answer: str, container: str = ANSWER) -> str:
-    """The answer as a model should write it, e.g. ``<answer>3,1,2</answer>``."""
-    if check_container(container) == ANSWER:
-        return f"{_ANSWER_OPEN}{answer}{_ANSWER_CLOSE}"
-    return f"{_BOX_OPEN}{answer}}}"
 
 
 def last_boxed(text: str) -> str | None:

@@ -94,14 +94,15 @@ class Qwen25VLConfig:
     def replace(self, **kw) -> "Qwen25VLConfig":
         return dataclasses.replace(self, **kw)
 
-    def input_spec(self, min_vision_rows: int = 64):
+    def input_spec(self, min_vision_rows: int = 64, max_pixels: int | None = None):
         """What the host needs to build this model's batches (`mmjax.processing.model_batch`)."""
         v = self.vision
         return InputSpec(vocab_size=self.text.vocab_size, image_token_id=self.image_token_id,
                          video_token_id=self.video_token_id, vision_start_token_id=self.vision_start_token_id,
                          spatial_merge_size=v.spatial_merge_size, window_size=v.window_size,
                          patch_size=v.patch_size, patch_dim=v.patch_dim, tokens_per_second=v.tokens_per_second,
-                         min_vision_rows=min_vision_rows)
+                         min_vision_rows=min_vision_rows,
+                         frame_patches=None if max_pixels is None else max_pixels // v.patch_size ** 2)
 
     # ---- HF config.json -------------------------------------------------------------
 

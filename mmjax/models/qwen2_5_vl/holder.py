@@ -10,11 +10,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mmjax.models.qwen2_5_vl import hf
+from mmjax.models.qwen2_5_vl import hf, logprobs
 from mmjax.models.qwen2_5_vl.config import Qwen25VLConfig
 from mmjax.models.qwen2_5_vl.model import Qwen25VL
 from mmjax.models.qwen2_5_vl.params import init_params
-from mmjax.processing.model_inputs import check_token_id_arg, model_batch
+from mmjax.processing.model_inputs import check_attention_mask, check_token_id_arg, check_token_ids, model_batch
 
 # Files of an HF model folder that belong to the tokenizer / processor, copied on export.
 SIDE_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "merges.txt",
@@ -29,37 +29,62 @@ def _as_dtype(dtype):
     return _DTYPES[dtype] if isinstance(dtype, str) else dtype
 
 
+_completion_logprobs = jax.jit(logprobs.completion_logprobs, static_argnums=(0,),
+                               static_argnames=("num_generations", "temperature", "with_entropy", "chunk_rows"))
+
+
 @functools.partial(jax.jit, static_argnums=(0,))
 def _forward(module: Qwen25VL, params, input_ids, positions, attention_mask, image, video):
     return module.apply({"params": params}, input_ids, positions, attention_mask, image=image, video=video)
 
 
 class Qwen2_5_VL:
-    """Config + params. `params` is a plain nested dict of arrays (Flax layout)."""
+    """A facade over the pure functions: config + params + how to run them.
 
-    def __init__(self, config: Qwen25VLConfig, params, dtype=jnp.float32, hf_layout: str = hf.HUB_LAYOUT,
-                 source_dir: str | None = None):
+    params: a plain nested dict of arrays (Flax layout), stored in their own dtype (float32
+    master weights for training, bfloat16 for inference, ...). dtype: the compute dtype.
+    attention: a `mmjax.models.attention.IMPLEMENTATIONS` name; remat / vision_remat: a
+    `mmjax.models.remat.REMAT_POLICIES` name. Methods never mutate the holder: `shard` and
+    `replace` return a new one.
+    """
+
+    def __init__(self, config: Qwen25VLConfig, params, dtype=None, hf_layout: str = hf.HUB_LAYOUT,
+                 source_dir: str | None = None, *, attention: str = "explicit", remat: str = "none",
+                 vision_remat: str = "none", mesh=None):
         self.config = config
         self.params = params
-        self.dtype = _as_dtype(dtype)
+        leaves = jax.tree.leaves(params)
+        self.param_dtype = jnp.dtype(leaves[0].dtype) if leaves else jnp.dtype(jnp.float32)
+        self.dtype = jnp.dtype(_as_dtype(dtype)) if dtype is not None else self.param_dtype
         self.hf_layout = hf_layout
         self.source_dir = source_dir
-        self.module = Qwen25VL(config, dtype=self.dtype, param_dtype=self.dtype)
-        self.mesh = None
+        self.options = dict(attention=attention, remat=remat, vision_remat=vision_remat)
+        self.module = Qwen25VL(config, dtype=self.dtype, param_dtype=self.param_dtype, **self.options)
+        self.mesh = mesh
+
+    def replace(self, **changes) -> "Qwen2_5_VL":
+        """A new holder with some of (params, dtype, attention, remat, vision_remat, mesh) changed."""
+        kw = dict(params=self.params, dtype=self.dtype, hf_layout=self.hf_layout, source_dir=self.source_dir,
+                  mesh=self.mesh, **self.options)
+        unknown = set(changes) - set(kw)
+        if unknown:
+            raise TypeError(f"Qwen2_5_VL.replace: unknown fields {sorted(unknown)}; allowed {sorted(kw)}")
+        kw.update(changes)
+        return Qwen2_5_VL(self.config, kw.pop("params"), **kw)
 
     def shard(self, mesh, rules=None) -> "Qwen2_5_VL":
-        """Place the params on `mesh` by their logical axes; later calls run sharded (GSPMD)."""
+        """A holder whose params are placed on `mesh` by their logical axes (calls run sharded)."""
         from mmjax import sharding
         from mmjax.models.qwen2_5_vl.params import abstract_params, logical_axes
         rules = rules or sharding.DEFAULT_RULES
         shardings = sharding.param_shardings(abstract_params(self.config), logical_axes(self.config), mesh, rules)
-        self.params = jax.device_put(self.params, shardings)
-        self.mesh = mesh
-        return self
+        return self.replace(params=jax.device_put(self.params, shardings), mesh=mesh)
 
     @classmethod
-    def from_config(cls, config: Qwen25VLConfig, seed: int = 0, dtype=jnp.float32) -> "Qwen2_5_VL":
-        return cls(config, init_params(config, seed, _as_dtype(dtype)), dtype)
+    def from_config(cls, config: Qwen25VLConfig, seed: int = 0, dtype=jnp.float32, *, compute_dtype=None,
+                    **options) -> "Qwen2_5_VL":
+        """Random params stored in `dtype`, computing in `compute_dtype` (default: the same)."""
+        return cls(config, init_params(config, seed, _as_dtype(dtype)), compute_dtype or dtype, **options)
 
     # ---- inference ----------------------------------------------------------------------
 
@@ -116,6 +141,22 @@ class Qwen2_5_VL:
             num_generations=num_generations, seed=seed, eos_token_ids=eos_ids, pad_token_id=pad_token_id,
             allowed_token_ids=allowed_token_ids, capture=capture, prefill_chunk=prefill_chunk)
 
+    def completion_logprobs(self, input_ids, attention_mask, completions, completion_mask,
+                            pixel_values=None, image_grid_thw=None, *, num_generations: int = 1,
+                            temperature: float = 1.0, with_entropy: bool = False, pixel_values_videos=None,
+                            video_grid_thw=None, second_per_grid_ts=None):
+        """float32 numpy log-probs [N, Tc] of completions of left-padded prompts (row n continues
+        prompt n // num_generations), and entropy [N, Tc] when asked (else None)."""
+        batch = self.prepare(input_ids, attention_mask, pixel_values, image_grid_thw,
+                             pixel_values_videos=pixel_values_videos, video_grid_thw=video_grid_thw,
+                             second_per_grid_ts=second_per_grid_ts)
+        comp = check_token_ids(completions, self.config.text.vocab_size, "completions")
+        mask = check_attention_mask(completion_mask, comp.shape, "completion_mask").astype(bool)
+        lp, ent = _completion_logprobs(self.module, self.params, batch, comp.astype(np.int32), mask,
+                                       num_generations=num_generations, temperature=float(temperature),
+                                       with_entropy=with_entropy)
+        return np.asarray(lp), (None if ent is None else np.asarray(ent))
+
     # ---- Hugging Face ------------------------------------------------------------------
 
     def save_hf(self, out_dir: str, max_shard_size: int | str = "5GB", progress: bool = True) -> None:
@@ -151,10 +192,12 @@ def copy_side_files(src_dir: str | None, out_dir: str) -> list[str]:
     return copied
 
 
-def load_hf(hf_dir: str, dtype=None, progress: bool = True) -> Qwen2_5_VL:
-    """Load an HF Qwen2.5-VL folder. dtype=None gives float32 params; 'bfloat16' keeps bf16."""
+def load_hf(hf_dir: str, dtype=None, progress: bool = True, *, compute_dtype=None, **options) -> Qwen2_5_VL:
+    """Load an HF Qwen2.5-VL folder with params stored in `dtype` (None: float32; 'bfloat16'
+    keeps bf16), computing in `compute_dtype` (default: `dtype`). options: attention, remat,
+    vision_remat (see Qwen2_5_VL)."""
     cfg = Qwen25VLConfig.from_pretrained(hf_dir)
     dtype = _as_dtype(dtype or jnp.float32)
     params, layout = hf.load_params(hf_dir, cfg, dtype=np.dtype(dtype), progress=progress)
     params = jax.tree.map(jnp.asarray, params)
-    return Qwen2_5_VL(cfg, params, dtype, hf_layout=layout, source_dir=hf_dir)
+    return Qwen2_5_VL(cfg, params, compute_dtype or dtype, hf_layout=layout, source_dir=hf_dir, **options)

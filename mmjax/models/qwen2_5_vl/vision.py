@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 import flax.linen as nn
 
-from mmjax.models.attention import dot_product_attention
+from mmjax.models.attention import attention
 from mmjax.models.layers import GatedMLP, RMSNorm, apply_rotary, dense
 from mmjax.models.remat import remat_module
 from mmjax.models.qwen2_5_vl.config import VisionConfig
@@ -35,6 +35,7 @@ class VisionAttention(nn.Module):
     cfg: VisionConfig
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
+    attention: str = "explicit"
 
     @nn.compact
     def __call__(self, x, cos, sin, gather, segment, scatter):
@@ -50,7 +51,8 @@ class VisionAttention(nn.Module):
         kt, vt = (_tiles(a, gather).transpose(0, 2, 1, 3) for a in (k, v))  # [blocks, H, L, hd]
         # A tile packs several windows (frames): a query attends its own segment only. Empty
         # slots (segment -1) see only each other's zero rows, so no row is fully masked.
-        out, _ = dot_product_attention(qt, kt, vt, segment[:, :, None] == segment[:, None, :])
+        out, _ = attention(qt, kt, vt, key_valid=jnp.ones(segment.shape, bool), q_segments=segment,
+                           kv_segments=segment, implementation=self.attention)
         out = out.reshape(-1, d)[scatter]
         return dense(d, ("vit_heads", "vit_embed"), name="proj", **kw)(out)
 
@@ -59,12 +61,14 @@ class VisionBlock(nn.Module):
     cfg: VisionConfig
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
+    attention: str = "explicit"
 
     @nn.compact
     def __call__(self, x, cos, sin, gather, segment, scatter):
         kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
         h = RMSNorm(1e-6, name="norm1", **kw)(x)
-        x = x + VisionAttention(self.cfg, name="attn", **kw)(h, cos, sin, gather, segment, scatter)
+        x = x + VisionAttention(self.cfg, name="attn", attention=self.attention, **kw)(
+            h, cos, sin, gather, segment, scatter)
         h = RMSNorm(1e-6, name="norm2", **kw)(x)
         return x + GatedMLP(self.cfg.intermediate_size, self.cfg.hidden_act, use_bias=True,
                             embed_axis="vit_embed", mlp_axis="vit_mlp", name="mlp", **kw)(h)
@@ -112,7 +116,8 @@ class VisionTransformer(nn.Module):
         block = remat_module(VisionBlock, self.remat)
         for i in range(cfg.depth):
             kind = "frame" if i in cfg.fullatt_block_indexes else "window"
-            x = block(cfg, name=f"blocks_{i}", dtype=self.dtype, param_dtype=self.param_dtype)(
+            x = block(cfg, name=f"blocks_{i}", dtype=self.dtype, param_dtype=self.param_dtype,
+                      attention=self.attention)(
                 x, cos, sin, layout[f"{kind}_gather"], layout[f"{kind}_segment"], layout[f"{kind}_scatter"])
         x = PatchMerger(cfg, name="merger", dtype=self.dtype, param_dtype=self.param_dtype)(x)
         return x[layout["merged_order"]]

@@ -1,0 +1,271 @@
+"""Blockwise (flash-style) attention in pure JAX, for long prefill and training on CPU.
+
+XLA:CPU runs the explicit path as separate passes over a [B, H, T, S] float32 score array
+(matmul, mask, max, exp, sum, divide, matmul), each streaming the whole array through
+memory, and autodiff keeps the probabilities for the backward pass. Here queries and keys
+are cut into tiles of [block_q x block_k]; the forward keeps a running max / sum / output
+per query row (online softmax, float32 accumulators) and saves only the output and the
+row log-sum-exp. The backward (a custom VJP) recomputes each tile's probabilities, so
+memory stays O(T x block) instead of O(T x S).
+
+Tiles that no (query, key) pair of the tile may use are skipped: keys wholly in the
+future of every query of the tile (the upper triangle of causal prefill), key blocks with
+no valid key (left padding), and tiles whose query and key segment ranges do not meet
+(packed vision tiles). Whether a tile is skipped is decided from O(T + S) statistics of
+the mask description, never from a [T, S] mask.
+
+Fully-masked query rows give an output of 0 and no gradient.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+
+import jax
+import jax.numpy as jnp
+
+_INT_MAX = jnp.iinfo(jnp.int32).max
+_INT_MIN = jnp.iinfo(jnp.int32).min
+
+
+def allowed_mask(key_valid, key_pos, q_slots, q_segments, kv_segments, causal: bool):
+    """bool [B, T, S]: True where the query may attend the key.
+
+    key_valid [B, S]; key_pos [S] slot index of each key; q_slots [B, T];
+    q_segments [B, T] / kv_segments [B, S] or None.
+    """
+    ok = key_valid[:, None, :]
+    if causal:
+        ok = ok & (key_pos[None, None, :] <= q_slots[:, :, None])
+    if q_segments is not None:
+        ok = ok & (q_segments[:, :, None] == kv_segments[:, None, :])
+    return ok
+
+
+def _round_up(n: int, m: int) -> int:
+    return -(-n // m) * m
+
+
+def _pad_axis(x, axis: int, size: int, value):
+    if x is None or x.shape[axis] == size:
+        return x
+    pad = [(0, 0)] * x.ndim
+    pad[axis] = (0, size - x.shape[axis])
+    return jnp.pad(x, pad, constant_values=value)
+
+
+def _live_tiles(key_valid, q_slots, q_real, q_segments, kv_segments, causal, bq, bk):
+    """bool [nq, nk]: True where some batch row has a usable (query, key) pair in the tile.
+
+    Conservative: a live tile may still be fully masked (it is then computed and masks
+    itself); a dead tile is certainly fully masked.
+    """
+    b, tp = q_slots.shape
+    sp = key_valid.shape[1]
+    nq, nk = tp // bq, sp // bk
+    kv_any = key_valid.reshape(b, nk, bk).any(-1)  # [B, nk]
+    live = kv_any[:, None, :] & q_real.reshape(1, nq, bq).any(-1)[:, :, None]
+    if causal:
+        slot = jnp.where(q_real[None], q_slots, -1).reshape(b, nq, bq).max(-1)  # [B, nq]
+        first_key = jnp.arange(nk) * bk
+        live = live & (first_key[None, None, :] <= slot[:, :, None])
+    if q_segments is not None:
+        qs = q_segments.reshape(b, nq, bq)
+        real = q_real.reshape(1, nq, bq)
+        q_lo = jnp.where(real, qs, _INT_MAX).min(-1)
+        q_hi = jnp.where(real, qs, _INT_MIN).max(-1)
+        ks = kv_segments.reshape(b, nk, bk)
+        valid = key_valid.reshape(b, nk, bk)
+        k_lo = jnp.where(valid, ks, _INT_MAX).min(-1)
+        k_hi = jnp.where(valid, ks, _INT_MIN).max(-1)
+        live = live & (q_lo[:, :, None] <= k_hi[:, None, :]) & (k_lo[:, None, :] <= q_hi[:, :, None])
+    return live.any(0)
+
+
+class _Tiles:
+    """Query-side operands cut into tiles: [nq, B, Hkv, G * bq, ...] rows per tile."""
+
+    def __init__(self, b, hkv, g, bq, tp):
+        self.b, self.hkv, self.g, self.bq, self.nq = b, hkv, g, bq, tp // bq
+
+    def to_tiles(self, x):  # [B, Tp, H, D] -> [nq, B, Hkv, G*bq, D]
+        d = x.shape[-1]
+        x = x.reshape(self.b, self.nq, self.bq, self.hkv, self.g, d).transpose(1, 0, 3, 4, 2, 5)
+        return x.reshape(self.nq, self.b, self.hkv, self.g * self.bq, d)
+
+    def from_tiles(self, x):  # inverse of to_tiles
+        d = x.shape[-1]
+        x = x.reshape(self.nq, self.b, self.hkv, self.g, self.bq, d).transpose(1, 0, 4, 2, 3, 5)
+        return x.reshape(self.b, self.nq * self.bq, self.hkv * self.g, d)
+
+
+def _tile_scores(qi, kj, mask_ij, g, scale):
+    """Masked float32 scores [B, Hkv, G*bq, bk] of one tile; masked entries are -inf.
+
+    As the explicit path: the product and the scaling in the input dtype, then float32.
+    """
+    s = jnp.einsum("bkmd,bksd->bkms", qi, kj) * jnp.asarray(scale, qi.dtype)
+    b, hkv, m, bk = s.shape
+    s = s.astype(jnp.float32).reshape(b, hkv, g, m // g, bk)
+    s = jnp.where(mask_ij[:, None, None], s, -jnp.inf)
+    return s.reshape(b, hkv, m, bk)
+
+
+def _tile_mask(key_valid, q_slots, q_segments, kv_segments, causal, i, j, bq, bk):
+    sl_k = lambda x: jax.lax.dynamic_slice_in_dim(x, j * bk, bk, axis=1)
+    sl_q = lambda x: jax.lax.dynamic_slice_in_dim(x, i * bq, bq, axis=1)
+    return allowed_mask(
+        sl_k(key_valid), j * bk + jnp.arange(bk), sl_q(q_slots),
+        None if q_segments is None else sl_q(q_segments),
+        None if kv_segments is None else sl_k(kv_segments), causal)
+
+
+def _fwd_impl(q, k, v, key_valid, q_slots, q_segments, kv_segments, causal, bq, bk, t_real):
+    b, tp, h, d = q.shape
+    hkv, sp = k.shape[1], k.shape[2]
+    g = h // hkv
+    nk = sp // bk
+    scale = d ** -0.5
+    tiles = _Tiles(b, hkv, g, bq, tp)
+    qt = tiles.to_tiles(q)
+    q_real = jnp.arange(tp) < t_real
+    live = _live_tiles(key_valid, q_slots, q_real, q_segments, kv_segments, causal, bq, bk)
+    rows = g * bq
+
+    def q_tile(i):
+        qi = qt[i]
+
+        def k_step(j, carry):
+            def compute(carry):
+                m, l, acc = carry
+                kj = jax.lax.dynamic_slice_in_dim(k, j * bk, bk, axis=2)
+                vj = jax.lax.dynamic_slice_in_dim(v, j * bk, bk, axis=2)
+                mask = _tile_mask(key_valid, q_slots, q_segments, kv_segments, causal, i, j, bq, bk)
+                s = _tile_scores(qi, kj, mask, g, scale)
+                m_new = jnp.maximum(m, s.max(-1))
+                # A row with no allowed key so far keeps m = -inf; shifting it by 0 instead
+                # makes exp() give exact zeros rather than NaN from (-inf) - (-inf).
+                shift = jnp.where(jnp.isfinite(m_new), m_new, 0.0)
+                alpha = jnp.exp(m - shift)
+                p = jnp.exp(s - shift[..., None])
+                l = alpha * l + p.sum(-1)
+                pv = jnp.einsum("bkms,bksd->bkmd", p.astype(v.dtype), vj,
+                                preferred_element_type=jnp.float32)
+                return m_new, l, alpha[..., None] * acc + pv
+            return jax.lax.cond(live[i, j], compute, lambda c: c, carry)
+
+        init = (jnp.full((b, hkv, rows), -jnp.inf, jnp.float32),
+                jnp.zeros((b, hkv, rows), jnp.float32),
+                jnp.zeros((b, hkv, rows, d), jnp.float32))
+        m, l, acc = jax.lax.fori_loop(0, nk, k_step, init)
+        has_key = l > 0
+        out = acc / jnp.where(has_key, l, 1.0)[..., None]
+        # lse only feeds exp(s - lse) on allowed entries, which a keyless row has none of.
+        lse = jnp.where(has_key, m + jnp.log(jnp.where(has_key, l, 1.0)), 0.0)
+        return out, lse
+
+    out_t, lse_t = jax.lax.map(q_tile, jnp.arange(tiles.nq))
+    return out_t, lse_t, live, tiles
+
+
+def _bwd_impl(q, k, v, key_valid, q_slots, q_segments, kv_segments, causal, bq, bk,
+              qt, out_t, lse_t, live, tiles, dout):
+    b, tp, h, d = q.shape
+    hkv, sp = k.shape[1], k.shape[2]
+    g = h // hkv
+    nk = sp // bk
+    scale = d ** -0.5
+    f32 = jnp.float32
+    do_t = tiles.to_tiles(dout.astype(f32))
+    delta_t = (do_t * out_t).sum(-1)  # [nq, B, Hkv, G*bq]: rowsum(dO * O) of flash-attention 2
+
+    def k_tile(dq_t, j):
+        kj = jax.lax.dynamic_slice_in_dim(k, j * bk, bk, axis=2)
+        vj = jax.lax.dynamic_slice_in_dim(v, j * bk, bk, axis=2)
+        kf, vf = kj.astype(f32), vj.astype(f32)
+
+        def q_step(i, carry):
+            def compute(dk, dv):
+                qi = qt[i]
+                mask = _tile_mask(key_valid, q_slots, q_segments, kv_segments, causal, i, j, bq, bk)
+                s = _tile_scores(qi, kj, mask, g, scale)
+                p = jnp.exp(s - lse_t[i][..., None])  # masked entries: exp(-inf) = 0
+                doi = do_t[i]
+                dv = dv + jnp.einsum("bkms,bkmd->bksd", p, doi)
+                dp = jnp.einsum("bkmd,bksd->bkms", doi, vf)
+                ds = p * (dp - delta_t[i][..., None]) * scale
+                dk = dk + jnp.einsum("bkms,bkmd->bksd", ds, qi.astype(f32))
+                return jnp.einsum("bkms,bksd->bkmd", ds, kf), dk, dv
+
+            def skip(dk, dv):
+                return jnp.zeros(qt.shape[1:], f32), dk, dv
+
+            dq_t, dk, dv = carry
+            # The whole dq buffer stays out of the cond, which could otherwise copy it.
+            dq_i, dk, dv = jax.lax.cond(live[i, j], compute, skip, dk, dv)
+            return dq_t.at[i].add(dq_i), dk, dv
+
+        zeros = jnp.zeros((b, hkv, bk, d), f32)
+        dq_t, dk, dv = jax.lax.fori_loop(0, tiles.nq, q_step, (dq_t, zeros, zeros))
+        return dq_t, (dk, dv)
+
+    dq_t, (dk, dv) = jax.lax.scan(k_tile, jnp.zeros_like(qt, dtype=f32), jnp.arange(nk))
+    # [nk, B, Hkv, bk, D] -> [B, Hkv, S, D]
+    dk = dk.transpose(1, 2, 0, 3, 4).reshape(b, hkv, sp, d)
+    dv = dv.transpose(1, 2, 0, 3, 4).reshape(b, hkv, sp, d)
+    return tiles.from_tiles(dq_t).astype(q.dtype), dk.astype(k.dtype), dv.astype(v.dtype)
+
+
+@partial(jax.custom_vjp, nondiff_argnums=(7, 8, 9, 10))
+def _blockwise(q, k, v, key_valid, q_slots, q_segments, kv_segments, causal, bq, bk, t_real):
+    out_t, _, _, tiles = _fwd_impl(q, k, v, key_valid, q_slots, q_segments, kv_segments,
+                                   causal, bq, bk, t_real)
+    return tiles.from_tiles(out_t).astype(q.dtype)
+
+
+def _blockwise_fwd(q, k, v, key_valid, q_slots, q_segments, kv_segments, causal, bq, bk, t_real):
+    out_t, lse_t, live, tiles = _fwd_impl(q, k, v, key_valid, q_slots, q_segments,
+                                          kv_segments, causal, bq, bk, t_real)
+    out = tiles.from_tiles(out_t).astype(q.dtype)
+    # Save the output as rounded to the output dtype: the backward's rowsum(dO * O) then
+    # uses the same O the caller saw.
+    out_saved = tiles.to_tiles(out).astype(jnp.float32)
+    res = (q, k, v, key_valid, q_slots, q_segments, kv_segments, out_saved, lse_t, live)
+    return out, res
+
+
+def _blockwise_bwd(causal, bq, bk, t_real, res, dout):
+    q, k, v, key_valid, q_slots, q_segments, kv_segments, out_t, lse_t, live = res
+    b, tp, h, _ = q.shape
+    tiles = _Tiles(b, k.shape[1], h // k.shape[1], bq, tp)
+    qt = tiles.to_tiles(q)
+    dq, dk, dv = _bwd_impl(q, k, v, key_valid, q_slots, q_segments, kv_segments, causal, bq, bk,
+                           qt, out_t, lse_t, live, tiles, dout)
+    return dq, dk, dv, None, None, None, None
+
+
+_blockwise.defvjp(_blockwise_fwd, _blockwise_bwd)
+
+
+def blockwise_attention(q, k, v, key_valid, q_slots, q_segments=None, kv_segments=None, *,
+                        causal: bool, block_q: int = 256, block_k: int = 256):
+    """Attention of q [B, T, H, D] over heads-major k, v [B, Hkv, S, D]; returns [B, T, H, D].
+
+    key_valid bool [B, S]; q_slots int32 [B, T] (the slot of each query, used when causal);
+    q_segments [B, T] / kv_segments [B, S] int32 or None. Differentiable in q, k, v.
+    """
+    b, t, h, d = q.shape
+    s = k.shape[2]
+    bq = min(block_q, _round_up(t, 8))
+    bk = min(block_k, _round_up(s, 8))
+    tp, sp = _round_up(t, bq), _round_up(s, bk)
+    # Padded queries sit at slot -1 (before every key) and padded keys are invalid, so
+    # padding never enters a real row; padded rows are cut off below.
+    q = _pad_axis(q, 1, tp, 0)
+    q_slots = _pad_axis(q_slots, 1, tp, -1)
+    q_segments = _pad_axis(q_segments, 1, tp, 0)
+    k, v = _pad_axis(k, 2, sp, 0), _pad_axis(v, 2, sp, 0)
+    key_valid = _pad_axis(key_valid, 1, sp, False)
+    kv_segments = _pad_axis(kv_segments, 1, sp, 0)
+    out = _blockwise(q, k, v, key_valid, q_slots, q_segments, kv_segments, causal, bq, bk, t)
+    return out[:, :t]
