@@ -20,7 +20,7 @@ the vision tables built here, in the workers. The batch is a dict:
                                                container, id, where, epoch, index
 
 Repetition for the G completions of a prompt happens on the device, after its images
-are encoded once (`mmjax.models.qwen2_5_vl.logprobs`, `mmjax.rl.sampler`).
+are encoded once (`mmjax.models.qwen2_5_vl.logprobs`, `mmjax.models.sampler`).
 """
 
 from __future__ import annotations

@@ -50,13 +50,6 @@ def _as_rgb_array(array: np.ndarray) -> np.ndarray:
     raise ValueError(f"image array must be (H, W), (H, W, 3) or (H, W, 4), got {array.shape}")
 
 
-def encode_png(image: np.ndarray) -> bytes:
-    """PNG bytes of a uint8 (H, W, 3) or uint16 (H, W) array."""
-    buffer = io.BytesIO()
-    Image.fromarray(image).save(buffer, format="PNG")
-    return buffer.getvalue()
-
-
 def load_depth(path: str | os.PathLike) -> np.ndarray:
     """Returns depth in metres as float32 (H, W); 0 marks a missing measurement.
 

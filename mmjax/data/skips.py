@@ -14,7 +14,7 @@ import collections
 import dataclasses
 import logging
 import threading
-from typing import Any, Callable, Mapping
+from typing import Mapping
 
 logger = logging.getLogger(__name__)
 
@@ -50,19 +50,6 @@ def skip_or_raise(strict: bool, reason: str, where: str, detail: str = "",
     if strict:
         raise DataError(str(skipped))  # Keeps the implicit context of a caller's except block.
     return skipped
-
-
-def passes_skips(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Decorates a per-record function so `Skipped` inputs flow through unchanged."""
-
-    def wrapper(record: Any, *args: Any, **kwargs: Any) -> Any:
-        if isinstance(record, Skipped):
-            return record
-        return fn(record, *args, **kwargs)
-
-    wrapper.__name__ = getattr(fn, "__name__", "wrapper")
-    wrapper.__doc__ = fn.__doc__
-    return wrapper
 
 
 class SkipCounter:

@@ -2,7 +2,7 @@
 
 Input is what the sampler captures with capture="cmab": for each generated token t, layer l
 and head h, the attention mass of the query row that produced t on three key groups
-(`mmjax.rl.capture`: visual placeholders, all other prompt text, prompt text before the
+(`mmjax.models.capture`: visual placeholders, all other prompt text, prompt text before the
 first visual placeholder), plus the number of prompt positions in each group.
 
 Definitions (heads are averaged before any ratio):
@@ -23,7 +23,7 @@ import logging
 
 import numpy as np
 
-from mmjax.rl.capture import TEXT, TEXT_BEFORE_VISUAL, VISUAL
+from mmjax.models.capture import TEXT, TEXT_BEFORE_VISUAL, VISUAL
 
 log = logging.getLogger(__name__)
 
@@ -177,7 +177,7 @@ def score_batch(masses, completion_mask, group_sizes, correct, config: CmabConfi
 
 
 def score_rollout(rollout, correct, config: CmabConfig = CmabConfig()) -> CmabResult:
-    """score_batch on a `mmjax.rl.sampler.Rollout` generated with capture="cmab"."""
+    """score_batch on a `mmjax.models.sampler.Rollout` generated with capture="cmab"."""
     if rollout.attention_masses is None:
         raise ValueError('the rollout holds no attention masses: generate it with capture="cmab"')
     return score_batch(rollout.attention_masses, rollout.mask, rollout.group_sizes, correct, config)

@@ -28,7 +28,8 @@ from mmjax.rewards import (  # noqa: F401
 )
 from mmjax.rewards.combine import CombinedReward, RewardOutput, combine
 from mmjax.rewards.jigsaw import JIGSAW_PRESETS, JigsawScore, jigsaw_score
-from mmjax.rewards.parsing import ANSWER, BOXED, CONTAINERS, extract_answer, think_format_ok, wrap_answer
+from mmjax.containers import ANSWER, BOXED, CONTAINERS, wrap_answer
+from mmjax.rewards.parsing import extract_answer, think_format_ok
 from mmjax.rewards.math_check import MathBudget
 from mmjax.rewards.registry import BadTarget, RewardFn, get, names, options, pop_metrics, record_metric, register
 

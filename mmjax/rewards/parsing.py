@@ -24,7 +24,8 @@ from __future__ import annotations
 
 import re
 
-from mmjax.containers import ANSWER, BOXED, CONTAINERS, check_container, wrap_answer  # noqa: F401  (re-exported)
+# The containers live below data and rewards; the reward modules name them through here.
+from mmjax.containers import ANSWER, BOXED, CONTAINERS, check_container, wrap_answer  # noqa: F401
 
 _THINK_OPEN = "<think>"
 _THINK_CLOSE = "</think>"

@@ -1,1 +1,1 @@
-"""Reinforcement learning: the rollout sampler (sampler.py) and its pieces."""
+"""Reinforcement learning on top of the models: GRPO losses, advantages and the learner (issue 9)."""

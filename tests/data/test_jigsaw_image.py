@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from mmjax.data import jigsaw
 from mmjax.data.skips import DataError, Skipped
-from mmjax.rewards import parsing
+from mmjax import containers
 
 
 def test_split_bounds_first_spans_get_the_extra_pixel():
@@ -55,11 +55,11 @@ def test_image_jigsaw_sample_reassembles_from_its_target(photo):
     # The original piece i was shown as tile target[i]; put the shown tiles back in place.
     original = [sample["images"][t - 1] for t in target]
     np.testing.assert_array_equal(jigsaw.assemble_tiles(original, 3, 3), photo)
-    assert sample["task"] == "jigsaw_image" and sample["container"] == parsing.ANSWER
+    assert sample["task"] == "jigsaw_image" and sample["container"] == containers.ANSWER
 
 
 def test_prompt_numbers_each_tile_and_uses_the_container_text(photo):
-    for container in (parsing.ANSWER, parsing.BOXED):
+    for container in (containers.ANSWER, containers.BOXED):
         sample = jigsaw.ImageJigsaw(rows=2, cols=2, container=container).apply(
             {"images": [photo]}, np.random.default_rng(0))
         content = sample["messages"][0]["content"]
@@ -67,7 +67,7 @@ def test_prompt_numbers_each_tile_and_uses_the_container_text(photo):
         text = "".join(part.get("text", "") for part in content)
         for k in range(1, 5):
             assert f"Tile {k}: " in text
-        assert "2x2" in text and parsing.CONTAINERS[container] in text
+        assert "2x2" in text and containers.CONTAINERS[container] in text
         assert sample["container"] == container
 
 

@@ -7,7 +7,7 @@ import pytest
 
 from mmjax.data import decode_videos, synthetic, video, video_jigsaw
 from mmjax.data.skips import Skipped
-from mmjax.rewards import parsing
+from mmjax import containers
 
 
 def test_plan_for_30_s_at_10_fps_by_hand():
@@ -45,7 +45,7 @@ def test_video_jigsaw_clips_frame_counts_and_chronology(long_video):
     # 30 s at 4 fps = 120 frames: 20 per clip, trim 2 per end, 16 frames = 4 s -> 8 frames.
     info = video.probe_video(long_video)
     assert (info.num_frames, info.fps) == (120, 4.0)
-    sample = video_jigsaw.VideoJigsaw(container=parsing.BOXED).apply(
+    sample = video_jigsaw.VideoJigsaw(container=containers.BOXED).apply(
         {"videos": [long_video], "where": "v"}, np.random.default_rng(1))
     assert not isinstance(sample, Skipped), sample
     assert len(sample["videos"]) == 6
@@ -58,7 +58,7 @@ def test_video_jigsaw_clips_frame_counts_and_chronology(long_video):
     red = [float(sample["videos"][t - 1][..., 0].mean()) for t in target]
     assert red == sorted(red) and len(set(target)) == 6
     text = "".join(p.get("text", "") for p in sample["messages"][0]["content"])
-    assert "Clip 6: " in text and parsing.CONTAINERS[parsing.BOXED] in text
+    assert "Clip 6: " in text and containers.CONTAINERS[containers.BOXED] in text
 
 
 def test_clip_frames_are_the_planned_frames(long_video):

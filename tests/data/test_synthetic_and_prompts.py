@@ -9,7 +9,7 @@ import pytest
 
 from mmjax.data import prompts, qa, synthetic
 from mmjax.data.skips import Skipped
-from mmjax.rewards import parsing
+from mmjax import containers
 
 
 @pytest.mark.parametrize("background", ["photos", "plain"])
@@ -65,12 +65,12 @@ def test_text_to_content_splits_placeholders():
         prompts.text_to_content("<image> and", 2)
 
 
-@pytest.mark.parametrize("container", [parsing.ANSWER, parsing.BOXED])
+@pytest.mark.parametrize("container", [containers.ANSWER, containers.BOXED])
 def test_qa_sample_adds_the_matching_system_prompt(container):
     row = synthetic.ShapesVqaSource(1, size=(96, 96), background="plain")[0]
     sample = qa.QaSample(container=container).map(row)
     system, user = sample["messages"]
-    assert system["role"] == "system" and parsing.CONTAINERS[container] in system["content"][0]["text"]
+    assert system["role"] == "system" and containers.CONTAINERS[container] in system["content"][0]["text"]
     assert user["content"][0] == {"type": "image"}
     assert sample["container"] == container and sample["solution"] == row["solution"]
     own_system = {**row, "messages": [{"role": "system", "content": "Be brief."},

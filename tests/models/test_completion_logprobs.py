@@ -127,14 +127,19 @@ def test_logprobs_and_gradients_equal_torch_autograd(pair, kind):
 
 
 def test_logprobs_equal_the_samplers(pair):
+    """The learner scores a rollout from what the Rollout carries (bucketed prompt arrays and
+    completion positions), deriving nothing again, and gets the sampler's log-probs."""
     _, model = pair
     rng = np.random.default_rng(7)
     ids, mask, ours, _ = _case("one_image", rng)
     out = model.generate(ids, mask, **ours, max_new_tokens=TC, temperature=1.0, num_generations=G, seed=3)
-    batch = model.prepare(ids, mask, **ours)
+    batch = out.prompt_batch(model.prepare(ids, mask, **ours))
+    assert batch["input_ids"].shape[1] >= ids.shape[1]  # the sampler's bucketed prompt length
+    assert out.completion_positions.shape == (3, ids.shape[0] * G, TC)
     lp, ent = jax.jit(functools.partial(completion_logprobs, model.module, num_generations=G,
                                         with_entropy=True, chunk_rows=3))(
-        model.params, batch, jnp.asarray(out.tokens), jnp.asarray(out.mask))
+        model.params, batch, jnp.asarray(out.tokens), jnp.asarray(out.mask),
+        positions=jnp.asarray(out.completion_positions))
     np.testing.assert_allclose(np.asarray(lp), out.logprobs, atol=1e-5)
     ent = np.asarray(ent)
     assert (ent[out.mask] > 0).all() and (ent[out.mask] <= np.log(model.config.text.vocab_size) + 1e-4).all()

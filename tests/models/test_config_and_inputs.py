@@ -26,7 +26,7 @@ def test_presets_have_transformers_shapes(name):
         if cfg.tie_word_embeddings and key == "lm_head.weight":
             continue
         path, kind = hf.hf_key_to_path(key, hf.HUB_LAYOUT)
-        ref_shapes[path] = hf.mmjax_shape(kind, tuple(p.shape))
+        ref_shapes[path] = hf.mmjax_shape(kind, tuple(p.shape), cfg)
     ours = {k: tuple(v.shape) for k, v in traverse_util.flatten_dict(abstract_params(cfg)).items()}
     assert ours == ref_shapes
     if name == "7b":  # the published parameter count of Qwen2.5-VL-7B-Instruct

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import mmjax.models.qwen2_5_vl as qwen
-from mmjax.models.qwen2_5_vl.language import init_cache
+from mmjax.models.kv_cache import init_cache
 from oracle import EOS, IMAGE, build_hf_model, pad_batch, pixels, sample_ids
 
 EXTRA = 8

@@ -6,13 +6,14 @@
     model.save_hf("out_folder")
 
 `Qwen2_5_VL` only holds the config and the params; the computation is the pure
-functions of `Qwen25VL` (model.py), which the sampler and the learner call directly.
+functions of `Qwen25VLModule` (model.py), which the sampler and the learner call directly.
 """
 
-from mmjax.models.qwen2_5_vl.config import ConfigError, Qwen25VLConfig, TextConfig, VisionConfig, preset
+from mmjax.models.qwen2_5_vl.config import ConfigError, Qwen25VLConfig, TextConfig, VisionConfig
+from mmjax.models.qwen2_5_vl.presets import PRESETS, preset
 from mmjax.models.qwen2_5_vl.holder import Qwen2_5_VL, load_hf
 from mmjax.models.qwen2_5_vl.hf import CheckpointError
-from mmjax.models.qwen2_5_vl.model import Qwen25VL
+from mmjax.models.qwen2_5_vl.model import Qwen25VLModule
 
-__all__ = ["CheckpointError", "ConfigError", "Qwen25VL", "Qwen25VLConfig", "Qwen2_5_VL", "TextConfig",
+__all__ = ["CheckpointError", "ConfigError", "PRESETS", "Qwen25VLModule", "Qwen25VLConfig", "Qwen2_5_VL", "TextConfig",
            "VisionConfig", "load_hf", "preset"]

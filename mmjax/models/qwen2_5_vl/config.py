@@ -9,20 +9,16 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import os
-import types
-import typing
 from typing import Any
 
+from mmjax.models.qwen2_5_vl.config_reader import ConfigError, Section, hints, short
 from mmjax.processing.model_inputs import InputSpec
 
 SUPPORTED_ACTIVATIONS = ("silu", "gelu", "gelu_pytorch_tanh", "quick_gelu")
 SUPPORTED_ARCHITECTURES = ("Qwen2_5_VLForConditionalGeneration",)
 
 
-class ConfigError(ValueError):
-    """A config field the port does not support or cannot read."""
 
 
 # Defaults are transformers 5.24's Qwen2_5_VL*Config defaults wherever from_hf_dict falls back on
@@ -113,8 +109,8 @@ class Qwen25VLConfig:
         A missing optional field takes transformers 5.24's default, as Qwen2_5_VLConfig would.
         """
         if not isinstance(d, dict):
-            raise ConfigError(f"{source}: must hold a JSON object, got {type(d).__name__} {_short(d)}")
-        top = _Section(source, d, "")
+            raise ConfigError(f"{source}: must hold a JSON object, got {type(d).__name__} {short(d)}")
+        top = Section(source, d, "")
         archs = list(top.get("architectures", tuple[str, ...] | None, None) or SUPPORTED_ARCHITECTURES)
         model_type = top.get("model_type", str, "qwen2_5_vl")
         unsupported = [a for a in archs if a not in SUPPORTED_ARCHITECTURES]
@@ -142,7 +138,7 @@ class Qwen25VLConfig:
             raise ConfigError(
                 f"{source}: field rope_parameters.mrope_section (or rope_scaling.mrope_section) is missing"
             )
-        th, tdef = _hints(TextConfig), TextConfig()
+        th, tdef = hints(TextConfig), TextConfig()
         heads = text.get("num_attention_heads", int)
         # transformers: an absent field is 8 heads, an explicit null means one per query head.
         kv_heads = text.get("num_key_value_heads", int | None, 8)
@@ -159,13 +155,13 @@ class Qwen25VLConfig:
             mrope_section=rope.get("mrope_section", th["mrope_section"]),
         )
         vision = top.section("vision_config")
-        vh, vdef = _hints(VisionConfig), VisionConfig()
+        vh, vdef = hints(VisionConfig), VisionConfig()
         vision_cfg = VisionConfig(
             **{f.name: vision.get(f.name, vh[f.name], getattr(vdef, f.name))
                for f in dataclasses.fields(VisionConfig) if f.name != "rope_theta"},
             rope_theta=vision.section("rope_parameters").get("rope_theta", float, vdef.rope_theta),
         )
-        h, default = _hints(cls), {f.name: f.default for f in dataclasses.fields(cls)}
+        h, default = hints(cls), {f.name: f.default for f in dataclasses.fields(cls)}
         # transformers ties when either the root or (pre-v5 saves) text_config says so.
         tie = top.get("tie_word_embeddings", bool, False) or text.get("tie_word_embeddings", bool, False)
         dtype = (top.get("dtype", str | None, None) or top.get("torch_dtype", str | None, None)
@@ -251,95 +247,6 @@ class Qwen25VLConfig:
 
 # ---- typed reading of config.json ---------------------------------------------------
 
-_REQUIRED = object()
-
-
-class _Mismatch(Exception):
-    pass
-
-
-def _hints(cls) -> dict[str, Any]:
-    return typing.get_type_hints(cls)
-
-
-def _convert(hint, value):
-    """value as the dataclass field type `hint` wants it (JSON lists -> tuples), or _Mismatch."""
-    if hint is type(None):
-        if value is None:
-            return None
-    elif isinstance(hint, types.UnionType):
-        for arg in typing.get_args(hint):
-            try:
-                return _convert(arg, value)
-            except _Mismatch:
-                pass
-    elif typing.get_origin(hint) is tuple:
-        args = typing.get_args(hint)
-        if isinstance(value, (list, tuple)) and (args[-1] is Ellipsis or len(value) == len(args)):
-            return tuple(_convert(args[0], x) for x in value)
-    elif hint is bool or hint is str or hint is dict:
-        if isinstance(value, hint):
-            return value
-    elif hint is int:  # JSON true/false are Python ints too; 64.0 is not an int
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-    elif hint is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
-            return float(value)
-    raise _Mismatch
-
-
-def _describe(hint) -> str:
-    if isinstance(hint, types.UnionType):
-        return " or ".join(_describe(a) for a in typing.get_args(hint))
-    if typing.get_origin(hint) is tuple:
-        args = typing.get_args(hint)
-        count = "" if args[-1] is Ellipsis else f"{len(args)} "
-        return f"a list of {count}{_describe(args[0]).split(' ', 1)[1]}s"
-    return {int: "an int", float: "a finite number", str: "a string", bool: "a bool (true/false)",
-            dict: "an object", type(None): "null"}[hint]
-
-
-def _short(value, limit: int = 60) -> str:
-    text = repr(value)
-    return text if len(text) <= limit else text[:limit] + "..."
-
-
-class _Section:
-    """One JSON object of config.json; typed reads whose errors name the file and the field.
-
-    With a parent (the 4.x layout's text fields live at the top level), a key missing here
-    is looked up in the parent, and errors name it where it was found.
-    """
-
-    def __init__(self, source: str, obj: dict, prefix: str, parent: "_Section | None" = None):
-        self.source, self.obj, self.prefix, self.parent = source, obj, prefix, parent
-
-    def _find(self, key: str):
-        if key in self.obj:
-            return self, self.obj[key]
-        return self.parent._find(key) if self.parent is not None else (None, None)
-
-    def get(self, key: str, hint, default=_REQUIRED):
-        where, value = self._find(key)
-        if where is None:
-            if default is _REQUIRED:
-                raise ConfigError(f"{self.source}: required field {self.prefix}{key} is missing")
-            return default
-        try:
-            return _convert(hint, value)
-        except _Mismatch:
-            raise ConfigError(f"{self.source}: {where.prefix}{key} must be {_describe(hint)}, got "
-                              f"{type(value).__name__} {_short(value)}") from None
-
-    def section(self, key: str, fallback: bool = False) -> "_Section":
-        """The object under `key` ({} when absent or null); fallback: look up misses here."""
-        where, _ = self._find(key)
-        obj = self.get(key, dict | None, None) or {}
-        prefix = (where or self).prefix + key + "."
-        return _Section(self.source, obj, prefix, self if fallback else None)
-
-
 _POSITIVE = {
     "text_config": ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",
                     "num_attention_heads", "num_key_value_heads", "max_position_embeddings",
@@ -403,125 +310,3 @@ def validate(cfg: Qwen25VLConfig) -> None:
 
 
 # ---- presets: the published shapes (no weights) ----------------------------------------
-
-
-def _vision(out_hidden_size: int) -> VisionConfig:
-    # The three released sizes share one 32-block ViT and differ only in the merger output.
-    return VisionConfig(hidden_size=1280, tokens_per_second=2, out_hidden_size=out_hidden_size)
-
-
-PRESETS: dict[str, Qwen25VLConfig] = {
-    # Qwen/Qwen2.5-VL-3B-Instruct config.json
-    "3b": Qwen25VLConfig(
-        text=TextConfig(
-            vocab_size=151936,
-            hidden_size=2048,
-            intermediate_size=11008,
-            num_hidden_layers=36,
-            num_attention_heads=16,
-            num_key_value_heads=2,
-            max_position_embeddings=128000,
-            rms_norm_eps=1e-6,
-        ),
-        vision=_vision(2048),
-        tie_word_embeddings=True,
-    ),
-    # Qwen/Qwen2.5-VL-7B-Instruct config.json
-    "7b": Qwen25VLConfig(
-        text=TextConfig(
-            vocab_size=152064,
-            hidden_size=3584,
-            intermediate_size=18944,
-            num_hidden_layers=28,
-            num_attention_heads=28,
-            num_key_value_heads=4,
-            max_position_embeddings=128000,
-            rms_norm_eps=1e-6,
-        ),
-        vision=_vision(3584),
-    ),
-    # Qwen/Qwen2.5-VL-32B-Instruct config.json
-    "32b": Qwen25VLConfig(
-        text=TextConfig(
-            vocab_size=152064,
-            hidden_size=5120,
-            intermediate_size=27648,
-            num_hidden_layers=64,
-            num_attention_heads=40,
-            num_key_value_heads=8,
-            max_position_embeddings=128000,
-            rms_norm_eps=1e-6,
-        ),
-        vision=_vision(5120),
-    ),
-    # BENCH.md "tiny": tests and the CPU demo. Special ids sit at the top of the vocabulary.
-    "tiny": Qwen25VLConfig(
-        text=TextConfig(
-            vocab_size=1024,
-            hidden_size=64,
-            intermediate_size=128,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            num_key_value_heads=2,
-            mrope_section=(2, 3, 3),
-            max_position_embeddings=4096,
-            rms_norm_eps=1e-6,
-            bos_token_id=None,
-            eos_token_id=1019,
-            pad_token_id=1018,
-        ),
-        vision=VisionConfig(
-            depth=2,
-            hidden_size=32,
-            intermediate_size=64,
-            num_heads=2,
-            out_hidden_size=64,
-            tokens_per_second=2,
-            window_size=56,
-            fullatt_block_indexes=(1,),
-        ),
-        image_token_id=1020,
-        video_token_id=1021,
-        vision_start_token_id=1022,
-        vision_end_token_id=1023,
-        dtype="float32",
-    ),
-    # BENCH.md "bench": about 35 M parameters.
-    "bench": Qwen25VLConfig(
-        text=TextConfig(
-            vocab_size=8192,
-            hidden_size=512,
-            intermediate_size=1376,
-            num_hidden_layers=8,
-            num_attention_heads=8,
-            num_key_value_heads=2,
-            mrope_section=(8, 12, 12),
-            max_position_embeddings=8192,
-            rms_norm_eps=1e-6,
-            bos_token_id=None,
-            eos_token_id=8187,
-            pad_token_id=8186,
-        ),
-        vision=VisionConfig(
-            depth=4,
-            hidden_size=256,
-            intermediate_size=512,
-            num_heads=4,
-            out_hidden_size=512,
-            tokens_per_second=2,
-            window_size=112,
-            fullatt_block_indexes=(1, 3),
-        ),
-        image_token_id=8188,
-        video_token_id=8189,
-        vision_start_token_id=8190,
-        vision_end_token_id=8191,
-        dtype="float32",
-    ),
-}
-
-
-def preset(name: str) -> Qwen25VLConfig:
-    if name not in PRESETS:
-        raise ConfigError(f"unknown preset {name!r}; known: {sorted(PRESETS)}")
-    return PRESETS[name]

@@ -1,8 +1,9 @@
 """Hugging Face safetensors <-> mmjax parameter pytrees for Qwen2.5-VL.
 
 Every HF tensor maps to exactly one mmjax leaf through a reversible rule (rename, and
-transpose for Linear weights / reshape for the patch Conv3d), so HF -> mmjax -> HF is bit
-exact and keeps the key set. Checkpoints use one of two key layouts: the hub layout
+transpose for Linear weights / reshape for the patch Conv3d / split of the decoder's
+attention projections into [heads, head_dim]), so HF -> mmjax -> HF is bit exact and keeps
+the key set. Checkpoints use one of two key layouts: the hub layout
 (`visual.*`, `model.*`, `lm_head.*`) or transformers 5's module layout
 (`model.visual.*`, `model.language_model.*`); the layout read is remembered and written
 back. Reading and writing go tensor by tensor.
@@ -33,6 +34,9 @@ _PREFIXES = {
                     "lm_head": "lm_head."},
 }
 _NORMS = ("norm1", "norm2", "ln_q", "input_layernorm", "post_attention_layernorm", "norm")
+# The decoder's attention projections keep heads as an axis of their own (language.SelfAttention):
+# q/k/v kernels [embed, heads, head_dim] and biases [heads, head_dim]; o_proj [heads, head_dim, embed].
+_HEADS_IN, _HEADS_OUT = ("q_proj", "k_proj", "v_proj"), ("o_proj",)
 
 
 class CheckpointError(ValueError):
@@ -47,7 +51,8 @@ def hf_key_to_path(key: str, layout: str) -> tuple[tuple[str, ...], str]:
     """('visual','blocks_0','attn','qkv','kernel'), kind  for  'visual.blocks.0.attn.qkv.weight'.
 
     kind says how the array changes: 'linear' (transpose), 'patch' (Conv3d -> matmul),
-    'copy'.
+    'heads_in' (transpose, then out features -> [heads, head_dim]), 'heads_bias' ([heads,
+    head_dim]), 'heads_out' (transpose, then in features -> [heads, head_dim]), 'copy'.
     """
     for top, prefix in sorted(_PREFIXES[layout].items(), key=lambda kv: -len(kv[1])):
         if key.startswith(prefix):
@@ -64,15 +69,25 @@ def hf_key_to_path(key: str, layout: str) -> tuple[tuple[str, ...], str]:
     # blocks.3 -> blocks_3, layers.3 -> layers_3, mlp.0 -> mlp_0
     parts = re.sub(r"\.(\d+)(?=\.)", r"_\1", rest).split(".")
     *modules, leaf = parts
+    heads = _heads_kind(top, modules)
     if leaf == "bias":
-        return (top, *modules, "bias"), "copy"
+        return (top, *modules, "bias"), ("heads_bias" if heads == "heads_in" else "copy")
     if leaf != "weight":
         raise CheckpointError(f"tensor {key!r}: unexpected parameter {leaf!r}")
     if modules and modules[-1] in _NORMS:
         return (top, *modules, "scale"), "copy"
     if modules == ["embed_tokens"]:
         return (top, "embed_tokens", "embedding"), "copy"
-    return (top, *modules, "kernel"), "linear"
+    return (top, *modules, "kernel"), heads or "linear"
+
+
+def _heads_kind(top: str, modules) -> str | None:
+    """'heads_in' / 'heads_out' for the decoder's attention projections, else None."""
+    if top != "language_model" or len(modules) < 2 or modules[-2] != "self_attn":
+        return None
+    if modules[-1] in _HEADS_IN:
+        return "heads_in"
+    return "heads_out" if modules[-1] in _HEADS_OUT else None
 
 
 def path_to_hf_key(path: tuple[str, ...], layout: str) -> tuple[str, str]:
@@ -84,26 +99,47 @@ def path_to_hf_key(path: tuple[str, ...], layout: str) -> tuple[str, str]:
         return prefix + "patch_embed.proj.weight", "patch"
     *modules, leaf = rest
     name = ".".join(re.sub(r"^(blocks|layers|mlp)_(\d+)$", r"\1.\2", m) for m in modules)
+    heads = _heads_kind(top, modules)
     if leaf == "bias":
-        return f"{prefix}{name}.bias", "copy"
-    return f"{prefix}{name}.weight", ("linear" if leaf == "kernel" else "copy")
+        return f"{prefix}{name}.bias", ("heads_bias" if heads == "heads_in" else "copy")
+    return f"{prefix}{name}.weight", ((heads or "linear") if leaf == "kernel" else "copy")
 
 
-def mmjax_shape(kind: str, hf_shape: tuple[int, ...]) -> tuple[int, ...]:
-    """The shape `to_mmjax` gives an HF tensor of `hf_shape`."""
+def _split_heads(features: int, cfg: Qwen25VLConfig | None, kind: str) -> tuple[int, ...]:
+    """(heads, head_dim); (features,) when they are not whole heads, a shape no leaf has, so a
+    wrong checkpoint gets the usual 'has shape ..., config.json implies ...' error."""
+    if cfg is None:
+        raise TypeError(f"mmjax_shape: kind {kind!r} needs the config (its head_dim) to split heads")
+    hd = cfg.text.head_dim
+    return (features // hd, hd) if features % hd == 0 else (features,)
+
+
+def mmjax_shape(kind: str, hf_shape: tuple[int, ...], cfg: Qwen25VLConfig | None = None) -> tuple[int, ...]:
+    """The shape `to_mmjax` gives an HF tensor of `hf_shape` (the heads kinds need `cfg`)."""
     if kind == "linear":
         return tuple(reversed(hf_shape))
     if kind == "patch":
         return (int(np.prod(hf_shape[1:])), hf_shape[0])
+    if kind == "heads_in" and len(hf_shape) == 2:  # [heads * head_dim, embed] -> [embed, heads, head_dim]
+        return (hf_shape[1], *_split_heads(hf_shape[0], cfg, kind))
+    if kind == "heads_bias" and len(hf_shape) == 1:
+        return _split_heads(hf_shape[0], cfg, kind)
+    if kind == "heads_out" and len(hf_shape) == 2:  # [embed, heads * head_dim] -> [heads, head_dim, embed]
+        return (*_split_heads(hf_shape[1], cfg, kind), hf_shape[0])
     return tuple(hf_shape)
 
 
-def to_mmjax(kind: str, array: np.ndarray) -> np.ndarray:
-    if kind == "linear":
-        return np.ascontiguousarray(array.T)
-    if kind == "patch":
-        return np.ascontiguousarray(array.reshape(array.shape[0], -1).T)
-    return array
+def to_mmjax(kind: str, array: np.ndarray, cfg: Qwen25VLConfig | None = None) -> np.ndarray:
+    """An HF tensor in mmjax's layout (a copy whenever the layout differs)."""
+    if kind in ("linear", "heads_in", "heads_out"):
+        out = np.ascontiguousarray(array.T)
+    elif kind == "patch":
+        out = np.ascontiguousarray(array.reshape(array.shape[0], -1).T)
+    else:
+        out = array
+    if kind.startswith("heads"):
+        out = out.reshape(mmjax_shape(kind, array.shape, cfg))  # contiguous: a view, no copy
+    return out
 
 
 def _hf_shapes(kind: str, shape: tuple[int, ...], cfg: Qwen25VLConfig) -> tuple[int, ...]:
@@ -112,6 +148,12 @@ def _hf_shapes(kind: str, shape: tuple[int, ...], cfg: Qwen25VLConfig) -> tuple[
     if kind == "patch":
         v = cfg.vision
         return (v.hidden_size, v.in_channels, v.temporal_patch_size, v.patch_size, v.patch_size)
+    if kind == "heads_in":
+        return (shape[1] * shape[2], shape[0])
+    if kind == "heads_bias":
+        return (shape[0] * shape[1],)
+    if kind == "heads_out":
+        return (shape[2], shape[0] * shape[1])
     return tuple(shape)
 
 
@@ -122,6 +164,12 @@ def to_hf(kind: str, array: np.ndarray, cfg: Qwen25VLConfig) -> np.ndarray:
         v = cfg.vision
         return np.ascontiguousarray(array.T).reshape(
             v.hidden_size, v.in_channels, v.temporal_patch_size, v.patch_size, v.patch_size)
+    if kind == "heads_in":  # [embed, heads, head_dim] -> [heads * head_dim, embed]
+        return np.ascontiguousarray(array.reshape(array.shape[0], -1).T)
+    if kind == "heads_out":  # [heads, head_dim, embed] -> [embed, heads * head_dim]
+        return np.ascontiguousarray(array.reshape(-1, array.shape[-1]).T)
+    if kind == "heads_bias":
+        return array.reshape(-1)
     return array
 
 
@@ -202,13 +250,20 @@ def expected_shapes(cfg: Qwen25VLConfig) -> dict[tuple[str, ...], tuple[int, ...
     return {k: tuple(v.shape) for k, v in flat.items()}
 
 
-def load_params(hf_dir: str, cfg: Qwen25VLConfig, dtype=None, progress: bool = True):
-    """Read an HF checkpoint into a nested dict of numpy arrays; returns (params, layout)."""
+def load_params(hf_dir: str, cfg: Qwen25VLConfig, dtype=None, progress: bool = True,
+                place: Callable[[tuple[str, ...], np.ndarray], Any] | None = None):
+    """Read an HF checkpoint into a nested dict of numpy arrays; returns (params, layout).
+
+    place(path, array) -> leaf, when given, receives each tensor as soon as it is read,
+    converted and cast (e.g. to put it on its devices), and its result is kept instead: the
+    host copy is dropped before the next tensor is read, so the checkpoint never sits in host
+    memory whole.
+    """
     from flax import traverse_util
     shapes = expected_shapes(cfg)
     keys = safetensors_files(hf_dir)
     layout = detect_layout(keys)
-    flat: dict[tuple[str, ...], np.ndarray] = {}
+    flat: dict[tuple[str, ...], Any] = {}
     for key, array in iter_hf_tensors(hf_dir, progress):
         if cfg.tie_word_embeddings and key == "lm_head.weight":
             continue  # tied: the head is the embedding
@@ -219,12 +274,15 @@ def load_params(hf_dir: str, cfg: Qwen25VLConfig, dtype=None, progress: bool = T
         if not _is_floating(array.dtype):  # a cast to float would hide a wrong or quantized file
             raise CheckpointError(f"{keys[key]}: tensor {key!r} has dtype {array.dtype}; every "
                                   "Qwen2.5-VL parameter is floating point (float32 / bfloat16 / float16)")
-        if mmjax_shape(kind, array.shape) != shapes[path]:
+        if mmjax_shape(kind, array.shape, cfg) != shapes[path]:
             implied = _hf_shapes(kind, shapes[path], cfg)
             raise CheckpointError(f"{keys[key]}: tensor {key!r} has shape {tuple(array.shape)}, config.json "
                                   f"implies {tuple(implied)}")
-        value = to_mmjax(kind, array)
-        flat[path] = value if dtype is None else value.astype(dtype)
+        value = to_mmjax(kind, array, cfg)
+        del array  # with `place`, the converted tensor must be the only host copy left
+        value = value if dtype is None else value.astype(dtype, copy=False)
+        flat[path] = value if place is None else place(path, value)
+        del value
     missing = sorted(path_to_hf_key(p, layout)[0] for p in shapes if p not in flat)
     if missing:
         raise CheckpointError(f"{hf_dir}: checkpoint lacks {len(missing)} tensors that config.json "

@@ -10,9 +10,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from mmjax.models import sampler
 from mmjax.models.qwen2_5_vl import hf, logprobs
 from mmjax.models.qwen2_5_vl.config import Qwen25VLConfig
-from mmjax.models.qwen2_5_vl.model import Qwen25VL
+from mmjax.models.qwen2_5_vl.model import Qwen25VLModule
 from mmjax.models.qwen2_5_vl.params import init_params
 from mmjax.processing.model_inputs import check_attention_mask, check_token_id_arg, check_token_ids, model_batch
 
@@ -34,7 +35,7 @@ _completion_logprobs = jax.jit(logprobs.completion_logprobs, static_argnums=(0,)
 
 
 @functools.partial(jax.jit, static_argnums=(0,))
-def _forward(module: Qwen25VL, params, input_ids, positions, attention_mask, image, video):
+def _forward(module: Qwen25VLModule, params, input_ids, positions, attention_mask, image, video):
     return module.apply({"params": params}, input_ids, positions, attention_mask, image=image, video=video)
 
 
@@ -59,7 +60,7 @@ class Qwen2_5_VL:
         self.hf_layout = hf_layout
         self.source_dir = source_dir
         self.options = dict(attention=attention, remat=remat, vision_remat=vision_remat)
-        self.module = Qwen25VL(config, dtype=self.dtype, param_dtype=self.param_dtype, **self.options)
+        self.module = Qwen25VLModule(config, dtype=self.dtype, param_dtype=self.param_dtype, **self.options)
         self.mesh = mesh
 
     def replace(self, **changes) -> "Qwen2_5_VL":
@@ -114,13 +115,12 @@ class Qwen2_5_VL:
                  num_generations: int = 1, seed: int = 0, eos_token_ids=None, pad_token_id=None,
                  allowed_token_ids=None, capture=None, prefill_chunk: int = 256, pixel_values_videos=None,
                  video_grid_thw=None, second_per_grid_ts=None):
-        """Sample completions of left-padded prompts: a `mmjax.rl.sampler.Rollout` (numpy).
+        """Sample completions of left-padded prompts: a `mmjax.models.sampler.Rollout` (numpy).
 
         temperature 0 is greedy. Rows are prompt-major (row n = prompt n // num_generations).
         eos_token_ids / pad_token_id default to the config's. capture="cmab" also returns the
         per-layer, per-head attention masses of each generated token on image / text keys.
         """
-        from mmjax.rl import sampler  # the sampler imports the model package
         t = self.config.text
         eos = t.eos_token_id if eos_token_ids is None else eos_token_ids
         if eos is not None:  # before as_token_ids, whose int() would truncate 1.5 to 1
@@ -192,12 +192,41 @@ def copy_side_files(src_dir: str | None, out_dir: str) -> list[str]:
     return copied
 
 
-def load_hf(hf_dir: str, dtype=None, progress: bool = True, *, compute_dtype=None, **options) -> Qwen2_5_VL:
+def load_hf(hf_dir: str, dtype=None, progress: bool = True, *, compute_dtype=None, mesh=None, rules=None,
+            **options) -> Qwen2_5_VL:
     """Load an HF Qwen2.5-VL folder with params stored in `dtype` (None: float32; 'bfloat16'
     keeps bf16), computing in `compute_dtype` (default: `dtype`). options: attention, remat,
-    vision_remat (see Qwen2_5_VL)."""
+    vision_remat (see Qwen2_5_VL).
+
+    Tensors go to their devices one at a time as they are read, so host memory holds one
+    tensor beyond what the devices keep. With `mesh`, each is cut straight into its shards by
+    the logical axes and `rules` (default `sharding.DEFAULT_RULES`), as `shard` would place
+    it: no device ever holds a whole copy of the model, and calls run sharded.
+    """
     cfg = Qwen25VLConfig.from_pretrained(hf_dir)
     dtype = _as_dtype(dtype or jnp.float32)
-    params, layout = hf.load_params(hf_dir, cfg, dtype=np.dtype(dtype), progress=progress)
-    params = jax.tree.map(jnp.asarray, params)
-    return Qwen2_5_VL(cfg, params, compute_dtype or dtype, hf_layout=layout, source_dir=hf_dir, **options)
+    place = _single_device if mesh is None else _into_shards(cfg, mesh, rules)
+    params, layout = hf.load_params(hf_dir, cfg, dtype=np.dtype(dtype), progress=progress, place=place)
+    return Qwen2_5_VL(cfg, params, compute_dtype or dtype, hf_layout=layout, source_dir=hf_dir, mesh=mesh,
+                      **options)
+
+
+# Transfers are asynchronous and keep their host source alive until done: waiting for each
+# lets the host copy go before the next tensor is read, whatever the device's pace.
+
+def _single_device(path, value: np.ndarray) -> jax.Array:
+    return jax.device_put(value).block_until_ready()
+
+
+def _into_shards(cfg: Qwen25VLConfig, mesh, rules):
+    """place(path, value) for hf.load_params: each device gets only its own piece of the tensor."""
+    from flax import traverse_util
+    from mmjax import sharding
+    from mmjax.models.qwen2_5_vl.params import abstract_params, logical_axes
+    shardings = traverse_util.flatten_dict(sharding.param_shardings(
+        abstract_params(cfg), logical_axes(cfg), mesh, rules or sharding.DEFAULT_RULES))
+
+    def place(path, value: np.ndarray) -> jax.Array:  # the callback runs for addressable devices only
+        return jax.make_array_from_callback(value.shape, shardings[path],
+                                            lambda index: value[index]).block_until_ready()
+    return place

@@ -1,8 +1,8 @@
 """The Qwen2 decoder with multimodal RoPE (M-RoPE) and an explicit, fixed-size KV cache.
 
-The cache is a plain pytree passed in and returned ({"k", "v"} per layer, each
-[batch, kv_heads, slots, head_dim], slots on axis CACHE_SLOT_AXIS); a call writes its tokens at `cache_index` and attends
-over every slot that `key_valid` marks and that is not in the future.
+The cache (`mmjax.models.kv_cache`) is a plain pytree passed in and returned; a call writes
+its tokens at `cache_index` and attends over every slot that `key_valid` marks and that is
+not in the future.
 """
 
 from __future__ import annotations
@@ -15,16 +15,8 @@ import flax.linen as nn
 
 from jax.ad_checkpoint import checkpoint_name
 
-try:  # TODO(lead): the attention entry point lands with the attention implementations.
-    from mmjax.models.attention import attention
-except ImportError:
-    from mmjax.models.attention import dot_product_attention as _dpa
-
-    def attention(q, k, v, *, key_valid, q_slots, causal, key_groups, implementation):
-        s = k.shape[2]
-        mask = key_valid[:, None, :] & (jnp.arange(s)[None, None, :] <= q_slots[None, :, None])
-        return _dpa(q, k, v, mask, key_groups)
-from mmjax.models.layers import GatedMLP, RMSNorm, apply_rotary, dense
+from mmjax.models.attention import attention
+from mmjax.models.layers import GatedMLP, RMSNorm, apply_rotary
 from mmjax.models.remat import remat_module
 from mmjax.models.qwen2_5_vl.config import TextConfig
 
@@ -47,6 +39,7 @@ def mrope_cos_sin(position_ids: jax.Array, cfg: TextConfig, dtype: Dtype):
 
 
 class SelfAttention(nn.Module):
+    """q/k/v kernels [embed, heads, head_dim], biases [heads, head_dim], o_proj [heads, head_dim, embed]."""
     cfg: TextConfig
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
@@ -56,24 +49,44 @@ class SelfAttention(nn.Module):
     @nn.compact
     def __call__(self, x, cos, sin, key_valid, q_slots, cache, cache_index, key_groups):
         cfg = self.cfg
-        b, t, _ = x.shape
         hd, h, hkv = cfg.head_dim, cfg.num_attention_heads, cfg.num_key_value_heads
-        kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
-        q = dense(h * hd, ("embed", "q_heads"), use_bias=True, name="q_proj", **kw)(x)
-        k = dense(hkv * hd, ("embed", "kv_heads"), use_bias=True, name="k_proj", **kw)(x)
-        v = dense(hkv * hd, ("embed", "kv_heads"), use_bias=True, name="v_proj", **kw)(x)
+
+        def shaped(init, shape, axes):
+            # DenseGeneral asks its initialisers for the flattened [in, out] / [out] shape; the
+            # boxed value must already have one dim per logical name (Flax constrains it by them
+            # under active rules), so reshape inside the box. Values equal `layers.dense`'s.
+            return nn.with_logical_partitioning(
+                lambda rng, flat, dtype: init(rng, flat, dtype).reshape(shape), axes)
+
+        def heads_dense(kernel_shape, axes: tuple[str, ...], contracted: int, use_bias: bool, name: str):
+            # One kernel dim per logical axis (contracted dims first): tensor parallelism splits whole heads.
+            return nn.DenseGeneral(
+                kernel_shape[contracted:], axis=tuple(range(-contracted, 0)), use_bias=use_bias, dtype=self.dtype,
+                param_dtype=self.param_dtype, name=name,
+                kernel_init=shaped(nn.initializers.normal(0.02), kernel_shape, axes),
+                bias_init=shaped(nn.initializers.zeros, kernel_shape[contracted:], axes[contracted:]))
+
+        d = x.shape[-1]
+
+        def project(heads, axis, name):  # [B, T, D] -> [B, T, heads, head_dim]
+            return heads_dense((d, heads, hd), ("embed", axis, "head_dim"), 1, True, name)(x)
+
+        q = project(h, "q_heads", "q_proj")
+        k, v = project(hkv, "kv_heads", "k_proj"), project(hkv, "kv_heads", "v_proj")
         q, k, v = (checkpoint_name(a, n) for a, n in ((q, "query_proj"), (k, "key_proj"), (v, "value_proj")))
-        q, k, v = q.reshape(b, t, h, hd), k.reshape(b, t, hkv, hd), v.reshape(b, t, hkv, hd)
         q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
         k, v = k.transpose(0, 2, 1, 3), v.transpose(0, 2, 1, 3)  # heads-major, the cache layout
         if cache is not None:
             k = jax.lax.dynamic_update_slice(cache["k"], k.astype(cache["k"].dtype), (0, 0, cache_index, 0))
             v = jax.lax.dynamic_update_slice(cache["v"], v.astype(cache["v"].dtype), (0, 0, cache_index, 0))
+            # The cache is generation's largest activation: rows over the data axes, KV heads over tensor.
+            k, v = (nn.with_logical_constraint(a, ("batch", "kv_heads", "length", "head_dim")) for a in (k, v))
             cache = {"k": k, "v": v}
         out, masses = attention(q, k.astype(q.dtype), v.astype(q.dtype), key_valid=key_valid, q_slots=q_slots,
                                 causal=True, key_groups=key_groups, implementation=self.attention)
-        out = out.reshape(b, t, h * hd)
-        out = dense(cfg.hidden_size, ("q_heads", "embed"), use_bias=False, name="o_proj", **kw)(out)
+        # Heads stay split over the tensor axis into o_proj, whose contraction then reduces them.
+        out = nn.with_logical_constraint(out, ("batch", "length", "q_heads", "head_dim"))
+        out = heads_dense((h, hd, d), ("q_heads", "head_dim", "embed"), 2, False, "o_proj")(out)
         return checkpoint_name(out, "out_proj"), cache, masses
 
 
@@ -126,7 +139,9 @@ class TextModel(nn.Module):
         is given, per-layer attention masses [L, B, T, H, G].
         """
         b, t, _ = inputs_embeds.shape
-        q_slots = cache_index + jnp.arange(t, dtype=jnp.int32)  # causal in slot space
+        # Causal in slot space; without a cache, query t sits at slot t (None lets fused
+        # kernels use their own causal mask).
+        q_slots = None if cache is None else cache_index + jnp.arange(t, dtype=jnp.int32)
         cos, sin = mrope_cos_sin(position_ids, self.cfg, self.dtype)
         x = nn.with_logical_constraint(inputs_embeds.astype(self.dtype), ("batch", "length", "embed"))
         new_cache, all_masses = [], []
@@ -138,12 +153,3 @@ class TextModel(nn.Module):
         x = self.norm(x)
         masses = jnp.stack(all_masses) if key_groups is not None else None
         return x, (new_cache if cache is not None else None), masses
-
-
-CACHE_SLOT_AXIS = 2
-
-
-def init_cache(cfg: TextConfig, batch: int, slots: int, dtype: Dtype = jnp.float32) -> list[dict]:
-    shape = (batch, cfg.num_key_value_heads, slots, cfg.head_dim)
-    return [{"k": jnp.zeros(shape, dtype), "v": jnp.zeros(shape, dtype)}
-            for _ in range(cfg.num_hidden_layers)]

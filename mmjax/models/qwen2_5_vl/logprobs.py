@@ -21,19 +21,11 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from mmjax.models.qwen2_5_vl.language import CACHE_SLOT_AXIS, init_cache
+from mmjax.models.kv_cache import CACHE_SLOT_AXIS, completion_positions, init_cache
 
 
 def _apply(module, params, *args, method: str, **kw):
     return module.apply({"params": params}, *args, method=method, **kw)
-
-
-def completion_positions(batch, num_completion_tokens: int, num_generations: int = 1) -> jax.Array:
-    """M-RoPE positions [3, B * G, Tc] of completion tokens: (#real prompt tokens + delta + j)."""
-    first = batch["attention_mask"].sum(axis=1).astype(jnp.int32) + batch["rope_deltas"].reshape(-1)
-    first = jnp.repeat(first, num_generations, axis=0)
-    pos = first[:, None] + jnp.arange(num_completion_tokens, dtype=jnp.int32)[None, :]
-    return jnp.broadcast_to(pos[None], (3,) + pos.shape)
 
 
 def token_logprobs(hidden: jax.Array, kernel: jax.Array, tokens: jax.Array, *, temperature: float = 1.0,

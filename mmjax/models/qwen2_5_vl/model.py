@@ -37,7 +37,7 @@ def place_embeddings(embeds: jax.Array, token_mask: jax.Array, features: jax.Arr
     return jnp.where(token_mask[..., None], gathered, embeds)
 
 
-class Qwen25VL(nn.Module):
+class Qwen25VLModule(nn.Module):
     """The Flax module. dtype is the compute dtype, param_dtype the stored one (they may differ:
     float32 master weights with bfloat16 compute for training). The output head always runs in
     float32. attention: a `mmjax.models.attention` implementation name; remat / vision_remat: a

@@ -10,7 +10,7 @@ import numpy as np
 import flax.linen as nn
 
 from mmjax.models.qwen2_5_vl.config import Qwen25VLConfig
-from mmjax.models.qwen2_5_vl.model import Qwen25VL
+from mmjax.models.qwen2_5_vl.model import Qwen25VLModule
 from mmjax.processing.vision_tables import pad_pixels, vision_tables
 
 
@@ -26,7 +26,7 @@ def _dummy_inputs(cfg: Qwen25VLConfig):
 
 
 def _init_boxed(cfg: Qwen25VLConfig, rng, param_dtype):
-    module = Qwen25VL(cfg, dtype=jnp.float32, param_dtype=param_dtype)
+    module = Qwen25VLModule(cfg, dtype=jnp.float32, param_dtype=param_dtype)
     ids, pos, mask, image = _dummy_inputs(cfg)
     return module.init(rng, ids, pos, mask, image=image)["params"]
 

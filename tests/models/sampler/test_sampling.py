@@ -9,8 +9,8 @@ import torch
 from transformers import LogitsProcessorList, TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper
 
 from mmjax.processing.buckets import bucket_size
-from mmjax.rl.capture import key_groups
-from mmjax.rl.sampling import SamplingParams, choose, warp
+from mmjax.models.capture import key_groups
+from mmjax.models.sampling import SamplingParams, choose, warp
 
 
 @pytest.mark.parametrize("temperature,top_k,top_p", [(1.0, 0, 0.9), (0.7, 5, 1.0), (1.3, 40, 0.5),

@@ -12,9 +12,9 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from mmjax.rl import sampler
-from mmjax.rl.capture import NUM_GROUPS
-from mmjax.rl.sampling import SamplingParams
+from mmjax.models import sampler
+from mmjax.models.capture import NUM_GROUPS
+from mmjax.models.sampling import SamplingParams
 
 SHORT, LONG, MAX_NEW = 128, 512, 8
 CHUNK = 64  # both lengths take the chunked-prefill path (2 and 8 chunks)

@@ -22,7 +22,7 @@ fold_in(fold_in(key(seed), n), i), so a row's samples do not depend on the other
 greedy decoding uses no randomness at all.
 
 With capture="cmab" the attention masses of every generated token's query row on the key
-groups of `mmjax.rl.capture` are returned ([N, max_new, layers, heads, groups]); they are
+groups of `mmjax.models.capture` are returned ([N, max_new, layers, heads, groups]); they are
 reduced inside the attention, never stored as maps. Row t of a completion is the query that
 produced token t: the last prompt position for t = 1 (from the prefill), the previous
 generated token afterwards.
@@ -39,11 +39,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mmjax.models.qwen2_5_vl.language import CACHE_SLOT_AXIS, init_cache
-from mmjax.models.qwen2_5_vl.logprobs import completion_positions
+from mmjax.models import capture as capture_lib
+from mmjax.models.kv_cache import CACHE_SLOT_AXIS, completion_positions, init_cache
+from mmjax.models.sampling import SamplingParams, choose
 from mmjax.processing.buckets import bucket_size, left_pad
-from mmjax.rl import capture as capture_lib
-from mmjax.rl.sampling import SamplingParams, choose
 
 CAPTURE_KINDS = ("cmab",)
 

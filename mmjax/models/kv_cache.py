@@ -1,0 +1,35 @@
+"""The decoder's KV cache and the positions of tokens appended after a prompt.
+
+The cache is a plain pytree passed into and returned by the decoder: one {"k", "v"} dict per
+layer, each [batch, kv_heads, slots, head_dim] (heads-major, so a decode step reads it as it
+lies). Shared by the sampler and the learner's completion log-probs.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+CACHE_SLOT_AXIS = 2
+
+
+def init_cache(cfg: Any, batch: int, slots: int, dtype: Any = jnp.float32) -> list[dict]:
+    """Zeros for `cfg.num_hidden_layers` layers of `cfg.num_key_value_heads` x `cfg.head_dim`."""
+    shape = (batch, cfg.num_key_value_heads, slots, cfg.head_dim)
+    return [{"k": jnp.zeros(shape, dtype), "v": jnp.zeros(shape, dtype)}
+            for _ in range(cfg.num_hidden_layers)]
+
+
+def completion_positions(batch, num_completion_tokens: int, num_generations: int = 1) -> jax.Array:
+    """M-RoPE positions [3, B * G, Tc] of tokens after left-padded prompts.
+
+    Token j after prompt b sits at (#real prompt tokens + rope_delta + j) on all three axes,
+    as transformers' generate places them. The sampler makes them once; the Rollout carries
+    them to the learner.
+    """
+    first = batch["attention_mask"].sum(axis=1).astype(jnp.int32) + batch["rope_deltas"].reshape(-1)
+    first = jnp.repeat(first, num_generations, axis=0)
+    pos = first[:, None] + jnp.arange(num_completion_tokens, dtype=jnp.int32)[None, :]
+    return jnp.broadcast_to(pos[None], (3,) + pos.shape)

@@ -1,0 +1,167 @@
+"""GRPO as mmjax defines it (SPEC section 3): the config and the two calls the learner makes.
+
+    cfg = GRPOConfig(**GRPO_PRESETS["jigsaw"])            # or GRPOConfig(num_generations=8, ...)
+    adv = grpo.advantages(cfg, rewards)                   # [N*G], prompt-major, outside grad
+    out = grpo.loss(cfg, logp, old_logp, adv, completion_mask, ref_logp=None)
+    # per micro-batch: grad of out.loss.total; sum grads and `out` (losses.accumulate) over
+    # micro-batches and devices, then divide grads by the summed out.loss.count, once.
+
+Field names and defaults are TRL's `GRPOConfig` (trl/trainer/grpo_config.py, v1.x) unless
+the help says otherwise; the recipes of the two papers are presets (SPEC 1.6, SPEC 2.4).
+The pure functions live in `mmjax.rl.advantages` and `mmjax.rl.losses`; the names a field
+accepts are those registered in `mmjax.rl.registry`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from typing import Any
+
+import jax
+
+from mmjax.rl import advantages as advantages_lib
+from mmjax.rl import losses, registry
+
+logger = logging.getLogger(__name__)
+
+
+def _help(text: str) -> dict:
+    return {"help": text}
+
+
+@dataclasses.dataclass(frozen=True)
+class GRPOConfig:
+    """GRPO knobs with TRL's names. Defaults: TRL GRPOConfig; presets: GRPO_PRESETS."""
+
+    num_generations: int = dataclasses.field(default=8, metadata=_help(
+        "G, completions sampled per prompt; TRL default 8, SPEC 2.4 8, SPEC 1.6 16"))
+    temperature: float = dataclasses.field(default=1.0, metadata=_help(
+        "sampling temperature, also dividing the logits when log-probs are recomputed; TRL 1.0, SPEC 1.6 / 2.4 1.0"))
+    top_p: float = dataclasses.field(default=1.0, metadata=_help(
+        "nucleus sampling mass in (0, 1], 1 = off; TRL 1.0, SPEC 1.6 1.0"))
+    top_k: int = dataclasses.field(default=0, metadata=_help(
+        "top-k sampling, 0 = off; TRL 0 (as mmjax.models.sampling.SamplingParams)"))
+    max_completion_length: int = dataclasses.field(default=256, metadata=_help(
+        "most generated tokens per completion, and dr_grpo's normaliser; TRL 256, SPEC 1.6 2048, SPEC 2.4 1024"))
+    beta: float = dataclasses.field(default=0.0, metadata=_help(
+        "KL coefficient, 0 = no reference model; TRL 0.0, SPEC 1.6 0 (no KL), SPEC 2.4 0.001"))
+    kl_estimator: str = dataclasses.field(default="k3", metadata=_help(
+        "k1 | k2 | k3 (k3 = exp(ref - new) - (ref - new) - 1); TRL uses k3 only (no such knob), "
+        "Tunix's default is k1 ('kl'); SPEC 3"))
+    epsilon: float = dataclasses.field(default=0.2, metadata=_help(
+        "lower clip: ratio >= 1 - epsilon; TRL 0.2, SPEC 1.6 0.2"))
+    epsilon_high: float | None = dataclasses.field(default=None, metadata=_help(
+        "upper clip: ratio <= 1 + epsilon_high, None = epsilon; TRL default None, DAPO recommends 0.28"))
+    delta: float | None = dataclasses.field(default=None, metadata=_help(
+        "dual-clip c: for A < 0 the loss is capped at -delta * A, None = off; Tunix epsilon_c, SPEC 1.6 c=3. "
+        "TRL's delta (INTELLECT-2 two-sided clip) gives the same loss when delta > 1 + epsilon_high, "
+        "which is required"))
+    loss_type: str = dataclasses.field(default="dapo", metadata=_help(
+        "grpo | bnpo | dapo | dr_grpo (bnpo = dapo under mmjax's exact accumulation); TRL default dapo, "
+        "SPEC 1.6 token-mean = dapo"))
+    scale_rewards: str = dataclasses.field(default="group", metadata=_help(
+        "group | batch | none: divide the centred reward by the group std, the batch std, or not "
+        "(TRL's True / False are 'group' / 'none'); TRL default group"))
+    importance_sampling_level: str = dataclasses.field(default="token", metadata=_help(
+        "token (GRPO) | sequence (GSPO: the row's mean log-ratio); TRL default token"))
+    num_iterations: int = dataclasses.field(default=1, metadata=_help(
+        "mu, optimizer updates per rollout batch; 1 = the sampler's log-probs are old_logp; "
+        "TRL 1, SPEC 1.6 1"))
+    mask_truncated_completions: bool = dataclasses.field(default=False, metadata=_help(
+        "drop completions that hit max_completion_length from the loss (DAPO); TRL default False"))
+
+    def __post_init__(self):
+        errors = []
+
+        def check(ok: bool, field: str, why: str) -> None:
+            if not ok:
+                errors.append(f"{field}={getattr(self, field)!r}: {why}")
+
+        def is_int(value) -> bool:
+            return isinstance(value, int) and not isinstance(value, bool)
+
+        def is_num(value) -> bool:
+            return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+        check(is_int(self.num_generations) and self.num_generations >= 2, "num_generations",
+              "must be an int >= 2 (a group of one has no relative advantage; TRL requires 2)")
+        check(is_num(self.temperature) and self.temperature > 0, "temperature", "must be > 0")
+        check(is_num(self.top_p) and 0 < self.top_p <= 1, "top_p", "must be in (0, 1]")
+        check(is_int(self.top_k) and self.top_k >= 0, "top_k", "must be an int >= 0 (0 = off)")
+        check(is_int(self.max_completion_length) and self.max_completion_length >= 1,
+              "max_completion_length", "must be an int >= 1")
+        check(is_num(self.beta) and self.beta >= 0, "beta", "must be >= 0 (0 = no KL term)")
+        check(self.kl_estimator in registry.names("kl"), "kl_estimator",
+              f"expected one of {registry.names('kl')}")
+        check(is_num(self.epsilon) and 0 <= self.epsilon < 1, "epsilon", "must be in [0, 1)")
+        check(self.epsilon_high is None or (is_num(self.epsilon_high) and self.epsilon_high >= 0),
+              "epsilon_high", "must be None (= epsilon) or >= 0")
+        if self.delta is not None and not errors:
+            check(is_num(self.delta) and self.delta > 1 + self.clip_high, "delta",
+                  f"the dual clip must be None or > 1 + epsilon_high = {1 + self.clip_high}")
+        check(self.loss_type in registry.names("loss_agg"), "loss_type",
+              f"expected one of {registry.names('loss_agg')}")
+        check(self.scale_rewards in registry.names("advantage"), "scale_rewards",
+              f"expected one of {registry.names('advantage')} (TRL's True = 'group', False = 'none')")
+        check(self.importance_sampling_level in losses.IMPORTANCE_SAMPLING_LEVELS, "importance_sampling_level",
+              f"expected one of {losses.IMPORTANCE_SAMPLING_LEVELS}")
+        check(is_int(self.num_iterations) and self.num_iterations >= 1, "num_iterations", "must be an int >= 1")
+        check(isinstance(self.mask_truncated_completions, bool), "mask_truncated_completions", "must be a bool")
+        if errors:
+            raise ValueError("GRPOConfig: " + "; ".join(errors))
+        if self.importance_sampling_level == "sequence" and self.loss_type != "grpo":
+            # TRL warns the same (grpo_trainer.py L903-909): a sequence-level ratio summed
+            # over tokens weighs each sequence by its length.
+            logger.warning("GRPOConfig: importance_sampling_level='sequence' with loss_type=%r weighs "
+                           "each sequence by its length; GSPO uses loss_type='grpo'", self.loss_type)
+
+    @property
+    def clip_high(self) -> float:
+        """The upper clip epsilon actually used: epsilon_high, or epsilon when None (TRL)."""
+        return self.epsilon if self.epsilon_high is None else self.epsilon_high
+
+    def loss_options(self) -> dict[str, Any]:
+        """The static keyword arguments of `losses.policy_loss` this config sets."""
+        return dict(
+            loss_type=self.loss_type,
+            epsilon=self.epsilon,
+            epsilon_high=self.clip_high,
+            delta=self.delta,
+            beta=self.beta,
+            kl_estimator=self.kl_estimator,
+            importance_sampling_level=self.importance_sampling_level,
+            max_completion_length=self.max_completion_length,
+        )
+
+
+# The two papers' recipes (keyword arguments for GRPOConfig). Values not listed are TRL's.
+GRPO_PRESETS: dict[str, dict[str, Any]] = {
+    # SPEC 1.6, Visual Jigsaw: group 16, temperature 1.0, top_p 1, no KL, clip 0.2 with
+    # dual clip c=3, token-mean loss, one update per rollout batch, responses up to 2048.
+    "jigsaw": dict(num_generations=16, temperature=1.0, top_p=1.0, beta=0.0, epsilon=0.2, delta=3.0,
+                   loss_type="dapo", num_iterations=1, max_completion_length=2048),
+    # SPEC 2.4, difficulty-aware GRPO: group 8, temperature 1.0, beta 0.001, completions up
+    # to 1024 (the loss aggregation is not stated there: TRL's default).
+    "difficulty": dict(num_generations=8, temperature=1.0, beta=0.001, max_completion_length=1024),
+}
+
+
+def advantages(config: GRPOConfig, rewards: jax.Array) -> jax.Array:
+    """Advantages [N*G] from prompt-major rewards [N*G] with the config's scale_rewards."""
+    return advantages_lib.compute_advantages(rewards, config.num_generations, config.scale_rewards)
+
+
+def loss(
+    config: GRPOConfig,
+    logp: jax.Array,
+    old_logp: jax.Array | None,
+    advantages: jax.Array,
+    completion_mask: jax.Array,
+    *,
+    ref_logp: jax.Array | None = None,
+    row_mask: jax.Array | None = None,
+) -> losses.LossOutput:
+    """`losses.policy_loss` with the config's knobs: LossOutput of (sum, count) pairs."""
+    return losses.policy_loss(logp, old_logp, advantages, completion_mask,
+                              ref_logp=ref_logp, row_mask=row_mask, **config.loss_options())

@@ -1,0 +1,72 @@
+"""Each benchmark script runs in its --quick / --tiny mode (seconds), so that none of them rots."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+BENCH = ROOT / "tools" / "bench"
+
+
+def run(script: str, *args: str) -> str:
+    env = dict(os.environ, JAX_PLATFORMS="cpu", TOKENIZERS_PARALLELISM="false")
+    res = subprocess.run([sys.executable, str(BENCH / script), *args], capture_output=True, text=True,
+                         timeout=240, cwd=ROOT, env=env)
+    assert res.returncode == 0, (f"{script} {' '.join(args)} exited {res.returncode}:\n"
+                                 f"{res.stdout[-3000:]}\n{res.stderr[-3000:]}")
+    return res.stdout
+
+
+def last_json(stdout: str) -> dict:
+    return json.loads(stdout.strip().splitlines()[-1])
+
+
+def ratio(stdout: str, label: str) -> float:
+    m = re.search(re.escape(label) + r"\s*([0-9.]+)x", stdout)
+    assert m, f"no {label!r} line in:\n{stdout}"
+    return float(m.group(1))
+
+
+def test_train_step_quick():
+    out = run("train_step.py", "--quick")
+    assert ratio(out, "ratio torch / mmjax:") > 0
+    assert ratio(out, "mmjax step / 6ND ideal:") > 0
+    res = last_json(out)
+    # Both sides computed the same update: same log-probs, same gradient norm.
+    assert res["logprob_max_diff"] < 1e-4
+    assert abs(res["grad_norm"]["mmjax"] - res["grad_norm"]["torch"]) <= 1e-4 * res["grad_norm"]["torch"]
+    # mmjax runs each prompt once, torch once per completion: fewer tokens on mmjax's side.
+    assert res["tokens"]["mmjax"]["text_tokens"] < res["tokens"]["torch"]["text_tokens"]
+
+
+def test_forward_quick():
+    out = run("forward.py", "--quick", "--attention", "blockwise")
+    assert ratio(out, "ratio mmjax / transformers:") > 0
+    err = float(re.search(r"max \|logit diff\| ([0-9.e+-]+)", out).group(1))
+    assert err < 1e-4
+    assert "attention blockwise" in out
+
+
+def test_generate_quick():
+    out = run("generate.py", "--quick")
+    lines = [line for line in out.splitlines() if line.startswith("batch")]
+    assert len(lines) == 2, out
+    assert all("whole generate" in line and "greedy token agreement 1.000" in line for line in lines)
+    assert "decode" in lines[0] and "decode" not in lines[1]  # the decode split only at small batches
+    assert ratio(lines[0], "-> ratio") > 0
+
+
+def test_gpu_check_tiny():
+    out = run("gpu_check.py", "--tiny")
+    assert "cudnn check SKIPPED" in out  # the CPU has no cuDNN, and says so
+    res = last_json(out)
+    assert res["ok"] and not res["torch_or_transformers_imported"]
+    assert [r["case"] for r in res["attention"]] == ["prefill", "chunk"]
+    step = res["train_step"]
+    assert step["fwd_bwd_s"] > 0 and step["mfu_fwd_bwd"] > 0 and step["flops_6nd"] > 0
+    assert "adamw_s" in step  # optax is a project dependency
