@@ -5,15 +5,17 @@ PYTHON ?= python3
 VENV ?= .venv
 WORKDIR ?= /tmp/mmjax_demo
 PYTEST_ARGS ?=
+# The tested versions; pyproject.toml only states compatible ranges.
+CONSTRAINTS ?= constraints.txt
 
-$(VENV)/.installed-base: pyproject.toml
+$(VENV)/.installed-base: pyproject.toml $(CONSTRAINTS)
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade pip
-	$(VENV)/bin/pip install -q -e .
+	$(VENV)/bin/pip install -q -c $(CONSTRAINTS) -e .
 	touch $@
 
-$(VENV)/.installed-test: pyproject.toml $(VENV)/.installed-base
-	$(VENV)/bin/pip install -q -e '.[test]'
+$(VENV)/.installed-test: pyproject.toml $(CONSTRAINTS) $(VENV)/.installed-base
+	$(VENV)/bin/pip install -q -c $(CONSTRAINTS) -e '.[test]'
 	touch $@
 
 .PHONY: demo test install

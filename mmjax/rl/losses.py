@@ -187,6 +187,10 @@ def aggregate_dr_grpo(per_token: jax.Array, mask: jax.Array, row_mask: jax.Array
     if not isinstance(max_completion_length, int) or max_completion_length < 1:
         raise ValueError("loss_type='dr_grpo' needs max_completion_length, the static int the "
                          f"sum is normalised by (TRL GRPOConfig.max_completion_length); got {max_completion_length!r}")
+    if per_token.shape[-1] > max_completion_length:
+        raise ValueError(f"completions are {per_token.shape[-1]} tokens wide, more than max_completion_length="
+                         f"{max_completion_length}: dr_grpo's normaliser would undercount (logp must hold the "
+                         "completion tokens only)")
     return Weighted(jnp.sum(per_token * mask), _row_count(row_mask) * jnp.int32(max_completion_length))
 
 

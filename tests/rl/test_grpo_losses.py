@@ -377,6 +377,7 @@ def test_bfloat16_inputs_are_computed_in_float32_and_jit_agrees():
     (dict(importance_sampling_level="seq"), "importance_sampling_level='seq'"),
     (dict(delta=1.1), "delta=1.1"),
     (dict(loss_type="dr_grpo", max_completion_length=None), "max_completion_length"),
+    (dict(loss_type="dr_grpo", max_completion_length=4), "6 tokens wide, more than max_completion_length=4"),
     (dict(beta=0.04, kl_estimator="k4"), "kl 'k4'"),
 ])
 def test_loss_option_errors_name_the_knob(kwargs, match):

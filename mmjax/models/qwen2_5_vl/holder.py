@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import shutil
@@ -10,6 +11,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from mmjax import sharding
 from mmjax.models import sampler
 from mmjax.models.qwen2_5_vl import hf, logprobs
 from mmjax.models.qwen2_5_vl.config import Qwen25VLConfig
@@ -104,11 +106,15 @@ class Qwen2_5_VL:
                          second_per_grid_ts=second_per_grid_ts)
         ids, positions, mask = x["input_ids"], x["positions"], x["attention_mask"]
         if self.mesh is not None:
-            from mmjax.sharding import batch_sharding
-            ids, mask = (jax.device_put(a, batch_sharding(self.mesh, a.shape)) for a in (ids, mask))
-            positions = jax.device_put(positions, batch_sharding(self.mesh, positions.shape, batch_axis=1))
-        out = _forward(self.module, self.params, ids, positions, mask, x["image"], x["video"])
+            ids, mask = (jax.device_put(a, sharding.batch_sharding(self.mesh, a.shape)) for a in (ids, mask))
+            positions = jax.device_put(positions, sharding.batch_sharding(self.mesh, positions.shape, batch_axis=1))
+        with self._activation_rules():
+            out = _forward(self.module, self.params, ids, positions, mask, x["image"], x["video"])
         return np.asarray(out, np.float32)
+
+    def _activation_rules(self):
+        """The models' activation sharding constraints bind to this holder's mesh (if any)."""
+        return sharding.activation_rules(self.mesh) if self.mesh is not None else contextlib.nullcontext()
 
     def generate(self, input_ids, attention_mask=None, pixel_values=None, image_grid_thw=None, *,
                  max_new_tokens: int, temperature: float = 0.0, top_p: float = 1.0, top_k: int = 0,
@@ -135,11 +141,12 @@ class Qwen2_5_VL:
         batch = self.prepare(input_ids, attention_mask, pixel_values, image_grid_thw,
                              pixel_values_videos=pixel_values_videos, video_grid_thw=video_grid_thw,
                              second_per_grid_ts=second_per_grid_ts)
-        return sampler.generate(
-            self.module, self.params, batch, max_new_tokens=max_new_tokens,
-            sampling=sampler.SamplingParams(float(temperature), float(top_p), int(top_k)),
-            num_generations=num_generations, seed=seed, eos_token_ids=eos_ids, pad_token_id=pad_token_id,
-            allowed_token_ids=allowed_token_ids, capture=capture, prefill_chunk=prefill_chunk)
+        with self._activation_rules():
+            return sampler.generate(
+                self.module, self.params, batch, max_new_tokens=max_new_tokens,
+                sampling=sampler.SamplingParams(float(temperature), float(top_p), int(top_k)),
+                num_generations=num_generations, seed=seed, eos_token_ids=eos_ids, pad_token_id=pad_token_id,
+                allowed_token_ids=allowed_token_ids, capture=capture, prefill_chunk=prefill_chunk)
 
     def completion_logprobs(self, input_ids, attention_mask, completions, completion_mask,
                             pixel_values=None, image_grid_thw=None, *, num_generations: int = 1,
@@ -152,9 +159,10 @@ class Qwen2_5_VL:
                              second_per_grid_ts=second_per_grid_ts)
         comp = check_token_ids(completions, self.config.text.vocab_size, "completions")
         mask = check_attention_mask(completion_mask, comp.shape, "completion_mask").astype(bool)
-        lp, ent = _completion_logprobs(self.module, self.params, batch, comp.astype(np.int32), mask,
-                                       num_generations=num_generations, temperature=float(temperature),
-                                       with_entropy=with_entropy)
+        with self._activation_rules():
+            lp, ent = _completion_logprobs(self.module, self.params, batch, comp.astype(np.int32), mask,
+                                           num_generations=num_generations, temperature=float(temperature),
+                                           with_entropy=with_entropy)
         return np.asarray(lp), (None if ent is None else np.asarray(ent))
 
     # ---- Hugging Face ------------------------------------------------------------------
