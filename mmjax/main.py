@@ -16,6 +16,7 @@ import sys
 from collections.abc import Callable, Collection
 
 from absl import app, flags
+from absl import logging as absl_logging
 from ml_collections import config_flags
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Path to a configs/<recipe>.py file.",
@@ -25,8 +26,8 @@ _PROG = "mmjax.main"
 
 
 def _modes():
-    from mmjax.jobs import demo
-    return {"demo": demo.run}
+    from mmjax.jobs import demo, grpo
+    return {"demo": demo.run, "grpo": grpo.run}
 
 
 # ---- allowed values of config fields -------------------------------------------------------
@@ -36,6 +37,10 @@ def _modes():
 CHOICES: dict[str, Collection[str] | Callable[[], Collection[str]]] = {
     "mode": lambda: sorted(_modes()),
     "model.dtype": ("float32", "bfloat16"),
+    "model.compute_dtype": ("", "float32", "bfloat16"),
+    "model.attention": lambda: __import__("mmjax.models.attention", fromlist=["x"]).IMPLEMENTATIONS,
+    "model.remat": lambda: __import__("mmjax.models.remat", fromlist=["x"]).REMAT_POLICIES,
+    "model.vision_remat": lambda: __import__("mmjax.models.remat", fromlist=["x"]).REMAT_POLICIES,
 }
 
 
@@ -151,10 +156,35 @@ def main(argv):
         validate(config)
     except ValueError as e:
         _fail(str(e))
+    if not flags.FLAGS["verbosity"].present:  # Orbax logs every save at INFO; --verbosity=0 brings it back
+        absl_logging.set_verbosity(absl_logging.WARNING)
     workdir = _WORKDIR.value or os.path.join("/tmp", "mmjax", config.mode)
     os.makedirs(workdir, exist_ok=True)
+    _maybe_initialize_distributed()
     logging.info("mode=%s workdir=%s", config.mode, workdir)
-    _modes()[config.mode](config, workdir)
+    from mmjax.jobs.setup import ConfigFieldError
+    try:
+        _modes()[config.mode](config, workdir)
+    except ConfigFieldError as e:
+        _fail(str(e))
+
+
+# Set by launchers (or by hand) when one job spans several processes, as on a TPU pod slice
+# or a multi-node GPU cluster; jax.distributed.initialize also reads cluster environments
+# (SLURM, TPU metadata) by itself when called with no arguments.
+_DISTRIBUTED_ENV = ("JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES", "JAX_PROCESS_ID")
+
+
+def _maybe_initialize_distributed() -> None:
+    """jax.distributed.initialize() when the environment describes several processes."""
+    import jax
+    if os.environ.get("JAX_COORDINATOR_ADDRESS"):
+        jax.distributed.initialize(
+            coordinator_address=os.environ["JAX_COORDINATOR_ADDRESS"],
+            num_processes=int(os.environ.get("JAX_NUM_PROCESSES", "1")),
+            process_id=int(os.environ.get("JAX_PROCESS_ID", "0")))
+    elif os.environ.get("SLURM_NTASKS", "1") != "1" or os.environ.get("TPU_WORKER_HOSTNAMES"):
+        jax.distributed.initialize()
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
 - `ShapesVqaSource`: coloured shapes on bundled photos (skimage.data) or plain
   backgrounds, with counting, colour and position questions.
+- `ColourChoiceSource`: one large shape whose colour is the answer (the CPU demo's task).
 - `SyntheticRgbdSource` / `write_rgbd_scenes`: RGB-D frames of a room (far wall,
   receding floor) with boxes at known depths, for the 3D jigsaw.
 - `moving_shapes_video` / `write_moving_shapes_video`: a square crossing the
@@ -148,6 +149,41 @@ class ShapesVqaSource:
             "images": [draw_shapes(image, shapes)], "videos": [], "messages": None,
             "prompt": "<image>" + question, "solution": solution, "task": task,
             "extra": {"shapes": [dataclasses.asdict(s) for s in shapes]},
+        }
+
+
+class ColourChoiceSource:
+    """One large shape on a bundled photo: "what colour is the shape?", options in a fixed order.
+
+    The answer (an option letter) follows from the image alone, and the options never move,
+    so a policy can learn it from the pixels: the CPU demo's GRPO task. Row i is a pure
+    function of (seed, i); the colour cycles through COLOURS by index, so classes are balanced.
+    """
+
+    QUESTION = "What colour is the shape?"
+
+    def __init__(self, num_samples: int, seed: int = 0, size: tuple[int, int] = (112, 112),
+                 background: str = "photos"):
+        self.num_samples, self.seed, self.size, self.background = num_samples, seed, tuple(size), background
+
+    def __len__(self) -> int:
+        return self.num_samples
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        if not 0 <= index < self.num_samples:
+            raise IndexError(index)
+        rng = record_rng(self.seed, 0, index)
+        height, width = self.size
+        colour = list(COLOURS)[index % len(COLOURS)]
+        radius = min(height, width) // 3
+        shape = Shape(KINDS[rng.integers(len(KINDS))], colour, int(rng.integers(radius, height - radius + 1)),
+                      int(rng.integers(radius, width - radius + 1)), radius)
+        question, solution = _choice(self.QUESTION, list(COLOURS), colour)
+        return {
+            "id": f"colour-{self.seed}-{index}", "where": f"ColourChoiceSource(seed={self.seed})[{index}]",
+            "images": [draw_shapes(_background(rng, self.size, self.background), [shape])], "videos": [],
+            "messages": None, "prompt": "<image>" + question, "solution": solution, "task": "choice",
+            "extra": {"colour": colour},
         }
 
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import os
 import shutil
 from collections.abc import Mapping
@@ -35,6 +36,8 @@ from etils import epath
 from mmjax.models.qwen2_5_vl.config import Qwen25VLConfig
 from mmjax.models.qwen2_5_vl import hf
 from mmjax.models.qwen2_5_vl.hf import HUB_LAYOUT, MODULE_LAYOUT, CheckpointError
+
+log = logging.getLogger(__name__)
 
 PARAMS, MODEL_CONFIG, HF_META, HF_ASSETS = "params", "model_config", "hf", "hf_assets"
 OPT_STATE, DATA_STATE = "opt_state", "data_state"
@@ -338,14 +341,22 @@ def restore_latest(workdir: str, params_target=None, opt_state_target=None) -> T
     if not os.path.isdir(directory):
         return None
     # Only finished steps count: an interrupted save is a *.orbax-checkpoint-tmp* directory.
-    steps = ocp.utils.checkpoint_steps(directory)
-    if not steps:
-        return None
-    step = max(steps)
-    step_path = os.path.join(directory, str(step))
-    model = restore_model(step_path, params_target)
-    opt_state = _restore_item(step_path, OPT_STATE, opt_state_target)
-    with _checkpointer() as ckptr:
-        data_state = ckptr.restore(step_path, ocp.args.Composite(
-            **{DATA_STATE: ocp.args.JsonRestore()}))[DATA_STATE]
-    return TrainState(step, model.params, opt_state, data_state, model.config, model.hf_layout)
+    steps = sorted(ocp.utils.checkpoint_steps(directory), reverse=True)
+    failures = []
+    for step in steps:  # newest first; a corrupt one is reported and the one before is used
+        step_path = os.path.join(directory, str(step))
+        try:
+            model = restore_model(step_path, params_target)
+            opt_state = _restore_item(step_path, OPT_STATE, opt_state_target)
+            with _checkpointer() as ckptr:
+                data_state = ckptr.restore(step_path, ocp.args.Composite(
+                    **{DATA_STATE: ocp.args.JsonRestore()}))[DATA_STATE]
+        except Exception as e:  # noqa: BLE001  any unreadable checkpoint: fall back, loudly
+            failures.append(f"{step_path}: {type(e).__name__}: {str(e)[:300]}")
+            log.warning("checkpoint %s cannot be restored (%s: %s); falling back to the one before",
+                        step_path, type(e).__name__, str(e)[:300])
+            continue
+        return TrainState(step, model.params, opt_state, data_state, model.config, model.hf_layout)
+    if failures:
+        raise CheckpointError("no checkpoint under " + directory + " can be restored:\n  " + "\n  ".join(failures))
+    return None

@@ -1,0 +1,34 @@
+"""The GRPO job (`config.mode = "grpo"`): build the pieces from the recipe, run the learner."""
+
+from __future__ import annotations
+
+import logging
+
+import jax
+
+from mmjax.jobs import setup
+from mmjax.rl.learner import GRPOLearner
+
+log = logging.getLogger(__name__)
+
+
+def build_learner(config, workdir: str, tok=None, holder=None) -> GRPOLearner:
+    """Tokenizer, model, data, rewards and the learner for `config` (no step taken yet)."""
+    tok = tok if tok is not None else setup.tokenizer(config)
+    holder = holder if holder is not None else setup.model(config, tok)
+    grpo = setup.grpo_config(config)
+    learner = setup.learner_config(config, tok)
+    optimizer = setup.optimizer_config(config)
+    reward = setup.reward(config)
+    data = setup.dataset(config, tok, holder)
+    eos, pad = setup.eos_and_pad(tok)
+    return GRPOLearner(holder, data, reward, tok.decode, grpo=grpo, optimizer=optimizer, learner=learner,
+                       workdir=workdir, eos_token_ids=eos, pad_token_id=pad, mesh=holder.mesh)
+
+
+def run(config, workdir: str) -> dict:
+    setup.write_resolved_config(config, workdir)
+    learner = build_learner(config, workdir)
+    n_params = sum(x.size for x in jax.tree.leaves(learner.model.params))
+    log.info("GRPO: %.2f M params on %s, workdir %s", n_params / 1e6, jax.devices(), workdir)
+    return learner.train()

@@ -1,0 +1,192 @@
+"""From a recipe's ConfigDict to the pieces a job runs: tokenizer, model, data, rewards.
+
+A field whose value is wrong raises `ConfigFieldError` naming `config.<field>` and what is
+allowed; `mmjax.main` prints it as one line.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+
+import ml_collections
+
+from mmjax import rewards as rewards_lib
+from mmjax.data import batching, jigsaw, pipeline, qa, sources, synthetic
+from mmjax.models import qwen2_5_vl
+from mmjax.processing import ImageProcessorConfig, special_token_ids, tiny_tokenizer
+from mmjax.rl.grpo import GRPOConfig
+from mmjax.rl.learner import LearnerConfig
+from mmjax.train.optim import OptimizerConfig
+
+SOURCES = ("colour_choice", "shapes_vqa", "jsonl", "parquet")
+TASKS = ("qa", "jigsaw_image")
+TOKENIZERS = ("tiny", "qwen2", "hf")
+
+
+class ConfigFieldError(ValueError):
+    """A config field with a value the job cannot use."""
+
+
+def dataclass_from(cls, node: ml_collections.ConfigDict | dict, field: str, **extra):
+    """`cls(**node)` with errors naming config.<field>; unknown keys are refused."""
+    values = dict(node.to_dict() if hasattr(node, "to_dict") else node)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - names)
+    if unknown:
+        raise ConfigFieldError(f"config.{field} has unknown fields {unknown}; {cls.__name__} has {sorted(names)}")
+    for key, value in values.items():  # ml_collections gives lists where the dataclass wants tuples
+        if isinstance(value, list):
+            values[key] = tuple(value)
+    try:
+        return cls(**values, **extra)
+    except (TypeError, ValueError) as e:
+        raise ConfigFieldError(f"config.{field}: {e}") from None
+
+
+def _choice(value: str, allowed, field: str) -> str:
+    if value not in allowed:
+        raise ConfigFieldError(f"config.{field}={value!r} is not one of {sorted(allowed)}")
+    return value
+
+
+def tokenizer(config):
+    kind = _choice(config.tokenizer, TOKENIZERS, "tokenizer")
+    if kind == "tiny":
+        return tiny_tokenizer()
+    if kind == "qwen2":
+        from mmjax.processing import qwen2_tokenizer
+        return qwen2_tokenizer()
+    from transformers import AutoTokenizer
+    if not config.model.hf_dir:
+        raise ConfigFieldError("config.tokenizer='hf' needs config.model.hf_dir")
+    return AutoTokenizer.from_pretrained(config.model.hf_dir)
+
+
+def model(config, tok):
+    """The holder: an HF folder, or a random preset whose special ids follow the tokenizer."""
+    m = config.model
+    options = dict(attention=m.attention, remat=m.remat, vision_remat=m.vision_remat)
+    if m.hf_dir:
+        holder = qwen2_5_vl.load_hf(m.hf_dir, dtype=m.dtype, compute_dtype=m.compute_dtype or None, **options)
+    else:
+        if m.preset not in qwen2_5_vl.PRESETS:
+            raise ConfigFieldError(f"config.model.preset={m.preset!r} is not one of {sorted(qwen2_5_vl.PRESETS)}")
+        ids = special_token_ids(tok)
+        cfg = qwen2_5_vl.preset(m.preset)
+        cfg = cfg.replace(
+            image_token_id=ids.image_token_id, video_token_id=ids.video_token_id,
+            vision_start_token_id=ids.vision_start_token_id, vision_end_token_id=ids.vision_end_token_id,
+            text=dataclasses.replace(cfg.text, vocab_size=len(tok), eos_token_id=ids.eos_token_ids[0],
+                                     pad_token_id=ids.pad_token_id))
+        holder = qwen2_5_vl.Qwen2_5_VL.from_config(cfg, seed=config.seed, dtype=m.dtype,
+                                                  compute_dtype=m.compute_dtype or None, **options)
+    if config.mesh.data * config.mesh.fsdp * config.mesh.tensor > 1 or config.mesh.data == -1:
+        from mmjax import sharding
+        holder = holder.shard(sharding.make_mesh(config.mesh.data, config.mesh.fsdp, config.mesh.tensor))
+    return holder
+
+
+def image_config(config) -> ImageProcessorConfig:
+    return ImageProcessorConfig(min_pixels=config.data.min_pixels, max_pixels=config.data.max_pixels)
+
+
+def source(data, seed_offset: int = 0):
+    kind = _choice(data.source, SOURCES, "data.source")
+    if kind == "colour_choice":
+        return synthetic.ColourChoiceSource(data.num_samples, seed=data.seed + seed_offset,
+                                            size=tuple(data.image_size))
+    if kind == "shapes_vqa":
+        return synthetic.ShapesVqaSource(data.num_samples, seed=data.seed + seed_offset,
+                                         size=tuple(data.image_size), background="photos")
+    if not data.path:
+        raise ConfigFieldError(f"config.data.source={kind!r} needs config.data.path")
+    if kind == "jsonl":
+        return sources.JsonlSource(data.path, data_root=data.data_root or None)
+    return sources.ParquetSource(data.path, data_root=data.data_root or None)
+
+
+def transforms(data, tok, holder) -> list:
+    task = _choice(data.task, TASKS, "data.task")
+    if task == "qa":
+        first = qa.QaSample(container=data.container, system_prompt=data.system_prompt)
+    else:
+        first = jigsaw.ImageJigsaw(rows=data.jigsaw_rows, cols=data.jigsaw_cols, container=data.container,
+                                   seed=data.seed)
+    image_cfg = ImageProcessorConfig(min_pixels=data.min_pixels, max_pixels=data.max_pixels)
+    process = batching.ProcessSample(tok, image_cfg=image_cfg, max_prompt_length=data.max_prompt_length or None,
+                                     tokens_per_second=holder.config.vision.tokens_per_second)
+    return [first, process]
+
+
+def dataset(config, tok, holder, *, seed_offset: int = 0, batch_size: int | None = None, num_epochs=None,
+            shuffle: bool = True):
+    """The grain dataset of model batches for this recipe (seed_offset: a held-out split)."""
+    data = config.data
+    spec = holder.config.input_spec(min_vision_rows=data.min_vision_rows, max_pixels=data.max_pixels)
+    batcher = batching.Batcher(pad_id=special_token_ids(tok).pad_token_id, spec=spec,
+                               bucket_lengths=tuple(data.bucket_lengths) or None)
+    pipe = pipeline.PipelineConfig(seed=data.seed + seed_offset, batch_size=batch_size or data.batch_size,
+                                   worker_count=data.worker_count, num_epochs=num_epochs, shuffle=shuffle,
+                                   strict=data.strict)
+    return pipeline.build_dataset(source(data, seed_offset), transforms(data, tok, holder), pipe,
+                                  batch_fn=batcher)
+
+
+def reward(config) -> rewards_lib.CombinedReward:
+    weights = dict(config.rewards.weights)
+    options = {k: dict(v) for k, v in config.rewards.options.items()} if "options" in config.rewards else {}
+    try:
+        return rewards_lib.combine(weights, options)
+    except (KeyError, ValueError, TypeError) as e:
+        raise ConfigFieldError(f"config.rewards: {e}") from None
+
+
+def allowed_token_ids(config, tok) -> tuple[int, ...] | None:
+    """Token ids of `config.sample.allowed_tokens` (each string must be one token) + EOS."""
+    strings = list(config.sample.allowed_tokens)
+    if not strings:
+        return None
+    ids = []
+    for text in strings:
+        enc = tok.encode(text, add_special_tokens=False)
+        if len(enc) != 1:
+            raise ConfigFieldError(f"config.sample.allowed_tokens: {text!r} is {len(enc)} tokens, not one")
+        ids.append(enc[0])
+    if config.sample.allow_eos:
+        ids += list(special_token_ids(tok).eos_token_ids)
+    return tuple(sorted(set(ids)))
+
+
+def grpo_config(config) -> GRPOConfig:
+    return dataclass_from(GRPOConfig, config.grpo, "grpo")
+
+
+def optimizer_config(config) -> OptimizerConfig:
+    node = dict(config.optim)
+    node.setdefault("total_steps", config.max_steps)
+    return dataclass_from(OptimizerConfig, node, "optim")
+
+
+def learner_config(config, tok) -> LearnerConfig:
+    return dataclass_from(LearnerConfig, dict(
+        max_steps=config.max_steps, save_steps=config.save_steps, logging_steps=config.logging_steps,
+        save_total_limit=config.save_total_limit, gradient_accumulation_steps=config.gradient_accumulation_steps,
+        seed=config.seed, filter_zero_std_groups=config.filter_zero_std_groups,
+        allowed_token_ids=allowed_token_ids(config, tok)), "learner")
+
+
+def write_resolved_config(config, workdir: str) -> str:
+    """workdir/config.json: the run's config after every override (what this run really used)."""
+    path = os.path.join(workdir, "config.json")
+    with open(path, "w") as f:
+        json.dump(json.loads(config.to_json_best_effort()), f, indent=2, sort_keys=True)
+    return path
+
+
+def eos_and_pad(tok) -> tuple[tuple[int, ...], int]:
+    ids = special_token_ids(tok)
+    return tuple(ids.eos_token_ids), int(ids.pad_token_id)
+
+

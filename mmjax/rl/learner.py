@@ -1,0 +1,280 @@
+"""The GRPO learner: one explicit loop, readable top to bottom.
+
+    pipeline -> sampler (G completions per prompt) -> rewards -> advantages
+      -> update(s) -> metrics -> checkpoint
+
+A step takes `gradient_accumulation_steps` batches from the pipeline (each a micro-batch
+with its own vision tables), samples G completions for each prompt with the current params,
+scores them, computes advantages over the whole step, then runs `num_iterations` optimizer
+updates, each accumulating the exact (sum, count) loss over the micro-batches. Nothing here
+recomputes what the batch or the rollout carries: positions, vision tables, bucketed prompt
+arrays and completion positions travel as data.
+
+Resume: params, optimizer state, the step and the grain iterator state are checkpointed
+together; sampling keys are fold_in(seed, step, micro-batch), so a resumed run continues
+with the same numbers as one that never stopped.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import logging
+import time
+from typing import Any, Callable, Iterator, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from mmjax import sharding
+from mmjax.data.batching import arrays
+from mmjax.models import sampler
+from mmjax.rl import advantages as advantages_lib
+from mmjax.rl import grpo as grpo_lib
+from mmjax.rl import update as update_lib
+from mmjax.rl.losses import Weighted, finalize
+from mmjax.train import checkpoints, metrics as metrics_lib, optim
+
+log = logging.getLogger(__name__)
+
+
+def _help(text: str) -> dict:
+    return {"help": text}
+
+
+@dataclasses.dataclass(frozen=True)
+class LearnerConfig:
+    """How the loop runs (the algorithm is GRPOConfig, the optimiser OptimizerConfig)."""
+    max_steps: int = dataclasses.field(default=100, metadata=_help(
+        "optimizer steps to run (TRL max_steps)"))
+    save_steps: int = dataclasses.field(default=50, metadata=_help(
+        "checkpoint every N steps, and at the end (TRL save_steps)"))
+    save_total_limit: int | None = dataclasses.field(default=3, metadata=_help(
+        "checkpoints kept (TRL save_total_limit)"))
+    logging_steps: int = dataclasses.field(default=1, metadata=_help(
+        "write metrics every N steps (TRL logging_steps)"))
+    gradient_accumulation_steps: int = dataclasses.field(default=1, metadata=_help(
+        "pipeline batches (micro-batches) per optimizer step (TRL gradient_accumulation_steps)"))
+    seed: int = dataclasses.field(default=0, metadata=_help("sampling keys: fold_in(seed, step, micro-batch)"))
+    filter_zero_std_groups: bool = dataclasses.field(default=False, metadata=_help(
+        "online filtering: drop groups whose rewards all match and draw more micro-batches (DAPO)"))
+    filter_max_retries: int = dataclasses.field(default=2, metadata=_help(
+        "extra micro-batches a step may draw to refill filtered groups"))
+    allowed_token_ids: tuple[int, ...] | None = dataclasses.field(default=None, metadata=_help(
+        "restrict sampling to these token ids (None: the whole vocabulary)"))
+    async_checkpoint: bool = dataclasses.field(default=True, metadata=_help("Orbax async saves"))
+
+    def __post_init__(self):
+        for name in ("max_steps", "save_steps", "logging_steps", "gradient_accumulation_steps"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"learner.{name} must be >= 1, got {getattr(self, name)}")
+
+
+@dataclasses.dataclass
+class Micro:
+    """One micro-batch of a step: the prompts' model batch and what the rollout made of it."""
+    batch: dict[str, Any]          # device part of the pipeline batch, prompt arrays bucketed
+    meta: dict[str, list]          # host metadata per prompt (solution, task, ...)
+    rollout: sampler.Rollout
+    texts: list[str]
+    rewards: np.ndarray            # [N] total reward per completion
+    per_function: dict[str, np.ndarray]
+    reward_metrics: dict[str, float]
+    keep: np.ndarray               # [N] bool: the row takes part in the update (online filtering)
+    device: dict[str, Any] | None = None  # tokens, mask, positions, logps, advantages on device
+
+
+RewardFn = Callable[..., Any]  # rewards.combine(...): (texts, targets, **columns) -> RewardOutput
+
+
+class GRPOLearner:
+    """Trains `model` (a `Qwen2_5_VL` holder) with GRPO on batches from `data`.
+
+    data: a grain IterDataset of `Batcher` batches (its iterator state is checkpointed).
+    reward: texts, targets, task=... -> RewardOutput (`mmjax.rewards.combine`).
+    decode: token ids -> text (the tokenizer's decode).
+    """
+
+    def __init__(self, model, data, reward: RewardFn, decode: Callable[[Sequence[int]], str], *,
+                 grpo: grpo_lib.GRPOConfig, optimizer: optim.OptimizerConfig, learner: LearnerConfig,
+                 workdir: str, eos_token_ids: Sequence[int], pad_token_id: int, mesh=None):
+        self.model, self.data, self.reward, self.decode = model, data, reward, decode
+        self.grpo, self.optim_config, self.cfg, self.workdir = grpo, optimizer, learner, workdir
+        self.eos, self.pad = tuple(eos_token_ids), int(pad_token_id)
+        self.mesh = mesh
+        self.optimizer = optim.make_optimizer(optimizer)
+        self.schedule = optim.learning_rate_schedule(optimizer)
+        self.sampling = sampler.SamplingParams(grpo.temperature, grpo.top_p, grpo.top_k)
+        # Old log-probs come from the sampler when they are the policy's own at the training
+        # temperature; otherwise they are recomputed once before the first update.
+        self.recompute_old = grpo.num_iterations > 1 or grpo.temperature != 1.0
+        module = model.module
+        shardings = None
+        if mesh is not None:
+            from mmjax.models.qwen2_5_vl.params import abstract_params, logical_axes
+            shardings = sharding.param_shardings(abstract_params(model.config), logical_axes(model.config), mesh)
+        self._grads = jax.jit(functools.partial(update_lib.microbatch_grads, module, config=grpo,
+                                                param_shardings=shardings))
+        self._logprobs = jax.jit(functools.partial(update_lib.rollout_logprobs, module,
+                                                   num_generations=grpo.num_generations,
+                                                   temperature=grpo.temperature))
+        self._apply = jax.jit(functools.partial(update_lib.apply_update, self.optimizer), donate_argnums=(0, 1))
+
+    # ---- the loop -----------------------------------------------------------------------
+
+    def train(self) -> dict[str, Any]:
+        """Runs (or resumes) to max_steps; returns the last step's metrics."""
+        cfg = self.cfg
+        params, opt_state, step, iterator = self._restore_or_init()
+        ref_params = params if self.grpo.beta > 0 else None  # beta = 0 keeps no reference copy
+        last: dict[str, Any] = {}
+        total_tokens = 0
+        with metrics_lib.MetricsWriter(self.workdir, jax.process_index(), resume_step=step) as writer, \
+                checkpoints.TrainCheckpointer(self.workdir, cfg.save_steps, cfg.save_total_limit,
+                                              cfg.async_checkpoint) as ckpt, \
+                metrics_lib.progress(cfg.max_steps, initial=step, process_index=jax.process_index(),
+                                     desc="GRPO") as bar:
+            while step < cfg.max_steps:
+                start = time.perf_counter()
+                micros = self._rollouts(params, iterator, step)                    # sample + score
+                self._advantages(micros)                                            # whole step
+                self._to_device(params, ref_params, micros)                         # old / ref log-probs
+                for _ in range(self.grpo.num_iterations):                           # update(s)
+                    params, opt_state, stats, grad_norm = self._update(params, opt_state, micros)
+                step += 1
+                metrics = self._metrics(micros, stats, grad_norm, step, time.perf_counter() - start)
+                total_tokens += metrics["num_tokens"]
+                metrics["num_tokens"] = total_tokens
+                if step % cfg.logging_steps == 0 or step == cfg.max_steps:
+                    writer.write(step, metrics)
+                ckpt.save(step, params, opt_state, iterator.get_state(), self.model.config,
+                          self.model.hf_layout, force=step == cfg.max_steps)
+                bar.set_postfix(metrics_lib.progress_postfix(metrics))
+                bar.update(1)
+                last = metrics
+            ckpt.wait()
+        self.model = self.model.replace(params=params)
+        return last
+
+    # ---- pieces, in the order the loop calls them ----------------------------------------
+
+    def _restore_or_init(self):
+        params = self.model.params
+        opt_target = jax.eval_shape(self.optimizer.init, params)
+        iterator = iter(self.data)
+        state = checkpoints.restore_latest(self.workdir, params_target=params, opt_state_target=opt_target)
+        if state is None:
+            return params, self.optimizer.init(params), 0, iterator
+        iterator.set_state(state.data_state)
+        log.info("resumed from %s at step %d", checkpoints.checkpoint_dir(self.workdir), state.step)
+        params = jax.tree.map(lambda a, like: jax.device_put(a, like.sharding), state.params, params)
+        return params, state.opt_state, state.step, iterator
+
+    def _rollouts(self, params, iterator: Iterator, step: int) -> list[Micro]:
+        """Sample and score `gradient_accumulation_steps` micro-batches (more when filtering)."""
+        cfg, g = self.cfg, self.grpo.num_generations
+        micros, kept_groups, wanted = [], 0, None
+        for i in range(cfg.gradient_accumulation_steps + (cfg.filter_max_retries if cfg.filter_zero_std_groups else 0)):
+            if i >= cfg.gradient_accumulation_steps and (not cfg.filter_zero_std_groups or kept_groups >= wanted):
+                break
+            batch = next(iterator)
+            micro = self._rollout(params, batch, seed=int(jax.random.randint(
+                jax.random.fold_in(jax.random.fold_in(jax.random.key(cfg.seed), step), i), (), 0, 2**31 - 1)))
+            groups = micro.rewards.reshape(-1, g)
+            if cfg.filter_zero_std_groups:
+                signal = ~np.all(groups == groups[:, :1], axis=1)
+                micro.keep = np.repeat(signal, g)
+                kept_groups += int(signal.sum())
+            wanted = wanted or cfg.gradient_accumulation_steps * groups.shape[0]
+            micros.append(micro)
+        return micros
+
+    def _rollout(self, params, batch: dict[str, Any], seed: int) -> Micro:
+        device_batch = arrays(batch)
+        rollout = sampler.generate(
+            self.model.module, params, device_batch, max_new_tokens=self.grpo.max_completion_length,
+            sampling=self.sampling, num_generations=self.grpo.num_generations, seed=seed,
+            eos_token_ids=self.eos, pad_token_id=self.pad, allowed_token_ids=self.cfg.allowed_token_ids)
+        texts = [self.decode(row[:n].tolist()) for row, n in zip(rollout.tokens, rollout.lengths)]
+        g = self.grpo.num_generations
+        meta = batch["meta"]
+        targets = [s for s in meta["solution"] for _ in range(g)]
+        tasks = [t for t in meta["task"] for _ in range(g)]
+        out = self.reward(texts, targets, task=tasks)
+        return Micro(batch=rollout.prompt_batch(device_batch), meta=meta, rollout=rollout, texts=texts,
+                     rewards=np.asarray(out.total, np.float32),
+                     per_function={k: np.asarray(v, np.float32) for k, v in out.per_function.items()},
+                     reward_metrics=dict(out.metrics), keep=np.ones(len(texts), bool))
+
+    def _advantages(self, micros: list[Micro]) -> None:
+        """Advantages over the whole step (so scale_rewards="batch" sees every micro-batch)."""
+        rewards = jnp.asarray(np.concatenate([m.rewards for m in micros]))
+        adv = np.asarray(grpo_lib.advantages(self.grpo, rewards))
+        offset = 0
+        for m in micros:
+            n = len(m.rewards)
+            m.device = {"advantages": adv[offset:offset + n]}
+            offset += n
+
+    def _to_device(self, params, ref_params, micros: list[Micro]) -> None:
+        for m in micros:
+            r = m.rollout
+            d = m.device
+            mask = r.mask & m.keep[:, None]
+            if self.grpo.mask_truncated_completions:
+                mask = mask & r.stopped[:, None]
+            d.update(tokens=jnp.asarray(r.tokens), mask=jnp.asarray(mask), positions=jnp.asarray(r.completion_positions),
+                     sampler_logp=jnp.asarray(r.logprobs), advantages=jnp.asarray(d["advantages"]))
+            d["old_logp"] = self._logprobs(params, m.batch, d) if self.recompute_old else d["sampler_logp"]
+            d["ref_logp"] = self._logprobs(ref_params, m.batch, d) if ref_params is not None else None
+
+    def _update(self, params, opt_state, micros: list[Micro]):
+        """One optimizer step over all micro-batches: sum numerators' grads, divide once."""
+        grad_sum, stats, drift_max = None, None, 0.0
+        for m in micros:
+            grads, s, drift = self._grads(params, m.batch, m.device)
+            grad_sum = grads if grad_sum is None else jax.tree.map(jnp.add, grad_sum, grads)
+            stats = s if stats is None else jax.tree.map(jnp.add, stats, s)
+            drift_max = jnp.maximum(drift_max, drift)
+        params, opt_state, grad_norm = self._apply(params, opt_state, grad_sum, stats["loss"].count)
+        stats = dict(stats)
+        stats["sampling/sampling_logp_difference/max"] = Weighted(drift_max, jnp.asarray(1))
+        return params, opt_state, stats, grad_norm
+
+    def _metrics(self, micros: list[Micro], stats, grad_norm, step: int, step_time: float) -> dict[str, Any]:
+        """TRL's metric names for this step (the device sums divided once, here)."""
+        g = self.grpo.num_generations
+        rewards = np.concatenate([m.rewards for m in micros])
+        groups = rewards.reshape(-1, g)
+        lengths = np.concatenate([m.rollout.lengths for m in micros])
+        stopped = np.concatenate([m.rollout.stopped for m in micros])
+        prompt_tokens = sum(int(np.asarray(m.batch["attention_mask"]).sum()) for m in micros)
+        out: dict[str, Any] = {k: float(v) for k, v in finalize(jax.device_get(stats)).items()}
+        out.update({
+            "reward": float(rewards.mean()),
+            "reward_std": float(groups.std(axis=1, ddof=1).mean()) if g > 1 else 0.0,
+            "frac_reward_zero_std": float(advantages_lib.frac_reward_zero_std(jnp.asarray(rewards), g).value()),
+            "completions/mean_length": float(lengths.mean()),
+            "completions/max_length": int(lengths.max()),
+            "completions/clipped_ratio": float((~stopped).mean()),
+            "num_tokens": prompt_tokens * g + int(lengths.sum()),
+            "step_time": step_time,
+            "tokens_per_second": (prompt_tokens * g + int(lengths.sum())) / step_time,
+            "learning_rate": float(self.schedule(step - 1)),
+            "grad_norm": float(grad_norm),
+        })
+        for name in micros[0].per_function:
+            values = np.concatenate([m.per_function[name] for m in micros])
+            out[f"rewards/{name}/mean"] = float(values.mean())
+            out[f"rewards/{name}/std"] = float(values.std(ddof=1)) if len(values) > 1 else 0.0
+        for m in micros:
+            for name, value in m.reward_metrics.items():
+                out[f"rewards/{name}"] = out.get(f"rewards/{name}", 0.0) + float(value)
+        if self.cfg.filter_zero_std_groups:
+            keep = np.concatenate([m.keep for m in micros])
+            out["filter/dropped_groups"] = int((~keep.reshape(-1, g)[:, 0]).sum())
+            out["filter/micro_batches"] = len(micros)
+        if self.grpo.beta == 0:
+            out.pop("kl", None)
+        return out
