@@ -91,6 +91,9 @@ RewardFn = Callable[..., Any]  # rewards.combine(...): (texts, targets, **column
 class GRPOLearner:
     """Trains `model` (a `Qwen2_5_VL` holder) with GRPO on batches from `data`.
 
+    Training consumes the holder's param buffers (the updates donate them); `train()` leaves
+    the trained params in `self.model`.
+
     data: a grain IterDataset of `Batcher` batches (its iterator state is checkpointed).
     reward: texts, targets, task=... -> RewardOutput (`mmjax.rewards.combine`).
     decode: token ids -> text (the tokenizer's decode).
@@ -127,7 +130,9 @@ class GRPOLearner:
         """Runs (or resumes) to max_steps; returns the last step's metrics."""
         cfg = self.cfg
         params, opt_state, step, iterator = self._restore_or_init()
-        ref_params = params if self.grpo.beta > 0 else None  # beta = 0 keeps no reference copy
+        # The reference policy is the starting point; beta = 0 keeps no copy. (The updates
+        # donate the params' buffers, so the reference must be a copy, not the same arrays.)
+        ref_params = jax.tree.map(jnp.copy, params) if self.grpo.beta > 0 else None
         last: dict[str, Any] = {}
         total_tokens = 0
         with metrics_lib.MetricsWriter(self.workdir, jax.process_index(), resume_step=step) as writer, \

@@ -132,3 +132,29 @@ def test_a_corrupt_newest_checkpoint_falls_back_to_the_one_before(pieces, tmp_pa
     state = checkpoints.restore_latest(workdir, params_target=holder.params)
     assert state.step == 2
     assert "cannot be restored" in caplog.text and newest in caplog.text
+
+
+def test_kl_iterations_and_online_filtering_run_and_are_logged(pieces, tmp_path):
+    """beta > 0 keeps a reference policy (kl logged), num_iterations = 2 recomputes the old
+    log-probs once, and online filtering drops zero-signal groups and refills the step."""
+    config, tok, _, _ = pieces
+    config = _config(**{"max_steps": 2, "grpo.beta": 0.04, "grpo.num_iterations": 2,
+                        "filter_zero_std_groups": True})
+    learner = grpo_job.build_learner(config, str(tmp_path), tok=tok)
+    assert learner.recompute_old
+    params, opt_state, _, iterator = learner._restore_or_init()
+    micros = learner._rollouts(params, iterator, 0)
+    groups = np.concatenate([m.rewards for m in micros]).reshape(-1, config.grpo.num_generations)
+    zero = np.all(groups == groups[:, :1], axis=1)
+    keep = np.concatenate([m.keep for m in micros]).reshape(groups.shape)[:, 0]
+    np.testing.assert_array_equal(keep, ~zero)  # exactly the zero-signal groups are dropped
+    if zero.sum() and len(micros) == 1:
+        pytest.fail("filtering dropped groups but drew no extra micro-batch")
+    learner._advantages(micros)
+    learner._to_device(params, params, micros)
+    for m in micros:  # old log-probs recomputed by the trainer equal the sampler's (same params)
+        kept = np.asarray(m.device["mask"])
+        np.testing.assert_allclose(np.asarray(m.device["old_logp"])[kept], m.rollout.logprobs[kept], atol=1e-5)
+        assert not np.asarray(m.device["old_logp"])[~kept].any()  # dropped rows take no part
+    metrics = learner.train()
+    assert metrics["kl"] >= 0 and "filter/dropped_groups" in metrics and metrics["filter/micro_batches"] >= 1
