@@ -13,15 +13,18 @@ import os
 import ml_collections
 
 from mmjax import rewards as rewards_lib
-from mmjax.data import batching, jigsaw, pipeline, qa, sources, synthetic
+from mmjax.data import batching, depth_jigsaw, jigsaw, pipeline, qa, sources, synthetic, video_jigsaw
 from mmjax.models import qwen2_5_vl
 from mmjax.processing import ImageProcessorConfig, special_token_ids, tiny_tokenizer
 from mmjax.rl.grpo import GRPOConfig
 from mmjax.rl.learner import LearnerConfig
 from mmjax.train.optim import OptimizerConfig
 
-SOURCES = ("colour_choice", "shapes_vqa", "jsonl", "parquet")
-TASKS = ("qa", "jigsaw_image")
+SOURCES = ("colour_choice", "shapes_vqa", "jsonl", "parquet", "image_folder", "video_folder", "rgbd_folder")
+TASKS = ("qa", "jigsaw_image", "jigsaw_video", "jigsaw_3d")
+# Tasks that read something only some sources give: the 3D jigsaw needs depth maps.
+TASK_SOURCES = {"jigsaw_3d": ("rgbd_folder",)}
+RGBD_INDEX = "index.jsonl"  # what mmjax.data.synthetic.write_rgbd_scenes writes: {"image", "depth"} rows
 TOKENIZERS = ("tiny", "qwen2", "hf")
 
 
@@ -82,7 +85,8 @@ def model(config, tok):
                                      pad_token_id=ids.pad_token_id))
         holder = qwen2_5_vl.Qwen2_5_VL.from_config(cfg, seed=config.seed, dtype=m.dtype,
                                                   compute_dtype=m.compute_dtype or None, **options)
-    if config.mesh.data * config.mesh.fsdp * config.mesh.tensor > 1 or config.mesh.data == -1:
+    sizes = (config.mesh.data, config.mesh.fsdp, config.mesh.tensor)
+    if -1 in sizes or sizes[0] * sizes[1] * sizes[2] > 1:  # any axis may be -1: "all remaining devices"
         from mmjax import sharding
         holder = holder.shard(sharding.make_mesh(config.mesh.data, config.mesh.fsdp, config.mesh.tensor))
     return holder
@@ -104,20 +108,66 @@ def source(data, seed_offset: int = 0):
         raise ConfigFieldError(f"config.data.source={kind!r} needs config.data.path")
     if kind == "jsonl":
         return sources.JsonlSource(data.path, data_root=data.data_root or None)
-    return sources.ParquetSource(data.path, data_root=data.data_root or None)
+    if kind == "parquet":
+        return sources.ParquetSource(data.path, data_root=data.data_root or None)
+    return _folder_source(kind, data)
+
+
+def _folder_source(kind: str, data):
+    """image_folder / video_folder: every such file under data.path; rgbd_folder: an RGB-D index."""
+    path = data.path
+    if kind == "rgbd_folder" and os.path.isdir(path):
+        path = os.path.join(path, RGBD_INDEX)
+    elif kind != "rgbd_folder" and not os.path.isdir(path):
+        raise ConfigFieldError(f"config.data.source={kind!r} needs config.data.path to be a folder; "
+                               f"{path!r} is not one")
+    try:
+        if kind == "image_folder":
+            return sources.ImageFolderSource(path, strict=data.strict)
+        if kind == "video_folder":
+            return sources.VideoFolderSource(path)
+        return sources.RgbdSource.from_jsonl(path, data_root=data.data_root or None, strict=data.strict)
+    except FileNotFoundError as e:
+        what = f"no {RGBD_INDEX} of {{'image', 'depth'}} rows" if kind == "rgbd_folder" else "nothing to read"
+        raise ConfigFieldError(f"config.data.path={data.path!r} (data.source={kind!r}): {what}: {e}") from None
+    except ValueError as e:  # a broken RGB-D index line
+        raise ConfigFieldError(f"config.data.path={data.path!r} (data.source={kind!r}): {e}") from None
 
 
 def transforms(data, tok, holder) -> list:
     task = _choice(data.task, TASKS, "data.task")
-    if task == "qa":
-        first = qa.QaSample(container=data.container, system_prompt=data.system_prompt)
-    else:
-        first = jigsaw.ImageJigsaw(rows=data.jigsaw_rows, cols=data.jigsaw_cols, container=data.container,
-                                   seed=data.seed)
+    if task in TASK_SOURCES and data.source not in TASK_SOURCES[task]:
+        raise ConfigFieldError(f"config.data.task={task!r} needs config.data.source in {list(TASK_SOURCES[task])}, "
+                               f"got {data.source!r}")
+    first = _task(task, data)
     image_cfg = ImageProcessorConfig(min_pixels=data.min_pixels, max_pixels=data.max_pixels)
     process = batching.ProcessSample(tok, image_cfg=image_cfg, max_prompt_length=data.max_prompt_length or None,
                                      tokens_per_second=holder.config.vision.tokens_per_second)
     return [first, process]
+
+
+def _task(task: str, data):
+    """The task transform of config.data.task (SPEC 1.1-1.3 for the jigsaws, SPEC 2.3 for qa)."""
+    common = dict(container=data.container, seed=data.seed, strict=data.strict)
+    try:
+        if task == "qa":
+            return qa.QaSample(container=data.container, system_prompt=data.system_prompt, strict=data.strict)
+        if task == "jigsaw_image":
+            return jigsaw.ImageJigsaw(rows=data.jigsaw_rows, cols=data.jigsaw_cols, **common)
+        pieces = {"jigsaw_video": "video_clips", "jigsaw_3d": "jigsaw_points"}.get(task)
+        if pieces and data[pieces] < 2:
+            raise ValueError(f"{pieces}={data[pieces]}: a jigsaw needs at least 2 pieces")
+        if task == "jigsaw_video":
+            # plan_clips checks trim and the frame clamp once, here, rather than on every video.
+            video_jigsaw.plan_clips(10**6, 30.0, data.video_clips, data.video_trim, data.video_sample_fps,
+                                    data.video_min_frames, data.video_max_frames)
+            return video_jigsaw.VideoJigsaw(
+                num_clips=data.video_clips, trim=data.video_trim, sample_fps=data.video_sample_fps,
+                min_frames=data.video_min_frames, max_frames=data.video_max_frames,
+                min_seconds=data.video_min_seconds, frame_pixels=data.video_frame_pixels, **common)
+        return depth_jigsaw.DepthJigsaw(num_points=data.jigsaw_points, **common)
+    except ValueError as e:
+        raise ConfigFieldError(f"config.data (task {task!r}): {e}") from None
 
 
 def dataset(config, tok, holder, *, seed_offset: int = 0, batch_size: int | None = None, num_epochs=None,

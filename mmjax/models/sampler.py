@@ -242,11 +242,13 @@ def generate(module, params, batch: dict[str, Any], *, max_new_tokens: int,
              sampling: SamplingParams = SamplingParams(), num_generations: int = 1, seed: int = 0,
              eos_token_ids: int | Sequence[int] | None = None, pad_token_id: int = 0,
              allowed_token_ids: Sequence[int] | None = None, capture: str | None = None,
-             min_bucket: int = 16, prefill_chunk: int = 256) -> Rollout:
+             min_bucket: int = 16, prefill_chunk: int = 256, mesh=None) -> Rollout:
     """Sample `num_generations` completions for every prompt of a prepared batch.
 
     batch: the dict of `Qwen2_5_VL.prepare` (input_ids, positions, attention_mask, image, video,
     rope_deltas), prompts left-padded. Returns a `Rollout` of B * num_generations rows.
+    mesh: when given, the prompt rows are split over the mesh's batch axes (data parallel
+    rollouts; the row count must divide) and the cache follows them; params may be sharded.
     """
     if max_new_tokens < 1:
         raise ValueError(f"max_new_tokens must be >= 1; got {max_new_tokens}")
@@ -272,10 +274,17 @@ def generate(module, params, batch: dict[str, Any], *, max_new_tokens: int,
     groups = None
     if capture is not None:
         groups = capture_lib.key_groups(ids_p, mask_p, cfg.image_token_id, cfg.video_token_id)
+    prompt_rows = (ids_p, mask_p, positions_p, new_positions, groups)
+    if mesh is not None:
+        from mmjax.sharding import batch_sharding
+        place = lambda a, axis=0: None if a is None else jax.device_put(  # noqa: E731
+            a, batch_sharding(mesh, a.shape, batch_axis=axis))
+        prompt_rows = (place(ids_p), place(mask_p), place(positions_p, 1), place(new_positions, 1), place(groups))
 
+    d_ids, d_mask, d_positions, d_new_positions, d_groups = prompt_rows
     state, consts = _prefill(
-        module, params, ids_p, positions_p, mask_p, _vision(module, params, batch.get("image")),
-        _vision(module, params, batch.get("video")), groups, new_positions,
+        module, params, d_ids, d_positions, d_mask, _vision(module, params, batch.get("image")),
+        _vision(module, params, batch.get("video")), d_groups, d_new_positions,
         allowed_mask(allowed_token_ids, cfg.text.vocab_size), np.asarray(as_token_ids(eos_token_ids), np.int32),
         np.int32(pad_token_id), np.uint32(seed), sampling=sampling, num_generations=num_generations,
         max_new_tokens=max_new_tokens, prefill_chunk=prefill_chunk)

@@ -146,7 +146,7 @@ class Qwen2_5_VL:
                 self.module, self.params, batch, max_new_tokens=max_new_tokens,
                 sampling=sampler.SamplingParams(float(temperature), float(top_p), int(top_k)),
                 num_generations=num_generations, seed=seed, eos_token_ids=eos_ids, pad_token_id=pad_token_id,
-                allowed_token_ids=allowed_token_ids, capture=capture, prefill_chunk=prefill_chunk)
+                allowed_token_ids=allowed_token_ids, capture=capture, prefill_chunk=prefill_chunk, mesh=self.mesh)
 
     def completion_logprobs(self, input_ids, attention_mask, completions, completion_mask,
                             pixel_values=None, image_grid_thw=None, *, num_generations: int = 1,
