@@ -42,8 +42,10 @@ def base() -> ml_collections.ConfigDict:
     c.mesh.tensor = 1
 
     c.data = ml_collections.ConfigDict()
-    c.data.source = "colour_choice"  # mmjax.jobs.setup.SOURCES: colour_choice | shapes_vqa (synthetic) | jsonl | parquet | image_folder | video_folder | rgbd_folder
-    c.data.path = ""  # the JSONL / parquet file, or the folder of a *_folder source (rgbd_folder: its index.jsonl, or the folder holding it)
+    # mmjax.jobs.setup.SOURCES: colour_choice | shapes_vqa (synthetic) | jsonl | parquet | image_folder |
+    # video_folder | rgbd_folder
+    c.data.source = "colour_choice"
+    c.data.path = ""  # a JSONL / parquet file or a *_folder source's folder (rgbd_folder: index.jsonl or its folder)
     c.data.data_root = ""  # image paths are relative to this ("" = the file's folder)
     c.data.num_samples = 1024  # synthetic sources only
     c.data.image_size = (112, 112)  # synthetic sources only (height, width)
@@ -150,8 +152,6 @@ def parse_args(arg: str | None, allowed: Mapping[str, str], recipe: str) -> froz
 # devices) against the ~40 GB, and sets gradient_accumulation_steps so that
 # batch_size x gradient_accumulation_steps x processes = the paper's prompts per step.
 
-QWEN7B_PARAMS = 8.29e9
-
 
 def qwen7b_layout(c: ml_collections.ConfigDict, tpu: bool = False) -> ml_collections.ConfigDict:
     """Model, precision, remat and mesh settings for Qwen2.5-VL-7B on one 8-GPU host or a TPU slice.
@@ -162,10 +162,10 @@ def qwen7b_layout(c: ml_collections.ConfigDict, tpu: bool = False) -> ml_collect
     c.tokenizer = "hf"  # the model's own tokenizer, from model.hf_dir (mmjax.jobs.setup.tokenizer)
     c.model.preset = "7b"  # only used without hf_dir: a random 7B, e.g. to measure throughput
     c.model.dtype = "float32"  # mmjax: fp32 master weights, so 1e-6 / 5e-7 updates are not lost to bf16 rounding
-    c.model.compute_dtype = "bfloat16"  # mmjax mixed precision: bf16 matmuls and activations (both papers train in bf16)
-    c.model.attention = "auto"  # mmjax.models.attention: cuDNN flash on GPU, splash on TPU, explicit for decode steps
-    c.model.remat = "full"  # see the arithmetic above: ~370 KB/token instead of several MB/token without remat
-    c.model.vision_remat = "full"  # ViT: 9 tiles x 256 tokens x 4 patch rows per prompt would be ~12 GB a prompt unremat'd
+    c.model.compute_dtype = "bfloat16"  # mmjax mixed precision: bf16 matmuls and activations (as both papers)
+    c.model.attention = "auto"  # mmjax.models.attention: cuDNN flash on GPU, splash on TPU, explicit to decode
+    c.model.remat = "full"  # the arithmetic above: ~370 KB a token, against several MB without remat
+    c.model.vision_remat = "full"  # ViT: 9 tiles x 256 tokens x 4 rows would keep ~12 GB a prompt without
     c.data.worker_count = 8  # mmjax: decode, tile and process on 8 host processes while the devices sample
     c.mesh.data = 1
     c.mesh.tensor = 1  # mmjax: 7B fits with FSDP alone; tensor parallelism would add collectives per layer
