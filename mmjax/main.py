@@ -122,6 +122,15 @@ def _unknown_field(argv: list[str], value: str) -> str | None:
     return None
 
 
+def _config_error_line(message: str) -> str:
+    """A recipe's deliberate ValueError (e.g. an unknown config arg) as one line; other errors
+    from a config file's own code keep their traceback, which is what its author needs."""
+    lines = [line for line in message.splitlines() if line.strip()]
+    if "Traceback (most recent call last)" in message and lines[-1].startswith("ValueError: "):
+        return lines[-1][len("ValueError: "):]
+    return message
+
+
 def _parse_flags(argv: list[str]) -> list[str]:
     """absl's flag parsing, with config-file and override mistakes reported in one line."""
     value = _config_arg(argv)
@@ -129,7 +138,7 @@ def _parse_flags(argv: list[str]) -> list[str]:
     try:
         rest = flags.FLAGS(argv)
     except flags.Error as e:
-        _fail(str(e))
+        _fail(_config_error_line(str(e)))
     except (AttributeError, KeyError) as e:  # ml_collections: an override of an unknown field
         message = _unknown_field(argv, value) if value is not None else None
         if message is None:

@@ -18,6 +18,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
      ["--config.nonexistent_field", "configs/demo.py has no field config.nonexistent_field", "'model'"]),
     (["--config", "configs/demo.py", "--config.model.dtype=float64"],
      ["config.model.dtype='float64' is not one of ['bfloat16', 'float32']"]),
+    (["--config", "configs/jigsaw_image.py:nope"],
+     ["configs/jigsaw_image.py: unknown config argument(s) ['nope']", "code:", "tpu:"]),
 ])
 def test_cli_mistakes_are_one_line(tmp_path, args, expected):
     proc = subprocess.run([sys.executable, "-m", "mmjax.main", *args, "--workdir", str(tmp_path)],
