@@ -85,6 +85,7 @@ class Micro:
     device: dict[str, Any] | None = None  # tokens, mask, positions, logps, advantages on device
 
 
+_ROW_KEYS = ("input_ids", "attention_mask", "positions", "rope_deltas")  # the prompt batch's per-row arrays
 RewardFn = Callable[..., Any]  # rewards.combine(...): (texts, targets, **columns) -> RewardOutput
 
 
@@ -200,7 +201,8 @@ class GRPOLearner:
         rollout = sampler.generate(
             self.model.module, params, device_batch, max_new_tokens=self.grpo.max_completion_length,
             sampling=self.sampling, num_generations=self.grpo.num_generations, seed=seed,
-            eos_token_ids=self.eos, pad_token_id=self.pad, allowed_token_ids=self.cfg.allowed_token_ids)
+            eos_token_ids=self.eos, pad_token_id=self.pad, allowed_token_ids=self.cfg.allowed_token_ids,
+            mesh=self.mesh)
         texts = [self.decode(row[:n].tolist()) for row, n in zip(rollout.tokens, rollout.lengths)]
         g = self.grpo.num_generations
         meta = batch["meta"]
@@ -229,10 +231,18 @@ class GRPOLearner:
             mask = r.mask & m.keep[:, None]
             if self.grpo.mask_truncated_completions:
                 mask = mask & r.stopped[:, None]
-            d.update(tokens=jnp.asarray(r.tokens), mask=jnp.asarray(mask), positions=jnp.asarray(r.completion_positions),
-                     sampler_logp=jnp.asarray(r.logprobs), advantages=jnp.asarray(d["advantages"]))
+            d.update(tokens=r.tokens, mask=mask, positions=r.completion_positions, sampler_logp=r.logprobs)
+            d.update({k: self._rows(v, axis=1 if k == "positions" else 0) for k, v in d.items()})
+            m.batch = {k: self._rows(v, axis=1 if k == "positions" else 0) if k in _ROW_KEYS else v
+                       for k, v in m.batch.items()}
             d["old_logp"] = self._logprobs(params, m.batch, d) if self.recompute_old else d["sampler_logp"]
             d["ref_logp"] = self._logprobs(ref_params, m.batch, d) if ref_params is not None else None
+
+    def _rows(self, array, axis: int = 0):
+        """A per-row array on the device: split over the mesh's batch axes (data parallel)."""
+        if self.mesh is None:
+            return jnp.asarray(array)
+        return jax.device_put(array, sharding.batch_sharding(self.mesh, np.shape(array), batch_axis=axis))
 
     def _update(self, params, opt_state, micros: list[Micro]):
         """One optimizer step over all micro-batches: sum numerators' grads, divide once."""

@@ -6,13 +6,14 @@ import sys
 
 import pytest
 
-CHECKS = ("forward", "training", "generate", "global", "bind")
+CHECKS = ("forward", "training", "generate", "global", "bind", "learner")
 
 
 @pytest.fixture(scope="module")
 def run():
     here = os.path.dirname(__file__)
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([here, os.environ.get("PYTHONPATH", "")]))
+    root = os.path.dirname(os.path.dirname(here))  # the configs/ package
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([here, root, os.environ.get("PYTHONPATH", "")]))
     proc = subprocess.run([sys.executable, os.path.join(here, "sharded_forward.py"), *CHECKS], env=env,
                           capture_output=True, text=True, timeout=900)
     return proc.stdout.splitlines(), proc.stdout + "\n".join(
