@@ -178,23 +178,30 @@ class GRPOLearner:
         return params, state.opt_state, state.step, iterator
 
     def _rollouts(self, params, iterator: Iterator, step: int) -> list[Micro]:
-        """Sample and score `gradient_accumulation_steps` micro-batches (more when filtering)."""
+        """Sample and score `gradient_accumulation_steps` micro-batches; with online filtering,
+        draw up to `filter_max_retries` more until the kept groups refill the step."""
         cfg, g = self.cfg, self.grpo.num_generations
-        micros, kept_groups, wanted = [], 0, None
-        for i in range(cfg.gradient_accumulation_steps + (cfg.filter_max_retries if cfg.filter_zero_std_groups else 0)):
-            if i >= cfg.gradient_accumulation_steps and (not cfg.filter_zero_std_groups or kept_groups >= wanted):
+        base = cfg.gradient_accumulation_steps
+        limit = base + (cfg.filter_max_retries if cfg.filter_zero_std_groups else 0)
+        micros, kept_groups, wanted = [], 0, 0
+        while len(micros) < limit:
+            if len(micros) >= base and (not cfg.filter_zero_std_groups or kept_groups >= wanted):
                 break
-            batch = next(iterator)
-            micro = self._rollout(params, batch, seed=int(jax.random.randint(
-                jax.random.fold_in(jax.random.fold_in(jax.random.key(cfg.seed), step), i), (), 0, 2**31 - 1)))
+            micro = self._rollout(params, next(iterator), seed=self._sampling_seed(step, len(micros)))
             groups = micro.rewards.reshape(-1, g)
             if cfg.filter_zero_std_groups:
                 signal = ~np.all(groups == groups[:, :1], axis=1)
                 micro.keep = np.repeat(signal, g)
                 kept_groups += int(signal.sum())
-            wanted = wanted or cfg.gradient_accumulation_steps * groups.shape[0]
+            wanted = wanted or base * groups.shape[0]
             micros.append(micro)
         return micros
+
+    def _sampling_seed(self, step: int, micro_batch: int) -> int:
+        """The sampler's seed for a micro-batch: a function of (seed, step, micro-batch) only,
+        so a resumed run draws the same completions as one that never stopped."""
+        key = jax.random.fold_in(jax.random.fold_in(jax.random.key(self.cfg.seed), step), micro_batch)
+        return int(jax.random.randint(key, (), 0, 2**31 - 1))
 
     def _rollout(self, params, batch: dict[str, Any], seed: int) -> Micro:
         device_batch = arrays(batch)
