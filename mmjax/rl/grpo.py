@@ -22,53 +22,50 @@ import jax
 
 from mmjax.rl import advantages as advantages_lib
 from mmjax.rl import losses, registry
+from mmjax.config_help import help_text
 
 logger = logging.getLogger(__name__)
-
-
-def _help(text: str) -> dict:
-    return {"help": text}
 
 
 @dataclasses.dataclass(frozen=True)
 class GRPOConfig:
     """GRPO knobs with TRL's names. Defaults: TRL GRPOConfig; presets: GRPO_PRESETS."""
 
-    num_generations: int = dataclasses.field(default=8, metadata=_help(
+    num_generations: int = dataclasses.field(default=8, metadata=help_text(
         "G, completions sampled per prompt; TRL default 8, SPEC 2.4 8, SPEC 1.6 16"))
-    temperature: float = dataclasses.field(default=1.0, metadata=_help(
+    temperature: float = dataclasses.field(default=1.0, metadata=help_text(
         "sampling temperature, also dividing the logits when log-probs are recomputed; TRL 1.0, SPEC 1.6 / 2.4 1.0"))
-    top_p: float = dataclasses.field(default=1.0, metadata=_help(
+    top_p: float = dataclasses.field(default=1.0, metadata=help_text(
         "nucleus sampling mass in (0, 1], 1 = off; TRL 1.0, SPEC 1.6 1.0"))
-    top_k: int = dataclasses.field(default=0, metadata=_help(
+    top_k: int = dataclasses.field(default=0, metadata=help_text(
         "top-k sampling, 0 = off; TRL 0 (as mmjax.models.sampling.SamplingParams)"))
-    max_completion_length: int = dataclasses.field(default=256, metadata=_help(
+    max_completion_length: int = dataclasses.field(default=256, metadata=help_text(
         "most generated tokens per completion, and dr_grpo's normaliser; TRL 256, SPEC 1.6 2048, SPEC 2.4 1024"))
-    beta: float = dataclasses.field(default=0.0, metadata=_help(
+    beta: float = dataclasses.field(default=0.0, metadata=help_text(
         "KL coefficient, 0 = no reference model; TRL 0.0, SPEC 1.6 0 (no KL), SPEC 2.4 0.001"))
-    kl_estimator: str = dataclasses.field(default="k3", metadata=_help(
+    kl_estimator: str = dataclasses.field(default="k3", metadata=help_text(
         "k1 | k2 | k3 (k3 = exp(ref - new) - (ref - new) - 1); TRL uses k3 only (no such knob), "
         "Tunix's default is k1 ('kl'); SPEC 3"))
-    epsilon: float = dataclasses.field(default=0.2, metadata=_help(
+    epsilon: float = dataclasses.field(default=0.2, metadata=help_text(
         "lower clip: ratio >= 1 - epsilon; TRL 0.2, SPEC 1.6 0.2"))
-    epsilon_high: float | None = dataclasses.field(default=None, metadata=_help(
+    epsilon_high: float | None = dataclasses.field(default=None, metadata=help_text(
         "upper clip: ratio <= 1 + epsilon_high, None = epsilon; TRL default None, DAPO recommends 0.28"))
-    delta: float | None = dataclasses.field(default=None, metadata=_help(
+    delta: float | None = dataclasses.field(default=None, metadata=help_text(
         "dual-clip c: for A < 0 the loss is capped at -delta * A, None = off; Tunix epsilon_c, SPEC 1.6 c=3. "
         "TRL's delta (INTELLECT-2 two-sided clip) gives the same loss when delta > 1 + epsilon_high, "
         "which is required"))
-    loss_type: str = dataclasses.field(default="dapo", metadata=_help(
+    loss_type: str = dataclasses.field(default="dapo", metadata=help_text(
         "grpo | bnpo | dapo | dr_grpo (bnpo = dapo under mmjax's exact accumulation); TRL default dapo, "
         "SPEC 1.6 token-mean = dapo"))
-    scale_rewards: str = dataclasses.field(default="group", metadata=_help(
+    scale_rewards: str = dataclasses.field(default="group", metadata=help_text(
         "group | batch | none: divide the centred reward by the group std, the batch std, or not "
         "(TRL's True / False are 'group' / 'none'); TRL default group"))
-    importance_sampling_level: str = dataclasses.field(default="token", metadata=_help(
+    importance_sampling_level: str = dataclasses.field(default="token", metadata=help_text(
         "token (GRPO) | sequence (GSPO: the row's mean log-ratio); TRL default token"))
-    num_iterations: int = dataclasses.field(default=1, metadata=_help(
+    num_iterations: int = dataclasses.field(default=1, metadata=help_text(
         "mu, optimizer updates per rollout batch; 1 = the sampler's log-probs are old_logp; "
         "TRL 1, SPEC 1.6 1"))
-    mask_truncated_completions: bool = dataclasses.field(default=False, metadata=_help(
+    mask_truncated_completions: bool = dataclasses.field(default=False, metadata=help_text(
         "drop completions that hit max_completion_length from the loss (DAPO); TRL default False"))
 
     def __post_init__(self):

@@ -35,35 +35,32 @@ from mmjax.rl import grpo as grpo_lib
 from mmjax.rl import update as update_lib
 from mmjax.rl.losses import Weighted, finalize
 from mmjax.train import checkpoints, metrics as metrics_lib, optim
+from mmjax.config_help import help_text
 
 log = logging.getLogger(__name__)
-
-
-def _help(text: str) -> dict:
-    return {"help": text}
 
 
 @dataclasses.dataclass(frozen=True)
 class LearnerConfig:
     """How the loop runs (the algorithm is GRPOConfig, the optimiser OptimizerConfig)."""
-    max_steps: int = dataclasses.field(default=100, metadata=_help(
+    max_steps: int = dataclasses.field(default=100, metadata=help_text(
         "optimizer steps to run (TRL max_steps)"))
-    save_steps: int = dataclasses.field(default=50, metadata=_help(
+    save_steps: int = dataclasses.field(default=50, metadata=help_text(
         "checkpoint every N steps, and at the end (TRL save_steps)"))
-    save_total_limit: int | None = dataclasses.field(default=3, metadata=_help(
+    save_total_limit: int | None = dataclasses.field(default=3, metadata=help_text(
         "checkpoints kept (TRL save_total_limit)"))
-    logging_steps: int = dataclasses.field(default=1, metadata=_help(
+    logging_steps: int = dataclasses.field(default=1, metadata=help_text(
         "write metrics every N steps (TRL logging_steps)"))
-    gradient_accumulation_steps: int = dataclasses.field(default=1, metadata=_help(
+    gradient_accumulation_steps: int = dataclasses.field(default=1, metadata=help_text(
         "pipeline batches (micro-batches) per optimizer step (TRL gradient_accumulation_steps)"))
-    seed: int = dataclasses.field(default=0, metadata=_help("sampling keys: fold_in(seed, step, micro-batch)"))
-    filter_zero_std_groups: bool = dataclasses.field(default=False, metadata=_help(
+    seed: int = dataclasses.field(default=0, metadata=help_text("sampling keys: fold_in(seed, step, micro-batch)"))
+    filter_zero_std_groups: bool = dataclasses.field(default=False, metadata=help_text(
         "online filtering: drop groups whose rewards all match and draw more micro-batches (DAPO)"))
-    filter_max_retries: int = dataclasses.field(default=2, metadata=_help(
+    filter_max_retries: int = dataclasses.field(default=2, metadata=help_text(
         "extra micro-batches a step may draw to refill filtered groups"))
-    allowed_token_ids: tuple[int, ...] | None = dataclasses.field(default=None, metadata=_help(
+    allowed_token_ids: tuple[int, ...] | None = dataclasses.field(default=None, metadata=help_text(
         "restrict sampling to these token ids (None: the whole vocabulary)"))
-    async_checkpoint: bool = dataclasses.field(default=True, metadata=_help("Orbax async saves"))
+    async_checkpoint: bool = dataclasses.field(default=True, metadata=help_text("Orbax async saves"))
 
     def __post_init__(self):
         for name in ("max_steps", "save_steps", "logging_steps", "gradient_accumulation_steps"):

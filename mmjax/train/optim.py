@@ -32,43 +32,40 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import optax
+from mmjax.config_help import help_text
 
 SCHEDULES = ("constant", "cosine", "linear")
 TRAINABLE, FROZEN = "trainable", "frozen"
 NO_DECAY_LEAVES = ("bias", "scale")  # Flax names of biases and (RMS/Layer)Norm weights
 
 
-def _help(text: str) -> dict:
-    return {"help": text}
-
-
 @dataclasses.dataclass(frozen=True)
 class OptimizerConfig:
     """AdamW + schedule + clipping + freezing. Defaults: the Visual Jigsaw GRPO recipe (SPEC 1.6)."""
 
-    learning_rate: float = dataclasses.field(default=1e-6, metadata=_help(
+    learning_rate: float = dataclasses.field(default=1e-6, metadata=help_text(
         "peak learning rate; SPEC 1.6 (Visual Jigsaw GRPO) and TRL GRPOConfig default 1e-6, SPEC 2.4 GRPO 5e-7"))
-    schedule: str = dataclasses.field(default="constant", metadata=_help(
+    schedule: str = dataclasses.field(default="constant", metadata=help_text(
         "constant | cosine | linear (after the warmup); SPEC 1.6 constant, SPEC 2.4 SFT cosine, "
         "HF TrainingArguments.lr_scheduler_type"))
-    warmup_ratio: float = dataclasses.field(default=0.0, metadata=_help(
+    warmup_ratio: float = dataclasses.field(default=0.0, metadata=help_text(
         "warmup length as a fraction of total_steps, ceil-rounded as HF get_warmup_steps; SPEC 2.4 SFT 0.1"))
-    warmup_steps: int = dataclasses.field(default=0, metadata=_help(
+    warmup_steps: int = dataclasses.field(default=0, metadata=help_text(
         "warmup length in steps (HF TrainingArguments.warmup_steps); set this or warmup_ratio, not both"))
-    total_steps: int | None = dataclasses.field(default=None, metadata=_help(
+    total_steps: int | None = dataclasses.field(default=None, metadata=help_text(
         "number of optimizer updates; needed by cosine / linear and by warmup_ratio (HF max_steps)"))
-    weight_decay: float = dataclasses.field(default=0.01, metadata=_help(
+    weight_decay: float = dataclasses.field(default=0.01, metadata=help_text(
         "decoupled AdamW weight decay on kernels / embeddings; SPEC 1.6 0.01 (HF default 0.0)"))
-    b1: float = dataclasses.field(default=0.9, metadata=_help("Adam beta1; HF TrainingArguments.adam_beta1"))
-    b2: float = dataclasses.field(default=0.999, metadata=_help("Adam beta2; HF TrainingArguments.adam_beta2"))
-    eps: float = dataclasses.field(default=1e-8, metadata=_help("Adam epsilon; HF TrainingArguments.adam_epsilon"))
-    max_grad_norm: float | None = dataclasses.field(default=1.0, metadata=_help(
+    b1: float = dataclasses.field(default=0.9, metadata=help_text("Adam beta1; HF TrainingArguments.adam_beta1"))
+    b2: float = dataclasses.field(default=0.999, metadata=help_text("Adam beta2; HF TrainingArguments.adam_beta2"))
+    eps: float = dataclasses.field(default=1e-8, metadata=help_text("Adam epsilon; HF TrainingArguments.adam_epsilon"))
+    max_grad_norm: float | None = dataclasses.field(default=1.0, metadata=help_text(
         "clip the trainable gradients' global norm to this (None or 0: no clipping); SPEC 1.6 1.0, "
         "HF TrainingArguments.max_grad_norm 1.0"))
-    freeze_vision: bool = dataclasses.field(default=False, metadata=_help(
+    freeze_vision: bool = dataclasses.field(default=False, metadata=help_text(
         "no updates (and no optimizer state) for the vision tower params['visual'] but its merger; "
         "SPEC 2.4 SFT freezes it"))
-    freeze_merger: bool = dataclasses.field(default=False, metadata=_help(
+    freeze_merger: bool = dataclasses.field(default=False, metadata=help_text(
         "no updates (and no optimizer state) for the projector params['visual']['merger']; SPEC 2.4 SFT freezes it"))
 
     def __post_init__(self):
