@@ -25,9 +25,14 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "Where checkpoints, metrics and 
 _PROG = "mmjax.main"
 
 
+# config.mode -> the module under mmjax.jobs whose `run(config, workdir)` is the job.
+MODES = {"demo": "demo", "grpo": "grpo", "score": "score", "sft": "sft", "eval": "eval"}
+
+
 def _modes():
-    from mmjax.jobs import demo, grpo
-    return {"demo": demo.run, "grpo": grpo.run}
+    import importlib
+    return {mode: (lambda config, workdir, _m=module: importlib.import_module(f"mmjax.jobs.{_m}").run(config, workdir))
+            for mode, module in MODES.items()}
 
 
 # ---- allowed values of config fields -------------------------------------------------------
