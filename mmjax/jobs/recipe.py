@@ -16,7 +16,7 @@ import ml_collections
 
 def base() -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
-    c.mode = "grpo"  # which job mmjax.main runs: grpo | demo
+    c.mode = "grpo"  # which job mmjax.main runs (mmjax.main.MODES): grpo | demo | score | sft | eval
     c.seed = 0  # params init, data order, sampling keys (mmjax)
     c.tokenizer = "tiny"  # tiny (tests, demo) | qwen2 (the real BPE, offline) | hf (from model.hf_dir)
 

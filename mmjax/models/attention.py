@@ -19,8 +19,7 @@ path from the probabilities XLA already holds, so callers get a [batch, queries,
 groups] array and never a [queries, keys] map.
 
 A query row with no key it may attend gets an output of 0 (and masses of 0) in every
-implementation of `attention`; the legacy `dot_product_attention` keeps its uniform
-average over the keys for such rows.
+implementation.
 """
 
 from __future__ import annotations
@@ -43,23 +42,11 @@ CPU_BLOCKWISE_MIN_KEYS = 512
 CPU_BLOCKWISE_MIN_QUERIES = 64
 
 
-def dot_product_attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array,
-                          key_groups: jax.Array | None = None):
-    """Attention of q [B, T, H, D] over heads-major k, v [B, Hkv, S, D], H a multiple of Hkv.
-
-    k and v are heads-major because that is the KV cache layout: a decode step then reads
-    the cache as it lies, with no per-step transpose of the whole cache.
-
-    mask: bool [B, T, S] or [B, 1, S] (keys only), True where the query may attend the key.
-    key_groups: optional float [B, S, G] membership weights of keys in G groups.
-    Returns (out [B, T, H, D], masses [B, T, H, G] or None).
-    Scores are formed in the input dtype and normalised in float32, as transformers' eager
-    attention does, so float32 results agree to rounding.
-    """
-    return _explicit(q, k, v, mask, key_groups)
-
-
 def _explicit(q, k, v, mask, key_groups=None):
+    """q [B, T, H, D] over heads-major k, v [B, Hkv, S, D] (the KV cache layout, so a decode
+    step reads the cache as it lies); mask bool [B, T, S] or [B, 1, S]; key_groups optional
+    float [B, S, G]. Returns (out [B, T, H, D], masses [B, T, H, G] or None). Scores are
+    normalised in float32, as transformers' eager attention does."""
     b, t, h, d = q.shape
     hkv, s = k.shape[1], k.shape[2]
     g = h // hkv

@@ -12,8 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from mmjax.models.attention import (IMPLEMENTATIONS, attention, choose_implementation,
-                                    dot_product_attention)
+from mmjax.models.attention import IMPLEMENTATIONS, attention, choose_implementation
 from mmjax.models.attention_blockwise import blockwise_attention
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -101,12 +100,6 @@ def test_fully_masked_rows_are_zero_everywhere():
         assert np.isfinite(out).all()
         np.testing.assert_array_equal(out[1, :5], 0.0)  # the 5 left-padded queries of row 1
         assert np.abs(out[1, 5:]).min() > 0  # and only those
-    # The legacy entry point averages over all keys on such rows instead; elsewhere equal.
-    mask = kw["key_valid"][:, None, :] & (jnp.arange(s)[None, None, :] <= jnp.arange(t)[None, :, None])
-    legacy, _ = dot_product_attention(q, k, v, mask)
-    assert np.abs(np.asarray(legacy)[1, :5]).max() > 0
-    assert_close(outs["explicit"][1, 5:], legacy[1, 5:])
-    assert_close(outs["explicit"][0], legacy[0])
 
 
 SPLASH_T = 128
