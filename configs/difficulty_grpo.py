@@ -1,7 +1,8 @@
 """Difficulty-aware post-training (SPEC 2.4): GRPO only, on the medium + hard samples, Qwen2.5-VL-7B-Instruct.
 
     python -m mmjax.main --config configs/difficulty_grpo.py --workdir W \
-        --config.model.hf_dir=/path/Qwen2.5-VL-7B-Instruct --config.data.path=/path/mid_hard.jsonl
+        --config.model.hf_dir=/path/Qwen2.5-VL-7B-Instruct --config.data.path=/path/train.jsonl \
+        --config.data.selection.score_file=W_score/scores.parquet
 
 The paper's best paradigm: no SFT, GRPO alone on the samples PISM (SPEC 2.1) or CMAB
 (SPEC 2.2) rate medium or hard, with one accuracy reward (SPEC 2.3: the row's `task` column
@@ -11,9 +12,14 @@ data.path is a JSONL (default) or parquet (`--config.data.source=parquet`) file 
 difficulty work's layout (`images`, `messages` or `prompt`, `solution`, `task`; see
 mmjax.data.rows).
 
-Selection is not applied yet: `config.data.selection` (a PISM / CMAB score file) and
-`config.data.selection_levels` are placeholders for issue 10, and the job ignores them.
-Until then, data.path must already hold only the medium + hard rows.
+Selection (mmjax.difficulty.selection): data.selection.score_file is the score file the
+scoring job (mode=score) wrote for the same data.path; the job then trains on the rows PISM
+rates medium or hard (SPEC 2.4's best), checks that the file scores every row of data.path
+under the same ids, and logs the selected size and level mix (also in W/selection.json).
+Other SPEC 2.4 paradigms are overrides: --config.data.selection.method=cmab (SPEC 2.2),
+.levels=unsolved, .subset=full, .subset=random with .n=2679 (a random set of the same size),
+.method=pism+cmab with .combine=both|either. Without a score file every row of data.path
+is used (a warning says so), for a data.path that already holds only the rows to train on.
 
 One epoch (SPEC 2.4) is max_steps = ceil(rows / 8); the default is the paper's PISM
 medium + hard reasoning set (1,061 + 1,618 = 2,679 rows -> 335 steps): set
@@ -46,8 +52,12 @@ def get_config(arg: str | None = None):
     c.data.max_prompt_length = 1024
     c.data.min_pixels = 56 * 56  # Qwen2VLImageProcessor defaults (the prompt budget above bounds the image)
     c.data.max_pixels = 28 * 28 * 1280
-    c.data.selection = ""  # issue 10: a PISM/CMAB score file + levels; ignored by the job for now
-    c.data.selection_levels = ("medium", "hard")  # issue 10: SPEC 2.4 mid+hard; ignored for now
+    # SPEC 2.4: GRPO alone on the medium + hard rows, by the PISM levels in the score file
+    # (the paper's main result; CMAB is --config.data.selection.method=cmab). score_file must be set.
+    c.data.selection.subset = "levels"
+    c.data.selection.levels = "mid+hard"
+    c.data.selection.method = "pism"
+    c.data.selection.threshold_mode = "stored"  # the scoring job's levels (SPEC 2.1 thresholds)
 
     # SPEC 2.4 (GRPO_PRESETS["difficulty"]): group 8, temperature 1.0, beta (KL) 0.001,
     # completions up to 1024. Not stated there, so TRL's defaults: k3 KL estimator,

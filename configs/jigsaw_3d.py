@@ -12,7 +12,8 @@ millimetres or .npy arrays in metres, at the RGB resolution.
 
 Arguments, comma-separated (`configs/jigsaw_3d.py:code,tpu`):
   code  the released code's reward instead of the paper's (SPEC 1.5 options,
-        `mmjax.rewards.JIGSAW_PRESETS["code"]`): answers in \\boxed{}, partial credit only
+        `mmjax.rewards.JIGSAW_PRESETS["code"]`): answers in \\boxed{} read as the released
+        code reads them (parser="released"), partial credit only
         when K > 4 (6 points keep it), -0.5 repetition penalty. Default: the paper's reward,
         answers in <answer></answer>.
   tpu   a TPU slice instead of one 8-GPU host.

@@ -12,6 +12,7 @@ skipped (SPEC 1.1).
 Arguments, comma-separated (`configs/jigsaw_image.py:code,tpu`):
   code  the released code's reward instead of the paper's (SPEC 1.5 options,
         `mmjax.rewards.JIGSAW_PRESETS["code"]`): answers in \\boxed{} (prompt and checker),
+        read as the released code reads them (format check and last-box depth count, parser="released"),
         partial credit only when K > 4 (so 3x3 keeps it, 2x2 loses it), and a -0.5 penalty
         for a 7+ word line repeated more than 3 times. Default: the paper's reward, answers
         in <answer></answer>.

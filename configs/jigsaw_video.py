@@ -11,7 +11,8 @@ recursively); a JSONL / parquet file with one video path per row works too.
 
 Arguments, comma-separated (`configs/jigsaw_video.py:code,tpu`):
   code  the released code's reward instead of the paper's (SPEC 1.5 options,
-        `mmjax.rewards.JIGSAW_PRESETS["code"]`): answers in \\boxed{}, partial credit only
+        `mmjax.rewards.JIGSAW_PRESETS["code"]`): answers in \\boxed{} read as the released
+        code reads them (parser="released"), partial credit only
         when K > 4 (6 clips keep it), -0.5 repetition penalty. Default: the paper's reward,
         answers in <answer></answer>.
   tpu   a TPU slice instead of one 8-GPU host.

@@ -1,4 +1,4 @@
-"""Every recipe in configs/ loads with every documented argument and trains two GRPO steps.
+"""Every recipe in configs/ loads with every documented argument; the GRPO ones train two steps.
 
 The full-scale recipes (Qwen2.5-VL-7B on an 8-GPU host or a TPU slice) are shrunk to the
 tiny model, tiny data and a 1x1x1 mesh; everything the test does not override (task,
@@ -22,6 +22,7 @@ from PIL import Image
 from mmjax.data import synthetic
 from mmjax.jobs import grpo as grpo_job
 from mmjax.jobs import recipe, setup
+from mmjax.jobs import sft as sft_job
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RECIPES = sorted(os.path.basename(p)[:-3] for p in glob.glob(os.path.join(ROOT, "configs", "*.py"))
@@ -58,7 +59,9 @@ def test_recipe_loads_and_follows_its_paper(name, arg):
     c = _module(name).get_config(arg)
     args = recipe.parse_args(arg, getattr(_module(name), "ARGS", {}), name)
     # The job-side checks run on every recipe: each section builds its dataclass.
-    setup.grpo_config(c), setup.optimizer_config(c), setup.reward(c)
+    setup.grpo_config(c), setup.reward(c)
+    # An SFT run's length is its data's sft.num_epochs passes (max_steps 0): any count builds it here.
+    sft_job.optimizer_config(c, steps=100) if c.mode == "sft" else setup.optimizer_config(c)
     if name not in FULL_SCALE:
         return
     processes = 8 if "tpu" in args else 1  # the TPU layouts are sized for v5p-64's 8 hosts
@@ -87,7 +90,9 @@ def test_recipe_loads_and_follows_its_paper(name, arg):
         assert _prompts_per_step(c, processes) == 8
         assert c.data.max_prompt_length + g.max_completion_length == 2048
         assert dict(c.rewards.weights) == {"accuracy": 1.0}  # one accuracy reward, no format reward
-        assert c.data.system_prompt and c.data.selection == ""
+        assert c.data.system_prompt
+        sel = c.data.selection  # SPEC 2.4: medium + hard by PISM, from a score file the run names
+        assert (sel.subset, sel.levels, sel.method, sel.score_file) == ("levels", "mid+hard", "pism", "")
 
 
 @pytest.mark.parametrize("name", FULL_SCALE)
@@ -183,9 +188,16 @@ def _run_key(c) -> str:
     return c.to_json_best_effort(sort_keys=True)
 
 
+# Recipes of the other jobs; each of their tests runs its recipe's job on tiny data:
+# tests/difficulty/test_score_job.py, tests/train/test_sft.py, tests/eval/test_eval.py.
+NOT_GRPO = ("score", "sft", "eval")
+
+
 def _runs():
     seen, runs = set(), []
     for name, arg in CASES:
+        if _module(name).get_config(arg).mode in NOT_GRPO:
+            continue
         key = _run_key(_tiny(_module(name).get_config(arg), {}))
         if key not in seen:
             seen.add(key)

@@ -17,13 +17,20 @@ class QaSample(TaskTransform):
     """A row with a prompt (or messages), images and a solution -> sample.
 
     `default_task` tags rows without a task field; `system_prompt` adds the SPEC
-    2.3 system message unless the row brings its own. Videos must already be
-    decoded arrays in `row["videos"]` with `row["video_fps"]`; rows that list
-    video paths need a video task transform instead.
+    2.3 system message unless the row brings its own. `layout` orders each user
+    turn (`prompts.LAYOUTS`): "image_first" (default) or "question_first", the
+    released CMAB script's [question, image] order (`prompts` module doc). Videos
+    must already be decoded arrays in `row["videos"]` with `row["video_fps"]`; rows
+    that list video paths need a video task transform instead.
     """
 
     default_task: str = "math"
     system_prompt: bool = True
+    layout: str = prompts.IMAGE_FIRST
+
+    def __post_init__(self):
+        super().__post_init__()
+        prompts.check_layout(self.layout)
 
     def apply(self, row: dict[str, Any], rng: np.random.Generator) -> dict[str, Any] | Skipped:
         del rng  # QA samples are deterministic.
@@ -34,7 +41,7 @@ class QaSample(TaskTransform):
             return self.skip(row, "video_not_decoded", "QaSample takes decoded video arrays, got paths")
         try:
             messages = prompts.qa_messages(row.get("messages"), row.get("prompt"), len(row["images"]),
-                                           len(videos), self.container, self.system_prompt)
+                                           len(videos), self.container, self.system_prompt, self.layout)
         except ValueError as e:
             return self.skip(row, "bad_prompt", str(e))
         return make_sample(row, task=row.get("task") or self.default_task, messages=messages,

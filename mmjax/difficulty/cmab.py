@@ -14,6 +14,13 @@ Definitions (heads are averaged before any ratio):
 Levels, for correctly answered samples only (others are `unsolved`): `hard` near balance,
 `medium` further out, `easy` furthest (thresholds below). A correct sample whose score is
 undefined (e.g. `code` with a one-token answer) is `unscored` and counted in a warning.
+
+Prompt layout (`DEFAULT_LAYOUT`, config.data.prompt_layout): the released script builds its
+prompt as [question text, image], so its "text before the first image" is the system /
+template header plus the question. `code` scores are comparable with the released ones
+only when the prompts are built "question_first"; with "image_first" (the data's own
+order: the image, then the question) that group holds the header alone. See `CmabConfig`
+for the differences that remain.
 """
 
 from __future__ import annotations
@@ -31,10 +38,33 @@ LEVELS = ("unsolved", "easy", "medium", "hard")
 UNSCORED = "unscored"
 DEFINITIONS = ("paper", "code")
 LOG_EPS = 1e-8
+# The QA prompt layout (mmjax.data.prompts.LAYOUTS) each definition's scores should be taken
+# with: `code` reproduces the released script's [question, image] prompt (SPEC 4).
+DEFAULT_LAYOUT = {"paper": "image_first", "code": "question_first"}
 
 
 @dataclasses.dataclass(frozen=True)
 class CmabConfig:
+    """How scores are computed and levelled (SPEC.md 2.2).
+
+    `code` follows the released CMAB script's score (one layer, per-position means, the
+    first generated token skipped) and is comparable with its published scores only on
+    prompts built with layout "question_first" (`DEFAULT_LAYOUT["code"]`), where the text
+    before the first image is the question, as in the released [question, image] prompt.
+
+    Where the released script is wrong (SPEC 4), mmjax does not follow it: the script
+    applies ToTensor() and then the Qwen processor, which rescales a second time (pixel
+    std about 1.09 -> 0.14, nearly black images); mmjax feeds properly processed pixels,
+    so even with "question_first" its `code` scores are not numerically the published
+    ones. Other remaining differences: the released prompt is a few-shot step-by-step
+    text with `\\boxed{}` answers plus the question, under the chat template's default
+    system message, where mmjax uses the row's prompt and config.data.system_prompt; the
+    released script scores one fresh sampled generation (temperature 0.5, top-p 0.9, up
+    to 2048 tokens, stopping at "<end>") of samples its MCTS search solved, where mmjax
+    scores the generation its sampler makes; it uses only a row's first image; and it
+    skips a token whose text attention is exactly 0, which mmjax keeps in both sums.
+    """
+
     definition: str = "paper"   # "paper" | "code" (SPEC.md 2.2)
     layer: int = 20             # `code` only: 0-based decoder layer (20 of 28 in the released 7B code)
     # Fixed thresholds (SPEC.md 2.2): easy < easy_below or > easy_above; medium in

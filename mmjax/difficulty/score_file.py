@@ -97,10 +97,17 @@ class ScoreWriter:
         self._parts.append(path)
         return path
 
-    def finish(self, jsonl: bool = False) -> str:
-        """Merge every part into workdir/scores.parquet (and scores.jsonl); returns the parquet path."""
+    def finish(self, jsonl: bool = False, update=None) -> str:
+        """Merge every part into workdir/scores.parquet (and scores.jsonl); returns the parquet path.
+
+        update: records -> records, applied to the merged records before they are written
+        (the scoring job levels CMAB's quantile mode over the whole set with it).
+        """
         table = _read_table(self._parts) if self._parts else SCHEMA.empty_table()
         table = table.sort_by("source_row")
+        if update is not None:
+            rows = [_normalise(r, i) for i, r in enumerate(update(table.to_pylist()))]
+            table = pa.Table.from_pylist(rows, schema=SCHEMA)
         path = os.path.join(self.workdir, SCORES)
         _atomic_write_table(table, path)
         if jsonl:

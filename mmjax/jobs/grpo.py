@@ -6,6 +6,7 @@ import logging
 
 import jax
 
+from mmjax.difficulty import selection as selection_lib
 from mmjax.jobs import setup
 from mmjax.rl.learner import GRPOLearner
 
@@ -20,7 +21,11 @@ def build_learner(config, workdir: str, tok=None, holder=None) -> GRPOLearner:
     learner = setup.learner_config(config, tok)
     optimizer = setup.optimizer_config(config)
     reward = setup.reward(config)
-    data = setup.dataset(config, tok, holder)
+    rows = setup.selected_source(config.data)
+    chosen = selection_lib.write_report(rows, workdir)  # workdir/selection.json, with a score file only
+    if chosen is not None:
+        log.info("GRPO data: %s (rows in %s)", chosen.describe(), selection_lib.REPORT)
+    data = setup.dataset(config, tok, holder, data_source=rows)
     eos, pad = setup.eos_and_pad(tok)
     return GRPOLearner(holder, data, reward, tok.decode, grpo=grpo, optimizer=optimizer, learner=learner,
                        workdir=workdir, eos_token_ids=eos, pad_token_id=pad, mesh=holder.mesh)

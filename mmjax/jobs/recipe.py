@@ -26,6 +26,10 @@ def base() -> ml_collections.ConfigDict:
     c.save_total_limit = 3  # checkpoints kept (TRL save_total_limit)
     c.gradient_accumulation_steps = 1  # micro-batches per step (TRL)
     c.filter_zero_std_groups = False  # online filtering of zero-signal groups (DAPO)
+    # Start from these weights instead of model.hf_dir / the preset (SPEC 2.4: GRPO after SFT):
+    # a training workdir (its newest checkpoint's params; the optimizer starts fresh), one
+    # checkpoint directory, or an HF folder (mmjax.jobs.setup.model). "" = off.
+    c.init_from = ""
 
     c.model = ml_collections.ConfigDict()
     c.model.preset = "tiny"  # mmjax.models.qwen2_5_vl.PRESETS (BENCH.md tiny), used without hf_dir
@@ -63,6 +67,7 @@ def base() -> ml_collections.ConfigDict:
     c.data.jigsaw_points = 6  # SPEC 1.3 K depth points (mmjax.data.depth_jigsaw.DepthJigsaw)
     c.data.container = "answer"  # answer (paper) | boxed (released code): SPEC 1.4
     c.data.system_prompt = True  # SPEC 2.3 system prompt for QA rows
+    c.data.prompt_layout = "image_first"  # QA rows: image_first | question_first (released CMAB script, SPEC 4)
     c.data.min_pixels = 56 * 56  # Qwen2VLImageProcessor min_pixels
     c.data.max_pixels = 28 * 28 * 1280  # Qwen2VLImageProcessor max_pixels
     c.data.min_vision_rows = 64  # smallest vision patch-row bucket (mmjax.processing.buckets)
@@ -71,6 +76,25 @@ def base() -> ml_collections.ConfigDict:
     c.data.batch_size = 8  # prompts per micro-batch per process
     c.data.worker_count = 0  # grain worker processes
     c.data.strict = False  # raise on a bad row instead of counting and skipping it
+    # Difficulty-aware selection (SPEC 2; mmjax.difficulty.selection.SelectionConfig has the full help).
+    c.data.selection = ml_collections.ConfigDict()
+    c.data.selection.score_file = ""  # the data's score file (mode=score's scores.parquet); "" = every row
+    c.data.selection.subset = "full"  # full | random (n rows, seeded) | levels (rows at `levels`)
+    c.data.selection.levels = "mid+hard"  # subset=levels: comma-separated easy,medium,hard,unsolved,mid+hard
+    c.data.selection.method = "pism"  # pism (SPEC 2.1) | cmab (SPEC 2.2) | pism+cmab (see combine)
+    c.data.selection.combine = "both"  # pism+cmab: both rate the row at a wanted level | either does
+    c.data.selection.n = 0  # random rows to draw: subset=random needs n > 0; subset=levels: 0 = all of them
+    c.data.selection.seed = 0  # seed of that draw
+    c.data.selection.threshold_mode = "stored"  # stored (file's levels) | value | quantile (CMAB target mix)
+    c.data.selection.pism_hard_max = 0.4  # value: PISM hard if lambda* <= 0.4 (SPEC 2.1)
+    c.data.selection.pism_medium_max = 0.7  # value: PISM medium up to 0.7, easy above (SPEC 2.1 table)
+    c.data.selection.cmab_definition = "paper"  # value / quantile: paper | code score column (SPEC 2.2)
+    c.data.selection.cmab_easy_below = 0.1  # value: CMAB easy < 0.1 or > 1.9, hard in [0.4, 1.6] (SPEC 2.2)
+    c.data.selection.cmab_hard_from = 0.4
+    c.data.selection.cmab_hard_to = 1.6
+    c.data.selection.cmab_easy_above = 1.9
+    c.data.selection.cmab_center = 1.0  # quantile: rank solved rows by |score - 1| (mmjax.difficulty.cmab)
+    c.data.selection.cmab_target_mix = ()  # quantile: (easy, medium, hard) shares, e.g. (2170, 3604, 2166) SPEC 2.2
 
     c.grpo = ml_collections.ConfigDict()
     c.grpo.num_generations = 8  # G (TRL default 8; SPEC 2.4)
@@ -105,6 +129,12 @@ def base() -> ml_collections.ConfigDict:
     c.sample = ml_collections.ConfigDict()
     c.sample.allowed_tokens = ()  # restrict sampling to these one-token strings (() = everything)
     c.sample.allow_eos = True  # with allowed_tokens: EOS stays allowed
+
+    c.sft = ml_collections.ConfigDict()  # mode "sft" only (mmjax.jobs.sft)
+    c.sft.num_epochs = 1  # passes over the data (SPEC 2.4 SFT: 5); 0 = repeat until max_steps
+    c.sft.answer_format = "plain"  # plain: the solution | think: <think></think><answer>X</answer> (SPEC 2.3 layout)
+    c.sft.max_answer_length = 0  # answer tokens with EOS; 0 = no limit; longer answers are skipped, never truncated
+    c.sft.bucket_lengths = ()  # answer-length buckets; () = mmjax's 2^k / 3*2^(k-1) rule
     return c
 
 
@@ -184,8 +214,8 @@ def qwen7b_layout(c: ml_collections.ConfigDict, tpu: bool = False) -> ml_collect
 # ---- Visual Jigsaw: the GRPO, optimiser and reward settings its three tasks share -----------
 
 JIGSAW_ARGS = {
-    "code": "the released code's reward (JIGSAW_PRESETS['code']): \\boxed{} answers, partial credit only "
-            "for K > 4, -0.5 repetition penalty (SPEC 1.4, 1.5); default: the paper's",
+    "code": "the released code's reward (JIGSAW_PRESETS['code']): \\boxed{} answers read as released, "
+            "partial credit only for K > 4, -0.5 repetition penalty (SPEC 1.4, 1.5); default: the paper's",
     "tpu": "a TPU slice: FSDP over all its chips, batches per process sized for v5p-64 (see the recipe)",
 }
 
@@ -225,6 +255,8 @@ def visual_jigsaw(c: ml_collections.ConfigDict, reward_preset: str = "paper") ->
     jigsaw_options.container = container
     exact_options = ml_collections.ConfigDict()
     exact_options.container = container
+    if "parser" in jigsaw_options:  # the solve rate reads answers as the training reward does
+        exact_options.parser = jigsaw_options.get_ref("parser")
     c.rewards.options = ml_collections.ConfigDict({"jigsaw": jigsaw_options, "jigsaw_exact": exact_options})
 
     c.save_steps = 50  # mmjax: a checkpoint every 5% of a 1000-step run

@@ -14,6 +14,8 @@ import ml_collections
 
 from mmjax import rewards as rewards_lib
 from mmjax.data import batching, depth_jigsaw, jigsaw, pipeline, qa, sources, synthetic, video_jigsaw
+from mmjax.difficulty import selection as selection_lib
+from mmjax.difficulty.score_file import ScoreFileError
 from mmjax.models import qwen2_5_vl
 from mmjax.processing import ImageProcessorConfig, special_token_ids, tiny_tokenizer
 from mmjax.rl.grpo import GRPOConfig
@@ -68,10 +70,13 @@ def tokenizer(config):
 
 
 def model(config, tok):
-    """The holder: an HF folder, or a random preset whose special ids follow the tokenizer."""
+    """The holder: config.init_from's weights, an HF folder, or a random preset whose special
+    ids follow the tokenizer."""
     m = config.model
     options = dict(attention=m.attention, remat=m.remat, vision_remat=m.vision_remat)
-    if m.hf_dir:
+    if config.get("init_from", ""):
+        holder = _init_from(config.init_from, m, tok, options)
+    elif m.hf_dir:
         holder = qwen2_5_vl.load_hf(m.hf_dir, dtype=m.dtype, compute_dtype=m.compute_dtype or None, **options)
     else:
         if m.preset not in qwen2_5_vl.PRESETS:
@@ -92,6 +97,45 @@ def model(config, tok):
     return holder
 
 
+def _init_from(path: str, m, tok, options):
+    """The holder of config.init_from: a training workdir (params of its newest finished step),
+    one checkpoint directory (a step of one, or `save_model`'s), or an HF folder. Params only:
+    the job's optimizer starts fresh. The architecture is the checkpoint's own."""
+    import jax
+    import jax.numpy as jnp
+    import orbax.checkpoint as ocp
+    from mmjax.train import checkpoints
+    dtype, compute = m.dtype, m.compute_dtype or None
+    what = ("expected a training workdir (with checkpoints/), a checkpoint directory or an HF folder "
+            "(config.json + *.safetensors)")
+    if not os.path.isdir(path):
+        raise ConfigFieldError(f"config.init_from={path!r}: no such directory; {what}")
+    runs = checkpoints.checkpoint_dir(path)
+    hf_folder = os.path.isfile(os.path.join(path, "config.json")) and any(
+        name.endswith((".safetensors", ".safetensors.index.json")) for name in os.listdir(path))
+    if hf_folder and not os.path.isdir(runs):  # a workdir has a config.json too: the run's own config
+        holder = qwen2_5_vl.load_hf(path, dtype=dtype, compute_dtype=compute, **options)
+    else:
+        step_dir = path
+        if os.path.isdir(runs):
+            steps = sorted(ocp.utils.checkpoint_steps(runs))
+            if not steps:
+                raise ConfigFieldError(f"config.init_from={path!r}: {runs} holds no finished checkpoint")
+            step_dir = os.path.join(runs, str(steps[-1]))
+        try:
+            ckpt = checkpoints.restore_model(step_dir)
+        except (qwen2_5_vl.CheckpointError, FileNotFoundError) as e:
+            raise ConfigFieldError(f"config.init_from={path!r}: {e}; {what}") from None
+        params = jax.device_put(jax.tree.map(lambda a: a.astype(jnp.dtype(dtype)), ckpt.params))
+        holder = qwen2_5_vl.Qwen2_5_VL(ckpt.config, params, compute or dtype, hf_layout=ckpt.hf_layout, **options)
+    ids, cfg = special_token_ids(tok), holder.config
+    if cfg.image_token_id != ids.image_token_id or cfg.text.vocab_size < len(tok):
+        raise ConfigFieldError(f"config.init_from={path!r}: the model (vocabulary {cfg.text.vocab_size}, image "
+                               f"token {cfg.image_token_id}) does not fit the tokenizer of config.tokenizer "
+                               f"({len(tok)} tokens, image token {ids.image_token_id})")
+    return holder
+
+
 def image_config(config) -> ImageProcessorConfig:
     return ImageProcessorConfig(min_pixels=config.data.min_pixels, max_pixels=config.data.max_pixels)
 
@@ -107,10 +151,22 @@ def source(data, seed_offset: int = 0):
     if not data.path:
         raise ConfigFieldError(f"config.data.source={kind!r} needs config.data.path")
     if kind == "jsonl":
-        return sources.JsonlSource(data.path, data_root=data.data_root or None)
+        return sources.JsonlSource(data.path, data_root=data.data_root or None, strict=data.strict)
     if kind == "parquet":
-        return sources.ParquetSource(data.path, data_root=data.data_root or None)
+        return sources.ParquetSource(data.path, data_root=data.data_root or None, strict=data.strict)
     return _folder_source(kind, data)
+
+
+def selected_source(data, seed_offset: int = 0):
+    """source(), narrowed to the rows config.data.selection picks when it names a score file (SPEC 2)."""
+    src = source(data, seed_offset)
+    if "selection" not in data:
+        return src
+    chosen = dataclass_from(selection_lib.SelectionConfig, data.selection, "data.selection")
+    try:
+        return selection_lib.apply(src, chosen)
+    except (selection_lib.SelectionError, ScoreFileError) as e:
+        raise ConfigFieldError(f"config.data.selection: {e}") from None
 
 
 def _folder_source(kind: str, data):
@@ -151,7 +207,8 @@ def _task(task: str, data):
     common = dict(container=data.container, seed=data.seed, strict=data.strict)
     try:
         if task == "qa":
-            return qa.QaSample(container=data.container, system_prompt=data.system_prompt, strict=data.strict)
+            return qa.QaSample(container=data.container, system_prompt=data.system_prompt, strict=data.strict,
+                               layout=data.prompt_layout)
         if task == "jigsaw_image":
             return jigsaw.ImageJigsaw(rows=data.jigsaw_rows, cols=data.jigsaw_cols, **common)
         pieces = {"jigsaw_video": "video_clips", "jigsaw_3d": "jigsaw_points"}.get(task)
@@ -171,8 +228,11 @@ def _task(task: str, data):
 
 
 def dataset(config, tok, holder, *, seed_offset: int = 0, batch_size: int | None = None, num_epochs=None,
-            shuffle: bool = True):
-    """The grain dataset of model batches for this recipe (seed_offset: a held-out split)."""
+            shuffle: bool = True, data_source=None):
+    """The grain dataset of model batches for this recipe (seed_offset: a held-out split).
+
+    data_source: the rows to read, default selected_source(config.data, seed_offset).
+    """
     data = config.data
     spec = holder.config.input_spec(min_vision_rows=data.min_vision_rows, max_pixels=data.max_pixels)
     batcher = batching.Batcher(pad_id=special_token_ids(tok).pad_token_id, spec=spec,
@@ -180,8 +240,9 @@ def dataset(config, tok, holder, *, seed_offset: int = 0, batch_size: int | None
     pipe = pipeline.PipelineConfig(seed=data.seed + seed_offset, batch_size=batch_size or data.batch_size,
                                    worker_count=data.worker_count, num_epochs=num_epochs, shuffle=shuffle,
                                    strict=data.strict)
-    return pipeline.build_dataset(source(data, seed_offset), transforms(data, tok, holder), pipe,
-                                  batch_fn=batcher)
+    if data_source is None:
+        data_source = selected_source(data, seed_offset)
+    return pipeline.build_dataset(data_source, transforms(data, tok, holder), pipe, batch_fn=batcher)
 
 
 def reward(config) -> rewards_lib.CombinedReward:

@@ -3,17 +3,38 @@
 Default = paper: format 0.2 (and total 0 when the format is wrong); accuracy 1 if the
 parsed order equals the target, ``gamma * (#correct positions / K)`` if it is a valid
 permutation of 1..K (length K, each of 1..K once), else 0; total = format + accuracy.
+The paper preset reads completions with mmjax's rule (``parser="mmjax"``,
+``parsing.think_format_ok`` and ``parsing.extract_answer``).
 
-Options from the released code (``JIGSAW_PRESETS["code"]``): ``container="boxed"``,
-partial credit only when K >= ``partial_min_pieces`` (5, i.e. K > 4), and a repetition
-penalty of -0.5 added when a 7+ word line repeats consecutively more than 3 times
-(never applied when the format is wrong, whose total stays 0). ``think=False`` is the
-released "no-think" variant: the whole completion is the bare answer, format reward 0.
+Options from the released code (``JIGSAW_PRESETS["code"]``, its ``compute_score``):
+``container="boxed"``, partial credit only when K >= ``partial_min_pieces`` (5, i.e.
+K > 4), a repetition penalty of -0.5 added when a 7+ word line repeats consecutively more
+than 3 times (never applied when the format is wrong, whose total stays 0; lines compared
+with ``str.lower``, see ``repetition``), and ``parser="released"``, which reads a
+completion exactly as the released code does:
 
-The released code gives partial credit to any answer with K distinct integers; mmjax
-follows the SPEC and requires a permutation of 1..K. A target that is not a permutation
-of 1..K is a data error (``BadTarget``: 0.0 and a warning). Range:
-[min(0, repetition_penalty), format_score + 1]. ``jigsaw_exact`` is the solve rate (0/1).
+- format (``released_format_ok``): the raw text, not stripped, starts with ``<think>``
+  and has a later ``</think>``, then a later ``\\boxed{``, then a later ``}``. Braces need
+  not balance and the box may sit before a later ``</think>``. Leading whitespace fails
+  the check, as in the released code, which gets the decoded response unstripped; mmjax
+  keeps that rather than guess at a tokenizer's spacing;
+- answer (``released_boxed_answer``): the content of the LAST ``\\boxed{``, read by plain
+  depth counting (``\\{`` and ``\\}`` count as braces), stripped; an unclosed last box
+  reads as ``"None"`` (no order, accuracy 0, the format reward still 0.2);
+- order: the answer split at commas, each piece read by ``int(piece.strip())`` (so
+  ``+1`` and non-ASCII digits count, as in Python); any unreadable piece gives no order.
+
+``think=False`` is the released "no-think" variant: the whole completion is the bare
+answer, format reward 0 (read with ``int()`` per piece under ``parser="released"``).
+
+Where the released code is wrong (SPEC 4), mmjax does not follow it, in either preset:
+the released code gives partial credit to any answer with K distinct integers (numbers
+outside 1..K included); mmjax requires a permutation of 1..K. The other remaining
+differences from the released ``compute_score``: a target that is not a permutation of
+1..K is a data error (``BadTarget``: 0.0 and a warning) where the released code compares
+whatever it was given, and the reward returns the total (``jigsaw_score`` gives the parts)
+instead of a dict. Range: [min(0, repetition_penalty), format_score + 1].
+``jigsaw_exact`` is the solve rate (0/1).
 """
 
 from __future__ import annotations
@@ -31,10 +52,19 @@ from mmjax.rewards.repetition import has_repetition
 _ORDER = re.compile(r"\s*[0-9]+\s*(?:,\s*[0-9]+\s*)*")
 _MAX_DIGITS = 12  # longer numbers cannot be piece indices; avoids huge int parsing
 
+MMJAX, RELEASED = "mmjax", "released"
+PARSERS = (MMJAX, RELEASED)
+
 JIGSAW_PRESETS: dict[str, dict[str, Any]] = {
     "paper": {},
-    "code": {"container": parsing.BOXED, "partial_min_pieces": 5, "repetition_penalty": -0.5},
+    "code": {"container": parsing.BOXED, "partial_min_pieces": 5, "repetition_penalty": -0.5,
+             "parser": RELEASED},
 }
+
+_THINK_OPEN, _THINK_CLOSE, _BOX_OPEN = "<think>", "</think>", "\\boxed{"
+_BRACE = re.compile(r"[{}]")
+# What the released answer extraction returns when the last box never closes.
+RELEASED_NO_ANSWER = "None"
 
 
 class JigsawScore(NamedTuple):
@@ -56,6 +86,71 @@ def parse_order(text: str) -> list[int] | None:
     if any(len(item) > _MAX_DIGITS for item in items):
         return None
     return [int(item) for item in items]
+
+
+def released_format_ok(text: str) -> bool:
+    """The released check ``<think>.*</think>.*\\boxed{.*}.*`` (DOTALL, full match) on the raw text.
+
+    Each marker is looked up after the previous one ends; taking the first occurrence of
+    each is enough (an earlier one leaves the most room for the next), so this is linear
+    where the backtracking pattern is not.
+    """
+    if not text.startswith(_THINK_OPEN):
+        return False
+    close = text.find(_THINK_CLOSE, len(_THINK_OPEN))
+    if close < 0:
+        return False
+    box = text.find(_BOX_OPEN, close + len(_THINK_CLOSE))
+    return box >= 0 and text.find("}", box + len(_BOX_OPEN)) >= 0
+
+
+def released_boxed_answer(text: str) -> str:
+    """The released extraction: the last ``\\boxed{``'s content by plain depth counting, stripped.
+
+    ``"None"`` when there is no box or the last one never closes (no fallback to an
+    earlier box; escaped braces are braces).
+    """
+    start = text.rfind(_BOX_OPEN)
+    if start < 0:
+        return RELEASED_NO_ANSWER
+    begin, depth = start + len(_BOX_OPEN), 0
+    for m in _BRACE.finditer(text, begin):
+        depth += 1 if m.group() == "{" else -1
+        if depth < 0:
+            return text[begin:m.start()].strip()
+    return RELEASED_NO_ANSWER
+
+
+def released_order(text: str) -> list[int] | None:
+    """``int(piece.strip())`` for each comma-separated piece, as released; None if any fails."""
+    try:
+        return [int(piece.strip()) for piece in text.split(",")]
+    except ValueError:  # also numbers past Python's int string-length limit
+        return None
+
+
+def check_parser(parser: str, container: str) -> str:
+    if parser not in PARSERS:
+        raise ValueError(f"jigsaw parser must be one of {PARSERS}; got {parser!r}")
+    if parser == RELEASED and container != parsing.BOXED:
+        raise ValueError(f"jigsaw parser {RELEASED!r} is the released \\boxed{{}} reading; it needs "
+                         f"container={parsing.BOXED!r}, got {container!r}")
+    return parser
+
+
+def _read(text: str, container: str, think: bool, parser: str) -> tuple[bool, list[int] | None]:
+    """(format ok, parsed order) under the chosen reading; think=False has no format to check."""
+    if parser == RELEASED:
+        if not think:
+            return True, released_order(text)
+        if not released_format_ok(text):
+            return False, None
+        return True, released_order(released_boxed_answer(text))
+    if not think:
+        return True, parse_order(text.strip())
+    if not parsing.think_format_ok(text, container):
+        return False, None
+    return True, parse_order(parsing.extract_answer(text, container) or "")
 
 
 def parse_target_order(target: Any) -> list[int]:
@@ -109,19 +204,16 @@ def jigsaw_score(
     repetition_min_words: int = 7,
     repetition_max_run: int = 3,
     think: bool = True,
+    parser: str = MMJAX,
 ) -> JigsawScore:
     """The reward of one completion, split into its parts (see module doc)."""
     goal = parse_target_order(target)
-    if think:
-        if not parsing.think_format_ok(text, container):
-            return JigsawScore(0.0, 0.0, 0.0, False)
-        answer = parsing.extract_answer(text, container) or ""
-        fmt = format_score
-    else:
-        answer, fmt = text.strip(), 0.0
+    format_ok, order = _read(text, container, think, parser)
+    if not format_ok:
+        return JigsawScore(0.0, 0.0, 0.0, False)
+    fmt = format_score if think else 0.0
     penalty = repetition_penalty if repetition_penalty and has_repetition(
         text, repetition_min_words, repetition_max_run) else 0.0
-    order = parse_order(answer)
     k = len(goal)
     if order == goal:
         return JigsawScore(fmt, 1.0, penalty, True)
@@ -144,14 +236,15 @@ def jigsaw_reward(
     repetition_min_words: int = 7,
     repetition_max_run: int = 3,
     think: bool = True,
+    parser: str = MMJAX,
     **kwargs: Any,
 ) -> list[float]:
     """Total jigsaw reward per completion; targets are orders (``target[i]`` = shown index of piece i)."""
-    parsing.check_container(container)
+    check_parser(parser, parsing.check_container(container))
     opts = dict(
         container=container, gamma=gamma, format_score=format_score, partial_min_pieces=partial_min_pieces,
         repetition_penalty=repetition_penalty, repetition_min_words=repetition_min_words,
-        repetition_max_run=repetition_max_run, think=think,
+        repetition_max_run=repetition_max_run, think=think, parser=parser,
     )
     return registry.score_rows("jigsaw", lambda text, target: jigsaw_score(text, target, **opts).total,
                                completions, targets)
@@ -164,13 +257,16 @@ def jigsaw_exact_reward(
     *,
     container: str = parsing.ANSWER,
     think: bool = True,
+    parser: str = MMJAX,
     **kwargs: Any,
 ) -> list[float]:
     """1.0 if the format holds and the order is exactly right, else 0.0: the solve rate to log.
 
-    Give it weight 0 in ``combine`` to log it without changing the training reward.
+    Give it weight 0 in ``combine`` to log it without changing the training reward. With
+    ``parser="released"`` it is the released ``acc``.
     """
-    parsing.check_container(container)
+    check_parser(parser, parsing.check_container(container))
+    opts = dict(container=container, think=think, parser=parser)
     return registry.score_rows(
-        "jigsaw_exact", lambda text, target: float(jigsaw_score(text, target, container=container, think=think).exact),
+        "jigsaw_exact", lambda text, target: float(jigsaw_score(text, target, **opts).exact),
         completions, targets)

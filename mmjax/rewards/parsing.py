@@ -16,8 +16,14 @@ Format rule (``think_format_ok``), whitespace = any Unicode whitespace:
   optional whitespace, and nothing else (the paper's ``<think>.*</think>`` followed by
   the container);
 - ``"boxed"``: after the last ``</think>`` there is at least one complete, brace-balanced
-  ``\\boxed{...}``; other text before and after it is allowed (the released code's
-  ``<think>.*</think>.*\\boxed{.*}.*``).
+  ``\\boxed{...}``; other text before and after it is allowed.
+
+The ``"boxed"`` rule is mmjax's, stricter than the released Visual Jigsaw check
+(``<think>.*</think>.*\\boxed{.*}.*`` on the unstripped text: braces need not balance
+and the box may sit before a later ``</think>``), and ``last_boxed`` skips a truncated
+last box where the released extraction reads it as ``"None"``. The released reading is
+``mmjax.rewards.jigsaw.released_format_ok`` / ``released_boxed_answer``, used by the
+jigsaw ``code`` preset (``parser="released"``).
 """
 
 from __future__ import annotations

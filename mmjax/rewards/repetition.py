@@ -1,4 +1,12 @@
-"""Repeated-line detection (released Visual Jigsaw code) and its penalty reward."""
+"""Repeated-line detection (released Visual Jigsaw code) and its penalty reward.
+
+``has_repetition`` is the released ``has_excessive_repetition`` as its jigsaw reward calls
+it (``min_len=7, max_run=3``): lines of the stripped text, each stripped, blank ones
+dropped; a line under ``min_words`` words resets the run; lines are compared after
+``str.lower()``, exactly as released (not ``casefold()``: "STRASSE" and "straße" are
+different lines). No known difference from the released function remains; the reward
+wrapper returns ``penalty`` or 0.0 where the released code returns 1 or 0.
+"""
 
 from __future__ import annotations
 
@@ -11,8 +19,9 @@ from mmjax.rewards import registry
 def has_repetition(text: str, min_words: int = 7, max_run: int = 3) -> bool:
     """True if a line of ``min_words``+ words repeats consecutively more than ``max_run`` times.
 
-    Lines are stripped and compared case-insensitively; blank lines are skipped (they do
-    not break a run), a line shorter than ``min_words`` words breaks the run.
+    Lines are stripped and compared after ``str.lower()`` (the released rule); blank lines
+    are skipped (they do not break a run), a line shorter than ``min_words`` words breaks
+    the run.
     """
     previous, run = None, 0
     for raw in text.splitlines():
@@ -22,7 +31,7 @@ def has_repetition(text: str, min_words: int = 7, max_run: int = 3) -> bool:
         if len(line.split()) < min_words:
             previous, run = None, 0
             continue
-        key = line.casefold()
+        key = line.lower()  # released: lower(), which differs from casefold() on e.g. "ß"
         run = run + 1 if key == previous else 1
         previous = key
         if run > max_run:

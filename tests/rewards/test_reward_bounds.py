@@ -106,7 +106,9 @@ def _cost_ratio(cheap, costly, rounds=5, guard_factor=40.0):
 # (reward, options, boxed answer, target, expected value)
 BOXED_REWARDS = [
     ("format", {"container": "boxed"}, "1", None, 1.0),
-    ("jigsaw", rewards.JIGSAW_PRESETS["code"], "2,1,3", [2, 1, 3], 1.2),
+    ("jigsaw", {"container": "boxed"}, "2,1,3", [2, 1, 3], 1.2),  # mmjax reading: the complete box counts
+    # The released reading (code preset): the unclosed last box reads "None"; the format holds.
+    ("jigsaw", rewards.JIGSAW_PRESETS["code"], "2,1,3", [2, 1, 3], 0.2),
     ("accuracy_math", {"container": "boxed"}, "3/4", "3/4", 1.0),
     ("accuracy_choice", {"container": "boxed"}, "B", "B", 1.0),
     ("accuracy_ocr", {"container": "boxed"}, "hello world", "hello world", 1.0),

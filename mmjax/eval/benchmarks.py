@@ -1,0 +1,448 @@
+"""Benchmark files (JSONL + image files) -> checked evaluation items, one reader per format.
+
+Every format is a JSON-lines file, one object per line (blank lines ignored); image paths
+are relative to a data root (default: the file's folder). Field names follow the public
+benchmarks' own releases where they have one; a field in brackets is optional.
+
+mathvista (MathVista testmini, AI4Math/MathVista)
+    pid, question, image, answer, question_type ("multi_choice" | "free_form"),
+    choices (list, required for multi_choice; `answer` is the text of one of them, as
+    released), [answer_type "integer" | "float" | "text" | "list"], [precision], [unit],
+    [metadata {category, task, skills: [...], ...}]. Multi-choice rows are scored by
+    option letter, free-form rows by math-verify. Groups: category, task, skill.
+ocrbench (OCRBench, echo840/OCRBench)
+    question, answer or answers (a string or a list of accepted strings), image or
+    image_path, [type or question_type] (the category), [dataset_name or dataset], [id].
+    Scored by mmjax's OCR match (SPEC 2.3) against any accepted string. Groups: type, dataset.
+mmstar (MMStar, Lin-Chen/MMStar)
+    question (with its "Options: A: ..., B: ..." text), answer (the letter), image,
+    [index], [category], [l2_category]. Scored by option letter. Groups: category, l2_category.
+mmvp (MMVP, MMVP/MMVP)
+    question, options (a string "(a) Open (b) Closed" or a list), answer ("(a)", "a", "A"),
+    image, pair_id, [index], [category]. Each pair_id holds exactly two rows (MMVP's pairs
+    are the images 1-2, 3-4, ...); a pair counts only if both are right. Groups: category.
+da2k (DA-2K relative depth, the Visual Jigsaw evaluation)
+    image, point1 and point2 ([row, col] pixels, DA-2K's [h, w]), closer_point ("point1" |
+    "point2"), [id], [category] (DA-2K's scene type). The points are drawn as SPEC 1.3
+    markers labelled A and B; the model names the closer one, scored by option letter.
+jigsaw (image jigsaw solve rate)
+    image, [id], [rows], [cols] (default: the options' grid), [category]. The image is cut
+    by mmjax's own task (`mmjax.data.jigsaw.ImageJigsaw`, SPEC 1.1) with the permutation of
+    record_rng(seed, epoch 0, row index); solved = the exact permutation.
+
+A malformed row is an error, never a skip: skipping would silently change what a score
+is out of. `BenchmarkError` names the file, the line and the field; a missing file, bad
+JSON, a missing or mistyped field, a missing or unreadable image and an inconsistent row
+(an answer outside its choices, a point outside its image, an MMVP pair without its
+partner) all raise it before the model runs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import re
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from mmjax.data import jigsaw as jigsaw_lib
+from mmjax.data import prompts
+from mmjax.data.markers import draw_markers
+from mmjax.data.skips import DataError
+from mmjax.data.tasks import make_sample
+from mmjax.rewards.choice import parse_choice
+from mmjax.rewards.ocr import normalise_text
+
+CHOICE_INSTRUCTION = "Answer with the option's letter from the given choices."
+LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+DA2K_LABELS = ("A", "B")
+DA2K_QUESTION = (
+    "Two points on the image are marked with red circles labelled A and B. Which point is closer to the camera?\n"
+    "Options:\n(A) point A\n(B) point B\n" + CHOICE_INSTRUCTION)
+
+
+class BenchmarkError(ValueError):
+    """A benchmark file, or one of its rows, that cannot be evaluated as written."""
+
+
+@dataclasses.dataclass(frozen=True)
+class ReadOptions:
+    """How rows are read: where images live, the default jigsaw grid, the seed of its permutations.
+
+    data_root: image paths are relative to this (None: the benchmark file's folder).
+    limit: read only the first `limit` rows (0 = all); a smoke test, not a score.
+    """
+
+    data_root: str | None = None
+    jigsaw_rows: int = 3
+    jigsaw_cols: int = 3
+    seed: int = 0
+    container: str = "answer"
+    limit: int = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class Item:
+    """One question of a benchmark, checked and ready to render.
+
+    gold: what the checker compares with (an option letter, a math answer, a jigsaw order);
+    accepted: every accepted answer (OCR; else just gold); groups: group kind -> the row's
+    values (a row may have several skills); record: the row's fields kept in the answers file.
+    """
+
+    benchmark: str
+    format: str
+    index: int
+    id: str
+    where: str
+    scorer: str  # choice | math | ocr | jigsaw
+    prompt: str  # the user text (the jigsaw's is built by its task)
+    image_paths: tuple[str, ...]
+    image_sizes: tuple[tuple[int, int], ...]  # (height, width), EXIF orientation applied
+    gold: str
+    accepted: tuple[str, ...] = ()
+    groups: Mapping[str, tuple[str, ...]] = dataclasses.field(default_factory=dict)
+    pair: str | None = None
+    points: tuple[tuple[int, int], ...] = ()
+    grid: tuple[int, int] | None = None
+    record: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+
+
+# ---- reading a file ---------------------------------------------------------------------------
+
+class _Row:
+    """One parsed line with field access whose errors name the file, line and field."""
+
+    def __init__(self, raw: dict, where: str, index: int):
+        self.raw, self.where, self.index = raw, where, index
+
+    def fail(self, message: str) -> BenchmarkError:
+        return BenchmarkError(f"{self.where}: {message}")
+
+    def get(self, *keys: str, required: bool = True, kind: type | tuple[type, ...] | None = None) -> Any:
+        """The first present, non-null field among `keys` (aliases), type-checked."""
+        for key in keys:
+            value = self.raw.get(key)
+            if value is None:
+                continue
+            kinds = kind if isinstance(kind, tuple) else (kind,)
+            # JSON true/false are Python ints: refuse them where a number is asked for.
+            if kind is not None and (not isinstance(value, kinds) or isinstance(value, bool) and bool not in kinds):
+                names = "/".join(k.__name__ for k in kinds)
+                raise self.fail(f"field {key!r} is {type(value).__name__} {_short(value)}, expected {names}")
+            return value
+        if required:
+            name = " or ".join(repr(k) for k in keys)
+            raise self.fail(f"missing field {name} (row has {sorted(self.raw)})")
+        return None
+
+    def text(self, *keys: str, required: bool = True) -> str | None:
+        value = self.get(*keys, required=required, kind=(str, int, float))
+        if value is None:
+            return None
+        text = str(value).strip()
+        if required and not text:
+            raise self.fail(f"field {keys[0]!r} is empty")
+        return text
+
+    def row_id(self, *keys: str) -> str:
+        value = self.get(*keys, required=False, kind=(str, int))
+        return str(value) if value is not None else str(self.index)
+
+
+def _short(value: Any) -> str:
+    text = json.dumps(value) if isinstance(value, (list, dict, str)) else repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def read_rows(path: str, limit: int = 0) -> list[_Row]:
+    """The file's rows (objects), each knowing its "file:line"."""
+    if not os.path.isfile(path):
+        what = "is a directory, not a JSONL file" if os.path.isdir(path) else "no such file"
+        raise BenchmarkError(f"{path}: {what}")
+    rows = []
+    with open(path, "rb") as f:
+        for line_number, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            where = f"{path}:{line_number}"
+            try:
+                raw = json.loads(line)
+            except (json.JSONDecodeError, UnicodeDecodeError) as e:
+                raise BenchmarkError(f"{where}: not valid JSON ({e})") from None
+            if not isinstance(raw, dict):
+                raise BenchmarkError(f"{where}: a row must be a JSON object, got {type(raw).__name__}"
+                                     " (the file holds one object per line)")
+            rows.append(_Row(raw, where, len(rows)))
+            if limit and len(rows) >= limit:
+                break
+    if not rows:
+        raise BenchmarkError(f"{path}: no rows")
+    return rows
+
+
+def image_size(path: str, where: str) -> tuple[int, int]:
+    """(height, width) of an image file as decode_image will see it (EXIF rotation applied)."""
+    try:
+        with Image.open(path) as image:
+            width, height = image.size
+            rotated = image.getexif().get(0x0112) in (5, 6, 7, 8)  # EXIF orientations that swap the axes
+    except FileNotFoundError:
+        raise BenchmarkError(f"{where}: image {path} does not exist") from None
+    except (OSError, ValueError, SyntaxError) as e:  # PIL's ways of saying "not an image"
+        raise BenchmarkError(f"{where}: image {path} is unreadable ({type(e).__name__}: {e})") from None
+    return (width, height) if rotated else (height, width)
+
+
+def _image(row: _Row, root: str, *keys: str) -> tuple[str, tuple[int, int]]:
+    value = row.get(*keys)
+    if isinstance(value, list) and len(value) == 1:
+        value = value[0]
+    if not isinstance(value, str) or not value:
+        raise row.fail(f"field {keys[0]!r} must be one image path, got {_short(value)}")
+    path = value if os.path.isabs(value) else os.path.join(root, value)
+    return path, image_size(path, row.where)
+
+
+def _groups(**values: Any) -> dict[str, tuple[str, ...]]:
+    """Group kind -> values, for the kinds the row has (a list value gives several)."""
+    out = {}
+    for kind, value in values.items():
+        if value is None or value == "" or value == []:
+            continue
+        items = value if isinstance(value, list) else [value]
+        out[kind] = tuple(str(v) for v in items)
+    return out
+
+
+def _options_text(options: Sequence[Any]) -> str:
+    return "\n".join(f"({LETTERS[i]}) {option}" for i, option in enumerate(options))
+
+
+def _letter(row: _Row, answer: str, num_options: int | None = None) -> str:
+    letter = parse_choice(answer)
+    if letter is None:
+        raise row.fail(f"field 'answer' = {answer!r} names no option letter")
+    if num_options is not None and LETTERS.index(letter) >= num_options:
+        raise row.fail(f"field 'answer' = {answer!r} is past the {num_options} options")
+    return letter
+
+
+# ---- one reader per format --------------------------------------------------------------------
+
+def _mathvista(row: _Row, name: str, root: str, opts: ReadOptions) -> Item:
+    question = row.text("question")
+    answer = row.text("answer")
+    kind = row.text("question_type")
+    if kind not in ("multi_choice", "free_form"):
+        raise row.fail(f"field 'question_type' = {kind!r}, expected 'multi_choice' or 'free_form'")
+    metadata = row.get("metadata", required=False, kind=dict) or {}
+    answer_type = row.text("answer_type", required=False)
+    path, size = _image(row, root, "image")
+    if kind == "multi_choice":
+        choices = row.get("choices", kind=list)
+        texts = [str(c).strip() for c in choices]
+        if len(texts) < 2 or len(texts) > len(LETTERS):
+            raise row.fail(f"field 'choices' has {len(texts)} options, expected 2 to {len(LETTERS)}")
+        if answer not in texts:
+            raise row.fail(f"field 'answer' = {answer!r} is not one of the choices {_short(texts)}")
+        gold, scorer = LETTERS[texts.index(answer)], "choice"
+        prompt = f"{question}\nChoices:\n{_options_text(texts)}\n{CHOICE_INSTRUCTION}"
+    else:
+        gold, scorer = answer, "math"
+        prompt = question + _free_form_hint(row, answer_type)
+    return Item(
+        benchmark=name, format="mathvista", index=row.index, id=row.row_id("pid", "id"), where=row.where,
+        scorer=scorer, prompt=prompt, image_paths=(path,), image_sizes=(size,), gold=gold, accepted=(gold,),
+        groups=_groups(category=metadata.get("category"), task=metadata.get("task"), skill=metadata.get("skills"),
+                       question_type=kind),
+        record={"question_type": kind, "answer_type": answer_type, "answer_text": answer})
+
+
+def _free_form_hint(row: _Row, answer_type: str | None) -> str:
+    """MathVista's hint of the answer's form (its `query` says the same), minus its answer-at-the-end rule."""
+    unit = row.text("unit", required=False)
+    hint = f" (Unit: {unit})" if unit else ""
+    if answer_type == "integer":
+        return hint + "\nAnswer with an integer."
+    if answer_type == "float":
+        precision = row.get("precision", required=False, kind=(int, float))
+        places = f"{int(precision)} decimal place{'s' if int(precision) != 1 else ''}" if precision is not None else \
+            "decimals"
+        return hint + f"\nAnswer with a number with {places}."
+    if answer_type == "list":
+        return hint + "\nAnswer with a Python list."
+    return hint
+
+
+def _ocrbench(row: _Row, name: str, root: str, opts: ReadOptions) -> Item:
+    question = row.text("question")
+    answers = row.get("answers", "answer", kind=(str, list, int, float))
+    values = answers if isinstance(answers, list) else [answers]
+    # An answer of only punctuation normalises to nothing: it could never be matched.
+    if not values or not all(isinstance(a, (str, int, float)) and not isinstance(a, bool)
+                             and normalise_text(str(a)) for a in values):
+        raise row.fail(f"field 'answers' must be a string or a list of strings, each with a letter or digit; "
+                       f"got {_short(answers)}")
+    accepted = tuple(str(a).strip() for a in values)
+    path, size = _image(row, root, "image", "image_path")
+    return Item(
+        benchmark=name, format="ocrbench", index=row.index, id=row.row_id("id", "index"), where=row.where,
+        scorer="ocr", prompt=question, image_paths=(path,), image_sizes=(size,), gold=accepted[0], accepted=accepted,
+        groups=_groups(type=row.text("type", "question_type", required=False),
+                       dataset=row.text("dataset_name", "dataset", required=False)))
+
+
+def _mmstar(row: _Row, name: str, root: str, opts: ReadOptions) -> Item:
+    question = row.text("question")
+    gold = _letter(row, row.text("answer"))
+    path, size = _image(row, root, "image")
+    return Item(
+        benchmark=name, format="mmstar", index=row.index, id=row.row_id("index", "id"), where=row.where,
+        scorer="choice", prompt=f"{question}\n{CHOICE_INSTRUCTION}", image_paths=(path,), image_sizes=(size,),
+        gold=gold, accepted=(gold,),
+        groups=_groups(category=row.text("category", required=False),
+                       l2_category=row.text("l2_category", required=False)))
+
+
+_MMVP_MARKER = re.compile(r"\(([a-z])\)\s*")
+
+
+def _mmvp(row: _Row, name: str, root: str, opts: ReadOptions) -> Item:
+    question = row.text("question")
+    options = row.get("options", kind=(str, list))
+    if isinstance(options, str) and _MMVP_MARKER.match(options.strip()):
+        # MMVP's "(a) Open (b) Closed": shown as "(A) Open" lines, whose echo ("(B) Closed")
+        # the letter checker reads; a lower-case "(b) Closed" it would not.
+        options = [o.strip() for o in _MMVP_MARKER.split(options.strip())[2::2]]
+    if isinstance(options, list):
+        if len(options) < 2 or len(options) > len(LETTERS):
+            raise row.fail(f"field 'options' has {len(options)} options, expected 2 to {len(LETTERS)}")
+        options_text, count = _options_text([str(o).strip() for o in options]), len(options)
+    else:
+        options_text, count = options.strip(), None
+    gold = _letter(row, row.text("answer", "Correct Answer"), count)
+    pair = row.text("pair_id")
+    path, size = _image(row, root, "image")
+    return Item(
+        benchmark=name, format="mmvp", index=row.index, id=row.row_id("index", "id"), where=row.where,
+        scorer="choice", prompt=f"{question}\nOptions:\n{options_text}\n{CHOICE_INSTRUCTION}", image_paths=(path,),
+        image_sizes=(size,), gold=gold, accepted=(gold,), pair=pair,
+        groups=_groups(category=row.text("category", required=False)), record={"pair_id": pair})
+
+
+def _point(row: _Row, key: str, size: tuple[int, int]) -> tuple[int, int]:
+    value = row.get(key, kind=list)
+    if len(value) != 2 or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
+        raise row.fail(f"field {key!r} must be [row, col], got {_short(value)}")
+    r, c = (int(round(v)) for v in value)
+    if not (0 <= r < size[0] and 0 <= c < size[1]):
+        raise row.fail(f"field {key!r} = [{r}, {c}] lies outside the {size[0]}x{size[1]} image ([row, col])")
+    return r, c
+
+
+def _da2k(row: _Row, name: str, root: str, opts: ReadOptions) -> Item:
+    path, size = _image(row, root, "image")
+    points = (_point(row, "point1", size), _point(row, "point2", size))
+    closer = row.text("closer_point")
+    if closer not in ("point1", "point2"):
+        raise row.fail(f"field 'closer_point' = {closer!r}, expected 'point1' or 'point2'")
+    gold = DA2K_LABELS[0] if closer == "point1" else DA2K_LABELS[1]
+    return Item(
+        benchmark=name, format="da2k", index=row.index, id=row.row_id("id", "index"), where=row.where,
+        scorer="choice", prompt=DA2K_QUESTION, image_paths=(path,), image_sizes=(size,), gold=gold,
+        accepted=(gold,), points=points, groups=_groups(category=row.text("category", required=False)),
+        record={"point1": list(points[0]), "point2": list(points[1]), "closer_point": closer})
+
+
+def _jigsaw_task(rows: int, cols: int, opts: ReadOptions) -> jigsaw_lib.ImageJigsaw:
+    return jigsaw_lib.ImageJigsaw(rows=rows, cols=cols, seed=opts.seed, container=opts.container, strict=True)
+
+
+def _jigsaw(row: _Row, name: str, root: str, opts: ReadOptions) -> Item:
+    path, size = _image(row, root, "image")
+    given = (row.get("rows", required=False, kind=int), row.get("cols", required=False, kind=int))
+    grid = tuple(int(v if v is not None else default) for v, default in zip(given, (opts.jigsaw_rows,
+                                                                                    opts.jigsaw_cols)))
+    if min(grid) < 1 or grid[0] * grid[1] < 2:
+        raise row.fail(f"grid {grid[0]}x{grid[1]}: a jigsaw needs at least 2 pieces")
+    side = jigsaw_lib.min_image_side(*grid)
+    if min(size) < side:
+        raise row.fail(f"image {path} is {size[0]}x{size[1]}, below {side} px for a {grid[0]}x{grid[1]} grid "
+                       "(SPEC 1.1: every tile holds a 28 px patch)")
+    # The permutation depends only on (seed, index) and the piece count, so the task run on
+    # a blank image of the smallest allowed size gives the same target as on the real one.
+    blank = np.zeros((side, side, 3), np.uint8)
+    gold = _jigsaw_sample(_jigsaw_task(*grid, opts), row.index, [blank], row.where)["solution"]
+    return Item(
+        benchmark=name, format="jigsaw", index=row.index, id=row.row_id("id", "index"), where=row.where,
+        scorer="jigsaw", prompt="", image_paths=(path,), image_sizes=(size,), gold=gold, accepted=(gold,),
+        grid=grid, groups=_groups(grid=f"{grid[0]}x{grid[1]}", category=row.text("category", required=False)),
+        record={"grid": f"{grid[0]}x{grid[1]}"})
+
+
+def _jigsaw_sample(task, index: int, images: list[np.ndarray], where: str) -> dict[str, Any]:
+    try:
+        return task.map({"id": str(index), "where": where, "images": images, "epoch": 0, "index": index})
+    except DataError as e:
+        raise BenchmarkError(str(e)) from None
+
+
+Reader = Callable[[_Row, str, str, ReadOptions], Item]
+FORMATS: dict[str, Reader] = {
+    "mathvista": _mathvista, "ocrbench": _ocrbench, "mmstar": _mmstar, "mmvp": _mmvp, "da2k": _da2k,
+    "jigsaw": _jigsaw,
+}
+
+
+def format_of(name: str) -> str:
+    """A benchmark's format: its name, or the part before the first "_" ("mathvista_testmini")."""
+    fmt = name if name in FORMATS else name.split("_", 1)[0]
+    if fmt not in FORMATS:
+        raise BenchmarkError(f"benchmark {name!r}: unknown format; a benchmark's name is its format, or starts with "
+                             f"'<format>_', for a format in {sorted(FORMATS)}")
+    return fmt
+
+
+def read_benchmark(name: str, path: str, opts: ReadOptions = ReadOptions()) -> list[Item]:
+    """Every row of benchmark file `path` as a checked Item (BenchmarkError on the first bad row)."""
+    fmt = format_of(name)
+    path = os.fspath(path)
+    root = opts.data_root or os.path.dirname(os.path.abspath(path))
+    items = [FORMATS[fmt](row, name, root, opts) for row in read_rows(path, opts.limit)]
+    if fmt == "mmvp":
+        _check_pairs(items, path)
+    return items
+
+
+def _check_pairs(items: list[Item], path: str) -> None:
+    pairs: dict[str, list[Item]] = {}
+    for item in items:
+        pairs.setdefault(item.pair, []).append(item)
+    for pair, members in pairs.items():
+        if len(members) != 2:
+            lines = ", ".join(m.where.rsplit(":", 1)[-1] for m in members)
+            raise BenchmarkError(f"{path}: pair_id {pair!r} has {len(members)} rows (lines {lines}); an MMVP pair "
+                                 "is exactly two questions")
+
+
+# ---- rendering an item into a task sample -------------------------------------------------------
+
+def render(item: Item, images: list[np.ndarray], opts: ReadOptions, system_prompt: bool = True) -> dict[str, Any]:
+    """The sample (`mmjax.data.tasks.make_sample` layout) the processor turns into model inputs."""
+    row = {"id": item.id, "where": item.where}
+    if item.format == "jigsaw":
+        sample = _jigsaw_sample(_jigsaw_task(*item.grid, opts), item.index, images, item.where)
+        if sample["solution"] != item.gold:  # the permutation must not depend on the image
+            raise BenchmarkError(f"{item.where}: jigsaw target {sample['solution']} differs from the one read "
+                                 f"({item.gold})")
+        return sample
+    if item.format == "da2k":
+        images = [draw_markers(images[0], item.points, DA2K_LABELS)]
+    messages = prompts.qa_messages(None, item.prompt, len(images), 0, opts.container, system_prompt)
+    return make_sample(row, task=item.format, messages=messages, images=images, solution=item.gold,
+                       container=opts.container)

@@ -1,0 +1,120 @@
+"""Benchmark items -> model answers: render, process, batch, generate, decode.
+
+Items are ordered by (image count, pixels, prompt length) so that a batch holds similar
+prompts, then cut into batches of `batch_size`; the last batch is filled up with copies of
+its last item (answers dropped), so every batch has the same rows. The Batcher pads each
+batch to a bucketed prompt length and vision size (`mmjax.processing.buckets`), so a run
+compiles the sampler for a handful of shapes. Decoding is greedy unless a temperature is
+set (`SamplingParams`); row n of batch b samples with seed `seed + b`.
+
+Images are decoded batch by batch, not all up front: a benchmark's images need not fit in
+memory. A failure on an item (an unreadable image, a prompt the processor refuses) raises
+`BenchmarkError` naming its file and line.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+from mmjax.data import batching
+from mmjax.data import images as images_lib
+from mmjax.data.skips import DataError
+from mmjax.eval.benchmarks import BenchmarkError, Item
+from mmjax.models import sampler
+from mmjax.models.sampling import SamplingParams
+from mmjax.processing import ImageProcessorConfig, special_token_ids
+
+
+@dataclasses.dataclass(frozen=True)
+class Generation:
+    text: str  # the completion, without its end-of-sequence token
+    num_tokens: int  # generated tokens, the end-of-sequence token included
+    stopped: bool  # False: cut at max_new_tokens
+
+
+@dataclasses.dataclass(frozen=True)
+class RunnerConfig:
+    batch_size: int = 8
+    max_new_tokens: int = 1024
+    temperature: float = 0.0  # 0 = greedy
+    top_p: float = 1.0
+    seed: int = 0
+    min_vision_rows: int = 64
+    bucket_lengths: tuple[int, ...] | None = None
+    progress: bool = True
+
+    def __post_init__(self):
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
+        SamplingParams(self.temperature, self.top_p)  # its own range checks
+
+
+Render = Callable[[Item, list[np.ndarray]], dict[str, Any]]
+
+
+class Runner:
+    """Answers of one model to lists of items (one `run` per benchmark)."""
+
+    def __init__(self, holder, tok, image_cfg: ImageProcessorConfig, cfg: RunnerConfig = RunnerConfig()):
+        self.holder, self.tok, self.cfg = holder, tok, cfg
+        ids = special_token_ids(tok)
+        self.eos, self.pad = tuple(ids.eos_token_ids), int(ids.pad_token_id)
+        self.process = batching.ProcessSample(tok, image_cfg=image_cfg, token_ids=ids, strict=True,
+                                              tokens_per_second=holder.config.vision.tokens_per_second)
+        spec = holder.config.input_spec(min_vision_rows=cfg.min_vision_rows, max_pixels=image_cfg.max_pixels)
+        self.batcher = batching.Batcher(pad_id=self.pad, spec=spec, bucket_lengths=cfg.bucket_lengths)
+        self.sampling = SamplingParams(cfg.temperature, cfg.top_p)
+
+    def run(self, items: Sequence[Item], render: Render, desc: str = "") -> list[Generation]:
+        """One Generation per item, in the items' order."""
+        from tqdm.auto import tqdm
+
+        order = sorted(range(len(items)), key=lambda i: _shape_key(items[i]))
+        out: list[Generation | None] = [None] * len(items)
+        size = self.cfg.batch_size
+        with tqdm(total=len(items), desc=desc or None, unit="q", disable=not self.cfg.progress) as bar:
+            for b, start in enumerate(range(0, len(order), size)):
+                chunk = order[start:start + size]
+                for i, generation in zip(chunk, self._batch([items[i] for i in chunk], render, b)):
+                    out[i] = generation
+                bar.update(len(chunk))
+        return out
+
+    def _batch(self, items: list[Item], render: Render, number: int) -> list[Generation]:
+        processed = [self._processed(item, render) for item in items]
+        processed += [processed[-1]] * (self.cfg.batch_size - len(processed))  # same rows every batch
+        batch = self.batcher(processed)
+        holder = self.holder
+        rollout = sampler.generate(holder.module, holder.params, batching.arrays(batch),
+                                   max_new_tokens=self.cfg.max_new_tokens, sampling=self.sampling,
+                                   seed=self.cfg.seed + number, eos_token_ids=self.eos, pad_token_id=self.pad,
+                                   mesh=holder.mesh)
+        generations = []
+        for row in range(len(items)):
+            n, stopped = int(rollout.lengths[row]), bool(rollout.stopped[row])
+            ids = rollout.tokens[row, :n - 1 if stopped else n].tolist()  # the end token is not text
+            generations.append(Generation(self.tok.decode(ids), n, stopped))
+        return generations
+
+    def _processed(self, item: Item, render: Render) -> dict[str, Any]:
+        decoded = []
+        for path in item.image_paths:
+            try:
+                decoded.append(images_lib.decode_image(path))
+            except (OSError, ValueError, SyntaxError) as e:  # FileNotFoundError is an OSError
+                raise BenchmarkError(f"{item.where}: image {path} is unreadable ({type(e).__name__}: {e})") from None
+        sample = render(item, decoded)
+        try:
+            return self.process.map(sample)
+        except DataError as e:
+            raise BenchmarkError(f"{item.where}: {e}") from None
+
+
+def _shape_key(item: Item) -> tuple[int, int, int]:
+    return len(item.image_sizes), sum(h * w for h, w in item.image_sizes), len(item.prompt)

@@ -1,0 +1,289 @@
+"""mode=eval: benchmark readers, hand-checked scores per benchmark and category, the job end to end.
+
+The fixtures are a few rows per format with synthetic images. Scores are checked on given
+answer strings (a random model answers nothing right), each expected value worked out by
+hand in the comments; the job itself runs once on the tiny random model.
+"""
+
+from __future__ import annotations
+
+import json
+
+import jax
+import numpy as np
+import pytest
+from PIL import Image
+
+from configs import eval as eval_config
+from mmjax.eval import benchmarks as bench_lib
+from mmjax.eval import metrics as metrics_lib
+from mmjax.jobs import eval as eval_job
+from mmjax.jobs import setup
+
+
+def _image(path, seed: int, size=(56, 56)):
+    rng = np.random.default_rng(seed)
+    Image.fromarray(rng.integers(0, 256, (*size, 3), dtype=np.uint8)).save(path)
+
+
+def _write(path, rows):
+    with open(path, "w") as f:
+        for row in rows:
+            f.write((row if isinstance(row, str) else json.dumps(row)) + "\n")
+    return str(path)
+
+
+MATHVISTA = [
+    {"pid": "1", "question": "Find the angle.", "image": "images/0.png", "choices": ["130°", "145°", "160°"],
+     "answer": "145°", "question_type": "multi_choice", "answer_type": "text",
+     "metadata": {"category": "math-targeted-vqa", "task": "geometry problem solving",
+                  "skills": ["geometry reasoning", "algebraic reasoning"]}},
+    {"pid": "2", "question": "Is the sky blue?", "image": "images/1.png", "choices": ["yes", "no"], "answer": "no",
+     "question_type": "multi_choice", "answer_type": "text",
+     "metadata": {"category": "general-vqa", "task": "visual question answering", "skills": ["scientific reasoning"]}},
+    {"pid": "3", "question": "What fraction is shaded?", "image": "images/2.png", "choices": None, "answer": "0.5",
+     "question_type": "free_form", "answer_type": "float", "precision": 1.0,
+     "metadata": {"category": "math-targeted-vqa", "task": "math word problem",
+                  "skills": ["arithmetic reasoning", "algebraic reasoning"]}},
+    {"pid": "4", "question": "How many birds?", "image": "images/3.png", "choices": None, "answer": "7",
+     "question_type": "free_form", "answer_type": "integer",
+     "metadata": {"category": "general-vqa", "task": "visual question answering", "skills": ["numeric commonsense"]}},
+]
+OCRBENCH = [
+    {"id": 0, "dataset_name": "IIIT5K", "image_path": "images/0.png", "question": "what is written in the image?",
+     "answers": ["CUMBERLAND"], "type": "Regular Text Recognition"},
+    {"id": 1, "dataset_name": "textVQA", "image_path": "images/1.png", "question": "what number is on the bus?",
+     "answers": ["42", "forty-two"], "type": "Scene Text-centric VQA"},
+    {"id": 2, "dataset_name": "textVQA", "image_path": "images/2.png", "question": "what does the sign say?",
+     "answers": "STOP", "type": "Scene Text-centric VQA"},
+]
+MMSTAR = [
+    {"index": 0, "question": "What is shown?\nOptions: A: a cat, B: a dog", "image": "images/0.png", "answer": "A",
+     "category": "coarse perception", "l2_category": "image scene and topic"},
+    {"index": 1, "question": "Which colour?\nOptions: A: red, B: blue, C: green", "image": "images/1.png",
+     "answer": "C", "category": "coarse perception", "l2_category": "image style & quality"},
+    {"index": 2, "question": "What is 2+2?\nOptions: A: 3, B: 4", "image": "images/2.png", "answer": "B",
+     "category": "math", "l2_category": "numeric commonsense & calculation"},
+]
+MMVP = [
+    {"index": i + 1, "question": q, "options": "(a) Open (b) Closed", "answer": a, "image": f"images/{i % 4}.png",
+     "pair_id": str(i // 2 + 1), "category": cat}
+    for i, (q, a, cat) in enumerate([
+        ("Is the door open?", "(a)", "State"), ("Is the door open?", "(b)", "State"),
+        ("Is the eye open?", "(a)", "State"), ("Is the eye open?", "(b)", "State"),
+        ("Is the bird facing left?", "(a)", "Orientation"), ("Is the bird facing left?", "(b)", "Orientation"),
+    ])
+]
+DA2K = [
+    {"id": "indoor/0", "image": "images/0.png", "point1": [10, 12], "point2": [40, 44], "closer_point": "point1",
+     "category": "indoor"},
+    {"id": "outdoor/1", "image": "images/1.png", "point1": [20, 20], "point2": [30, 50], "closer_point": "point2",
+     "category": "outdoor"},
+]
+JIGSAW = [{"id": "j0", "image": "images/0.png", "rows": 2, "cols": 2},
+          {"id": "j1", "image": "images/1.png", "rows": 2, "cols": 2}]
+FILES = {"mathvista": MATHVISTA, "ocrbench": OCRBENCH, "mmstar": MMSTAR, "mmvp": MMVP, "da2k": DA2K,
+         "jigsaw": JIGSAW}
+
+
+@pytest.fixture(scope="module")
+def bench_dir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("benchmarks")
+    (root / "images").mkdir()
+    for i in range(4):
+        _image(root / "images" / f"{i}.png", seed=i)
+    return root, {name: _write(root / f"{name}.jsonl", rows) for name, rows in FILES.items()}
+
+
+def _read(paths, name):
+    return bench_lib.read_benchmark(name, paths[name])
+
+
+def _ans(text: str) -> str:
+    return f"<think>looking</think><answer>{text}</answer>"
+
+
+def _scored(items, texts):
+    scores, counters = metrics_lib.score_items(items, texts)
+    return metrics_lib.summarise(items, scores, counters), scores
+
+
+# ---- readers -------------------------------------------------------------------------------------
+
+def test_readers_follow_the_public_field_names(bench_dir):
+    _, paths = bench_dir
+    mv = _read(paths, "mathvista")
+    assert [i.scorer for i in mv] == ["choice", "choice", "math", "math"]
+    assert [i.gold for i in mv] == ["B", "B", "0.5", "7"]  # the choice text's letter; the free-form answer
+    assert "(A) 130°\n(B) 145°\n(C) 160°" in mv[0].prompt
+    assert "1 decimal place." in mv[2].prompt and "integer" in mv[3].prompt
+    assert mv[0].groups["skill"] == ("geometry reasoning", "algebraic reasoning")
+    assert _read(paths, "ocrbench")[1].accepted == ("42", "forty-two")
+    mmvp = _read(paths, "mmvp")
+    assert [i.gold for i in mmvp] == ["A", "B"] * 3  # "(a)" -> A
+    assert "Options:\n(A) Open\n(B) Closed\n" in mmvp[0].prompt  # an echoed "(B) Closed" reads as B
+    da2k = _read(paths, "da2k")
+    assert [i.gold for i in da2k] == ["A", "B"] and da2k[0].points == ((10, 12), (40, 44))
+    jig = _read(paths, "jigsaw")
+    assert all(sorted(map(int, i.gold.split(","))) == [1, 2, 3, 4] for i in jig)
+    # The rendered jigsaw shows the image's tiles in the order its target says.
+    image = np.asarray(Image.open(jig[0].image_paths[0]).convert("RGB"))
+    sample = bench_lib.render(jig[0], [image], bench_lib.ReadOptions())
+    tiles = [image[:28, :28], image[:28, 28:], image[28:, :28], image[28:, 28:]]
+    for piece, shown in enumerate(map(int, jig[0].gold.split(","))):
+        np.testing.assert_array_equal(sample["images"][shown - 1], tiles[piece])
+    # DA-2K: markers are drawn on the image; the prompt asks for A or B.
+    marked = bench_lib.render(da2k[0], [image], bench_lib.ReadOptions())
+    assert not np.array_equal(marked["images"][0], image) and "closer to the camera" in json.dumps(marked["messages"])
+
+
+# ---- scores on given answers, hand-checked ----------------------------------------------------------
+
+def test_mathvista_accuracy_per_category_and_skill(bench_dir):
+    _, paths = bench_dir
+    # row 1 right (B), row 2 wrong (A for B), row 3 right (1/2 = 0.5 by math-verify), row 4 wrong (8 for 7)
+    summary, scores = _scored(_read(paths, "mathvista"), [_ans("B"), _ans("A"), _ans("\\frac{1}{2}"), _ans("8")])
+    assert [s.correct for s in scores] == [1.0, 0.0, 1.0, 0.0]
+    assert summary["metric"] == "accuracy" and summary["score"] == 0.5 and summary["n"] == 4
+    by = summary["by"]
+    assert {k: v["score"] for k, v in by["category"].items()} == {"general-vqa": 0.0, "math-targeted-vqa": 1.0}
+    # algebraic reasoning: rows 1 and 3, both right; scientific: row 2 only, wrong
+    assert by["skill"]["algebraic reasoning"] == {"score": 1.0, "n": 2}
+    assert by["skill"]["scientific reasoning"] == {"score": 0.0, "n": 1}
+    assert by["question_type"]["free_form"]["score"] == by["question_type"]["multi_choice"]["score"] == 0.5
+    assert summary["metrics"]["accuracy_math/math_checks"] == 2  # the two free-form rows went to math-verify
+
+
+def test_ocrbench_any_accepted_answer(bench_dir):
+    _, paths = bench_dir
+    # "cumberland": exact after case folding; the bare "the number is 42" contains "42"; "yield" is not "STOP"
+    summary, _ = _scored(_read(paths, "ocrbench"), [_ans("cumberland"), "the number is 42", _ans("yield")])
+    assert summary["score"] == pytest.approx(2 / 3) and summary["metrics"]["correct"] == 2
+    assert summary["by"]["type"] == {"Regular Text Recognition": {"score": 1.0, "n": 1},
+                                     "Scene Text-centric VQA": {"score": 0.5, "n": 2}}
+    assert summary["by"]["dataset"]["textVQA"]["score"] == 0.5
+
+
+def test_mmstar_letter_per_category(bench_dir):
+    _, paths = bench_dir
+    summary, scores = _scored(_read(paths, "mmstar"), [_ans("A"), _ans("(B)"), _ans("The answer is B")])
+    assert [s.correct for s in scores] == [1.0, 0.0, 1.0]
+    assert summary["score"] == pytest.approx(2 / 3)
+    assert summary["by"]["category"] == {"coarse perception": {"score": 0.5, "n": 2}, "math": {"score": 1.0, "n": 1}}
+
+
+def test_mmvp_pair_accuracy(bench_dir):
+    _, paths = bench_dir
+    # pair 1 both right; pairs 2 and 3 one right each: 4 of 6 questions, 1 of 3 pairs
+    texts = [_ans("A"), _ans("(B) Closed"), _ans("A"), _ans("A"), _ans("B"), _ans("B")]
+    summary, _ = _scored(_read(paths, "mmvp"), texts)
+    assert summary["metric"] == "pair_accuracy" and summary["score"] == pytest.approx(1 / 3)
+    assert summary["metrics"]["question_accuracy"] == pytest.approx(4 / 6) and summary["metrics"]["pairs"] == 3
+    assert summary["by"]["category"] == {"Orientation": {"score": 0.0, "n": 1}, "State": {"score": 0.5, "n": 2}}
+
+
+def test_da2k_and_jigsaw_solve_rate(bench_dir):
+    _, paths = bench_dir
+    summary, _ = _scored(_read(paths, "da2k"), [_ans("A"), _ans("A")])  # right, then wrong (B is closer)
+    assert summary["score"] == 0.5 and summary["by"]["category"]["indoor"]["score"] == 1.0
+    jig = _read(paths, "jigsaw")
+    # row 1 solved in format (reward 1.2); row 2 the right order but no <think>: not solved, reward 0
+    summary, scores = _scored(jig, [_ans(jig[0].gold), jig[1].gold])
+    assert summary["metric"] == "solve_rate" and summary["score"] == 0.5
+    assert summary["metrics"]["mean_reward"] == pytest.approx(0.6)
+    assert scores[0].extracted == jig[0].gold
+
+
+# ---- malformed files: errors name the file and the row --------------------------------------------
+
+@pytest.mark.parametrize("line,message", [
+    ('{"index": 0, "question": "q", "image": "images/0.png", "answer": "A"}\n{"index": 1,', r":2: not valid JSON"),
+    ('{"index": 0, "question": "q", "image": "images/0.png"}', r":1: missing field 'answer'"),
+    ('{"index": 0, "question": "q", "image": "images/nope.png", "answer": "A"}',
+     r":1: image .*nope.png does not exist"),
+    ('{"index": 0, "question": "q", "image": "images/0.png", "answer": "maybe"}', r":1: field 'answer'.*no option"),
+    ('[1, 2]', r":1: a row must be a JSON object"),
+])
+def test_a_malformed_row_is_an_error_naming_file_and_line(bench_dir, line, message):
+    root, _ = bench_dir
+    path = _write(root / "bad_mmstar.jsonl", [line])
+    with pytest.raises(bench_lib.BenchmarkError, match="bad_mmstar.jsonl" + message):
+        bench_lib.read_benchmark("mmstar", path)
+
+
+def test_inconsistent_rows_and_missing_files(bench_dir):
+    root, paths = bench_dir
+    with pytest.raises(bench_lib.BenchmarkError, match=r"missing.jsonl: no such file"):
+        bench_lib.read_benchmark("mmstar", str(root / "missing.jsonl"))
+    with pytest.raises(bench_lib.BenchmarkError, match=r"pair_id '1' has 1 rows \(lines 1\)"):
+        bench_lib.read_benchmark("mmvp", _write(root / "mmvp_odd.jsonl", MMVP[:1]))
+    far = dict(DA2K[0], point2=[10, 99])
+    with pytest.raises(bench_lib.BenchmarkError, match=r"da2k_far.jsonl:1: field 'point2'.*outside the 56x56"):
+        bench_lib.read_benchmark("da2k", _write(root / "da2k_far.jsonl", [far]))
+    wrong = dict(MATHVISTA[0], answer="150°")
+    with pytest.raises(bench_lib.BenchmarkError, match=r"mv_bad.jsonl:1: field 'answer' = '150°' is not one of"):
+        bench_lib.read_benchmark("mathvista", _write(root / "mv_bad.jsonl", [wrong]))
+    with pytest.raises(bench_lib.BenchmarkError, match=r"jig_small.jsonl:1: .*below 84 px for a 3x3 grid"):
+        bench_lib.read_benchmark("jigsaw", _write(root / "jig_small.jsonl", [{"image": "images/0.png"}]))
+    # Through the job: the config field and the row, before any model is built.
+    c = eval_config.get_config("tiny")
+    c.eval.benchmarks.mmstar = _write(root / "mmstar_broken.jsonl", [json.dumps(MMSTAR[0]), "{oops"])
+    with pytest.raises(setup.ConfigFieldError,
+                       match=r"config.eval.benchmarks.mmstar: .*mmstar_broken.jsonl:2: not valid"):
+        eval_job.read_all(c)
+    c.eval.benchmarks.mmstar = ""
+    with pytest.raises(setup.ConfigFieldError, match=r"config.eval.benchmarks: no benchmark file"):
+        eval_job.read_all(c)
+
+
+# ---- the job end to end on the tiny random model ------------------------------------------------
+
+@pytest.fixture(scope="module")
+def tiny_model():
+    """The tiny random model of configs/eval.py:tiny, built once (each build compiles its init)."""
+    c = eval_config.get_config("tiny")
+    tok = setup.tokenizer(c)
+    return c, tok, setup.model(c, tok)
+
+
+def test_eval_job_end_to_end(bench_dir, tiny_model, tmp_path, monkeypatch):
+    _, paths = bench_dir
+    monkeypatch.setattr(setup, "model", lambda config, tok: tiny_model[2])  # what setup.model gives for c
+    c = eval_config.get_config("tiny")
+    for name, path in paths.items():
+        c.eval.benchmarks[name] = path
+    c.eval.limit = 2  # 2 rows each (MMVP: one pair)
+    c.eval.max_new_tokens = 4
+    c.data.bucket_lengths = (256, 512)  # two prompt buckets: few compiled shapes
+    results = eval_job.run(c, str(tmp_path))
+
+    out = tmp_path / "eval"
+    on_disk = json.load(open(out / "results.json"))
+    assert set(on_disk["benchmarks"]) == set(FILES) == set(results)
+    for name in FILES:
+        rows = [json.loads(line) for line in open(out / f"{name}.jsonl")]
+        assert [r["index"] for r in rows] == [0, 1]  # one answer per row, in file order
+        assert all(isinstance(r["answer"], str) and 1 <= r["num_tokens"] <= 4 for r in rows)
+        r = on_disk["benchmarks"][name]
+        assert r["n"] == 2
+        if name != "mmvp":  # the headline is the mean of the rows' scores
+            assert r["score"] == pytest.approx(np.mean([row["correct"] for row in rows]))
+    # results.md's table is results.json's, in percent
+    table = [line.split("|")[1:-1] for line in open(out / "results.md").read().split("\n\n")[2].splitlines()[2:]]
+    assert len(table) == len(FILES)
+    for name, fmt, metric, score, n in ([cell.strip() for cell in row] for row in table):
+        r = on_disk["benchmarks"][name]
+        assert (fmt, metric, float(score), int(n)) == (r["format"], r["metric"], round(100 * r["score"], 2), r["n"])
+
+
+def test_the_model_comes_from_init_from_when_set(tiny_model, tmp_path):
+    from mmjax.train import checkpoints
+
+    c, tok, holder = tiny_model
+    trained = jax.tree.map(lambda x: np.asarray(x) * 2 + 1, holder.params)  # unlike the preset's weights
+    checkpoints.save_model(str(tmp_path / "ckpt"), trained, holder.config)
+    c = eval_config.get_config("tiny")
+    c.init_from = str(tmp_path / "ckpt")
+    loaded = eval_job.load_model(c, tok)
+    for a, b in zip(jax.tree.leaves(loaded.params), jax.tree.leaves(trained)):
+        np.testing.assert_array_equal(np.asarray(a), b)
