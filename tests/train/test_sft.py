@@ -1,0 +1,400 @@
+"""SFT (mode=sft) on the tiny model: which tokens carry loss, exact accumulation, frozen vision,
+learning fixed answers, exact resume, bad rows, and GRPO starting from the result."""
+
+import json
+import os
+import re
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from PIL import Image
+
+from configs import demo as demo_config
+from mmjax.data import skips
+from mmjax.data.batching import Batcher, ProcessSample, arrays
+from mmjax.data.sft import AnswerTokens, SftBatcher, answer_text
+from mmjax.data.synthetic import ColourChoiceSource
+from mmjax.jobs import grpo as grpo_job
+from mmjax.jobs import setup
+from mmjax.jobs import sft as sft_job
+from mmjax.models import sampler
+from mmjax.processing import ImageProcessorConfig, special_token_ids
+from mmjax.train import checkpoints, sft_learner
+from mmjax.train.metrics import read_metrics
+
+STEPS = 60  # 4 fixed samples, one batch a step: 60 epochs
+# Every batch here has 4 (or 2) rows of one 56 px image and a prompt of at most 96 tokens, so
+# the whole file compiles the SFT step for two shapes only.
+
+
+def _config(**overrides):
+    """The demo's tiny model and 56 px colour images; SFT as SPEC 2.4 (ViT and merger frozen)
+    but at a learning rate a random-init tiny model learns with."""
+    c = demo_config.get_config()
+    c.mode = "sft"
+    c.data.num_samples = 4
+    c.data.batch_size = 4
+    c.max_steps = 0  # the run is sft.num_epochs passes
+    c.sft.num_epochs = STEPS
+    c.save_steps = 20
+    c.optim.learning_rate = 3e-3
+    c.optim.schedule = "constant"
+    c.optim.freeze_vision = True
+    c.optim.freeze_merger = True
+    for key, value in overrides.items():
+        node = c
+        *parents, leaf = key.split(".")
+        for p in parents:
+            node = node[p]
+        node[leaf] = value
+    return c
+
+
+@pytest.fixture(scope="module")
+def tok():
+    return setup.tokenizer(_config())
+
+
+@pytest.fixture(scope="module")
+def holder(tok):
+    return setup.model(_config(), tok)
+
+
+def _host(params):
+    return jax.tree.map(np.asarray, params)
+
+
+def _learner(config, workdir, tok, holder):
+    """A learner on a copy of the initial params (a run donates its params' buffers; a copy
+    also spares the seconds a fresh random init compiles for)."""
+    fresh = holder.replace(params=jax.tree.map(jnp.copy, holder.params))
+    return sft_job.build_learner(config, str(workdir), tok=tok, holder=fresh)
+
+
+def _train(config, workdir, tok, holder):
+    learner = _learner(config, workdir, tok, holder)
+    last = learner.train()
+    return learner, read_metrics(str(workdir)), last
+
+
+@pytest.fixture(scope="module")
+def trained(tok, holder, tmp_path_factory):
+    """One uninterrupted SFT run of STEPS steps on 4 fixed samples."""
+    workdir = tmp_path_factory.mktemp("sft_full")
+    setup.write_resolved_config(_config(), str(workdir))  # as the job does: a workdir has a config.json too
+    learner, rows, _ = _train(_config(), workdir, tok, holder)
+    return workdir, learner, rows
+
+
+def _processed(tok, holder, rows):
+    """What the pipeline's workers make of `rows`: task transform, ProcessSample, answer tokens."""
+    c = _config()
+    transforms = setup.transforms(c.data, tok, holder)
+    answers = AnswerTokens(tok, special_token_ids(tok).eos_token_ids[0])
+    out = []
+    for row in rows:
+        for t in [*transforms, answers]:
+            row = t.map(row)
+        out.append(row)
+    return out
+
+
+def _batcher(tok, holder):
+    c = _config()
+    pad = special_token_ids(tok).pad_token_id
+    spec = holder.config.input_spec(min_vision_rows=c.data.min_vision_rows, max_pixels=c.data.max_pixels)
+    return SftBatcher(Batcher(pad_id=pad, spec=spec), pad_id=pad)
+
+
+# ---- the loss ------------------------------------------------------------------------------
+
+def _loss(holder, batch):
+    """The SFT step's own loss (sum, count) of a batch: the learner's jitted gradient function."""
+    answers = {k: jnp.asarray(batch[k]) for k in ("targets", "target_mask")}
+    _, stats = sft_learner._grads(holder.params, arrays(batch), answers, module=holder.module,
+                                  freeze_vision=True, freeze_merger=True, mesh=None)
+    return stats["loss"]
+
+
+QUESTION = "\n".join([ColourChoiceSource.QUESTION, "Options:", "A. red", "B. green", "C. blue", "D. yellow",
+                      "Answer with the option letter."])  # the colour rows' prompt, so its length too
+
+
+def test_only_the_answer_and_eos_carry_loss(tok, holder):
+    """Four hand-built samples (prompts of different lengths, so left padding, each with an
+    image; answers of 2 to 14 tokens, plain and in the think format): the loss is exactly
+    -sum log p of the answer tokens and EOS, read from the model's full-sequence logits;
+    prompt, image and padding positions carry none."""
+    process = ProcessSample(tok, image_cfg=ImageProcessorConfig(min_pixels=56 * 56, max_pixels=56 * 56))
+    eos = special_token_ids(tok).eos_token_ids[0]
+    rng = np.random.default_rng(0)
+    cases = [(QUESTION, "A", "plain"), ("Colour?", "B", "think"), ("Name a long thing, slowly.", "a blue sky", "plain"),
+             ("Which one is it, then?", "C", "plain")]
+    processed = []
+    for i, (text, solution, answer_format) in enumerate(cases):
+        sample = {"messages": [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": text}]}],
+                  "images": [rng.integers(0, 256, (56, 56, 3), dtype=np.uint8)], "solution": solution,
+                  "container": "answer", "where": f"hand:{i}"}
+        processed.append(AnswerTokens(tok, eos, answer_format=answer_format).map(process.map(sample)))
+    batch = _batcher(tok, holder)(processed)
+    answers = [tok.encode(answer_text(s, f), add_special_tokens=False) + [eos] for _, s, f in cases]
+    assert len({len(a) for a in answers}) == 3
+    for row, ids in enumerate(answers):  # targets: answer + EOS, then padding the mask excludes
+        n = len(ids)
+        np.testing.assert_array_equal(batch["targets"][row, :n], ids)
+        np.testing.assert_array_equal(batch["target_mask"][row], np.arange(batch["targets"].shape[1]) < n)
+    assert not batch["attention_mask"][1].all()  # the shorter prompts are left-padded
+
+    got = _loss(holder, batch)
+    assert int(got.count) == sum(len(a) for a in answers)
+
+    # The reference: prompt + answer as one plain sequence per row (right-padded into one
+    # batch, which causal attention never lets reach a real position), full-sequence logits.
+    prompts = [p["inputs"]["input_ids"] for p in processed]
+    full = [np.concatenate([q, a]) for q, a in zip(prompts, answers)]
+    width = max(len(f) for f in full)
+    ids = np.stack([np.pad(f, (0, width - len(f))) for f in full])
+    mask = np.arange(width)[None] < np.array([len(f) for f in full])[:, None]
+    logits = holder.logits(ids, mask, pixel_values=np.concatenate([p["inputs"]["pixel_values"] for p in processed]),
+                           image_grid_thw=np.concatenate([p["inputs"]["image_grid_thw"] for p in processed]))
+    logp = np.asarray(jax.nn.log_softmax(jnp.asarray(logits), axis=-1))
+    # answer token j sits at len(prompt) + j and is predicted by the position before it
+    expected = -sum(logp[row, len(q) + j - 1, t] for row, (q, a) in enumerate(zip(prompts, answers))
+                    for j, t in enumerate(a))
+    np.testing.assert_allclose(float(got.total), expected, rtol=1e-5)
+
+    # What sits under the mask's False positions changes nothing.
+    noisy = {**batch, "targets": np.where(batch["target_mask"], batch["targets"], 7)}
+    assert float(_loss(holder, noisy).total) == float(got.total)
+
+
+def test_one_or_two_micro_batches_give_the_same_step(tok, holder, tmp_path):
+    """Token mean over the whole step whatever the split: with answers of unequal length
+    (8 vs 4 answer tokens), a mean of per-micro-batch means would differ."""
+    rows = [ColourChoiceSource(4, size=(56, 56))[i] for i in range(4)]
+    processed = _processed(tok, holder, rows)
+    eos = special_token_ids(tok).eos_token_ids[0]
+    processed[0] = {**processed[0], "target": np.asarray(tok.encode("A, the red one", add_special_tokens=False)
+                                                         + [eos], np.int32)}
+    batcher = _batcher(tok, holder)
+    learner = _learner(_config(), tmp_path, tok, holder)
+    one = learner._micro_batches(iter([batcher(processed)]))
+    two = [m for half in (processed[:2], processed[2:]) for m in learner._micro_batches(iter([batcher(half)]))]
+    assert one[0].answer_tokens == two[0].answer_tokens + two[1].answer_tokens != 4 * two[1].answer_tokens
+
+    def grads(micros):  # what the learner divides once: the summed numerators' gradients / tokens
+        out = [learner._grads(holder.params, m.batch, m.answers) for m in micros]
+        count = sum(int(s["loss"].count) for _, s in out)
+        return jax.tree.map(lambda *g: np.asarray(sum(g)) / count, *[g for g, _ in out])
+
+    full, split = grads(one), grads(two)
+    for a, b in zip(jax.tree.leaves(full), jax.tree.leaves(split)):
+        np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-4 * np.abs(a).max())  # float32 sums, reordered
+    assert not any(np.any(g) for g in jax.tree.leaves(full["visual"]))  # frozen: cut from the backward pass
+
+    def step(micros):
+        params = jax.tree.map(jnp.copy, holder.params)  # the update donates them
+        _, _, stats, grad_norm = learner._update(params, learner.optimizer.init(params), micros)
+        return float(stats["loss"].value()), float(grad_norm)
+
+    (loss1, norm1), (loss2, norm2) = step(one), step(two)
+    np.testing.assert_allclose(loss2, loss1, rtol=1e-6)
+    np.testing.assert_allclose(norm2, norm1, rtol=1e-5)  # the divided gradients, before clipping
+
+
+# ---- training ------------------------------------------------------------------------------
+
+def test_sft_learns_the_answers_with_the_vision_tower_frozen(trained, holder, tok):
+    workdir, learner, rows = trained
+    assert [r["step"] for r in rows] == list(range(1, STEPS + 1))  # sft.num_epochs passes, one step each
+    assert rows[-1]["data/epoch"] == STEPS - 1
+    first, last = rows[0]["loss"], rows[-1]["loss"]
+    assert last < first / 50, (first, last)
+    for name in ("loss", "entropy", "grad_norm", "learning_rate", "tokens/answer", "data/skipped"):
+        assert name in rows[-1], name
+
+    before, after = _host(holder.params), _host(learner.model.params)
+    for a, b in zip(jax.tree.leaves(before["visual"]), jax.tree.leaves(after["visual"])):
+        np.testing.assert_array_equal(a, b)  # vision tower and merger: not a bit moved
+    moved = max(float(np.abs(a - b).max()) for a, b in
+                zip(jax.tree.leaves(before["language_model"]), jax.tree.leaves(after["language_model"])))
+    assert moved > 1e-3
+
+    # Greedy answers to the 4 training prompts are the targets, EOS included.
+    ids = special_token_ids(tok)
+    batch = next(iter(sft_job.dataset(_config(), tok, learner.model)))
+    out = sampler.generate(learner.model.module, learner.model.params, arrays(batch), max_new_tokens=4,
+                           eos_token_ids=ids.eos_token_ids, pad_token_id=ids.pad_token_id)
+    for row in range(len(out.tokens)):
+        n = int(batch["target_mask"][row].sum())
+        np.testing.assert_array_equal(out.tokens[row, :n], batch["targets"][row, :n])
+        assert out.lengths[row] == n and out.stopped[row]
+    assert sorted(batch["meta"]["solution"]) == ["A", "B", "C", "D"]  # one of each: the image decides
+
+
+class _Killed(Exception):
+    pass
+
+
+def test_a_run_killed_mid_step_resumes_to_the_same_params(trained, tok, holder, tmp_path, monkeypatch):
+    """Crash inside step 15 (checkpoint at 10), start again: at step 20 the params and the
+    logged losses equal the uninterrupted run's (its step-20 checkpoint), bit for bit, and no
+    step is logged twice: the same run (schedule of 60 steps) cut at max_steps 20."""
+    full_workdir, _, full_rows = trained
+    config = _config(max_steps=20, save_steps=10, **{"optim.total_steps": STEPS})
+    learner = _learner(config, tmp_path, tok, holder)
+    real, calls = learner._update, []
+
+    def update(*args):
+        calls.append(1)
+        if len(calls) == 15:
+            raise _Killed
+        return real(*args)
+
+    monkeypatch.setattr(learner, "_update", update)
+    with pytest.raises(_Killed):
+        learner.train()
+    assert checkpoints.restore_latest(str(tmp_path)).step == 10
+    resumed, rows, _ = _train(config, tmp_path, tok, holder)
+    reference = checkpoints.restore_params(os.path.join(checkpoints.checkpoint_dir(str(full_workdir)), "20"))
+    for a, b in zip(jax.tree.leaves(reference), jax.tree.leaves(_host(resumed.model.params))):
+        np.testing.assert_array_equal(a, b)
+    assert [r["step"] for r in rows] == list(range(1, 21))
+    assert [r["loss"] for r in rows] == [r["loss"] for r in full_rows[:20]]
+
+
+# ---- bad rows ------------------------------------------------------------------------------
+
+def _jsonl(tmp_path, bad: dict[int, dict]) -> str:
+    """4 good rows (the colour prompts' length and image size, so compiles are shared) with
+    `bad` rows inserted at the given 1-based lines."""
+    rng = np.random.default_rng(1)
+    lines, good = [], 0
+    for line in range(1, 5 + len(bad)):
+        if line in bad:
+            lines.append(bad[line])
+            continue
+        Image.fromarray(rng.integers(0, 256, (56, 56, 3), dtype=np.uint8)).save(tmp_path / f"{good}.png")
+        lines.append({"images": [f"{good}.png"], "prompt": "<image>" + QUESTION, "solution": "ABCD"[good],
+                      "task": "choice"})
+        good += 1
+    (tmp_path / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not an image")
+    path = tmp_path / "train.jsonl"
+    path.write_text("".join(json.dumps(x) + "\n" for x in lines))
+    return str(path)
+
+
+BAD = {2: {"images": ["broken.png"], "prompt": "<image>" + QUESTION, "solution": "A"},
+       4: {"images": ["0.png"], "prompt": "<image>" + QUESTION},
+       5: {"images": ["0.png"], "prompt": "<image>" + QUESTION, "solution": " "}}
+
+
+def _jsonl_config(path, **kw):
+    return _config(**{"data.source": "jsonl", "data.path": path, **kw})
+
+
+def test_bad_rows_are_skipped_counted_and_named(tok, holder, tmp_path, caplog):
+    """A corrupt image, a row without a solution and one with a blank solution: each skipped,
+    counted in the metrics and logged with its file and line; the run trains on the rest and
+    stops, with a checkpoint, where the data ends."""
+    path = _jsonl(tmp_path, BAD)
+    c = _jsonl_config(path, **{"sft.num_epochs": 2, "save_steps": 100})
+    learner, rows, last = _train(c, tmp_path / "w", tok, holder)
+    assert learner.cfg.max_steps == 3  # 2 passes over 7 rows, in batches of 4 ...
+    assert [r["step"] for r in rows] == [1, 2]  # ... but only the 8 good samples make batches
+    assert checkpoints.restore_latest(str(tmp_path / "w")).step == 2  # saved where the data ended
+    assert 0 < rows[0]["data/skipped"] <= rows[-1]["data/skipped"] < 6  # logged as they happen
+    assert last["data/skipped"] == 6  # and the whole count at the end
+    assert (last["data/skipped/image_unreadable"], last["data/skipped/missing_field"],
+            last["data/skipped/missing_solution"]) == (2, 2, 2)
+    for line in (2, 4, 5):
+        assert f"{path}:{line}" in caplog.text
+
+
+@pytest.mark.parametrize("line,reason", [(2, "image_unreadable"), (4, "missing_field"), (5, "missing_solution")])
+def test_strict_mode_raises_naming_the_file_and_line(tok, holder, tmp_path, line, reason):
+    path = _jsonl(tmp_path, {line: BAD[line]})
+    c = _jsonl_config(path, **{"data.strict": True, "sft.num_epochs": 1})
+    with pytest.raises(skips.DataError, match=re.escape(f"{reason} at {path}:{line}")):
+        for _ in sft_job.dataset(c, tok, holder):
+            pass
+
+
+# ---- the recipe ----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("arg", [None, "tpu"])
+def test_the_sft_recipe_follows_spec_2_4_and_runs(arg, tok, holder, tmp_path):
+    from configs import sft as sft_recipe
+    c = sft_recipe.get_config(arg)
+    assert c.mode == "sft" and c.max_steps == 0 and c.sft.num_epochs == 5
+    o = c.optim
+    assert (o.learning_rate, o.schedule, o.warmup_ratio, o.freeze_vision, o.freeze_merger) == (
+        1e-6, "cosine", 0.1, True, True)
+    assert c.data.system_prompt and c.data.task == "qa"  # the prompt GRPO trains on afterwards
+    assert c.data.max_prompt_length + c.sft.max_answer_length == 2048
+    assert (c.tokenizer, c.model.compute_dtype, c.model.remat) == ("hf", "bfloat16", "full")
+    assert c.mesh.fsdp == (-1 if arg else 8) and c.data.batch_size == (1 if arg else 8)
+    if arg:
+        return
+    # Two steps on tiny data. The model is this file's tiny one (its layout is the 7B's
+    # otherwise, see tests/test_recipes.py) and the system prompt is off, which keeps the
+    # batches in the shapes compiled above; the rest runs as the recipe sets it.
+    c.tokenizer = "tiny"
+    c.data.path = _jsonl(tmp_path, {})
+    c.data.batch_size, c.data.worker_count, c.data.system_prompt = 4, 0, False
+    c.data.min_vision_rows, c.data.min_pixels, c.data.max_pixels = 16, 56 * 56, 56 * 56
+    c.sft.num_epochs = 2
+    learner, rows, _ = _train(c, tmp_path / "w", tok, holder)
+    assert learner.cfg.max_steps == 2 and learner.optim_config.total_steps == 2
+    assert [r["step"] for r in rows] == [1, 2]
+    np.testing.assert_allclose([r["learning_rate"] for r in rows], [0.0, 1e-6])  # warmup: ceil(0.1 x 2) = 1 step
+    before, after = _host(holder.params)["visual"], _host(learner.model.params)["visual"]
+    for a, b in zip(jax.tree.leaves(before), jax.tree.leaves(after)):
+        np.testing.assert_array_equal(a, b)
+
+
+# ---- GRPO after SFT ------------------------------------------------------------------------
+
+def _grpo_config(init_from):
+    c = demo_config.get_config()
+    c.mode = "grpo"
+    c.data.batch_size = 4
+    c.grpo.num_generations = 2
+    c.init_from = str(init_from)
+    return c
+
+
+def _leaf(params):
+    return np.asarray(params["language_model"]["embed_tokens"]["embedding"])
+
+
+def _adam_count(opt_state):
+    """The step count of the AdamW state inside the optimizer's chain."""
+    counts = [leaf for path, leaf in jax.tree_util.tree_flatten_with_path(opt_state)[0]
+              if "count" in jax.tree_util.keystr(path)]
+    return max(np.asarray(c).max() for c in counts)
+
+
+def test_grpo_starts_from_the_sft_checkpoint_or_an_hf_folder(trained, holder, tok, tmp_path):
+    sft_workdir, done, _ = trained
+    sft_params = _host(done.model.params)
+    assert not np.array_equal(_leaf(sft_params), _leaf(_host(holder.params)))
+    grpo = grpo_job.build_learner(_grpo_config(sft_workdir), str(tmp_path / "grpo"), tok=tok)
+    params, opt_state, step, _ = grpo._restore_or_init()
+    assert step == 0  # a fresh run: the SFT run's step and optimizer state stay behind
+    for a, b in zip(jax.tree.leaves(sft_params), jax.tree.leaves(_host(params))):
+        np.testing.assert_array_equal(a, b)
+    assert float(_adam_count(opt_state)) == 0
+
+    hf_dir = tmp_path / "hf"
+    done.model.save_hf(str(hf_dir), progress=False)
+    from_hf = setup.model(_grpo_config(hf_dir), tok)
+    for a, b in zip(jax.tree.leaves(sft_params), jax.tree.leaves(_host(from_hf.params))):
+        np.testing.assert_array_equal(a, b)
+
+    (tmp_path / "empty").mkdir()
+    for bad in (tmp_path / "empty", tmp_path / "absent"):
+        with pytest.raises(setup.ConfigFieldError, match=re.escape(f"config.init_from='{bad}'")):
+            setup.model(_grpo_config(bad), tok)
