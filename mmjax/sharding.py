@@ -8,7 +8,12 @@ Changing the parallelism is changing the mesh shape or this table, never the mod
   - Activations: the models' constraints bind inside `activation_rules(mesh)`; outside it
     they are no-ops (GSPMD then propagates from the parameter and input shardings alone).
   - Batches: `batch_sharding` for one array, `global_batch` for a whole model batch made by
-    each process from its own rows.
+    each process from its own rows (`process_batch` first makes the processes' local batches
+    agree: one prompt length, one set of vision tables); `global_rows` / `host_local` carry
+    per-row arrays between a process's host and the global arrays.
+  - Several processes (`jax.distributed`): the host helpers `allgather_arrays` /
+    `allgather_json` let every process see what the others computed on their hosts
+    (rewards, metrics, data iterator states), in process order.
 
 A mesh axis must divide every dimension the table asks it to shard: `logical_to_mesh`
 raises ShardingError naming the tensor, the dimension and the mesh axis otherwise (rather
@@ -151,6 +156,57 @@ def activation_rules(mesh: Mesh, rules: Rules = DEFAULT_RULES) -> Iterator[Mesh]
         yield mesh
 
 
+# ---- several processes: host exchanges, per-row arrays, global batches ---------------------
+
+def allgather_arrays(arrays: dict[str, np.ndarray]) -> list[dict[str, np.ndarray]]:
+    """Every process's `arrays`, in process order (a list of dicts; one process: [arrays]).
+
+    Host numpy arrays of any shape: each process passes the same names, each name with the
+    same ndim and dtype on every process, the shapes may differ. A header of the shapes goes
+    first, then one flat buffer a dtype, padded to a bucketed length (so few programs compile).
+    Every process must call it at the same point of the program, as any collective.
+    """
+    arrays = {k: np.asarray(v) for k, v in arrays.items()}
+    if jax.process_count() == 1:
+        return [arrays]
+    from jax.experimental import multihost_utils
+    from mmjax.processing.buckets import bucket_size
+    names = sorted(arrays)
+    header = np.concatenate([[arrays[k].ndim, *arrays[k].shape] for k in names] or [[0]]).astype(np.int64)
+    heads = np.asarray(multihost_utils.process_allgather(header))  # [P, H]: same ndims, so same H
+    shapes = []  # per process: name -> shape
+    for head in heads:
+        at, mine = 0, {}
+        for k in names:
+            ndim = int(head[at])
+            mine[k] = tuple(int(d) for d in head[at + 1:at + 1 + ndim])
+            at += 1 + ndim
+        shapes.append(mine)
+    out: list[dict[str, np.ndarray]] = [{} for _ in heads]
+    for dtype in sorted({arrays[k].dtype.str for k in names}):
+        group = [k for k in names if arrays[k].dtype.str == dtype]
+        wire = np.uint8 if np.dtype(dtype) == np.bool_ else np.dtype(dtype)
+        sizes = [[int(np.prod(s[k])) for k in group] for s in shapes]
+        length = bucket_size(max(sum(s) for s in sizes), minimum=16)
+        flat = np.zeros(length, wire)
+        mine = np.concatenate([arrays[k].astype(wire).ravel() for k in group])
+        flat[:mine.size] = mine
+        gathered = np.asarray(multihost_utils.process_allgather(flat))  # [P, length]
+        for p, row in enumerate(gathered):
+            at = 0
+            for k, size in zip(group, sizes[p]):
+                out[p][k] = row[at:at + size].astype(np.dtype(dtype)).reshape(shapes[p][k])
+                at += size
+    return out
+
+
+def allgather_json(value: Any) -> list[Any]:
+    """Every process's JSON-serialisable `value`, in process order."""
+    import json
+    data = np.frombuffer(json.dumps(value, sort_keys=True).encode(), np.uint8)
+    return [json.loads(bytes(p["json"]).decode()) for p in allgather_arrays({"json": data})]
+
+
 def _process_local_rows(mesh: Mesh, axes: tuple[str, ...]) -> tuple[int, int]:
     """(shards of the batch held by this process's devices, shards in all) over mesh `axes`."""
     names = list(mesh.axis_names)
@@ -162,7 +218,14 @@ def _process_local_rows(mesh: Mesh, axes: tuple[str, ...]) -> tuple[int, int]:
     return len(local), int(np.prod([mesh.shape[a] for a in axes]))
 
 
-def _global_array(name: str, local: np.ndarray, axis: int, mesh: Mesh, rules: Rules) -> jax.Array:
+def global_rows(local: np.ndarray, mesh: Mesh, axis: int = 0, rules: Rules = DEFAULT_RULES,
+                name: str = "array") -> jax.Array:
+    """This process's rows (dimension `axis`) -> the global array of all processes' rows.
+
+    Sharded over the "batch" rule's mesh axes; process p's rows land on its own devices, so the
+    global row order is the process order (each process's devices hold a contiguous block of
+    the batch shards on meshes made by `make_mesh`). One process: `device_put` to that sharding.
+    """
     local = np.asarray(local)
     spec = [None] * local.ndim
     spec[axis] = "batch"
@@ -179,28 +242,96 @@ def _global_array(name: str, local: np.ndarray, axis: int, mesh: Mesh, rules: Ru
     return jax.make_array_from_process_local_data(sharding, local, tuple(global_shape))
 
 
-def global_batch(batch: dict[str, Any], mesh: Mesh, rules: Rules = DEFAULT_RULES) -> dict[str, Any]:
+def _local_part(x, mesh: Mesh, axis: int) -> np.ndarray:
+    if jax.process_count() == 1 or not isinstance(x, jax.Array) or x.ndim <= axis:
+        return np.asarray(x)
+    want = batch_sharding(mesh, x.shape, axis)  # the layout `global_rows` gave the rows
+    spans = sorted({(index[axis].start or 0, x.shape[axis] if index[axis].stop is None else index[axis].stop)
+                    for index in want.addressable_devices_indices_map(x.shape).values()})
+    if any(a[1] != b[0] for a, b in zip(spans, spans[1:])):
+        raise ShardingError(f"host_local: process {jax.process_index()} holds rows {spans} of an array of shape "
+                            f"{x.shape}: not one contiguous block (mesh {dict(mesh.shape)})")
+    mine = (slice(None),) * axis + (slice(spans[0][0], spans[-1][1]),)
+    if x.is_fully_replicated:  # GSPMD may replicate a small output: every process has all rows
+        return np.asarray(x)[mine]
+    if not x.sharding.is_equivalent_to(want, x.ndim):  # e.g. also split a column dimension
+        x = jax.device_put(x, want)
+    pieces: dict[int, np.ndarray] = {}
+    for shard in x.addressable_shards:
+        pieces.setdefault(shard.index[axis].start or 0, np.asarray(shard.data))
+    return np.concatenate([pieces[s] for s in sorted(pieces)], axis=axis)
+
+
+def host_local(tree, mesh: Mesh, axis: int = 0):
+    """numpy copies of this process's rows (dimension `axis`) of every array in `tree`.
+
+    The inverse of `global_rows`: a process reads back the rows it put in (its prompts'
+    completions, say), whatever layout the program gave them. Scalars come back whole, and
+    so does everything on one process.
+    """
+    return jax.tree.map(lambda x: _local_part(x, mesh, axis), tree)
+
+
+_EMPTY_VISION = {"pixel_values": 2, "patch_order": 1, "rope_pos": 2, "window_gather": 2, "window_segment": 2,
+                 "window_scatter": 1, "frame_gather": 2, "frame_segment": 2, "frame_scatter": 1,
+                 "merged_order": 1}  # key -> ndim, for a process whose batch has no images / videos
+
+
+def _left_pad(x: np.ndarray, length: int, value, axis: int) -> np.ndarray:
+    widths = [(0, 0)] * x.ndim
+    widths[axis] = (length - x.shape[axis], 0)
+    return np.pad(x, widths, constant_values=value)
+
+
+def process_batch(batch: dict[str, Any], pad_token_id: int = 0) -> dict[str, Any]:
+    """This process's model batch, made to agree with every other process's (one process: as is).
+
+    Prompt arrays stay on the host, left-padded to the longest prompt length of all processes
+    (with `pad_token_id`, mask False, position 0), so a sampler or `global_batch` lays them side
+    by side. Each vision entry (image / video) becomes one table for the images of all
+    processes (`vision_tables.join_tables`: pixel rows and index tables gathered, re-padded to
+    common buckets, indices offset), as numpy on every process; a process without images
+    contributes padding. The embeddings it yields come in global row order, process by process.
+    """
+    if jax.process_count() == 1:
+        return batch
+    from mmjax.processing.vision_tables import join_tables
+    ids = np.asarray(batch["input_ids"])
+    present = [batch.get(k) is not None for k in _VISION]
+    heads = allgather_arrays({"length": np.asarray([ids.shape[1]]), "vision": np.asarray(present)})
+    length = max(int(h["length"][0]) for h in heads)
+    out = dict(batch)
+    for key, axis, value in (("input_ids", 1, pad_token_id), ("attention_mask", 1, False), ("positions", 2, 0)):
+        out[key] = _left_pad(np.asarray(batch[key]), length, value, axis)
+    for j, key in enumerate(_VISION):
+        has = [bool(h["vision"][j]) for h in heads]
+        if not any(has):
+            continue
+        mine = batch[key] if present[j] else {
+            k: np.zeros((0,) * ndim, np.float32 if k == "pixel_values" else np.int32)
+            for k, ndim in _EMPTY_VISION.items()}
+        parts = allgather_arrays({k: mine[k] for k in _EMPTY_VISION})
+        out[key] = join_tables([p if h else None for p, h in zip(parts, has)])
+    return out
+
+
+def global_batch(batch: dict[str, Any], mesh: Mesh, rules: Rules = DEFAULT_RULES,
+                 pad_token_id: int = 0) -> dict[str, Any]:
     """Each process's local model batch (`mmjax.processing.model_batch`) -> global jax.Arrays.
 
     input_ids, attention_mask, rope_deltas (batch axis 0) and positions (batch axis 1) become
     arrays of all processes' rows, sharded over the "batch" rule's mesh axes; process p's rows
-    come in process order. The vision dicts (image / video) are replicated as they are: their
-    pixel rows and index tables index the process's own rows, so they cannot be concatenated
-    across processes; with more than one process a batch holding them raises
-    NotImplementedError (until the tables are made global). Other entries pass through.
+    come in process order. The vision dicts (image / video) are replicated; with several
+    processes they are first joined into one table for all processes' images
+    (`process_batch`, which also pads every process's prompts to one length with
+    `pad_token_id`). Other entries pass through.
     """
-    out = dict(batch)
+    out = process_batch(batch, pad_token_id)
     for key, axis in _BATCH_AXIS.items():
-        if batch.get(key) is not None:
-            out[key] = _global_array(key, batch[key], axis, mesh, rules)
+        if out.get(key) is not None:
+            out[key] = global_rows(out[key], mesh, axis, rules, key)
+    replicated = NamedSharding(mesh, P())
     for key in _VISION:
-        if batch.get(key) is None:
-            continue
-        if jax.process_count() > 1:
-            raise NotImplementedError(
-                f"global_batch: the {key!r} entry (pixel rows and index tables of this process's samples) "
-                f"cannot be made global across {jax.process_count()} processes yet; the tables index "
-                "process-local rows. Use one process, or batches without images / videos")
-        replicated = NamedSharding(mesh, P())
-        out[key] = {k: jax.device_put(np.asarray(v), replicated) for k, v in batch[key].items()}
+        if out.get(key) is not None:
+            out[key] = {k: jax.device_put(np.asarray(v), replicated) for k, v in out[key].items()}
     return out

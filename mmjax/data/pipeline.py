@@ -1,7 +1,8 @@
 """The grain input pipeline: keys -> rows -> task transforms -> (workers) -> batches.
 
-  record keys    MapDataset.range over this process's shard of the source,
-                 shuffled per epoch, repeated; each key is (epoch, record index)
+  record keys    this process's slots of one global stream of the source's records,
+                 shuffled per epoch, repeated; each key is (epoch, record index); the
+                 processes' batches side by side are one process's bigger batches
   rows           source[index] with "epoch" and "index" attached
   transforms     grain Maps (task transforms draw from record_rng(seed, epoch, index),
                  so a record's puzzle depends on neither order nor worker count)
@@ -172,18 +173,30 @@ def _init_worker(worker_index: int, worker_count: int) -> None:
 
 
 def record_keys(num_records: int, config: PipelineConfig) -> grain.MapDataset:
-    """(epoch, record index) pairs for this process: sharded, shuffled, repeated."""
+    """(epoch, record index) pairs for this process: its slots of one global stream.
+
+    The global stream is the same on every process: the records (cut to a multiple of the
+    process count, so shards are equal), shuffled per epoch, repeated. It is dealt out a
+    batch at a time: global batch k is positions [k B P, (k + 1) B P) of the stream (B =
+    batch_size, P processes), and process p reads the B positions from k B P + p B. So the
+    processes' batches laid side by side in process order are exactly the batches one
+    process with batch_size B P reads (the data order does not depend on how many processes
+    share it), and the shards are disjoint. One process reads the stream as it is.
+    """
     shard, num_shards = process_shard(config)
     per_shard = num_records // num_shards
     if per_shard == 0:
         raise ValueError(f"{num_records} records cannot fill {num_shards} process shards")
-    # Equal shards, so every process yields the same number of batches per epoch.
-    keys = grain.MapDataset.range(per_shard * num_shards)[shard::num_shards]
+    total = per_shard * num_shards
+    keys = grain.MapDataset.range(total)
     if config.shuffle:
         keys = keys.shuffle(seed=config.seed)
     if config.num_epochs != 1:
         keys = keys.repeat(config.num_epochs)
-    return keys.map_with_index(_EpochKey(per_shard))
+    keys = keys.map_with_index(_EpochKey(total))
+    if num_shards == 1:
+        return keys
+    return _ProcessSlots(keys, config.batch_size, shard, num_shards)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -194,6 +207,46 @@ class _EpochKey(grain.transforms.MapWithIndex):
 
     def map_with_index(self, index: int, element: int) -> tuple[int, int]:
         return index // self.per_epoch, int(element)
+
+
+class _ProcessSlots(grain.MapDataset):
+    """Process `shard`'s positions of the global stream `parent` (see `record_keys`).
+
+    Local position j is global position (j // B) B P + shard B + j % B. A last global batch
+    shorter than B P is split evenly, so every process has as many elements (hence batches)
+    as the others and none waits on a collective the others never reach.
+    """
+
+    def __init__(self, parent: grain.MapDataset, block: int, shard: int, num_shards: int):
+        super().__init__(parent)
+        self._block, self._shard, self._num_shards = block, shard, num_shards
+        full, rest = divmod(len(parent), block * num_shards)
+        self._full = full * block          # local positions inside whole global batches
+        self._rest = rest // num_shards    # local positions in the last, partial one
+        self._length = self._full + self._rest
+
+    def __len__(self) -> int:
+        return self._length
+
+    def _global(self, index: int) -> int:
+        epoch, index = divmod(index, self._length)  # grain reads past the end as further epochs
+        if index < self._full:
+            k, j = divmod(index, self._block)
+            position = (k * self._num_shards + self._shard) * self._block + j
+        else:
+            position = self._full * self._num_shards + self._shard * self._rest + index - self._full
+        return epoch * len(self._parent) + position
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return self.slice(index)
+        return self._parent[self._global(index)]
+
+    def _getitems(self, indices):
+        return self._parent._getitems([self._global(i) for i in indices])  # pylint: disable=protected-access
+
+    def __str__(self) -> str:
+        return f"ProcessSlots(block={self._block}, shard={self._shard} of {self._num_shards})"
 
 
 def _checked_length(source: Any, config: PipelineConfig) -> int:

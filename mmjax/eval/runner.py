@@ -95,11 +95,10 @@ class Runner:
                                    max_new_tokens=self.cfg.max_new_tokens, sampling=self.sampling,
                                    seed=self.cfg.seed + number, eos_token_ids=self.eos, pad_token_id=self.pad,
                                    mesh=holder.mesh)
-        generations = []
+        generations, answers = [], rollout.completion_ids()  # without the stop token: it is not text
         for row in range(len(items)):
             n, stopped = int(rollout.lengths[row]), bool(rollout.stopped[row])
-            ids = rollout.tokens[row, :n - 1 if stopped else n].tolist()  # the end token is not text
-            generations.append(Generation(self.tok.decode(ids), n, stopped))
+            generations.append(Generation(self.tok.decode(answers[row]), n, stopped))
         return generations
 
     def _processed(self, item: Item, render: Render) -> dict[str, Any]:

@@ -35,7 +35,7 @@ def evaluate(holder, data, reward, decode, *, num_batches: int, allowed_token_id
                                           "pixel_values": np.zeros_like(device["image"]["pixel_values"])}}
         out = sampler.generate(holder.module, holder.params, device, max_new_tokens=max_new_tokens,
                                allowed_token_ids=allowed_token_ids)
-        texts = [decode(row[:n].tolist()) for row, n in zip(out.tokens, out.lengths)]
+        texts = [decode(ids) for ids in out.completion_ids()]
         scores += reward(texts, batch["meta"]["solution"], task=batch["meta"]["task"]).total
     return float(np.mean(scores))
 

@@ -201,10 +201,10 @@ def qwen7b_layout(c: ml_collections.ConfigDict, tpu: bool = False) -> ml_collect
     c.mesh.tensor = 1  # mmjax: 7B fits with FSDP alone; tensor parallelism would add collectives per layer
     if tpu:
         # A TPU slice: FSDP over all its chips (e.g. v5p-64 = 32 chips x 95 GB: 22.8 GB x 8 / 32
-        # = 5.7 GB of training state per chip). Multi-host caveat: mmjax.sharding.global_batch
-        # cannot yet make the vision tables of image / video batches global across processes
-        # (it raises NotImplementedError), so until then run on a one-host slice (v5p-8: 4
-        # chips, 45.6 GB of state per chip) or a GPU host.
+        # = 5.7 GB of training state per chip). Multi-host: one process per host, joined by
+        # jax.distributed (mmjax.main); each reads its own data shard, and data.batch_size is
+        # per process (tests/rl/test_multiprocess.py: 2 processes equal 1). Every process
+        # gathers all processes' pixel rows for the replicated vision tower each micro-batch.
         c.mesh.fsdp = -1
     else:
         c.mesh.fsdp = 8  # one 8-GPU host: FSDP over its 8 devices (see the arithmetic above)

@@ -10,6 +10,7 @@ import dataclasses
 import json
 import os
 
+import jax
 import ml_collections
 
 from mmjax import rewards as rewards_lib
@@ -101,7 +102,6 @@ def _init_from(path: str, m, tok, options):
     """The holder of config.init_from: a training workdir (params of its newest finished step),
     one checkpoint directory (a step of one, or `save_model`'s), or an HF folder. Params only:
     the job's optimizer starts fresh. The architecture is the checkpoint's own."""
-    import jax
     import jax.numpy as jnp
     import orbax.checkpoint as ocp
     from mmjax.train import checkpoints
@@ -291,6 +291,8 @@ def learner_config(config, tok) -> LearnerConfig:
 def write_resolved_config(config, workdir: str) -> str:
     """workdir/config.json: the run's config after every override (what this run really used)."""
     path = os.path.join(workdir, "config.json")
+    if jax.process_index() != 0:  # every process holds the same config; one writer, no torn file
+        return path
     with open(path, "w") as f:
         json.dump(json.loads(config.to_json_best_effort()), f, indent=2, sort_keys=True)
     return path

@@ -66,6 +66,15 @@ class Rollout:
     attention_masses: np.ndarray | None = None  # float32 [N, max_new, layers, heads, groups]
     group_sizes: np.ndarray | None = None       # float32 [N, groups]: prompt positions per group
 
+    def completion_ids(self) -> list[list[int]]:
+        """Each row's completion token ids without its stop token: what a reward reads, decoded.
+
+        The stop token (e.g. <|im_end|>) ends the answer but is not part of it; decoded, it
+        would break checks that match the whole text (TRL decodes with skip_special_tokens).
+        """
+        return [row[:n - 1 if stopped else n].tolist()
+                for row, n, stopped in zip(self.tokens, self.lengths, self.stopped)]
+
     def prompt_batch(self, batch: dict[str, Any]) -> dict[str, Any]:
         """`batch` (the prompts' model batch) with the bucketed prompt arrays this rollout used."""
         return {**batch, "input_ids": self.prompt_ids, "attention_mask": self.prompt_mask,
@@ -249,6 +258,8 @@ def generate(module, params, batch: dict[str, Any], *, max_new_tokens: int,
     rope_deltas), prompts left-padded. Returns a `Rollout` of B * num_generations rows.
     mesh: when given, the prompt rows are split over the mesh's batch axes (data parallel
     rollouts; the row count must divide) and the cache follows them; params may be sharded.
+    With several processes, each passes its own prompts (the same length on all: see
+    `mmjax.sharding.process_batch`) and gets back its own rows; row keys use global row ids.
     """
     if max_new_tokens < 1:
         raise ValueError(f"max_new_tokens must be >= 1; got {max_new_tokens}")
@@ -275,10 +286,9 @@ def generate(module, params, batch: dict[str, Any], *, max_new_tokens: int,
     if capture is not None:
         groups = capture_lib.key_groups(ids_p, mask_p, cfg.image_token_id, cfg.video_token_id)
     prompt_rows = (ids_p, mask_p, positions_p, new_positions, groups)
-    if mesh is not None:
-        from mmjax.sharding import batch_sharding
-        place = lambda a, axis=0: None if a is None else jax.device_put(  # noqa: E731
-            a, batch_sharding(mesh, a.shape, batch_axis=axis))
+    if mesh is not None:  # several processes: each passes its own prompts, the arrays are global
+        from mmjax.sharding import global_rows, host_local
+        place = lambda a, axis=0: None if a is None else global_rows(a, mesh, axis)  # noqa: E731
         prompt_rows = (place(ids_p), place(mask_p), place(positions_p, 1), place(new_positions, 1), place(groups))
 
     d_ids, d_mask, d_positions, d_new_positions, d_groups = prompt_rows
@@ -290,7 +300,7 @@ def generate(module, params, batch: dict[str, Any], *, max_new_tokens: int,
         max_new_tokens=max_new_tokens, prefill_chunk=prefill_chunk)
     state = _decode(module, params, state, consts, sampling=sampling)
     del state["cache"]  # stays on the device (it aliases the donated input); never copied back
-    state = jax.device_get(state)
+    state = jax.device_get(state) if mesh is None else host_local(state, mesh)  # this process's rows
 
     g = num_generations
     out_mask = np.asarray(state["mask"])

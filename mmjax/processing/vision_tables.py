@@ -162,3 +162,73 @@ def pad_pixels(pixel_values, rows: int, field: str = "pixel_values") -> np.ndarr
     out = np.zeros((rows,) + pixels.shape[1:], np.float32)
     out[:pixels.shape[0]] = pixels
     return out
+
+
+def _tile_shape(part: dict, kind: str) -> tuple[int, int]:
+    return part[f"{kind}_gather"].shape
+
+
+def join_tables(parts: list[dict | None]) -> dict[str, np.ndarray] | None:
+    """One vision dict (pixel_values + tables) for the images of several batches, in order.
+
+    parts: the `model_batch` image (or video) dicts of batches laid side by side (e.g. one per
+    process of a global batch), None for a batch without any. The result embeds the real
+    tokens of part 0, then part 1, ..., exactly as each part alone would, so
+    `place_embeddings` fills the joined batch's placeholders row by row.
+
+    Every part is re-padded to the largest part's patch rows R and tile shapes (T, C): part i
+    owns pixel rows [i R, (i + 1) R) and tiles [i T, (i + 1) T); its gather indices move by
+    i R (its zero row, index R_i, becomes the joined zero row P R), its scatter positions are
+    re-based onto tiles of C slots, and the merged order lists every part's real tokens first,
+    then all padding rows. The real patch count of a part is its window slots in use (each
+    real row sits in exactly one window tile slot; padding rows in none).
+    """
+    real = [p for p in parts if p is not None]
+    if not real:
+        return None
+    unit = real[0]["patch_order"].shape[0] // real[0]["merged_order"].shape[0]
+    rows = max(p["patch_order"].shape[0] for p in real)
+    dim = real[0]["pixel_values"].shape[1]
+    tiles = {kind: tuple(max(_tile_shape(p, kind)[d] for p in real) for d in (0, 1)) for kind in ("window", "frame")}
+    zero = len(parts) * rows  # the row the vision tower appends as zeros; empty slots gather it
+    out: dict[str, list] = {k: [] for k in ("pixel_values", "patch_order", "rope_pos", *(
+        f"{kind}_{t}" for kind in tiles for t in ("gather", "segment", "scatter")))}
+    merged_real, merged_pad = [], []
+    for i, part in enumerate(parts):
+        base = i * rows
+        r = 0 if part is None else part["patch_order"].shape[0]
+        n = 0 if part is None else int((part["window_segment"] >= 0).sum())
+        pixels = np.zeros((rows, dim), np.float32)
+        rope = np.zeros((rows, 2), np.int32)
+        order = np.arange(rows, dtype=np.int64)
+        if part is not None:
+            pixels[:r] = part["pixel_values"]
+            rope[:r] = part["rope_pos"]
+            order[:r] = part["patch_order"]
+        out["pixel_values"].append(pixels)
+        out["rope_pos"].append(rope)
+        out["patch_order"].append(order + base)
+        for kind, (t_max, c_max) in tiles.items():
+            first = i * t_max * c_max  # this part's first tile slot
+            gather = np.full((t_max, c_max), zero, np.int64)
+            segment = np.full((t_max, c_max), -1, np.int32)
+            scatter = np.full(rows, first, np.int64)  # padding rows read a real slot (finite), dropped later
+            if part is not None:
+                g, c = part[f"{kind}_gather"], _tile_shape(part, kind)[1]
+                gather[:g.shape[0], :c] = np.where(g == r, zero, g.astype(np.int64) + base)
+                segment[:g.shape[0], :c] = part[f"{kind}_segment"]
+                s = part[f"{kind}_scatter"].astype(np.int64)
+                scatter[:r] = s // c * c_max + s % c + first
+            out[f"{kind}_gather"].append(gather)
+            out[f"{kind}_segment"].append(segment)
+            out[f"{kind}_scatter"].append(scatter)
+        m = n // unit
+        merged = np.arange(rows // unit, dtype=np.int64) if part is None else part["merged_order"].astype(np.int64)
+        merged_real.append(merged[:m] + base // unit)
+        merged_pad.append(np.arange(m, rows // unit) + base // unit)
+    joined = {k: np.concatenate(v) for k, v in out.items()}
+    joined["merged_order"] = np.concatenate(merged_real + merged_pad)
+    for k in joined:
+        if k != "pixel_values":
+            joined[k] = joined[k].astype(np.int32)
+    return joined

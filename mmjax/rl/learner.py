@@ -13,6 +13,16 @@ arrays and completion positions travel as data.
 Resume: params, optimizer state, the step and the grain iterator state are checkpointed
 together; sampling keys are fold_in(seed, step, micro-batch), so a resumed run continues
 with the same numbers as one that never stopped.
+
+Several processes (`jax.distributed`, one mesh over all their devices): each process reads
+its own shard of the data (`mmjax.data.pipeline.record_keys`: side by side, the processes'
+micro-batches are one process's bigger micro-batch), samples and scores its own prompts'
+completions (a group never spans processes), and the rows become global arrays in process
+order (`mmjax.sharding.process_batch` / `global_rows`). What needs every row (advantages
+with scale_rewards="batch", online filtering's counts, the metrics) is computed from the
+host arrays of all processes (`sharding.allgather_arrays`), so every process takes the
+same decisions and the numbers equal one process's on the same global batch. Every process
+joins each checkpoint save with its own data iterator state.
 """
 
 from __future__ import annotations
@@ -104,6 +114,9 @@ class GRPOLearner:
         self.grpo, self.optim_config, self.cfg, self.workdir = grpo, optimizer, learner, workdir
         self.eos, self.pad = tuple(eos_token_ids), int(pad_token_id)
         self.mesh = mesh
+        if mesh is None and jax.process_count() > 1:
+            raise ValueError(f"GRPOLearner: {jax.process_count()} processes need a mesh over all their devices "
+                             "(config.mesh, e.g. --config.mesh.data=-1); without one each would train alone")
         self.optimizer = optim.make_optimizer(optimizer)
         self.schedule = optim.learning_rate_schedule(optimizer)
         self.sampling = sampler.SamplingParams(grpo.temperature, grpo.top_p, grpo.top_k)
@@ -132,7 +145,7 @@ class GRPOLearner:
         # donate the params' buffers, so the reference must be a copy, not the same arrays.)
         ref_params = jax.tree.map(jnp.copy, params) if self.grpo.beta > 0 else None
         last: dict[str, Any] = {}
-        total_tokens = 0
+        total_tokens = int(self._restored_counters.get("num_tokens", 0))  # TRL's num_tokens is cumulative
         with metrics_lib.MetricsWriter(self.workdir, jax.process_index(), resume_step=step) as writer, \
                 checkpoints.TrainCheckpointer(self.workdir, cfg.save_steps, cfg.save_total_limit,
                                               cfg.async_checkpoint) as ckpt, \
@@ -152,7 +165,7 @@ class GRPOLearner:
                 if step % cfg.logging_steps == 0 or step == cfg.max_steps:
                     writer.write(step, metrics)
                 ckpt.save(step, params, opt_state, iterator.get_state(), self.model.config,
-                          self.model.hf_layout, force=step == cfg.max_steps)
+                          self.model.hf_layout, force=step == cfg.max_steps, counters={"num_tokens": total_tokens})
                 bar.set_postfix(metrics_lib.progress_postfix(metrics))
                 bar.update(1)
                 last = metrics
@@ -164,11 +177,25 @@ class GRPOLearner:
 
     def _restore_or_init(self):
         params = self.model.params
-        opt_target = jax.eval_shape(self.optimizer.init, params)
+        init = jax.jit(self.optimizer.init)
+        opt_target = jax.eval_shape(init, params)
+        if self.mesh is not None:
+            # The update returns params and optimizer state in exactly the layouts it takes
+            # (GSPMD would return equivalent shardings spelt differently), so it compiles once,
+            # not again at the second step; a restored state is read into the same layouts.
+            replicated = jax.sharding.NamedSharding(self.mesh, jax.sharding.PartitionSpec())
+            param_layout = jax.tree.map(lambda a: a.sharding, params)
+            opt_layout = _optimizer_layout(opt_target, params, replicated)
+            init = jax.jit(self.optimizer.init, out_shardings=opt_layout)
+            opt_target = jax.tree.map(lambda a, sh: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=sh),
+                                      opt_target, opt_layout)
+            self._apply = jax.jit(functools.partial(update_lib.apply_update, self.optimizer), donate_argnums=(0, 1),
+                                  out_shardings=(param_layout, opt_layout, replicated))
         iterator = iter(self.data)
         state = checkpoints.restore_latest(self.workdir, params_target=params, opt_state_target=opt_target)
+        self._restored_counters = dict(state.counters or {}) if state is not None else {}
         if state is None:
-            return params, self.optimizer.init(params), 0, iterator
+            return params, init(params), 0, iterator
         iterator.set_state(state.data_state)
         log.info("resumed from %s at step %d", checkpoints.checkpoint_dir(self.workdir), state.step)
         params = jax.tree.map(lambda a, like: jax.device_put(a, like.sharding), state.params, params)
@@ -189,8 +216,10 @@ class GRPOLearner:
             if cfg.filter_zero_std_groups:
                 signal = ~np.all(groups == groups[:, :1], axis=1)
                 micro.keep = np.repeat(signal, g)
-                kept_groups += int(signal.sum())
-            wanted = wanted or base * groups.shape[0]
+                # Counted over all processes, so all of them draw the same number of micro-batches.
+                counts = _gathered({"kept": np.asarray([signal.sum(), len(signal)])})["kept"].reshape(-1, 2)
+                kept_groups += int(counts[:, 0].sum())
+                wanted = wanted or base * int(counts[:, 1].sum())
             micros.append(micro)
         return micros
 
@@ -201,13 +230,18 @@ class GRPOLearner:
         return int(jax.random.randint(key, (), 0, 2**31 - 1))
 
     def _rollout(self, params, batch: dict[str, Any], seed: int) -> Micro:
-        device_batch = arrays(batch)
+        # Several processes: prompts padded to one length, one vision table for all processes.
+        device_batch = sharding.process_batch(arrays(batch), self.pad)
+        if self.mesh is not None:  # the vision tables once on the devices, for every pass over them
+            replicated = jax.sharding.NamedSharding(self.mesh, jax.sharding.PartitionSpec())
+            device_batch.update({k: jax.device_put(device_batch[k], replicated)
+                                 for k in ("image", "video") if device_batch.get(k) is not None})
         rollout = sampler.generate(
             self.model.module, params, device_batch, max_new_tokens=self.grpo.max_completion_length,
             sampling=self.sampling, num_generations=self.grpo.num_generations, seed=seed,
             eos_token_ids=self.eos, pad_token_id=self.pad, allowed_token_ids=self.cfg.allowed_token_ids,
             mesh=self.mesh)
-        texts = [self.decode(row[:n].tolist()) for row, n in zip(rollout.tokens, rollout.lengths)]
+        texts = [self.decode(ids) for ids in rollout.completion_ids()]  # the stop token is not text
         g = self.grpo.num_generations
         meta = batch["meta"]
         targets = [s for s in meta["solution"] for _ in range(g)]
@@ -219,10 +253,13 @@ class GRPOLearner:
                      reward_metrics=dict(out.metrics), keep=np.ones(len(texts), bool))
 
     def _advantages(self, micros: list[Micro]) -> None:
-        """Advantages over the whole step (so scale_rewards="batch" sees every micro-batch)."""
-        rewards = jnp.asarray(np.concatenate([m.rewards for m in micros]))
+        """Advantages over the whole step (so scale_rewards="batch" sees every micro-batch) and
+        over all processes' rows; each process keeps its own rows'."""
+        local = np.concatenate([m.rewards for m in micros])
+        everyone = sharding.allgather_arrays({"rewards": local})
+        rewards = jnp.asarray(np.concatenate([p["rewards"] for p in everyone]))
         adv = np.asarray(grpo_lib.advantages(self.grpo, rewards))
-        offset = 0
+        offset = sum(len(p["rewards"]) for p in everyone[:jax.process_index()])
         for m in micros:
             n = len(m.rewards)
             m.device = {"advantages": adv[offset:offset + n]}
@@ -243,10 +280,11 @@ class GRPOLearner:
             d["ref_logp"] = self._logprobs(ref_params, m.batch, d) if ref_params is not None else None
 
     def _rows(self, array, axis: int = 0):
-        """A per-row array on the device: split over the mesh's batch axes (data parallel)."""
+        """A per-row array on the device: split over the mesh's batch axes (data parallel); with
+        several processes, this process's rows of the global array."""
         if self.mesh is None:
             return jnp.asarray(array)
-        return jax.device_put(array, sharding.batch_sharding(self.mesh, np.shape(array), batch_axis=axis))
+        return sharding.global_rows(array, self.mesh, axis)
 
     def _update(self, params, opt_state, micros: list[Micro]):
         """One optimizer step over all micro-batches: sum numerators' grads, divide once."""
@@ -264,11 +302,17 @@ class GRPOLearner:
     def _metrics(self, micros: list[Micro], stats, grad_norm, step: int, step_time: float) -> dict[str, Any]:
         """TRL's metric names for this step (the device sums divided once, here)."""
         g = self.grpo.num_generations
-        rewards = np.concatenate([m.rewards for m in micros])
+        rows = _gathered({  # every process's rows, so each logs the numbers of the global batch
+            "rewards": np.concatenate([m.rewards for m in micros]),
+            "lengths": np.concatenate([m.rollout.lengths for m in micros]),
+            "stopped": np.concatenate([m.rollout.stopped for m in micros]),
+            "keep": np.concatenate([m.keep for m in micros]),
+            "prompt_tokens": np.asarray([sum(int(m.rollout.prompt_mask.sum()) for m in micros)]),
+            **{f"fn/{name}": np.concatenate([m.per_function[name] for m in micros])
+               for name in micros[0].per_function}})
+        rewards, lengths, stopped = rows["rewards"], rows["lengths"], rows["stopped"]
         groups = rewards.reshape(-1, g)
-        lengths = np.concatenate([m.rollout.lengths for m in micros])
-        stopped = np.concatenate([m.rollout.stopped for m in micros])
-        prompt_tokens = sum(int(np.asarray(m.batch["attention_mask"]).sum()) for m in micros)
+        prompt_tokens = int(rows["prompt_tokens"].sum())
         out: dict[str, Any] = {k: float(v) for k, v in finalize(jax.device_get(stats)).items()}
         out.update({
             "reward": float(rewards.mean()),
@@ -284,16 +328,41 @@ class GRPOLearner:
             "grad_norm": float(grad_norm),
         })
         for name in micros[0].per_function:
-            values = np.concatenate([m.per_function[name] for m in micros])
+            values = rows[f"fn/{name}"]
             out[f"rewards/{name}/mean"] = float(values.mean())
             out[f"rewards/{name}/std"] = float(values.std(ddof=1)) if len(values) > 1 else 0.0
-        for m in micros:
-            for name, value in m.reward_metrics.items():
-                out[f"rewards/{name}"] = out.get(f"rewards/{name}", 0.0) + float(value)
+        # The rewards' counts, summed over micro-batches and processes.
+        for counts in sharding.allgather_json([m.reward_metrics for m in micros]):
+            for metrics in counts:
+                for name, value in metrics.items():
+                    out[f"rewards/{name}"] = out.get(f"rewards/{name}", 0.0) + float(value)
         if self.cfg.filter_zero_std_groups:
-            keep = np.concatenate([m.keep for m in micros])
+            keep = rows["keep"]
             out["filter/dropped_groups"] = int((~keep.reshape(-1, g)[:, 0]).sum())
-            out["filter/micro_batches"] = len(micros)
+            out["filter/micro_batches"] = len(micros)  # the same on every process
         if self.grpo.beta == 0:
             out.pop("kl", None)
         return out
+
+
+def _gathered(arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Each host array concatenated over all processes, in process order (one process: as is)."""
+    parts = sharding.allgather_arrays(arrays)
+    return {k: np.concatenate([p[k] for p in parts]) for k in arrays}
+
+
+def _optimizer_layout(opt_abstract, params, replicated):
+    """The sharding of every optimizer state leaf: a param's own for its moments (optax states
+    mirror the params tree, so the leaf's path ends with the param's), replicated otherwise
+    (step counts). `jax.eval_shape` alone would leave the moments on one device."""
+    by_path = {jax.tree_util.keystr(path): a for path, a in jax.tree_util.tree_leaves_with_path(params)}
+    longest_first = sorted(by_path.items(), key=lambda item: -len(item[0]))
+
+    def layout(path, leaf):
+        key = jax.tree_util.keystr(path)
+        for suffix, param in longest_first:
+            if key.endswith(suffix) and tuple(leaf.shape) == tuple(param.shape):
+                return param.sharding
+        return replicated
+
+    return jax.tree_util.tree_map_with_path(layout, opt_abstract)

@@ -6,6 +6,8 @@ Two flavours share one on-disk item layout, so any of them can be exported to HF
       params/        array pytree               params/, opt_state/  (OCDBT array pytrees)
       model_config/  JSON: the HF config.json   model_config/, hf/
       hf/            JSON: HF key layout        data_state/  JSON: the data iterator's state
+                                                             (each process's, when several)
+                                                counters/    JSON: running totals (optional)
       hf_assets/     tokenizer/processor files, copied verbatim
 
 Every save goes through Orbax's temporary directory + finalize (rename), so a directory
@@ -16,6 +18,12 @@ Restore checks Orbax's commit markers of the checkpoint and of every item it lis
 a partly deleted checkpoint fails with "incomplete checkpoint" instead of loading.
 Array dtypes are stored as they are (bf16 stays bf16); restore can place arrays straight
 into the NamedShardings of an abstract target.
+
+Several processes (`jax.distributed`): every process calls save and restore at the same
+steps; Orbax writes each process's shards of the arrays and finalizes once all are written.
+The data iterators differ per process, so a training step's data_state item holds
+{"per_process": [state of process 0, state of process 1, ...]} (gathered at save time),
+and each process restores its own; a run resumed with another process count is refused.
 """
 
 from __future__ import annotations
@@ -40,7 +48,7 @@ from mmjax.models.qwen2_5_vl.hf import HUB_LAYOUT, MODULE_LAYOUT, CheckpointErro
 log = logging.getLogger(__name__)
 
 PARAMS, MODEL_CONFIG, HF_META, HF_ASSETS = "params", "model_config", "hf", "hf_assets"
-OPT_STATE, DATA_STATE = "opt_state", "data_state"
+OPT_STATE, DATA_STATE, COUNTERS = "opt_state", "data_state", "counters"
 FORMAT = "mmjax.qwen2_5_vl"
 
 
@@ -84,6 +92,7 @@ _ITEMS = {
     MODEL_CONFIG: (ocp.JsonCheckpointHandler, ocp.args.JsonSave, ocp.args.JsonRestore),
     HF_META: (ocp.JsonCheckpointHandler, ocp.args.JsonSave, ocp.args.JsonRestore),
     DATA_STATE: (ocp.JsonCheckpointHandler, ocp.args.JsonSave, ocp.args.JsonRestore),
+    COUNTERS: (ocp.JsonCheckpointHandler, ocp.args.JsonSave, ocp.args.JsonRestore),
     HF_ASSETS: (FilesHandler, FilesSave, FilesRestore),
 }
 
@@ -286,6 +295,7 @@ class TrainState(NamedTuple):
     data_state: dict          # the data iterator's state (e.g. grain's get_state()), as JSON
     config: Qwen25VLConfig
     hf_layout: str
+    counters: dict | None = None  # the learner's running totals (e.g. num_tokens), if it saved any
 
 
 def checkpoint_dir(workdir: str) -> str:
@@ -310,11 +320,17 @@ class TrainCheckpointer:
                                              handler_registry=_registry())
 
     def save(self, step: int, params, opt_state, data_state: Mapping[str, Any], config: Qwen25VLConfig,
-             hf_layout: str = HUB_LAYOUT, force: bool = False) -> bool:
-        """Save if `step` is a multiple of save_every (or force); returns whether it saved."""
+             hf_layout: str = HUB_LAYOUT, force: bool = False, counters: Mapping[str, Any] | None = None) -> bool:
+        """Save if `step` is a multiple of save_every (or force); returns whether it saved.
+
+        counters: JSON numbers a resumed run continues from (the same on every process)."""
+        if not (force or self.manager.should_save(step)):
+            return False  # (before gathering the data states: that is a collective)
         items = _model_items(params, config, hf_layout)
         items[OPT_STATE] = ocp.args.StandardSave(opt_state)
-        items[DATA_STATE] = ocp.args.JsonSave(dict(data_state))
+        items[DATA_STATE] = ocp.args.JsonSave(_data_state_item(data_state))
+        if counters:
+            items[COUNTERS] = ocp.args.JsonSave(dict(counters))
         return self.manager.save(step, args=ocp.args.Composite(**items), force=force)
 
     def wait(self) -> None:
@@ -328,6 +344,29 @@ class TrainCheckpointer:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+PER_PROCESS = "per_process"
+
+
+def _data_state_item(data_state: Mapping[str, Any]) -> dict:
+    """What the data_state item stores: the state itself, or every process's (process order)."""
+    if jax.process_count() == 1:
+        return dict(data_state)
+    from mmjax.sharding import allgather_json
+    return {PER_PROCESS: allgather_json(dict(data_state))}
+
+
+def _own_data_state(item: dict, step_path: str) -> dict:
+    """This process's data iterator state from a data_state item (see `_data_state_item`)."""
+    count, me = jax.process_count(), jax.process_index()
+    saved = len(item[PER_PROCESS]) if PER_PROCESS in item else 1
+    if saved != count:
+        raise CheckpointError(
+            f"{os.path.join(step_path, DATA_STATE)}: written by {saved} process(es), but this run has {count}; "
+            "each process's data iterator resumes from its own state, so resume with the same process count "
+            "(or start a new workdir from these params)")
+    return item[PER_PROCESS][me] if PER_PROCESS in item else item
 
 
 def restore_latest(workdir: str, params_target=None, opt_state_target=None) -> TrainState | None:
@@ -351,12 +390,14 @@ def restore_latest(workdir: str, params_target=None, opt_state_target=None) -> T
             with _checkpointer() as ckptr:
                 data_state = ckptr.restore(step_path, ocp.args.Composite(
                     **{DATA_STATE: ocp.args.JsonRestore()}))[DATA_STATE]
+            counters = _read_json_item(step_path, COUNTERS) if os.path.isdir(os.path.join(step_path, COUNTERS)) else {}
         except Exception as e:  # noqa: BLE001  any unreadable checkpoint: fall back, loudly
             failures.append(f"{step_path}: {type(e).__name__}: {str(e)[:300]}")
             log.warning("checkpoint %s cannot be restored (%s: %s); falling back to the one before",
                         step_path, type(e).__name__, str(e)[:300])
             continue
-        return TrainState(step, model.params, opt_state, data_state, model.config, model.hf_layout)
+        data_state = _own_data_state(data_state, step_path)  # a process-count mismatch is no fallback case
+        return TrainState(step, model.params, opt_state, data_state, model.config, model.hf_layout, counters)
     if failures:
         raise CheckpointError("no checkpoint under " + directory + " can be restored:\n  " + "\n  ".join(failures))
     return None
