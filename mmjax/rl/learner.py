@@ -129,7 +129,8 @@ class GRPOLearner:
             from mmjax.models.qwen2_5_vl.params import abstract_params, logical_axes
             shardings = sharding.param_shardings(abstract_params(model.config), logical_axes(model.config), mesh)
         self._grads = jax.jit(functools.partial(update_lib.microbatch_grads, module, config=grpo,
-                                                param_shardings=shardings))
+                                                param_shardings=shardings, freeze_vision=optimizer.freeze_vision,
+                                                freeze_merger=optimizer.freeze_merger))
         self._logprobs = jax.jit(functools.partial(update_lib.rollout_logprobs, module,
                                                    num_generations=grpo.num_generations,
                                                    temperature=grpo.temperature))

@@ -17,6 +17,7 @@ import optax
 from mmjax.models.qwen2_5_vl.logprobs import completion_logprobs
 from mmjax.rl import grpo as grpo_lib
 from mmjax.rl.losses import Weighted
+from mmjax.train import optim
 
 
 def rollout_logprobs(module, params, batch, rollout, *, num_generations: int, temperature: float):
@@ -27,8 +28,12 @@ def rollout_logprobs(module, params, batch, rollout, *, num_generations: int, te
     return jax.lax.stop_gradient(lp)
 
 
-def microbatch_grads(module, params, batch, rollout, *, config: grpo_lib.GRPOConfig, param_shardings=None):
+def microbatch_grads(module, params, batch, rollout, *, config: grpo_lib.GRPOConfig, param_shardings=None,
+                     freeze_vision: bool = False, freeze_merger: bool = False):
     """(grads of the loss numerator, {name: Weighted}) for one micro-batch.
+
+    freeze_vision / freeze_merger: as the OptimizerConfig's; those grads are zeros and their
+    backward pass is not computed.
 
     rollout: dict of device arrays: tokens / mask / positions [.., N, Tc] of the completions,
     old_logp (the sampler's, or recomputed), ref_logp (or None), sampler_logp (for the drift
@@ -37,6 +42,7 @@ def microbatch_grads(module, params, batch, rollout, *, config: grpo_lib.GRPOCon
     mask = rollout["mask"]
 
     def numerator(p):
+        p = optim.stop_frozen(p, freeze_vision, freeze_merger)
         lp, ent = completion_logprobs(module, p, batch, rollout["tokens"], mask, positions=rollout["positions"],
                                       num_generations=config.num_generations, temperature=config.temperature,
                                       with_entropy=True)

@@ -190,3 +190,15 @@ def state_bytes(opt_state) -> int:
     """Bytes held by the optimizer state's arrays (what a checkpoint of it costs)."""
     return sum(leaf.size * jnp.dtype(leaf.dtype).itemsize for leaf in jax.tree.leaves(opt_state)
                if hasattr(leaf, "dtype"))
+
+
+def stop_frozen(params, freeze_vision: bool = False, freeze_merger: bool = False):
+    """params with the frozen leaves (by `param_labels`) under stop_gradient.
+
+    The optimiser already leaves frozen leaves alone; cutting them from the backward pass as
+    well means a frozen vision tower's backward is never computed (its gradients are zeros).
+    """
+    if not (freeze_vision or freeze_merger):
+        return params
+    labels = param_labels(params, OptimizerConfig(freeze_vision=freeze_vision, freeze_merger=freeze_merger))
+    return jax.tree.map(lambda p, label: jax.lax.stop_gradient(p) if label == FROZEN else p, params, labels)

@@ -43,22 +43,13 @@ def loss_sums(module, params, batch, answers: dict[str, Any], with_entropy: bool
     return Weighted(-jnp.sum(lp), jnp.sum(mask, dtype=jnp.int32)), ent
 
 
-def stop_frozen(params, freeze_vision: bool = False, freeze_merger: bool = False):
-    """params with the frozen leaves (by the optimiser's own labels) under stop_gradient."""
-    if not (freeze_vision or freeze_merger):
-        return params
-    labels = optim.param_labels(params, optim.OptimizerConfig(freeze_vision=freeze_vision,
-                                                              freeze_merger=freeze_merger))
-    return jax.tree.map(lambda p, label: jax.lax.stop_gradient(p) if label == optim.FROZEN else p, params, labels)
-
-
 def microbatch_grads(module, params, batch, answers: dict[str, Any], *, freeze_vision: bool = False,
                      freeze_merger: bool = False, param_shardings=None):
     """(grads of the loss numerator, {"loss", "entropy": Weighted}) for one micro-batch.
 
     freeze_vision / freeze_merger: as the OptimizerConfig's (their grads are zeros)."""
     def numerator(p):
-        loss, ent = loss_sums(module, stop_frozen(p, freeze_vision, freeze_merger), batch, answers,
+        loss, ent = loss_sums(module, optim.stop_frozen(p, freeze_vision, freeze_merger), batch, answers,
                               with_entropy=True)
         return loss.total, (loss, ent)
 

@@ -94,6 +94,22 @@ def test_frozen_vision_tower_does_not_move(pieces, freeze, tmp_path):
     assert (moved("visual") == 0) == freeze
 
 
+def test_a_frozen_vision_tower_is_cut_from_the_backward_pass(pieces):
+    """With freeze_vision the ViT's gradients are exact zeros (stop_gradient), not computed and masked."""
+    config, _, holder, batch = pieces
+    micro_batch, rollout = _micro(holder, batch, config)
+    grpo = setup.grpo_config(config)
+    grads = {}
+    for freeze in (False, True):
+        g, _, _ = update_lib.microbatch_grads(holder.module, holder.params, micro_batch, rollout, config=grpo,
+                                              freeze_vision=freeze, freeze_merger=freeze)
+        grads[freeze] = g
+    largest = lambda tree: max(float(np.abs(np.asarray(x)).max()) for x in jax.tree.leaves(tree))  # noqa: E731
+    assert largest(grads[False]["visual"]) > 0 and largest(grads[True]["visual"]) == 0
+    np.testing.assert_allclose(np.asarray(jax.tree.leaves(grads[True]["language_model"])[0]),
+                               np.asarray(jax.tree.leaves(grads[False]["language_model"])[0]), rtol=1e-5, atol=1e-8)
+
+
 def _train(config, workdir, tok):
     learner = grpo_job.build_learner(config, workdir, tok=tok)
     learner.train()
