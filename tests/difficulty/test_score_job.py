@@ -77,12 +77,7 @@ def _config(path: str, **overrides):
     s.cmab.definition, s.cmab.layer = "code", 1  # the tiny model has 2 layers: `paper` needs 3
     s.progress = False
     s.write_jsonl = True
-    for key, value in overrides.items():
-        node = c
-        *parents, leaf = key.split(".")
-        for p in parents:
-            node = node[p]
-        node[leaf] = value
+    c.update_from_flattened_dict(overrides)  # dotted keys, e.g. "optim.freeze_vision"
     return c
 
 

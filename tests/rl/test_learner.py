@@ -30,12 +30,7 @@ def _config(**overrides):
     c.data.batch_size = 4
     c.grpo.num_generations = 4
     c.optim.total_steps = 6
-    for key, value in overrides.items():
-        node = c
-        *parents, leaf = key.split(".")
-        for p in parents:
-            node = node[p]
-        node[leaf] = value
+    c.update_from_flattened_dict(overrides)  # dotted keys, e.g. "optim.freeze_vision"
     return c
 
 

@@ -43,12 +43,7 @@ def _config(**overrides):
     c.optim.schedule = "constant"
     c.optim.freeze_vision = True
     c.optim.freeze_merger = True
-    for key, value in overrides.items():
-        node = c
-        *parents, leaf = key.split(".")
-        for p in parents:
-            node = node[p]
-        node[leaf] = value
+    c.update_from_flattened_dict(overrides)  # dotted keys, e.g. "optim.freeze_vision"
     return c
 
 
