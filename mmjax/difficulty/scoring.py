@@ -343,7 +343,7 @@ class Scorer:
             yield chunk, rollout
 
     def _texts(self, rollout, rows: int) -> list[str]:
-        return [self.decode(t[:n].tolist()) for t, n in zip(rollout.tokens[:rows], rollout.lengths[:rows])]
+        return [self.decode(ids) for ids in rollout.completion_ids()[:rows]]  # the stop token is not text
 
     def _build(self, slots, chunk: list[_Request], prompts: int, cache) -> dict[str, Any]:
         """The device batch of a sub-batch, padded to `prompts` prompts with copies of its last."""

@@ -115,7 +115,7 @@ def loop_sample(scorer, sample) -> tuple[np.ndarray, list[str], int]:
                                        seed=calls, eos_token_ids=scorer.eos, pad_token_id=scorer.pad,
                                        allowed_token_ids=scorer.allowed)
             calls += 1
-            text = scorer.decode(rollout.tokens[0, :rollout.lengths[0]].tolist())
+            text = scorer._texts(rollout, 1)[0]  # read as the scorer reads its own answers
             passes[r] += int(scorer._correct([slot], [text], [0])[0])
             texts.append(text)
         cache.clear()
