@@ -108,5 +108,7 @@ def test_random_jigsaw_batches_compile_once_per_bucket(pair):
         forward(model.params, batch)
     compiles = forward._cache_size()
     assert compiles == len(keys), (compiles, len(keys))
-    assert compiles <= 8, compiles  # a handful of buckets, not one shape per batch
+    # A handful of buckets (patch rows 64..384 give seven, and a row bucket may hold two tile
+    # counts), not one shape per batch.
+    assert compiles <= 12, compiles
     assert len(exact) > 5 * compiles  # without buckets, each distinct set of sizes would compile

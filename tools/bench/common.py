@@ -43,11 +43,14 @@ def compile_jitted(jitted, *args):
     return compiled, time.perf_counter() - start
 
 
-def gemm_rate(n: int = 2048, reps: int = 5, dtype: str = "float32") -> float:
-    """Median FLOP/s of an (n x n) @ (n x n) jax.jit matmul on the default device (2 n^3 FLOPs).
+def gemm_probe(n: int = 2048, dtype: str = "float32") -> Callable[[], float]:
+    """A compiled (n x n) @ (n x n) jax matmul on the default device, warmed up; each call
+    times one product and returns its FLOP/s (2 n^3 FLOPs).
 
     The ceiling the model's own matmuls are judged against, measured in the same process
     as the benchmark (the machines are shared: an old figure would not be comparable).
+    Benchmarks call it between their own timed calls, so the rate they divide by is the
+    machine's at the time of the step, not a moment apart.
     """
     import jax
     import jax.numpy as jnp
@@ -57,8 +60,13 @@ def gemm_rate(n: int = 2048, reps: int = 5, dtype: str = "float32") -> float:
     f = jax.jit(lambda x, y: x @ y)
     for _ in range(2):  # compile, then one untimed call
         f(a, b).block_until_ready()
-    ts = timed(lambda: f(a, b).block_until_ready(), reps)
-    return 2.0 * n ** 3 / median(ts)
+    return lambda: 2.0 * n ** 3 / timed(lambda: f(a, b).block_until_ready(), 1)[0]
+
+
+def gemm_rate(n: int = 2048, reps: int = 5, dtype: str = "float32") -> float:
+    """Median FLOP/s of `reps` products of `gemm_probe`."""
+    probe = gemm_probe(n, dtype)
+    return median([probe() for _ in range(reps)])
 
 
 # ---- the model pair and inputs -------------------------------------------------------------

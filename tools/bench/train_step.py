@@ -20,7 +20,8 @@ Calls alternate round by round after one warm-up each; medians are printed, and 
 
 Model FLOP utilisation: 6 x params x tokens (common.update_flops: decoder layers x text
 tokens + head x completion tokens + ViT x patches + merger x merged tokens) over the GEMM
-rate measured in this run (a jax fp32 matmul of --gemm-n^3), against the step's median. Tokens
+rate measured in this run (the median of jax fp32 matmuls of --gemm-n^3, three before each
+round of steps), against the step's median. Tokens
 are counted as the update processes them: mmjax runs prompt tokens and images once per
 prompt and completion tokens per row; the torch side's count (prompts and images G times)
 is printed too.
@@ -136,11 +137,16 @@ def main(argv=None) -> int:
     del grads
 
     times = {"mmjax": [], "torch": []}
-    for _ in range(args.reps):  # interleaved: load drift on a shared machine hits both alike
+    gemm_probe, rates = common.gemm_probe(args.gemm_n), []
+    # Interleaved, the GEMM rate included: load drift on a shared machine hits all alike.
+    # (Measured once after the loop, the rate moved 105-186 GFLOP/s between two runs whose
+    # step times agreed within 3%.)
+    for _ in range(args.reps):
+        rates += [gemm_probe() for _ in range(3)]
         times["mmjax"] += common.timed(run_mm, 1)
         times["torch"] += common.timed(run_hf, 1)
     med = {k: common.median(v) for k, v in times.items()}
-    gemm = common.gemm_rate(args.gemm_n, reps=1 if args.quick else 5)
+    gemm = common.median(rates)
 
     groups = common.param_groups(params, cfg)
     patches = int(np.prod(grid[0]))
@@ -165,7 +171,8 @@ def main(argv=None) -> int:
         print(f"  tokens {k:5s}: text {c['text_tokens']}, head {c['head_tokens']}, patches {c['patches']}, "
               f"merged {c['merged']} -> 6ND {flops[k] / 1e9:.1f} GFLOP, ideal {ideal[k] * 1e3:.0f} ms "
               f"at the GEMM rate")
-    print(f"  GEMM rate (jax fp32 {args.gemm_n}^3): {gemm / 1e9:.1f} GFLOP/s")
+    print(f"  GEMM rate (jax fp32 {args.gemm_n}^3, {len(rates)} products between the steps): median "
+          f"{gemm / 1e9:.1f} GFLOP/s, range {min(rates) / 1e9:.0f}-{max(rates) / 1e9:.0f}")
     print(f"  torch eager autograd (sdpa): median {med['torch'] * 1e3:.0f} ms "
           f"({med['torch'] / ideal['torch']:.2f}x its own ideal)")
     print(f"  mmjax (jit; compile {compile_s:.1f} s apart): median {med['mmjax'] * 1e3:.0f} ms")
@@ -177,7 +184,7 @@ def main(argv=None) -> int:
                           prompt_len=int(ids.shape[1]), completion_len=tc, image_px=args.image,
                           attention=args.attention, remat=args.remat, vision_remat=args.vision_remat,
                           reps=args.reps, mmjax_s=med["mmjax"], torch_s=med["torch"], compile_s=compile_s,
-                          ratio=ratio, gemm_flops=gemm, params=groups, tokens=counts, flops_6nd=flops,
+                          ratio=ratio, gemm_flops=gemm, gemm_rates=rates, params=groups, tokens=counts, flops_6nd=flops,
                           mmjax_over_ideal=vs_ideal, logprob_max_diff=lp_err,
                           grad_norm=dict(mmjax=gn_mm, torch=gn_hf), times=times)))
     return 0

@@ -53,8 +53,13 @@ def test_sampling_params_reject_bad_values():
 
 
 def test_bucket_size():
-    got = [bucket_size(n) for n in (1, 16, 17, 24, 25, 33, 48, 49, 300, 385, 1024, 1025)]
-    assert got == [16, 16, 24, 24, 32, 48, 48, 64, 384, 512, 1024, 1536]
+    got = [bucket_size(n) for n in (1, 16, 17, 24, 25, 33, 48, 49, 193, 256, 257, 300, 385, 1024, 1025, 1700)]
+    assert got == [16, 16, 24, 24, 32, 48, 48, 64, 256, 256, 320, 320, 448, 1024, 1280, 1792]
+    # Above 256, four buckets per octave: under a fifth of any bucket is padding.
+    for n in range(257, 5000):
+        size = bucket_size(n)
+        assert n <= size and (size - n) / size < 0.2, n
+    assert len({bucket_size(n) for n in range(257, 4097)}) == 16
     assert bucket_size(3, minimum=1) == 3 and bucket_size(5, minimum=1) == 6
 
 
