@@ -23,12 +23,12 @@ Correct: the configured reward (SPEC 2.3: the one accuracy reward) is >= correct
 0.5 is the usual detection criterion).
 
 Determinism: the masks of a sample at a ratio come from an rng seeded by (seed, the
-sample's source row, ratio index), attempt a being the a-th mask drawn; the sampler's
-seed for a sub-batch comes from (seed, the batch's first source row, round, kind,
-sub-batch index), and the sampler's row keys from their position in it. So the records
-are a function of the seed, the data and the batch sizes; a resumed job, which scores the
-same batches again from the first unscored one, writes the same records as a job that
-never stopped.
+sample's source row, ratio index), attempt a being the a-th mask drawn; the sampler's key
+for each answer comes from (seed, kind of call, the sample's source row, ratio index,
+attempt, answer index) through `sampler.generate`'s `row_seeds`. So a record is a function
+of the seed and its sample alone, not of the samples it is batched with or the batch sizes
+(up to float rounding: differently padded batches may round a logit differently), and a
+resumed job writes the same records as a job that never stopped.
 
 Early stop (`stop_at_first_failure`): the ratios are scored one at a time, and a sample
 stops after its first failing ratio; its later ratios hold `pism.NOT_RUN`. Off by default:
@@ -211,11 +211,10 @@ class Scorer:
         slots = [s for s in (self._slot(sample) for sample in samples) if s is not None]
         if not slots:
             return []
-        batch_key = slots[0].row
         if "cmab" in self.cfg.methods:
-            self._cmab(slots, batch_key)
+            self._cmab(slots)
         if "pism" in self.cfg.methods:
-            self._pism(slots, batch_key)
+            self._pism(slots)
         records = []
         for slot in slots:
             if slot.failed:
@@ -261,12 +260,11 @@ class Scorer:
 
     # ---- CMAB -------------------------------------------------------------------------------
 
-    def _cmab(self, slots: list[_Slot], batch_key: int) -> None:
+    def _cmab(self, slots: list[_Slot]) -> None:
         requests = [_Request(i, 0, -1) for i in range(len(slots))]
         masses, masks, sizes, texts = [], [], [], []
         for chunk, rollout in self._generate(slots, requests, self.prompts_cmab, 1,
-                                             SamplingParams(self.cfg.cmab_temperature), "cmab",
-                                             (_CMAB, batch_key)):
+                                             SamplingParams(self.cfg.cmab_temperature), "cmab", _CMAB):
             n = len(chunk)
             masses.append(rollout.attention_masses[:n].mean(axis=3))  # heads averaged first (SPEC 2.2)
             masks.append(rollout.mask[:n])
@@ -286,12 +284,12 @@ class Scorer:
 
     # ---- PISM -------------------------------------------------------------------------------
 
-    def _pism(self, slots: list[_Slot], batch_key: int) -> None:
+    def _pism(self, slots: list[_Slot]) -> None:
         cfg = self.cfg
         num_ratios = len(cfg.ratios)
         rounds = [[r] for r in range(num_ratios)] if cfg.stop_at_first_failure else [list(range(num_ratios))]
         active = [i for i, s in enumerate(slots) if not s.failed]
-        for round_index, ratio_indices in enumerate(rounds):
+        for ratio_indices in rounds:
             shared, single = [], []  # num_generations = K, and = 1
             for i in active:
                 for r in ratio_indices:
@@ -303,10 +301,9 @@ class Scorer:
                     else:
                         single += [_Request(i, r, a) for a in range(cfg.attempts)]
             done: list[tuple[_Request, list[str]]] = []
-            for requests, prompts, g, stream in ((shared, self.prompts_shared, cfg.attempts, _SHARED),
-                                                 (single, self.prompts_single, 1, _SINGLE)):
-                for chunk, rollout in self._generate(slots, requests, prompts, g, cfg.sampling, None,
-                                                     (stream, batch_key, round_index)):
+            for requests, prompts, g, kind in ((shared, self.prompts_shared, cfg.attempts, _SHARED),
+                                               (single, self.prompts_single, 1, _SINGLE)):
+                for chunk, rollout in self._generate(slots, requests, prompts, g, cfg.sampling, None, kind):
                     texts = self._texts(rollout, len(chunk) * g)
                     done += [(req, texts[j * g:(j + 1) * g]) for j, req in enumerate(chunk)]
             texts = [t for _, ts in done for t in ts]
@@ -323,7 +320,7 @@ class Scorer:
     # ---- sampler calls ----------------------------------------------------------------------
 
     def _generate(self, slots, requests: list[_Request], prompts: int, generations: int,
-                  sampling: SamplingParams, capture: str | None, stream: tuple[int, ...]):
+                  sampling: SamplingParams, capture: str | None, kind: int):
         """Yields (requests of the sub-batch, its Rollout) for fixed-size sub-batches of `requests`."""
         chunks = [requests[i:i + prompts] for i in range(0, len(requests), prompts)]
         if not chunks:
@@ -336,11 +333,22 @@ class Scorer:
                 pending = self._builder.submit(self._build, slots, chunks[index + 1], prompts, cache)
             rollout = sampler.generate(
                 self.holder.module, self.holder.params, batch, max_new_tokens=self.cfg.max_new_tokens,
-                sampling=sampling, num_generations=generations, seed=_seed(self.seed, *stream, index),
+                sampling=sampling, num_generations=generations, seed=self.seed,
+                row_seeds=self._row_seeds(slots, chunk, prompts, generations, kind),
                 eos_token_ids=self.eos, pad_token_id=self.pad, allowed_token_ids=self.allowed,
                 capture=capture, mesh=self.holder.mesh)
             self.calls += 1
             yield chunk, rollout
+
+    @staticmethod
+    def _row_seeds(slots, chunk: list[_Request], prompts: int, generations: int, kind: int) -> np.ndarray:
+        """One sampler row id per answer, from what the answer is (never where it sits); the
+        copies padding the sub-batch get 0."""
+        seeds = np.zeros(prompts * generations, np.uint32)
+        for j, req in enumerate(chunk):
+            for k in range(generations):
+                seeds[j * generations + k] = _seed(kind, slots[req.slot].row, req.ratio, req.attempt + 1, k)
+        return seeds
 
     def _texts(self, rollout, rows: int) -> list[str]:
         return [self.decode(ids) for ids in rollout.completion_ids()[:rows]]  # the stop token is not text

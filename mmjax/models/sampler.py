@@ -19,7 +19,8 @@ carries them with the bucketed prompt arrays so a learner derives nothing again.
 
 Randomness: row n (prompt n // G, completion n % G) draws its token at step i with
 fold_in(fold_in(key(seed), n), i), so a row's samples do not depend on the other rows, and
-greedy decoding uses no randomness at all.
+greedy decoding uses no randomness at all. A caller may give each row its own id in place of
+n (`row_seeds`), so that a row's samples do not depend on where it sits in the batch either.
 
 With capture="cmab" the attention masses of every generated token's query row on the key
 groups of `mmjax.models.capture` are returned ([N, max_new, layers, heads, groups]); they are
@@ -136,8 +137,8 @@ def _prefill_cache(module, params, x, positions, prompt_mask, cache, chunk: int)
 @functools.partial(jax.jit, static_argnames=("module", "sampling", "num_generations", "max_new_tokens",
                                              "prefill_chunk"))
 def _prefill(module, params, input_ids, positions, prompt_mask, image_embeds, video_embeds, key_groups,
-             new_positions, allowed, eos, pad_id, seed, *, sampling: SamplingParams, num_generations: int,
-             max_new_tokens: int, prefill_chunk: int = 256):
+             new_positions, allowed, eos, pad_id, seed, row_seeds=None, *, sampling: SamplingParams,
+             num_generations: int, max_new_tokens: int, prefill_chunk: int = 256):
     b, t = input_ids.shape
     g, n = num_generations, input_ids.shape[0] * num_generations
     cfg = module.cfg.text
@@ -151,7 +152,8 @@ def _prefill(module, params, input_ids, positions, prompt_mask, image_embeds, vi
                               key_groups, method="decode")
     logits = _repeat(_apply(module, params, last_hidden, method="logits"), g)
 
-    row_keys = jax.vmap(jax.random.fold_in, in_axes=(None, 0))(jax.random.key(seed), jnp.arange(n))
+    row_ids = jnp.arange(n, dtype=jnp.uint32) if row_seeds is None else row_seeds
+    row_keys = jax.vmap(jax.random.fold_in, in_axes=(None, 0))(jax.random.key(seed), row_ids)
     tok, lp, slp = choose(logits, _step_keys(row_keys, 0), sampling, allowed)
 
     def widen(a, slot_axis=1):  # room for the new tokens' slots, repeated for the G completions
@@ -251,7 +253,8 @@ def generate(module, params, batch: dict[str, Any], *, max_new_tokens: int,
              sampling: SamplingParams = SamplingParams(), num_generations: int = 1, seed: int = 0,
              eos_token_ids: int | Sequence[int] | None = None, pad_token_id: int = 0,
              allowed_token_ids: Sequence[int] | None = None, capture: str | None = None,
-             min_bucket: int = 16, prefill_chunk: int = 256, mesh=None) -> Rollout:
+             min_bucket: int = 16, prefill_chunk: int = 256, mesh=None,
+             row_seeds: Sequence[int] | np.ndarray | None = None) -> Rollout:
     """Sample `num_generations` completions for every prompt of a prepared batch.
 
     batch: the dict of `Qwen2_5_VL.prepare` (input_ids, positions, attention_mask, image, video,
@@ -260,6 +263,9 @@ def generate(module, params, batch: dict[str, Any], *, max_new_tokens: int,
     rollouts; the row count must divide) and the cache follows them; params may be sharded.
     With several processes, each passes its own prompts (the same length on all: see
     `mmjax.sharding.process_batch`) and gets back its own rows; row keys use global row ids.
+    row_seeds: optional ints in [0, 2^32), one per completion row (B * num_generations, prompt
+    major): row n's key is fold_in(key(seed), row_seeds[n]) instead of fold_in(key(seed), n),
+    so its samples follow the caller's id for it, not its place in this batch.
     """
     if max_new_tokens < 1:
         raise ValueError(f"max_new_tokens must be >= 1; got {max_new_tokens}")
@@ -276,6 +282,13 @@ def generate(module, params, batch: dict[str, Any], *, max_new_tokens: int,
         rows = np.flatnonzero((mask[:, :-1] & ~mask[:, 1:]).any(axis=1)).tolist()
         raise ValueError(f"prompts must be left-padded for generation; rows {rows} have padding on the right")
     b, t = ids.shape
+    if row_seeds is not None:
+        row_seeds = np.asarray(row_seeds)
+        if row_seeds.shape != (b * num_generations,) or not np.issubdtype(row_seeds.dtype, np.integer) or (
+                row_seeds.size and (row_seeds.min() < 0 or row_seeds.max() >= 2 ** 32)):
+            raise ValueError(f"row_seeds must be {b * num_generations} ints in [0, 2^32) (prompts {b} x "
+                             f"num_generations {num_generations}); got shape {row_seeds.shape}, dtype {row_seeds.dtype}")
+        row_seeds = row_seeds.astype(np.uint32)
     length = bucket_size(t, min_bucket)
     ids_p = left_pad(ids, length, pad_token_id)
     mask_p = left_pad(mask, length, False)
@@ -285,18 +298,19 @@ def generate(module, params, batch: dict[str, Any], *, max_new_tokens: int,
     groups = None
     if capture is not None:
         groups = capture_lib.key_groups(ids_p, mask_p, cfg.image_token_id, cfg.video_token_id)
-    prompt_rows = (ids_p, mask_p, positions_p, new_positions, groups)
+    prompt_rows = (ids_p, mask_p, positions_p, new_positions, groups, row_seeds)
     if mesh is not None:  # several processes: each passes its own prompts, the arrays are global
         from mmjax.sharding import global_rows, host_local
         place = lambda a, axis=0: None if a is None else global_rows(a, mesh, axis)  # noqa: E731
-        prompt_rows = (place(ids_p), place(mask_p), place(positions_p, 1), place(new_positions, 1), place(groups))
+        prompt_rows = (place(ids_p), place(mask_p), place(positions_p, 1), place(new_positions, 1), place(groups),
+                       place(row_seeds))
 
-    d_ids, d_mask, d_positions, d_new_positions, d_groups = prompt_rows
+    d_ids, d_mask, d_positions, d_new_positions, d_groups, d_row_seeds = prompt_rows
     state, consts = _prefill(
         module, params, d_ids, d_positions, d_mask, _vision(module, params, batch.get("image")),
         _vision(module, params, batch.get("video")), d_groups, d_new_positions,
         allowed_mask(allowed_token_ids, cfg.text.vocab_size), np.asarray(as_token_ids(eos_token_ids), np.int32),
-        np.int32(pad_token_id), np.uint32(seed), sampling=sampling, num_generations=num_generations,
+        np.int32(pad_token_id), np.uint32(seed), d_row_seeds, sampling=sampling, num_generations=num_generations,
         max_new_tokens=max_new_tokens, prefill_chunk=prefill_chunk)
     state = _decode(module, params, state, consts, sampling=sampling)
     del state["cache"]  # stays on the device (it aliases the donated input); never copied back

@@ -188,6 +188,16 @@ def test_resume_after_a_stop_and_a_crash_equals_one_run(reference, data, pieces,
     _same(score_file.read_scores(workdir), score_file.read_scores(ref_dir))
 
 
+def test_records_do_not_depend_on_how_samples_are_batched(reference, data, pieces, tmp_path):
+    # Three samples a batch instead of two: every sample shares its sampler calls with other
+    # samples, at other rows, yet each answer's key follows (sample, ratio, attempt, answer).
+    ref_dir, _, _ = reference
+    tok, holder = pieces
+    summary = score_job.run(_config(data, **{"data.batch_size": 3}), str(tmp_path), tok=tok, holder=holder)
+    assert summary["batches_this_run"] == 3
+    _same(score_file.read_scores(str(tmp_path)), score_file.read_scores(ref_dir))
+
+
 def test_strict_mode_raises_naming_the_row(data, pieces, tmp_path):
     tok, holder = pieces
     with pytest.raises(DataError, match=r"image_unreadable at .*qa\.jsonl:3 \(qa2\.png\)"):

@@ -64,3 +64,17 @@ def test_seeded_and_reproducible(sampled, prompts):
     np.testing.assert_array_equal(again.logprobs, out.logprobs)
     other = model.generate(**prompts.batch(), seed=2, **kw)
     assert (other.tokens != out.tokens).any()
+
+
+def test_row_seeds_key_rows_by_id_not_place(sampled, prompts):
+    model, kw, out = sampled
+    n = len(out.tokens)
+    # The default ids are the row numbers; swapping the ids of each prompt's two completions
+    # swaps their samples (same prompt, same prefill: only the key differs).
+    same = model.generate(**prompts.batch(), seed=1, row_seeds=np.arange(n), **kw)
+    np.testing.assert_array_equal(same.tokens, out.tokens)
+    swapped = model.generate(**prompts.batch(), seed=1, row_seeds=np.arange(n).reshape(-1, G)[:, ::-1].ravel(), **kw)
+    np.testing.assert_array_equal(swapped.tokens, out.tokens.reshape(-1, G, STEPS)[:, ::-1].reshape(n, STEPS))
+    for bad in (np.arange(n - 1), np.full(n, -1), np.full(n, 0.5)):
+        with pytest.raises(ValueError, match="row_seeds must be"):
+            model.generate(**prompts.batch(), seed=1, row_seeds=bad, **kw)
