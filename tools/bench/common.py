@@ -182,6 +182,13 @@ def update_flops(groups: dict[str, int], *, text_tokens: int, head_tokens: int, 
                   + groups["vision"] * patches + groups["merger"] * merged)
 
 
+def forward_flops(groups: dict[str, int], *, text_tokens: int, head_tokens: int, patches: int,
+                  merged: int) -> float:
+    """2 x params x tokens: the model FLOPs of a forward pass (the first third of `update_flops`)."""
+    return update_flops(groups, text_tokens=text_tokens, head_tokens=head_tokens, patches=patches,
+                        merged=merged) / 3.0
+
+
 def logprob_update_counts(cfg, *, prompts: int, prompt_len: int, generations: int, completion_len: int,
                           patches_per_prompt: int, shared_prompt: bool) -> dict[str, int]:
     """Tokens an update of completion log-probs processes.

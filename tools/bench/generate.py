@@ -13,6 +13,12 @@ length (no stop token). For every batch size:
     batches skip it to keep the run short, and take --large-repeats repeats.
 The greedy tokens of both must agree (printed). Compilation (mmjax) and the first call
 (both) are warm-ups, reported apart; calls alternate round by round; timings are medians.
+
+How close each side's prefill is to this machine's ceiling: the model FLOPs of the prefill
+(2 x params x tokens over the real prompt tokens, image patches and merged tokens, plus one
+head row per prompt: `common.forward_flops`; attention and padding not counted) over the
+median rate of a jax fp32 GEMM timed between the calls, against each side's generate(1)
+time. A side at 100% would be at the GEMM rate on the model's own matmuls.
 """
 
 from __future__ import annotations
@@ -98,6 +104,14 @@ def timed(calls: dict, repeats: int, warm: tuple = ()) -> tuple[dict, dict]:
     return first, {name: statistics.median(t) for name, t in times.items()}
 
 
+def prefill_model_flops(model, cfg, batch) -> float:
+    groups = common.param_groups(model.params, cfg)
+    patches = int(np.prod(batch["image_grid_thw"], axis=1).sum())
+    b, t = batch["input_ids"].shape
+    return common.forward_flops(groups, text_tokens=b * t, head_tokens=b, patches=patches,
+                                merged=patches // cfg.vision.spatial_merge_size ** 2)
+
+
 def bench_batch(hf_model, model, cfg, b: int, args) -> dict:
     """Whole-generate (and, for small batches, decode-only) figures of both at batch b."""
     n = args.new_tokens
@@ -116,11 +130,15 @@ def bench_batch(hf_model, model, cfg, b: int, args) -> dict:
     mm_first = time.perf_counter() - start
     agree = float((ref == ours).mean())
     split = b <= args.split_max_batch
+    prefill_flops = prefill_model_flops(model, cfg, batch)
     repeats = args.repeats if split else args.large_repeats
     lengths = (n, 1) if split else (n,)
     calls = {(name, k): (lambda run=run, k=k: run(k)) for name, run in runs.items() for k in lengths}
-    first, med = timed(calls, repeats, warm=(("transformers", n), ("mmjax", n)))
+    gemm_probe, rates = common.gemm_probe(args.gemm_n), []
+    calls["gemm"] = lambda: rates.extend(gemm_probe() for _ in range(3))
+    first, med = timed(calls, repeats, warm=(("transformers", n), ("mmjax", n), "gemm"))
     first.update({("transformers", n): hf_first, ("mmjax", n): mm_first})
+    gemm = common.median(rates)
     results = {}
     for name in runs:
         r = dict(generate_s=med[name, n], new_tokens_per_s=b * n / med[name, n],
@@ -128,9 +146,11 @@ def bench_batch(hf_model, model, cfg, b: int, args) -> dict:
         if split:
             decode = max(med[name, n] - med[name, 1], 1e-9)
             r.update(prefill_plus_1_s=med[name, 1], decode_tokens_per_s=b * (n - 1) / decode,
-                     decode_ms_per_step=1e3 * decode / max(n - 1, 1))
+                     decode_ms_per_step=1e3 * decode / max(n - 1, 1),
+                     prefill_of_gemm_rate=prefill_flops / gemm / med[name, 1])
         results[name] = r
     out = dict(batch=b, new_tokens=n, prompt_tokens=int(batch["input_ids"].shape[1]), repeats=repeats,
+               gemm_flops=gemm, gemm_rates=rates, prefill_model_flops=prefill_flops,
                token_agreement=agree, results=results,
                whole_generate_ratio=results["transformers"]["generate_s"] / results["mmjax"]["generate_s"])
     if split:
@@ -148,6 +168,10 @@ def report(row: dict) -> str:
         line += (f"; decode mmjax {mm['decode_tokens_per_s']:.1f} tok/s ({mm['decode_ms_per_step']:.1f} ms/step) "
                  f"vs {hf['decode_tokens_per_s']:.1f} tok/s -> ratio {row['decode_ratio']:.2f}x"
                  + (" (target >= 2x)" if row["batch"] == 8 else ""))
+        line += (f"; prefill + 1 token mmjax {mm['prefill_plus_1_s']:.2f} s vs {hf['prefill_plus_1_s']:.2f} s, "
+                 f"{row['prefill_model_flops'] / 1e9:.0f} GFLOP of model FLOPs at the GEMM rate "
+                 f"{row['gemm_flops'] / 1e9:.0f} GFLOP/s: mmjax {mm['prefill_of_gemm_rate']:.0%}, "
+                 f"transformers {hf['prefill_of_gemm_rate']:.0%} of it")
     return line + f"; greedy token agreement {row['token_agreement']:.3f}"
 
 
@@ -164,12 +188,14 @@ def main(argv=None) -> int:
                     help="measure the decode-only rate (extra generate(1) calls) at batches up to this")
     ap.add_argument("--large-repeats", type=int, default=2, help="repeats at batches above --split-max-batch")
     ap.add_argument("--attention", default="auto", choices=IMPLEMENTATIONS, help="mmjax's attention")
+    ap.add_argument("--gemm-n", type=int, default=2048, help="side of the GEMM whose rate is the ceiling")
     ap.add_argument("--quick", action="store_true",
                     help="tiny model, batches 2 (with the decode split) and 4 (without), 4 new tokens, 1 repeat")
     args = ap.parse_args(argv)
     if args.quick:
         args.preset, args.image, args.new_tokens, args.text_tokens = "tiny", 56, 4, 8
         args.batch, args.repeats, args.large_repeats, args.split_max_batch = [2, 4], 1, 1, 2
+        args.gemm_n = 256
 
     import torch
     cfg = PRESETS[args.preset]
