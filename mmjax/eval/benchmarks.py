@@ -316,8 +316,8 @@ def _mmvp(row: _Row, name: str, root: str, opts: ReadOptions) -> Item:
     question = row.text("question")
     options = row.get("options", kind=(str, list))
     if isinstance(options, str) and _MMVP_MARKER.match(options.strip()):
-        # MMVP's "(a) Open (b) Closed": shown as "(A) Open" lines, whose echo ("(B) Closed")
-        # the letter checker reads; a lower-case "(b) Closed" it would not.
+        # MMVP's "(a) Open (b) Closed": shown as "(A) Open" lines, one option a line and in
+        # the capital letters every other multiple-choice benchmark here is asked in.
         options = [o.strip() for o in _MMVP_MARKER.split(options.strip())[2::2]]
     if isinstance(options, list):
         if len(options) < 2 or len(options) > len(LETTERS):

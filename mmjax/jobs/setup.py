@@ -75,10 +75,16 @@ def model(config, tok):
     ids follow the tokenizer."""
     m = config.model
     options = dict(attention=m.attention, remat=m.remat, vision_remat=m.vision_remat)
+    mesh = None
+    sizes = (config.mesh.data, config.mesh.fsdp, config.mesh.tensor)
+    if -1 in sizes or sizes[0] * sizes[1] * sizes[2] > 1:  # any axis may be -1: "all remaining devices"
+        from mmjax import sharding
+        mesh = sharding.make_mesh(config.mesh.data, config.mesh.fsdp, config.mesh.tensor)
     if config.get("init_from", ""):
-        holder = _init_from(config.init_from, m, tok, options)
-    elif m.hf_dir:
-        holder = qwen2_5_vl.load_hf(m.hf_dir, dtype=m.dtype, compute_dtype=m.compute_dtype or None, **options)
+        holder = _init_from(config.init_from, m, tok, options, mesh)
+    elif m.hf_dir:  # each tensor straight into its shards: no whole copy on one device
+        holder = qwen2_5_vl.load_hf(m.hf_dir, dtype=m.dtype, compute_dtype=m.compute_dtype or None, mesh=mesh,
+                                    **options)
     else:
         if m.preset not in qwen2_5_vl.PRESETS:
             raise ConfigFieldError(f"config.model.preset={m.preset!r} is not one of {sorted(qwen2_5_vl.PRESETS)}")
@@ -91,14 +97,12 @@ def model(config, tok):
                                      pad_token_id=ids.pad_token_id))
         holder = qwen2_5_vl.Qwen2_5_VL.from_config(cfg, seed=config.seed, dtype=m.dtype,
                                                   compute_dtype=m.compute_dtype or None, **options)
-    sizes = (config.mesh.data, config.mesh.fsdp, config.mesh.tensor)
-    if -1 in sizes or sizes[0] * sizes[1] * sizes[2] > 1:  # any axis may be -1: "all remaining devices"
-        from mmjax import sharding
-        holder = holder.shard(sharding.make_mesh(config.mesh.data, config.mesh.fsdp, config.mesh.tensor))
+    if mesh is not None and holder.mesh is None:
+        holder = holder.shard(mesh)
     return holder
 
 
-def _init_from(path: str, m, tok, options):
+def _init_from(path: str, m, tok, options, mesh=None):
     """The holder of config.init_from: a training workdir (params of its newest finished step),
     one checkpoint directory (a step of one, or `save_model`'s), or an HF folder. Params only:
     the job's optimizer starts fresh. The architecture is the checkpoint's own."""
@@ -114,7 +118,7 @@ def _init_from(path: str, m, tok, options):
     hf_folder = os.path.isfile(os.path.join(path, "config.json")) and any(
         name.endswith((".safetensors", ".safetensors.index.json")) for name in os.listdir(path))
     if hf_folder and not os.path.isdir(runs):  # a workdir has a config.json too: the run's own config
-        holder = qwen2_5_vl.load_hf(path, dtype=dtype, compute_dtype=compute, **options)
+        holder = qwen2_5_vl.load_hf(path, dtype=dtype, compute_dtype=compute, mesh=mesh, **options)
     else:
         step_dir = path
         if os.path.isdir(runs):

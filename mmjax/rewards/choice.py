@@ -7,7 +7,8 @@ whole completion when there is no container. Rules, first that applies wins:
    ``B.``, ``B)``, ``**B**``;
 2. the LAST "answer is X" / "answer: X" / "answer is option (x)" statement; there a
    lowercase letter counts only in parentheses or at the very end (``a`` is an article);
-3. a leading option marker: ``(B) a cat``, ``B. a cat``, ``B: ...``;
+3. a leading option marker: ``(B) a cat``, ``(b) Closed`` (MMVP writes its options so),
+   ``B. a cat``, ``B: ...``;
 4. the first parenthesised capital: ``... so (C) is right``;
 5. the first capital letter standing alone, skipping ``A``/``I`` used as a word
    (followed by a space and a lowercase letter: "A cat", "I think").
@@ -29,7 +30,7 @@ _STATEMENT = re.compile(
     r"(?i:\banswer\b)(?:\s+(?i:is)\b)?\s*(?::\s*)?(?:(?i:option)\b\s*)?"
     r"(?:\(([A-Za-z])\)|([A-Z])(?![A-Za-z0-9'])|([a-z])(?=[.)]?\s*$))"
 )
-_LEADING = re.compile(r"\(([A-Z])\)|([A-Z])[.:)](?:\s|$)")
+_LEADING = re.compile(r"\(([A-Za-z])\)|([A-Z])[.:)](?:\s|$)")
 _PARENTHESISED = re.compile(r"\(([A-Z])\)")
 _STANDALONE = re.compile(r"(?<![A-Za-z0-9'])([A-Z])(?![A-Za-z0-9'])")
 _WORD_AFTER = re.compile(r"\s+[a-z]")

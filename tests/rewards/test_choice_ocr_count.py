@@ -25,6 +25,8 @@ from mmjax.rewards.ocr import normalise_text
         ("the answer is c.", "C"),
         ("the answer is a cat", None),  # lowercase "a" mid-sentence is an article
         ("(B) a cat on a mat", "B"),
+        ("(b) Closed", "B"),  # MMVP's lower-case option marker
+        ("a cat (b) here", None),  # mid-sentence lower case in parentheses: not a marker
         ("C. the red one", "C"),
         ("A cat, so (C) fits", "C"),
         ("A cat sits. I see B", "B"),  # "A cat", "I see": words, not options

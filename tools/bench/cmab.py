@@ -11,9 +11,13 @@ CMAB scores (SPEC.md 2.2):
     `mmjax.difficulty.cmab.score_rollout`;
   * transformers: `generate(output_attentions=True, return_dict_in_generate=True)` and the
     same masses reduced from the returned attention maps (what the released code does).
-Every (system, length) runs in a fresh subprocess: time is the median of the repeats after a
-warm-up (mmjax compiles there, reported apart); memory is the process's peak RSS minus its
-RSS after loading the model (for mmjax this includes compilation, so it is an upper bound).
+Per length, time and memory come from fresh subprocesses:
+  * time: one process loads both, warms each up (mmjax compiles there, reported apart), then
+    alternates their calls round by round; medians of the repeats. (Timed in separate
+    processes one after the other, the ratio at 4096 moved 2.4-3.7x between runs: this
+    machine's speed drifts by tens of percent over a minute.)
+  * memory: one process per system makes one call; its peak RSS minus its RSS after loading
+    the model (for mmjax this includes compilation, so it is an upper bound).
 """
 
 from __future__ import annotations
@@ -107,21 +111,30 @@ def run_transformers(model_dir: str, batch, new_tokens: int):
     return run
 
 
+def _seconds(run) -> tuple[float, list[float]]:
+    start = time.perf_counter()
+    scores = run()
+    return time.perf_counter() - start, scores
+
+
 def child(args) -> None:
     batch = prompt(args.length)
+    if args.child == "timing":  # both systems, calls alternating
+        runs = {"mmjax": run_mmjax(args.model_dir, batch, args.new_tokens),
+                "transformers": run_transformers(args.model_dir, batch, args.new_tokens)}
+        first = {name: _seconds(run) for name, run in runs.items()}
+        times = {name: [] for name in runs}
+        for _ in range(args.repeats):
+            for name, run in runs.items():
+                times[name].append(_seconds(run)[0])
+        print(json.dumps({name: dict(time_s=statistics.median(times[name]), times=times[name],
+                                     first_call_s=first[name][0], scores=first[name][1]) for name in runs}))
+        return
     make = run_mmjax if args.child == "mmjax" else run_transformers
     run = make(args.model_dir, batch, args.new_tokens)
     base = rss_mb()
-    start = time.perf_counter()
-    scores = run()
-    first = time.perf_counter() - start
-    times = []
-    for _ in range(args.repeats):
-        start = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - start)
-    print(json.dumps(dict(time_s=statistics.median(times), first_call_s=first, scores=scores,
-                          rss_after_load_mb=base, added_peak_mb=peak_rss_mb() - base)))
+    run()
+    print(json.dumps(dict(rss_after_load_mb=base, added_peak_mb=peak_rss_mb() - base)))
 
 
 def main() -> None:
@@ -130,7 +143,7 @@ def main() -> None:
     ap.add_argument("--new-tokens", type=int, default=16)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--quick", action="store_true", help="8 new tokens, 1 repeat")
-    ap.add_argument("--child", choices=["mmjax", "transformers"], help=argparse.SUPPRESS)
+    ap.add_argument("--child", choices=["mmjax", "transformers", "timing"], help=argparse.SUPPRESS)
     ap.add_argument("--length", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--model-dir", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -143,12 +156,14 @@ def main() -> None:
         bench.build_bench_model(tmp, attn="eager")
         rows = []
         for length in args.lengths:
-            res = {}
-            for system in ("mmjax", "transformers"):
-                cmd = [sys.executable, os.path.abspath(__file__), "--child", system, "--length", str(length),
+            def call(child):
+                cmd = [sys.executable, os.path.abspath(__file__), "--child", child, "--length", str(length),
                        "--model-dir", tmp, "--new-tokens", str(args.new_tokens), "--repeats", str(args.repeats)]
                 out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
-                res[system] = json.loads(out.strip().splitlines()[-1])
+                return json.loads(out.strip().splitlines()[-1])
+            res = call("timing")
+            for system in ("mmjax", "transformers"):
+                res[system].update(call(system))
             mm, hf = res["mmjax"], res["transformers"]
             rows.append(dict(length=length, new_tokens=args.new_tokens, **{f"{k}": v for k, v in res.items()},
                              speedup=hf["time_s"] / mm["time_s"],

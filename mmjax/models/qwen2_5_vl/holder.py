@@ -46,13 +46,15 @@ class Qwen2_5_VL:
 
     params: a plain nested dict of arrays (Flax layout), stored in their own dtype (float32
     master weights for training, bfloat16 for inference, ...). dtype: the compute dtype.
-    attention: a `mmjax.models.attention.IMPLEMENTATIONS` name; remat / vision_remat: a
+    attention: a `mmjax.models.attention.IMPLEMENTATIONS` name, "auto" by default (per backend
+    and shape: blockwise for long CPU prefill, cuDNN / splash on GPU / TPU, explicit for decode
+    steps and capture), as the recipes' `model.attention`; remat / vision_remat: a
     `mmjax.models.remat.REMAT_POLICIES` name. Methods never mutate the holder: `shard` and
     `replace` return a new one.
     """
 
     def __init__(self, config: Qwen25VLConfig, params, dtype=None, hf_layout: str = hf.HUB_LAYOUT,
-                 source_dir: str | None = None, *, attention: str = "explicit", remat: str = "none",
+                 source_dir: str | None = None, *, attention: str = "auto", remat: str = "none",
                  vision_remat: str = "none", mesh=None):
         self.config = config
         self.params = params
@@ -81,7 +83,7 @@ class Qwen2_5_VL:
         from mmjax.models.qwen2_5_vl.params import abstract_params, logical_axes
         rules = rules or sharding.DEFAULT_RULES
         shardings = sharding.param_shardings(abstract_params(self.config), logical_axes(self.config), mesh, rules)
-        return self.replace(params=jax.device_put(self.params, shardings), mesh=mesh)
+        return self.replace(params=jax.tree.map(_onto, self.params, shardings), mesh=mesh)
 
     @classmethod
     def from_config(cls, config: Qwen25VLConfig, seed: int = 0, dtype=jnp.float32, *, compute_dtype=None,
@@ -226,6 +228,16 @@ def load_hf(hf_dir: str, dtype=None, progress: bool = True, *, compute_dtype=Non
 
 def _single_device(path, value: np.ndarray) -> jax.Array:
     return jax.device_put(value).block_until_ready()
+
+
+def _onto(value, sharding) -> jax.Array:
+    """`value` placed with `sharding`. Across processes, from this process's own copy (every
+    process holds the same params): each device takes its slice, where `device_put` of a
+    local array would first check the copies agree by gathering them all."""
+    if sharding.is_fully_addressable or (isinstance(value, jax.Array) and not value.is_fully_addressable):
+        return jax.device_put(value, sharding)
+    host = np.asarray(value)
+    return jax.make_array_from_callback(host.shape, sharding, lambda index: host[index])
 
 
 def _into_shards(cfg: Qwen25VLConfig, mesh, rules):

@@ -45,7 +45,7 @@ class Qwen25VLModule(nn.Module):
     cfg: Qwen25VLConfig
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
-    attention: str = "explicit"
+    attention: str = "auto"
     remat: str = "none"
     vision_remat: str = "none"
 
