@@ -4,3 +4,23 @@ import sys
 # Test helpers (tests/models/oracle.py, ...) are imported by name from any test directory.
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "models"))
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def pytest_configure(config):
+    # One persistent XLA compilation cache per test session, shared by the xdist workers and
+    # the subprocesses tests start (CLI runs, killed-and-resumed jobs, multi-process workers):
+    # a job started again compiles nothing it compiled before. Per session, so no entry
+    # outlives the code that wrote it; a torn entry (a SIGKILLed writer) is only a warning
+    # and a recompile. In-process compile counts (`_cache_size`) are unaffected.
+    if "JAX_COMPILATION_CACHE_DIR" not in os.environ and not hasattr(config, "workerinput"):
+        import tempfile
+        config._mmjax_jax_cache = tempfile.mkdtemp(prefix="mmjax-test-xla-cache-")
+        os.environ["JAX_COMPILATION_CACHE_DIR"] = config._mmjax_jax_cache
+        os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5")
+
+
+def pytest_unconfigure(config):
+    path = getattr(config, "_mmjax_jax_cache", None)
+    if path:
+        import shutil
+        shutil.rmtree(path, ignore_errors=True)
