@@ -71,7 +71,7 @@ def base() -> ml_collections.ConfigDict:
     c.data.min_pixels = 56 * 56  # Qwen2VLImageProcessor min_pixels
     c.data.max_pixels = 28 * 28 * 1280  # Qwen2VLImageProcessor max_pixels
     c.data.min_vision_rows = 64  # smallest vision patch-row bucket (mmjax.processing.buckets)
-    c.data.bucket_lengths = ()  # prompt-length buckets; () = mmjax's 2^k / 3*2^(k-1) rule
+    c.data.bucket_lengths = ()  # prompt-length buckets; () = mmjax.processing.buckets' rule
     c.data.max_prompt_length = 0  # 0 = no limit; longer prompts are skipped, never truncated
     c.data.batch_size = 8  # prompts per micro-batch per process
     c.data.worker_count = 0  # grain worker processes
@@ -134,7 +134,7 @@ def base() -> ml_collections.ConfigDict:
     c.sft.num_epochs = 1  # passes over the data (SPEC 2.4 SFT: 5); 0 = repeat until max_steps
     c.sft.answer_format = "plain"  # plain: the solution | think: <think></think><answer>X</answer> (SPEC 2.3 layout)
     c.sft.max_answer_length = 0  # answer tokens with EOS; 0 = no limit; longer answers are skipped, never truncated
-    c.sft.bucket_lengths = ()  # answer-length buckets; () = mmjax's 2^k / 3*2^(k-1) rule
+    c.sft.bucket_lengths = ()  # answer-length buckets; () = mmjax.processing.buckets' rule
     return c
 
 

@@ -287,7 +287,8 @@ def generate(module, params, batch: dict[str, Any], *, max_new_tokens: int,
         if row_seeds.shape != (b * num_generations,) or not np.issubdtype(row_seeds.dtype, np.integer) or (
                 row_seeds.size and (row_seeds.min() < 0 or row_seeds.max() >= 2 ** 32)):
             raise ValueError(f"row_seeds must be {b * num_generations} ints in [0, 2^32) (prompts {b} x "
-                             f"num_generations {num_generations}); got shape {row_seeds.shape}, dtype {row_seeds.dtype}")
+                             f"num_generations {num_generations}); got shape {row_seeds.shape}, "
+                             f"dtype {row_seeds.dtype}")
         row_seeds = row_seeds.astype(np.uint32)
     length = bucket_size(t, min_bucket)
     ids_p = left_pad(ids, length, pad_token_id)
