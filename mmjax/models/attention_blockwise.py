@@ -168,16 +168,24 @@ def _fwd_impl(q, k, v, key_valid, q_slots, q_segments, kv_segments, causal, bq, 
     return out_t, lse_t, live, tiles
 
 
-def _bwd_impl(q, k, v, key_valid, q_slots, q_segments, kv_segments, causal, bq, bk,
-              qt, out_t, lse_t, live, tiles, dout):
+def _bwd_impl(q, k, v, key_valid, q_slots, q_segments, kv_segments, causal, bq, bk, t_real,
+              out, lse, dout):
+    """dq, dk, dv, recomputing each tile's probabilities; out [B, Tp, H, D] and lse
+    [B, Hkv, G, Tp] as the forward left them. The tiles [bq x bk] are the backward's own:
+    its products run fastest at other shapes than the forward's."""
     b, tp, h, d = q.shape
     hkv, sp = k.shape[1], k.shape[2]
     g = h // hkv
     nk = sp // bk
     scale = d ** -0.5
     f32 = jnp.float32
+    tiles = _Tiles(b, hkv, g, bq, tp)
+    qt = tiles.to_tiles(q)
+    q_real = jnp.arange(tp) < t_real
+    live = _live_tiles(key_valid, q_slots, q_real, q_segments, kv_segments, causal, bq, bk)
     do_t = tiles.to_tiles(dout.astype(f32))
-    delta_t = (do_t * out_t).sum(-1)  # [nq, B, Hkv, G*bq]: rowsum(dO * O) of flash-attention 2
+    delta_t = (do_t * tiles.to_tiles(out.astype(f32))).sum(-1)  # rowsum(dO * O), flash-attention 2
+    lse_t = _lse_to_tiles(lse, bq)
 
     def k_tile(dq_t, j):
         kj = jax.lax.dynamic_slice_in_dim(k, j * bk, bk, axis=2)
@@ -216,49 +224,76 @@ def _bwd_impl(q, k, v, key_valid, q_slots, q_segments, kv_segments, causal, bq, 
     return tiles.from_tiles(dq_t).astype(q.dtype), dk.astype(k.dtype), dv.astype(v.dtype)
 
 
-@partial(jax.custom_vjp, nondiff_argnums=(7, 8, 9, 10))
-def _blockwise(q, k, v, key_valid, q_slots, q_segments, kv_segments, causal, bq, bk, t_real):
+def _lse_from_tiles(lse_t, g):  # [nq, B, Hkv, G*bq] -> [B, Hkv, G, Tp]
+    nq, b, hkv, rows = lse_t.shape
+    bq = rows // g
+    return lse_t.reshape(nq, b, hkv, g, bq).transpose(1, 2, 3, 0, 4).reshape(b, hkv, g, nq * bq)
+
+
+def _lse_to_tiles(lse, bq):  # inverse of _lse_from_tiles, for tiles of bq queries
+    b, hkv, g, tp = lse.shape
+    return lse.reshape(b, hkv, g, tp // bq, bq).transpose(3, 0, 1, 2, 4).reshape(tp // bq, b, hkv, g * bq)
+
+
+@partial(jax.custom_vjp, nondiff_argnums=(7, 8, 9))
+def _blockwise(q, k, v, key_valid, q_slots, q_segments, kv_segments, causal, tiling, t_real):
+    fwd_q, fwd_k = tiling[:2]
     out_t, _, _, tiles = _fwd_impl(q, k, v, key_valid, q_slots, q_segments, kv_segments,
-                                   causal, bq, bk, t_real)
+                                   causal, fwd_q, fwd_k, t_real)
     return tiles.from_tiles(out_t).astype(q.dtype)
 
 
-def _blockwise_fwd(q, k, v, key_valid, q_slots, q_segments, kv_segments, causal, bq, bk, t_real):
-    out_t, lse_t, live, tiles = _fwd_impl(q, k, v, key_valid, q_slots, q_segments,
-                                          kv_segments, causal, bq, bk, t_real)
+def _blockwise_fwd(q, k, v, key_valid, q_slots, q_segments, kv_segments, causal, tiling, t_real):
+    fwd_q, fwd_k = tiling[:2]
+    out_t, lse_t, _, tiles = _fwd_impl(q, k, v, key_valid, q_slots, q_segments,
+                                       kv_segments, causal, fwd_q, fwd_k, t_real)
+    # The output is saved as rounded to the output dtype: the backward's rowsum(dO * O)
+    # then uses the same O the caller saw.
     out = tiles.from_tiles(out_t).astype(q.dtype)
-    # Save the output as rounded to the output dtype: the backward's rowsum(dO * O) then
-    # uses the same O the caller saw.
-    out_saved = tiles.to_tiles(out).astype(jnp.float32)
-    res = (q, k, v, key_valid, q_slots, q_segments, kv_segments, out_saved, lse_t, live)
+    res = (q, k, v, key_valid, q_slots, q_segments, kv_segments, out, _lse_from_tiles(lse_t, tiles.g))
     return out, res
 
 
-def _blockwise_bwd(causal, bq, bk, t_real, res, dout):
-    q, k, v, key_valid, q_slots, q_segments, kv_segments, out_t, lse_t, live = res
-    b, tp, h, _ = q.shape
-    tiles = _Tiles(b, k.shape[1], h // k.shape[1], bq, tp)
-    qt = tiles.to_tiles(q)
-    dq, dk, dv = _bwd_impl(q, k, v, key_valid, q_slots, q_segments, kv_segments, causal, bq, bk,
-                           qt, out_t, lse_t, live, tiles, dout)
+def _blockwise_bwd(causal, tiling, t_real, res, dout):
+    q, k, v, key_valid, q_slots, q_segments, kv_segments, out, lse = res
+    bwd_q, bwd_k = tiling[2:]
+    dq, dk, dv = _bwd_impl(q, k, v, key_valid, q_slots, q_segments, kv_segments, causal,
+                           bwd_q, bwd_k, t_real, out, lse, dout)
     return dq, dk, dv, None, None, None, None
 
 
 _blockwise.defvjp(_blockwise_fwd, _blockwise_bwd)
 
 
+def _tile_pair(n: int, fwd: int, bwd: int, what: str):
+    """(forward tile, backward tile) along an axis of n, and the padded length both divide."""
+    lo, hi = min(fwd, bwd), max(fwd, bwd)
+    if lo <= 0 or hi % lo:
+        raise ValueError(f"blockwise_attention: {what} tiles {fwd} (forward) and {bwd} (backward): "
+                         "both must be positive and the larger a multiple of the smaller")
+    lo_n = min(lo, _round_up(n, 8))
+    hi_n = min(hi, _round_up(n, lo_n))  # still a multiple of lo_n
+    pair = (hi_n, lo_n) if fwd >= bwd else (lo_n, hi_n)
+    return pair, _round_up(n, hi_n)
+
+
 def blockwise_attention(q, k, v, key_valid, q_slots, q_segments=None, kv_segments=None, *,
-                        causal: bool, block_q: int = 256, block_k: int = 256):
+                        causal: bool, block_q: int = 256, block_k: int = 512,
+                        bwd_block_q: int = 256, bwd_block_k: int = 256):
     """Attention of q [B, T, H, D] over heads-major k, v [B, Hkv, S, D]; returns [B, T, H, D].
 
     key_valid bool [B, S]; q_slots int32 [B, T] (the slot of each query, used when causal);
     q_segments [B, T] / kv_segments [B, S] int32 or None. Differentiable in q, k, v.
+    block_q / block_k tile the forward, bwd_block_q / bwd_block_k the backward; of
+    block_q and bwd_block_q the larger must be a multiple of the smaller, and so for keys.
+    The defaults were the fastest of tools/bench/attention.py's sweep on this project's
+    CPU (ViT full attention at 1024 keys: forward 1.3x faster than 256 x 256 tiles;
+    causal prefill at 4096: the same).
     """
     b, t, h, d = q.shape
     s = k.shape[2]
-    bq = min(block_q, _round_up(t, 8))
-    bk = min(block_k, _round_up(s, 8))
-    tp, sp = _round_up(t, bq), _round_up(s, bk)
+    (fq, bq), tp = _tile_pair(t, block_q, bwd_block_q, "query")
+    (fk, bk), sp = _tile_pair(s, block_k, bwd_block_k, "key")
     # Padded queries sit at slot -1 (before every key) and padded keys are invalid, so
     # padding never enters a real row; padded rows are cut off below.
     q = _pad_axis(q, 1, tp, 0)
@@ -267,5 +302,5 @@ def blockwise_attention(q, k, v, key_valid, q_slots, q_segments=None, kv_segment
     k, v = _pad_axis(k, 2, sp, 0), _pad_axis(v, 2, sp, 0)
     key_valid = _pad_axis(key_valid, 1, sp, False)
     kv_segments = _pad_axis(kv_segments, 1, sp, 0)
-    out = _blockwise(q, k, v, key_valid, q_slots, q_segments, kv_segments, causal, bq, bk, t)
+    out = _blockwise(q, k, v, key_valid, q_slots, q_segments, kv_segments, causal, (fq, fk, bq, bk), t)
     return out[:, :t]

@@ -150,19 +150,36 @@ def test_gradients_match_explicit(case, impl):
         assert np.abs(a - b).max() <= 1e-5 * np.abs(b).max(), (name, np.abs(a - b).max())
 
 
-def test_blockwise_gradient_with_small_tiles():
-    t, s, kw = CASES["cache_offset"]()
+# (forward q, forward k, backward q, backward k) tiles: the same, larger forward tiles, and
+# backward tiles that are larger on one axis and smaller on the other.
+TILINGS = [(8, 16, 8, 16), (16, 32, 8, 16), (8, 16, 16, 8)]
+
+
+@pytest.mark.parametrize("tiling", TILINGS, ids=lambda x: "x".join(map(str, x)))
+@pytest.mark.parametrize("case", ["cache_offset", "causal_segments"])
+def test_blockwise_gradient_with_small_tiles(case, tiling):
+    t, s, kw = CASES[case]()
     q, k, v = qkv(t, s, seed=3)
     ref = grads("explicit", q, k, v, kw)
-    slots = jnp.broadcast_to(kw["q_slots"], (B, t))
+    slots = jnp.broadcast_to(kw.get("q_slots", jnp.arange(t, dtype=jnp.int32)), (B, t))
+    fq, fk, bq, bk = tiling
 
     def loss(q, k, v):
-        out = blockwise_attention(q, k, v, kw["key_valid"], slots, causal=True, block_q=8, block_k=16)
+        out = blockwise_attention(q, k, v, kw["key_valid"], slots, kw.get("q_segments"), kw.get("kv_segments"),
+                                  causal=True, block_q=fq, block_k=fk, bwd_block_q=bq, bwd_block_k=bk)
         return (out * jnp.cos(jnp.arange(q.size, dtype=jnp.float32).reshape(q.shape))).sum()
 
     got = jax.jit(jax.grad(loss, argnums=(0, 1, 2)))(q, k, v)
     for a, b in zip(got, ref):
         assert np.abs(np.asarray(a) - np.asarray(b)).max() <= 1e-5 * np.abs(np.asarray(b)).max()
+
+
+def test_blockwise_rejects_tiles_that_do_not_nest():
+    q, k, v = qkv(48, 48)
+    valid = jnp.ones((B, 48), bool)
+    slots = jnp.broadcast_to(jnp.arange(48, dtype=jnp.int32), (B, 48))
+    with pytest.raises(ValueError, match=r"key tiles 24 \(forward\) and 16 \(backward\)"):
+        blockwise_attention(q, k, v, valid, slots, causal=True, block_k=24, bwd_block_k=16)
 
 
 def test_blockwise_backward_memory_is_not_quadratic():

@@ -121,7 +121,8 @@ class Qwen2_5_VL:
     def generate(self, input_ids, attention_mask=None, pixel_values=None, image_grid_thw=None, *,
                  max_new_tokens: int, temperature: float = 0.0, top_p: float = 1.0, top_k: int = 0,
                  num_generations: int = 1, seed: int = 0, eos_token_ids=None, pad_token_id=None,
-                 allowed_token_ids=None, capture=None, prefill_chunk: int = 256, pixel_values_videos=None,
+                 allowed_token_ids=None, capture=None, prefill_chunk: int = sampler.PREFILL_CHUNK,
+                 pixel_values_videos=None,
                  video_grid_thw=None, second_per_grid_ts=None, row_seeds=None):
         """Sample completions of left-padded prompts: a `mmjax.models.sampler.Rollout` (numpy).
 

@@ -73,3 +73,13 @@ def test_key_groups_by_hand():
     np.testing.assert_array_equal(g[0, :, 1], [0, 0, 1, 1, 0, 0, 1, 0, 1])  # other prompt text
     np.testing.assert_array_equal(g[0, :, 2], [0, 0, 1, 1, 0, 0, 0, 0, 0])  # text before the image
     np.testing.assert_array_equal(g[1], np.stack([np.zeros(9), np.ones(9), np.ones(9)], 1))
+
+
+def test_prefill_chunk_is_the_largest_divisor_up_to_the_limit():
+    from mmjax.models.sampler import chunk_length
+    assert chunk_length(320, 512) == 320  # up to the limit: one piece
+    assert chunk_length(320, 256) == 160  # the gcd rule gave 64
+    assert chunk_length(640, 512) == 320
+    assert chunk_length(4096, 512) == 512
+    assert chunk_length(1280, 512) == 320
+    assert chunk_length(96, 64) == 48
