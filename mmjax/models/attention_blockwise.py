@@ -235,30 +235,61 @@ def _lse_to_tiles(lse, bq):  # inverse of _lse_from_tiles, for tiles of bq queri
     return lse.reshape(b, hkv, g, tp // bq, bq).transpose(3, 0, 1, 2, 4).reshape(tp // bq, b, hkv, g * bq)
 
 
+# Bytes of float32 scores one tile step may hold, across the batch rows it takes at once.
+# A [B, H, bq, bk] tile past the CPU caches makes every softmax pass stream from memory:
+# 8 ViT frames x 4 heads x 256 x 512 ran forward 1.6x faster in steps of 2 frames (4 MiB)
+# than all 8 at once (16 MiB), and 8 causal prompts x 8 heads at 1024 1.4x faster; at 2
+# frames or prompts (the budget's whole batch) smaller steps were 5-15% slower.
+TILE_BYTES = 4 << 20
+
+
+def _batch_group(b: int, heads: int, bq: int, bk: int, budget: int) -> int:
+    """The largest divisor of the batch whose [group, heads, bq, bk] float32 tile fits the budget."""
+    tile = heads * bq * bk * 4
+    return max(d for d in range(1, b + 1) if b % d == 0 and (d == 1 or d * tile <= budget))
+
+
+def _by_batch_groups(fn, group: int, *arrays):
+    """fn over the arrays' leading batch axis in groups of `group` rows, one group at a time."""
+    b = arrays[0].shape[0]
+    if group == b:
+        return fn(*arrays)
+    split = lambda x: None if x is None else x.reshape((b // group, group) + x.shape[1:])  # noqa: E731
+    outs = jax.lax.map(lambda xs: fn(*xs), tuple(split(x) for x in arrays))
+    return jax.tree.map(lambda x: x.reshape((b,) + x.shape[2:]), outs)
+
+
+def _forward(q, k, v, key_valid, q_slots, q_segments, kv_segments, causal, bq, bk, t_real):
+    """(out [B, Tp, H, D] in q.dtype, lse [B, Hkv, G, Tp])."""
+    def fn(q, k, v, key_valid, q_slots, q_segments, kv_segments):
+        out_t, lse_t, _, tiles = _fwd_impl(q, k, v, key_valid, q_slots, q_segments, kv_segments,
+                                           causal, bq, bk, t_real)
+        return tiles.from_tiles(out_t).astype(q.dtype), _lse_from_tiles(lse_t, tiles.g)
+    group = _batch_group(q.shape[0], q.shape[2], bq, bk, TILE_BYTES)
+    return _by_batch_groups(fn, group, q, k, v, key_valid, q_slots, q_segments, kv_segments)
+
+
 @partial(jax.custom_vjp, nondiff_argnums=(7, 8, 9))
 def _blockwise(q, k, v, key_valid, q_slots, q_segments, kv_segments, causal, tiling, t_real):
-    fwd_q, fwd_k = tiling[:2]
-    out_t, _, _, tiles = _fwd_impl(q, k, v, key_valid, q_slots, q_segments, kv_segments,
-                                   causal, fwd_q, fwd_k, t_real)
-    return tiles.from_tiles(out_t).astype(q.dtype)
+    return _forward(q, k, v, key_valid, q_slots, q_segments, kv_segments, causal, *tiling[:2], t_real)[0]
 
 
 def _blockwise_fwd(q, k, v, key_valid, q_slots, q_segments, kv_segments, causal, tiling, t_real):
-    fwd_q, fwd_k = tiling[:2]
-    out_t, lse_t, _, tiles = _fwd_impl(q, k, v, key_valid, q_slots, q_segments,
-                                       kv_segments, causal, fwd_q, fwd_k, t_real)
     # The output is saved as rounded to the output dtype: the backward's rowsum(dO * O)
     # then uses the same O the caller saw.
-    out = tiles.from_tiles(out_t).astype(q.dtype)
-    res = (q, k, v, key_valid, q_slots, q_segments, kv_segments, out, _lse_from_tiles(lse_t, tiles.g))
-    return out, res
+    out, lse = _forward(q, k, v, key_valid, q_slots, q_segments, kv_segments, causal, *tiling[:2], t_real)
+    return out, (q, k, v, key_valid, q_slots, q_segments, kv_segments, out, lse)
 
 
 def _blockwise_bwd(causal, tiling, t_real, res, dout):
     q, k, v, key_valid, q_slots, q_segments, kv_segments, out, lse = res
     bwd_q, bwd_k = tiling[2:]
-    dq, dk, dv = _bwd_impl(q, k, v, key_valid, q_slots, q_segments, kv_segments, causal,
-                           bwd_q, bwd_k, t_real, out, lse, dout)
+
+    def fn(q, k, v, key_valid, q_slots, q_segments, kv_segments, out, lse, dout):
+        return _bwd_impl(q, k, v, key_valid, q_slots, q_segments, kv_segments, causal,
+                         bwd_q, bwd_k, t_real, out, lse, dout)
+    group = _batch_group(q.shape[0], q.shape[2], bwd_q, bwd_k, TILE_BYTES)
+    dq, dk, dv = _by_batch_groups(fn, group, q, k, v, key_valid, q_slots, q_segments, kv_segments, out, lse, dout)
     return dq, dk, dv, None, None, None, None
 
 
@@ -266,19 +297,26 @@ _blockwise.defvjp(_blockwise_fwd, _blockwise_bwd)
 
 
 def _tile_pair(n: int, fwd: int, bwd: int, what: str):
-    """(forward tile, backward tile) along an axis of n, and the padded length both divide."""
+    """(forward tile, backward tile) along an axis of n, and the padded length both divide.
+
+    The smaller tile is balanced: n split into as few tiles of at most min(fwd, bwd) as it
+    takes, each rounded up to 8 rows, so padding stays under 8 rows per tile (640 keys in
+    tiles of 256 -> 3 x 216, not 3 x 256). The larger is the largest multiple of it, up to
+    max(fwd, bwd), that divides the padded length.
+    """
     lo, hi = min(fwd, bwd), max(fwd, bwd)
     if lo <= 0 or hi % lo:
         raise ValueError(f"blockwise_attention: {what} tiles {fwd} (forward) and {bwd} (backward): "
                          "both must be positive and the larger a multiple of the smaller")
-    lo_n = min(lo, _round_up(n, 8))
-    hi_n = min(hi, _round_up(n, lo_n))  # still a multiple of lo_n
-    pair = (hi_n, lo_n) if fwd >= bwd else (lo_n, hi_n)
-    return pair, _round_up(n, hi_n)
+    lo_n = _round_up(-(-n // -(-n // lo)), 8)
+    count = -(-n // lo_n)
+    m = max(m for m in range(1, hi // lo + 1) if count % m == 0)
+    hi_n = lo_n * m
+    return ((hi_n, lo_n) if fwd >= bwd else (lo_n, hi_n)), lo_n * count
 
 
 def blockwise_attention(q, k, v, key_valid, q_slots, q_segments=None, kv_segments=None, *,
-                        causal: bool, block_q: int = 256, block_k: int = 512,
+                        causal: bool, block_q: int = 256, block_k: int | None = None,
                         bwd_block_q: int = 256, bwd_block_k: int = 256):
     """Attention of q [B, T, H, D] over heads-major k, v [B, Hkv, S, D]; returns [B, T, H, D].
 
@@ -286,12 +324,15 @@ def blockwise_attention(q, k, v, key_valid, q_slots, q_segments=None, kv_segment
     q_segments [B, T] / kv_segments [B, S] int32 or None. Differentiable in q, k, v.
     block_q / block_k tile the forward, bwd_block_q / bwd_block_k the backward; of
     block_q and bwd_block_q the larger must be a multiple of the smaller, and so for keys.
-    The defaults were the fastest of tools/bench/attention.py's sweep on this project's
-    CPU (ViT full attention at 1024 keys: forward 1.3x faster than 256 x 256 tiles;
-    causal prefill at 4096: the same).
+    The defaults are the fastest of a sweep on this project's 2-core CPU (fp32, D=64):
+    block_k 512 without a causal mask (the ViT's full attention over 1024 keys, 1.7x
+    faster than 256 x 256 tiles) and 256 with one (at 1024 keys a causal 512-key tile
+    computes half its scores in vain; at 4096 both are the same).
     """
     b, t, h, d = q.shape
     s = k.shape[2]
+    if block_k is None:
+        block_k = 256 if causal else 512
     (fq, bq), tp = _tile_pair(t, block_q, bwd_block_q, "query")
     (fk, bk), sp = _tile_pair(s, block_k, bwd_block_k, "key")
     # Padded queries sit at slot -1 (before every key) and padded keys are invalid, so

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from mmjax.models.attention import IMPLEMENTATIONS, attention, choose_implementation
-from mmjax.models.attention_blockwise import blockwise_attention
+from mmjax.models.attention_blockwise import _tile_pair, blockwise_attention
 
 ROOT = Path(__file__).resolve().parents[2]
 B, H, HKV, D = 2, 4, 2, 16
@@ -171,6 +171,32 @@ def test_blockwise_gradient_with_small_tiles(case, tiling):
 
     got = jax.jit(jax.grad(loss, argnums=(0, 1, 2)))(q, k, v)
     for a, b in zip(got, ref):
+        assert np.abs(np.asarray(a) - np.asarray(b)).max() <= 1e-5 * np.abs(np.asarray(b)).max()
+
+
+@pytest.mark.parametrize("n,fwd,bwd,tiles,padded", [
+    (1024, 512, 256, (512, 256), 1024),  # the ViT's full attention: both divide
+    (4096, 512, 256, (512, 256), 4096),
+    (320, 512, 256, (320, 160), 320),    # two balanced tiles, no padding
+    (640, 512, 256, (216, 216), 648),    # three tiles; 512 would pad 640 to 1024
+    (290, 256, 256, (152, 152), 304),
+    (40, 8, 256, (8, 40), 40),
+])
+def test_blockwise_tiles_are_balanced(n, fwd, bwd, tiles, padded):
+    assert _tile_pair(n, fwd, bwd, "key") == (tiles, padded)
+    assert padded - n < 8 * (padded // min(tiles))
+
+
+@pytest.mark.parametrize("case", ["cache_offset", "causal_segments"])
+def test_blockwise_in_batch_groups_matches_explicit(case, monkeypatch):
+    # A tile budget of one byte: forward and backward take the batch one row at a time.
+    import mmjax.models.attention_blockwise as bw
+    monkeypatch.setattr(bw, "TILE_BYTES", 1)
+    assert bw._batch_group(B, H, 8, 16, 1) == 1
+    t, s, kw = CASES[case]()
+    q, k, v = qkv(t, s, seed=4)
+    assert_close(run("blockwise", q, k, v, **kw)[0], run("explicit", q, k, v, **kw)[0])
+    for a, b in zip(grads("blockwise", q, k, v, kw), grads("explicit", q, k, v, kw)):
         assert np.abs(np.asarray(a) - np.asarray(b)).max() <= 1e-5 * np.abs(np.asarray(b)).max()
 
 
