@@ -45,9 +45,10 @@ from mmjax.models.sampling import SamplingParams, choose
 from mmjax.processing.buckets import bucket_size, left_pad
 
 CAPTURE_KINDS = ("cmab",)
-# Prompts up to this many slots prefill in one piece. Measured with the bench model at
-# batch 8 on CPU (a 320-slot prompt): one piece 762 ms, chunks of 64 (the old rule, the
-# gcd of 320 and 256) 868 ms. Longer prompts split into equal chunks of at most this.
+# Prompts up to this many slots prefill in one piece. Measured with the bench model on CPU
+# (a 320-slot prompt): one piece 762 ms at batch 8 and 7.7 s at batch 64, chunks of 64
+# (the old rule, the gcd of 320 and 256) 868 ms and 8.3 s. Longer prompts split into
+# equal chunks of at most this.
 PREFILL_CHUNK = 512
 
 
