@@ -165,7 +165,7 @@ def _fwd_impl(q, k, v, key_valid, q_slots, q_segments, kv_segments, causal, bq, 
         return out, lse
 
     out_t, lse_t = jax.lax.map(q_tile, jnp.arange(tiles.nq))
-    return out_t, lse_t, live, tiles
+    return out_t, lse_t, tiles
 
 
 def _bwd_impl(q, k, v, key_valid, q_slots, q_segments, kv_segments, causal, bq, bk, t_real,
@@ -262,7 +262,7 @@ def _by_batch_groups(fn, group: int, *arrays):
 def _forward(q, k, v, key_valid, q_slots, q_segments, kv_segments, causal, bq, bk, t_real):
     """(out [B, Tp, H, D] in q.dtype, lse [B, Hkv, G, Tp])."""
     def fn(q, k, v, key_valid, q_slots, q_segments, kv_segments):
-        out_t, lse_t, _, tiles = _fwd_impl(q, k, v, key_valid, q_slots, q_segments, kv_segments,
+        out_t, lse_t, tiles = _fwd_impl(q, k, v, key_valid, q_slots, q_segments, kv_segments,
                                            causal, bq, bk, t_real)
         return tiles.from_tiles(out_t).astype(q.dtype), _lse_from_tiles(lse_t, tiles.g)
     group = _batch_group(q.shape[0], q.shape[2], bq, bk, TILE_BYTES)

@@ -122,8 +122,7 @@ class Qwen2_5_VL:
                  max_new_tokens: int, temperature: float = 0.0, top_p: float = 1.0, top_k: int = 0,
                  num_generations: int = 1, seed: int = 0, eos_token_ids=None, pad_token_id=None,
                  allowed_token_ids=None, capture=None, prefill_chunk: int = sampler.PREFILL_CHUNK,
-                 pixel_values_videos=None,
-                 video_grid_thw=None, second_per_grid_ts=None, row_seeds=None):
+                 pixel_values_videos=None, video_grid_thw=None, second_per_grid_ts=None, row_seeds=None):
         """Sample completions of left-padded prompts: a `mmjax.models.sampler.Rollout` (numpy).
 
         temperature 0 is greedy. Rows are prompt-major (row n = prompt n // num_generations);
