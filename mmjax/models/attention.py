@@ -28,6 +28,7 @@ import jax
 import jax.numpy as jnp
 
 from mmjax.models.attention_blockwise import allowed_mask, blockwise_attention
+from mmjax.models.attention_prefix import prefix_attention
 from mmjax.models.attention_splash import splash_attention, splash_block
 
 IMPLEMENTATIONS = ("auto", "explicit", "xla", "cudnn", "splash", "blockwise")
@@ -168,10 +169,39 @@ def _jax_nn(q, k, v, mask, implementation: str, is_causal: bool):
         is_causal=is_causal, implementation=implementation)
 
 
+def _with_prefix(q, k, v, key_valid, prefix, *, causal, q_slots, q_segments, key_groups, implementation):
+    """`attention` with a shared prefix: prefix_attention where the explicit path would run,
+    else the prefix repeated for every row of its group and joined to the own keys."""
+    pk, pv, p_valid = prefix
+    n, t = q.shape[:2]
+    _check(causal and q_slots is None and q_segments is None and key_groups is None,
+           "a prefix needs causal=True, and no q_slots, segments or key_groups")
+    _check(pk.ndim == 4 and pv.shape == pk.shape and pk.shape[0] > 0 and n % pk.shape[0] == 0,
+           f"prefix k / v must be [P, Hkv, Sp, D] with P dividing the {n} query rows, got "
+           f"{tuple(pk.shape)} / {tuple(pv.shape)}")
+    _check(tuple(p_valid.shape) == pk.shape[:1] + pk.shape[2:3],
+           f"prefix key_valid must be bool [{pk.shape[0]}, {pk.shape[2]}], got {tuple(p_valid.shape)}")
+    _check(k.shape[2] == t, f"with a prefix the own keys sit at the query slots: S={k.shape[2]} != T={t}")
+    g, sp = n // pk.shape[0], pk.shape[2]
+    if implementation == "auto":
+        implementation = choose_implementation(
+            backend=jax.default_backend(), t=t, s=sp + t, head_dim=q.shape[3], dtype=q.dtype,
+            static_causal=False, key_groups=False)
+    if implementation == "explicit":
+        k, v, key_valid, *_ = _normalise(q, k, v, key_valid, None, True, None, None, None)
+        out, row_any = prefix_attention(q, k, v, key_valid, pk.astype(q.dtype), pv.astype(q.dtype),
+                                        p_valid.astype(bool))
+        return _zero_keyless_rows(out, None, row_any)
+    def join(shared, own, axis):  # the prefix repeated for each row of its group, then the own keys
+        return jnp.concatenate([jnp.repeat(shared.astype(own.dtype), g, axis=0), own], axis=axis)
+    return attention(q, join(pk, k, 2), join(pv, v, 2), key_valid=join(p_valid, key_valid.astype(bool), 1),
+                     q_slots=sp + jnp.arange(t, dtype=jnp.int32), causal=True, implementation=implementation)
+
+
 def attention(q: jax.Array, k: jax.Array, v: jax.Array, *, key_valid: jax.Array,
               q_slots: jax.Array | None = None, causal: bool = False,
               q_segments: jax.Array | None = None, kv_segments: jax.Array | None = None,
-              key_groups: jax.Array | None = None, implementation: str = "auto"):
+              key_groups: jax.Array | None = None, prefix: tuple | None = None, implementation: str = "auto"):
     """Attention of q [B, T, H, D] over heads-major k, v [B, Hkv, S, D] (the KV cache layout).
 
     Query t may attend key s when key_valid[b, s], and, if causal, s <= q_slots[b, t]
@@ -179,6 +209,9 @@ def attention(q: jax.Array, k: jax.Array, v: jax.Array, *, key_valid: jax.Array,
     are given, q_segments[b, t] == kv_segments[b, s].
     key_groups: optional float [B, S, G]; then also the attention mass of each query on
     each key group, [B, T, H, G] (explicit implementation only).
+    prefix: optional (k, v, key_valid) of keys before these, [P, Hkv, Sp, D] and [P, Sp],
+    shared by groups of B / P consecutive rows (a prompt's KV cache under its G
+    completions); then causal=True with q_slots None, and k, v sit at the queries' slots.
     implementation: one of IMPLEMENTATIONS.
     Returns (out [B, T, H, D] in q.dtype, masses or None). Scores are normalised in
     float32. Rows with no allowed key give 0.
@@ -186,6 +219,9 @@ def attention(q: jax.Array, k: jax.Array, v: jax.Array, *, key_valid: jax.Array,
     if implementation not in IMPLEMENTATIONS:
         raise ValueError(f"attention: unknown implementation {implementation!r}; "
                          f"expected one of {', '.join(IMPLEMENTATIONS)}")
+    if prefix is not None:
+        return _with_prefix(q, k, v, key_valid, prefix, causal=causal, q_slots=q_slots, q_segments=q_segments,
+                            key_groups=key_groups, implementation=implementation)
     static_causal = q_slots is None
     k, v, key_valid, q_slots, q_seg, kv_seg = _normalise(
         q, k, v, key_valid, q_slots, causal, q_segments, kv_segments, key_groups)

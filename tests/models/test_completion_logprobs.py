@@ -143,3 +143,22 @@ def test_logprobs_equal_the_samplers(pair):
     np.testing.assert_allclose(np.asarray(lp), out.logprobs, atol=1e-5)
     ent = np.asarray(ent)
     assert (ent[out.mask] > 0).all() and (ent[out.mask] <= np.log(model.config.text.vocab_size) + 1e-4).all()
+
+
+def test_the_prompt_cache_is_never_copied_per_completion(pair):
+    """The G completions read their prompt's KV cache as a shared prefix: no [B * G, Hkv, slots,
+    head_dim] copy of it exists in the compiled forward + backward (the old repeat-the-cache
+    path held two per layer)."""
+    _, model = pair
+    rng = np.random.default_rng(5)
+    ids, mask, ours, _ = _case("one_image", rng)
+    comp, comp_mask = _completions(rng, ids.shape[0] * G)
+    batch = model.prepare(ids, mask, **ours)
+    hlo = _grad_fn(model.module).lower(model.params, batch, jnp.asarray(comp, jnp.int32),
+                                       jnp.asarray(comp_mask)).compile().as_text()
+    text = model.config.text
+    n, tp = ids.shape[0] * G, batch["input_ids"].shape[1]
+    per_prompt = f"f32[{ids.shape[0]},{text.num_key_value_heads},{tp},{text.head_dim}]"
+    assert per_prompt in hlo  # the prompt's own cache, to make sure the shapes are read right
+    for slots in (tp, tp + TC):
+        assert f"f32[{n},{text.num_key_value_heads},{slots},{text.head_dim}]" not in hlo

@@ -47,7 +47,7 @@ class SelfAttention(nn.Module):
     attention: str = "explicit"
 
     @nn.compact
-    def __call__(self, x, cos, sin, key_valid, q_slots, cache, cache_index, key_groups):
+    def __call__(self, x, cos, sin, key_valid, q_slots, cache, cache_index, key_groups, prefix=None):
         cfg = self.cfg
         hd, h, hkv = cfg.head_dim, cfg.num_attention_heads, cfg.num_key_value_heads
 
@@ -82,8 +82,9 @@ class SelfAttention(nn.Module):
             # The cache is generation's largest activation: rows over the data axes, KV heads over tensor.
             k, v = (nn.with_logical_constraint(a, ("batch", "kv_heads", "length", "head_dim")) for a in (k, v))
             cache = {"k": k, "v": v}
+        shared = None if prefix is None else (prefix[0]["k"], prefix[0]["v"], prefix[1])
         out, masses = attention(q, k.astype(q.dtype), v.astype(q.dtype), key_valid=key_valid, q_slots=q_slots,
-                                causal=True, key_groups=key_groups, implementation=self.attention)
+                                causal=True, key_groups=key_groups, prefix=shared, implementation=self.attention)
         # Heads stay split over the tensor axis into o_proj, whose contraction then reduces them.
         out = nn.with_logical_constraint(out, ("batch", "length", "q_heads", "head_dim"))
         out = heads_dense((h, hd, d), ("q_heads", "head_dim", "embed"), 2, False, "o_proj")(out)
@@ -97,11 +98,11 @@ class DecoderLayer(nn.Module):
     attention: str = "explicit"
 
     @nn.compact
-    def __call__(self, x, cos, sin, key_valid, q_slots, cache, cache_index, key_groups):
+    def __call__(self, x, cos, sin, key_valid, q_slots, cache, cache_index, key_groups, prefix=None):
         kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
         h = RMSNorm(self.cfg.rms_norm_eps, name="input_layernorm", **kw)(x)
         h, cache, masses = SelfAttention(self.cfg, name="self_attn", attention=self.attention, **kw)(
-            h, cos, sin, key_valid, q_slots, cache, cache_index, key_groups)
+            h, cos, sin, key_valid, q_slots, cache, cache_index, key_groups, prefix)
         x = x + h
         h = RMSNorm(self.cfg.rms_norm_eps, name="post_attention_layernorm", **kw)(x)
         x = x + GatedMLP(self.cfg.intermediate_size, self.cfg.hidden_act, use_bias=False, name="mlp", **kw)(h)
@@ -131,13 +132,20 @@ class TextModel(nn.Module):
         """Tied output head: hidden @ embedding^T."""
         return self.embed_tokens.attend(hidden)
 
-    def __call__(self, inputs_embeds, position_ids, key_valid, cache=None, cache_index=0, key_groups=None):
+    def __call__(self, inputs_embeds, position_ids, key_valid, cache=None, cache_index=0, key_groups=None,
+                 prefix=None):
         """inputs_embeds [B, T, D], position_ids [3, B, T], key_valid bool [B, S].
 
         S is the number of cache slots (or T without a cache). Returns the final-normed
         hidden states [B, T, D], the updated cache (or None) and, when key_groups [B, S, G]
         is given, per-layer attention masses [L, B, T, H, G].
+        prefix: optional (cache, key_valid [P, Sp]) of P prompts whose KV cache (`init_cache`
+        layout, Sp slots) the rows attend before their own tokens, B / P rows per prompt
+        (a learner's G completions); the prefix is read as it lies, never repeated. Needs
+        cache=None: the rows' own tokens are then keys 0..T-1 after the prefix.
         """
+        if prefix is not None and cache is not None:
+            raise ValueError("decode: give either a cache to write into or a shared prefix, not both")
         b, t, _ = inputs_embeds.shape
         # Causal in slot space; without a cache, query t sits at slot t (None lets fused
         # kernels use their own causal mask).
@@ -147,7 +155,7 @@ class TextModel(nn.Module):
         new_cache, all_masses = [], []
         for i, layer in enumerate(self.layers):
             x, layer_cache, masses = layer(x, cos, sin, key_valid, q_slots, None if cache is None else cache[i],
-                                           cache_index, key_groups)
+                                           cache_index, key_groups, None if prefix is None else (prefix[0][i], prefix[1]))
             new_cache.append(layer_cache)
             all_masses.append(masses)
         x = self.norm(x)

@@ -6,8 +6,8 @@
 `batch` is a `mmjax.processing.model_batch` dict of B left-padded prompts; completions are
 [N = B * G, Tc] token ids, row n continuing prompt n // G (the sampler's row order). The
 prompt runs once: its images are encoded once, its decoder pass fills a KV cache, and the
-cache is repeated on the device for the G completions, which then run as one cached step
-over [Tc] tokens. Gradients flow through both passes, so this equals a full forward of
+G completions then run as one step over [Tc] tokens that attends that cache as a shared
+prefix (`mmjax.models.attention_prefix`): it is never copied G times. Gradients flow through both passes, so this equals a full forward of
 prompt + completion for every row, at 1/G of the prompt cost.
 
 The head runs in float32 in chunks of `chunk_rows` tokens under jax.checkpoint, so the
@@ -21,7 +21,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from mmjax.models.kv_cache import CACHE_SLOT_AXIS, completion_positions, init_cache
+from mmjax.models.kv_cache import completion_positions, init_cache
 
 
 def _apply(module, params, *args, method: str, **kw):
@@ -78,16 +78,11 @@ def completion_logprobs(module, params, batch, completions: jax.Array, completio
     hidden_p, cache, _ = _apply(module, params, x, batch["positions"], prompt_mask,
                                 init_cache(cfg, b, tp, module.dtype), 0, method="decode")
 
-    def widen(a):  # room for the completion's slots, then one copy per completion
-        pad = [(0, tc if i == CACHE_SLOT_AXIS else 0) for i in range(a.ndim)]
-        return jnp.repeat(jnp.pad(a, pad), g, axis=0)
-
-    cache = [{k: widen(v) for k, v in layer.items()} for layer in cache]
-    key_valid = jnp.concatenate([jnp.repeat(prompt_mask, g, axis=0), jnp.ones((n, tc), bool)], axis=1)
     xc = _apply(module, params, completions, method="embed")
     if positions is None:
         positions = completion_positions(batch, tc, g)
-    hidden_c, _, _ = _apply(module, params, xc, positions, key_valid, cache, tp, method="decode")
+    hidden_c, _, _ = _apply(module, params, xc, positions, jnp.ones((n, tc), bool), prefix=(cache, prompt_mask),
+                            method="decode")
     # Token j is predicted by the state before it: the prompt's last one for j = 0.
     hidden = jnp.concatenate([jnp.repeat(hidden_p[:, -1:], g, axis=0), hidden_c[:, :-1]], axis=1)
     kernel = _apply(module, params, method="head_kernel")

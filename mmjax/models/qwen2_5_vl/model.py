@@ -4,8 +4,8 @@ The module's methods are the pure functions: `apply({'params': p}, ..., method=.
   - `encode_vision(vision)`: merged visual embeddings of a `model_batch` vision dict.
   - `embed(input_ids, image_embeds, video_embeds)`: token embeddings with visual ones
     placed at the image / video placeholder tokens.
-  - `decode(inputs_embeds, position_ids, key_valid, cache, cache_index, key_groups)`:
-    final hidden states (+ cache, + attention masses).
+  - `decode(inputs_embeds, position_ids, key_valid, cache, cache_index, key_groups, prefix)`:
+    final hidden states (+ cache, + attention masses); `prefix` lets rows share a prompt's cache.
   - `logits(hidden)`: the output head, in float32.
   - `embed_batch(batch)`: `encode_vision` + `embed` for a `model_batch` dict.
 """
@@ -75,8 +75,9 @@ class Qwen25VLModule(nn.Module):
         video = self.encode_vision(batch["video"]) if batch.get("video") is not None else None
         return self.embed(batch["input_ids"], image, video)
 
-    def decode(self, inputs_embeds, position_ids, key_valid, cache=None, cache_index=0, key_groups=None):
-        return self.language_model(inputs_embeds, position_ids, key_valid, cache, cache_index, key_groups)
+    def decode(self, inputs_embeds, position_ids, key_valid, cache=None, cache_index=0, key_groups=None,
+               prefix=None):
+        return self.language_model(inputs_embeds, position_ids, key_valid, cache, cache_index, key_groups, prefix)
 
     def head_kernel(self):
         """The output head as stored, [D, V] (the transposed embedding when tied)."""

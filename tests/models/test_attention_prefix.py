@@ -1,0 +1,98 @@
+"""Attention over a prefix shared by groups of rows (a prompt's cache under its G completions)."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from mmjax.models.attention import attention
+
+P, G, SP, T, H, HKV, D = 2, 3, 11, 6, 4, 2, 8
+N = P * G
+
+
+def inputs(seed=0):
+    r = np.random.default_rng(seed)
+    f = lambda *s: jnp.asarray(r.standard_normal(s), jnp.float32)  # noqa: E731
+    q, k, v = f(N, T, H, D), f(N, HKV, T, D), f(N, HKV, T, D)
+    pk, pv = f(P, HKV, SP, D), f(P, HKV, SP, D)
+    p_valid = np.ones((P, SP), bool)
+    p_valid[1, :4] = False  # prompt 1 is left-padded by 4
+    own_valid = np.ones((N, T), bool)
+    own_valid[4, 3:] = False  # completion 4's tail is padding
+    return q, k, v, pk, pv, jnp.asarray(p_valid), jnp.asarray(own_valid)
+
+
+def numpy_reference(q, k, v, pk, pv, p_valid, own_valid):
+    """float64 softmax over (valid prefix keys of the row's prompt, own valid keys s <= t)."""
+    q, k, v, pk, pv = (np.asarray(a, np.float64) for a in (q, k, v, pk, pv))
+    p_valid, own_valid = np.asarray(p_valid), np.asarray(own_valid)
+    out = np.zeros(q.shape)
+    for n in range(N):
+        b = n // G
+        for h in range(H):
+            kh = h // (H // HKV)
+            keys = np.concatenate([pk[b, kh][p_valid[b]], k[n, kh]])
+            vals = np.concatenate([pv[b, kh][p_valid[b]], v[n, kh]])
+            for t in range(T):
+                ok = np.concatenate([np.ones(p_valid[b].sum(), bool), own_valid[n] & (np.arange(T) <= t)])
+                if not ok.any():
+                    continue
+                s = keys[ok] @ q[n, t, h] / np.sqrt(D)
+                w = np.exp(s - s.max())
+                out[n, t, h] = (w / w.sum()) @ vals[ok]
+    return out
+
+
+def run(impl, q, k, v, pk, pv, p_valid, own_valid):
+    return attention(q, k, v, key_valid=own_valid, causal=True, prefix=(pk, pv, p_valid), implementation=impl)[0]
+
+
+def repeated(q, k, v, pk, pv, p_valid, own_valid):
+    """The oracle for gradients: explicit attention over the prefix copied for every row."""
+    cat = lambda a, b, axis: jnp.concatenate([jnp.repeat(a, G, axis=0), b], axis=axis)  # noqa: E731
+    return attention(q, cat(pk, k, 2), cat(pv, v, 2), key_valid=cat(p_valid, own_valid, 1),
+                     q_slots=SP + jnp.arange(T), causal=True, implementation="explicit")[0]
+
+
+@pytest.mark.parametrize("impl", ["explicit", "auto", "xla", "blockwise"])
+def test_prefix_matches_numpy_and_its_gradients_match_the_repeated_prefix(impl):
+    args = inputs()
+    out = jax.jit(lambda *a: run(impl, *a))(*args)
+    np.testing.assert_allclose(np.asarray(out), numpy_reference(*args), atol=1e-5, rtol=1e-5)
+    ct = jnp.asarray(np.random.default_rng(1).standard_normal(out.shape), jnp.float32)
+    diff = (0, 1, 2, 3, 4)
+    got = jax.jit(jax.grad(lambda *a: jnp.sum(run(impl, *a) * ct), argnums=diff))(*args)
+    ref = jax.jit(jax.grad(lambda *a: jnp.sum(repeated(*a) * ct), argnums=diff))(*args)
+    for name, a, b in zip(("q", "k", "v", "prefix k", "prefix v"), got, ref):
+        a, b = np.asarray(a), np.asarray(b)
+        assert a.shape == b.shape and np.isfinite(a).all(), name
+        assert np.abs(a - b).max() <= 1e-5 * np.abs(b).max(), (name, np.abs(a - b).max())
+
+
+@pytest.mark.parametrize("impl", ["explicit", "xla", "blockwise"])
+def test_a_row_with_no_key_gives_zero(impl):
+    q, k, v, pk, pv, p_valid, own_valid = inputs(2)
+    p_valid = p_valid.at[1].set(False)  # prompt 1 has no valid key at all...
+    own_valid = own_valid.at[G].set(False)  # ...and its first completion none of its own
+    out = np.asarray(jax.jit(lambda *a: run(impl, *a))(q, k, v, pk, pv, p_valid, own_valid))
+    assert np.isfinite(out).all()
+    np.testing.assert_array_equal(out[G], 0.0)
+    ref = numpy_reference(q, k, v, pk, pv, p_valid, own_valid)
+    np.testing.assert_allclose(out, ref, atol=1e-5, rtol=1e-5)
+
+
+def test_bad_prefix_calls_raise_clearly():
+    q, k, v, pk, pv, p_valid, own_valid = inputs()
+    with pytest.raises(ValueError, match="P dividing the 6 query rows"):
+        attention(q, k, v, key_valid=own_valid, causal=True, prefix=(pk[:1].repeat(4, 0), pv[:1].repeat(4, 0),
+                                                                     jnp.ones((4, SP), bool)))
+    with pytest.raises(ValueError, match=r"prefix key_valid must be bool \[2, 11\]"):
+        attention(q, k, v, key_valid=own_valid, causal=True, prefix=(pk, pv, p_valid[:, :5]))
+    with pytest.raises(ValueError, match="causal=True"):
+        attention(q, k, v, key_valid=own_valid, causal=False, prefix=(pk, pv, p_valid))
+    with pytest.raises(ValueError, match="S=5 != T=6"):
+        attention(q, k[:, :, :5], v[:, :, :5], key_valid=own_valid[:, :5], causal=True,
+                  prefix=(pk, pv, p_valid))
