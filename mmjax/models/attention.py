@@ -174,28 +174,28 @@ def _with_prefix(q, k, v, key_valid, prefix, *, causal, q_slots, q_segments, key
     else the prefix repeated for every row of its group and joined to the own keys."""
     pk, pv, p_valid = prefix
     n, t = q.shape[:2]
-    _check(causal and q_slots is None and q_segments is None and key_groups is None,
-           "a prefix needs causal=True, and no q_slots, segments or key_groups")
+    _check(causal and q_segments is None and key_groups is None,
+           "a prefix needs causal=True, and no segments or key_groups")
     _check(pk.ndim == 4 and pv.shape == pk.shape and pk.shape[0] > 0 and n % pk.shape[0] == 0,
            f"prefix k / v must be [P, Hkv, Sp, D] with P dividing the {n} query rows, got "
            f"{tuple(pk.shape)} / {tuple(pv.shape)}")
     _check(tuple(p_valid.shape) == pk.shape[:1] + pk.shape[2:3],
            f"prefix key_valid must be bool [{pk.shape[0]}, {pk.shape[2]}], got {tuple(p_valid.shape)}")
-    _check(k.shape[2] == t, f"with a prefix the own keys sit at the query slots: S={k.shape[2]} != T={t}")
+    k, v, key_valid, q_slots, *_ = _normalise(q, k, v, key_valid, q_slots, True, None, None, None)
     g, sp = n // pk.shape[0], pk.shape[2]
     if implementation == "auto":
         implementation = choose_implementation(
-            backend=jax.default_backend(), t=t, s=sp + t, head_dim=q.shape[3], dtype=q.dtype,
+            backend=jax.default_backend(), t=t, s=sp + k.shape[2], head_dim=q.shape[3], dtype=q.dtype,
             static_causal=False, key_groups=False)
     if implementation == "explicit":
-        k, v, key_valid, *_ = _normalise(q, k, v, key_valid, None, True, None, None, None)
         out, row_any = prefix_attention(q, k, v, key_valid, pk.astype(q.dtype), pv.astype(q.dtype),
-                                        p_valid.astype(bool))
+                                        p_valid.astype(bool), q_slots)
         return _zero_keyless_rows(out, None, row_any)
+
     def join(shared, own, axis):  # the prefix repeated for each row of its group, then the own keys
         return jnp.concatenate([jnp.repeat(shared.astype(own.dtype), g, axis=0), own], axis=axis)
-    return attention(q, join(pk, k, 2), join(pv, v, 2), key_valid=join(p_valid, key_valid.astype(bool), 1),
-                     q_slots=sp + jnp.arange(t, dtype=jnp.int32), causal=True, implementation=implementation)
+    return attention(q, join(pk, k, 2), join(pv, v, 2), key_valid=join(p_valid, key_valid, 1),
+                     q_slots=sp + q_slots, causal=True, implementation=implementation)
 
 
 def attention(q: jax.Array, k: jax.Array, v: jax.Array, *, key_valid: jax.Array,
@@ -211,7 +211,8 @@ def attention(q: jax.Array, k: jax.Array, v: jax.Array, *, key_valid: jax.Array,
     each key group, [B, T, H, G] (explicit implementation only).
     prefix: optional (k, v, key_valid) of keys before these, [P, Hkv, Sp, D] and [P, Sp],
     shared by groups of B / P consecutive rows (a prompt's KV cache under its G
-    completions); then causal=True with q_slots None, and k, v sit at the queries' slots.
+    completions), all in the past of every query; then causal=True, and q_slots index
+    the own keys k, v (the completions' own cache).
     implementation: one of IMPLEMENTATIONS.
     Returns (out [B, T, H, D] in q.dtype, masses or None). Scores are normalised in
     float32. Rows with no allowed key give 0.

@@ -7,8 +7,11 @@ Three jitted pieces, each compiled for a handful of shapes:
   * `_encode`: the vision tower, its output padded to a bucketed number of tokens;
   * `_prefill`: the prompt (left-padded to a bucketed length) through the decoder once, in
     chunks of `prefill_chunk` tokens (attention buffers [chunk, T], not [T, T]); the first
-    token of every completion; the KV cache padded to prompt + max_new_tokens slots and
-    repeated G times (the G completions share the prompt's embeddings and prefill);
+    token of every completion. With G > 1 completions per prompt, they read the prompt's KV
+    cache as a shared prefix (`mmjax.models.attention_prefix`: the prompt's keys are stored and
+    read once per prompt, not G times) and write their tokens to a cache of max_new_tokens
+    slots of their own; with G = 1 or capture, each row's cache is the prompt's padded to
+    prompt + max_new_tokens slots;
   * `_decode`: a `lax.while_loop` over the remaining tokens with the loop state donated,
     stopping early once every row has produced an end-of-sequence token.
 
@@ -168,9 +171,20 @@ def _prefill(module, params, input_ids, positions, prompt_mask, image_embeds, vi
     def widen(a, slot_axis=1):  # room for the new tokens' slots, repeated for the G completions
         return _repeat(jnp.pad(a, [(0, max_new_tokens if i == slot_axis else 0) for i in range(a.ndim)]), g)
 
+    # G > 1 completions read their prompt's cache as a shared prefix (never copied G times) and
+    # write their tokens to a cache of their own. Capture (and G = 1) keep one cache per row:
+    # the masses are reduced over its slots.
+    shared = g > 1 and key_groups is None
+    if shared:
+        row_cache, prefix = init_cache(cfg, n, max_new_tokens, module.dtype), (cache, prompt_mask)
+        key_valid, first_slot = jnp.ones((n, max_new_tokens), bool), 0
+    else:
+        row_cache, prefix = [{k: widen(v, CACHE_SLOT_AXIS) for k, v in layer.items()} for layer in cache], None
+        key_valid = _repeat(jnp.concatenate([prompt_mask, jnp.ones((b, max_new_tokens), bool)], axis=1), g)
+        first_slot = t
     state = dict(
         step=jnp.asarray(1, jnp.int32),
-        cache=[{k: widen(v, CACHE_SLOT_AXIS) for k, v in layer.items()} for layer in cache],
+        cache=row_cache,
         tokens=jnp.full((n, max_new_tokens), pad_id, jnp.int32).at[:, 0].set(tok),
         logprobs=jnp.zeros((n, max_new_tokens), jnp.float32).at[:, 0].set(lp),
         sampling_logprobs=jnp.zeros((n, max_new_tokens), jnp.float32).at[:, 0].set(slp),
@@ -178,10 +192,11 @@ def _prefill(module, params, input_ids, positions, prompt_mask, image_embeds, vi
         done=_is_stop(tok, eos),
     )
     consts = dict(
-        key_valid=_repeat(jnp.concatenate([prompt_mask, jnp.ones((b, max_new_tokens), bool)], axis=1), g),
+        key_valid=key_valid,
+        prefix=prefix,
         new_positions=new_positions,
         row_keys=row_keys,
-        prompt_slots=jnp.asarray(t, jnp.int32),
+        first_slot=jnp.asarray(first_slot, jnp.int32),
         allowed=allowed,
         eos=eos,
         pad_id=pad_id,
@@ -208,7 +223,8 @@ def _decode(module, params, state, consts, *, sampling: SamplingParams):
         x = _apply(module, params, prev, method="embed")
         pos = jax.lax.dynamic_slice_in_dim(consts["new_positions"], i - 1, 1, axis=2)
         hidden, cache, masses = _apply(module, params, x, pos, consts["key_valid"], s["cache"],
-                                       consts["prompt_slots"] + i - 1, consts["key_groups"], method="decode")
+                                       consts["first_slot"] + i - 1, consts["key_groups"], prefix=consts["prefix"],
+                                       method="decode")
         logits = _apply(module, params, hidden[:, -1], method="logits")
         tok, lp, slp = choose(logits, _step_keys(consts["row_keys"], i), sampling, consts["allowed"])
         live = ~s["done"]

@@ -25,10 +25,11 @@ def inputs(seed=0):
     return q, k, v, pk, pv, jnp.asarray(p_valid), jnp.asarray(own_valid)
 
 
-def numpy_reference(q, k, v, pk, pv, p_valid, own_valid):
-    """float64 softmax over (valid prefix keys of the row's prompt, own valid keys s <= t)."""
+def numpy_reference(q, k, v, pk, pv, p_valid, own_valid, q_slots=None):
+    """float64 softmax over (valid prefix keys of the row's prompt, own valid keys s <= slot of t)."""
     q, k, v, pk, pv = (np.asarray(a, np.float64) for a in (q, k, v, pk, pv))
     p_valid, own_valid = np.asarray(p_valid), np.asarray(own_valid)
+    slots = np.broadcast_to(np.arange(q.shape[1]), q.shape[:2]) if q_slots is None else np.asarray(q_slots)
     out = np.zeros(q.shape)
     for n in range(N):
         b = n // G
@@ -36,8 +37,9 @@ def numpy_reference(q, k, v, pk, pv, p_valid, own_valid):
             kh = h // (H // HKV)
             keys = np.concatenate([pk[b, kh][p_valid[b]], k[n, kh]])
             vals = np.concatenate([pv[b, kh][p_valid[b]], v[n, kh]])
-            for t in range(T):
-                ok = np.concatenate([np.ones(p_valid[b].sum(), bool), own_valid[n] & (np.arange(T) <= t)])
+            for t in range(q.shape[1]):
+                ok = np.concatenate([np.ones(p_valid[b].sum(), bool),
+                                     own_valid[n] & (np.arange(k.shape[2]) <= slots[n, t])])
                 if not ok.any():
                     continue
                 s = keys[ok] @ q[n, t, h] / np.sqrt(D)
@@ -72,6 +74,23 @@ def test_prefix_matches_numpy_and_its_gradients_match_the_repeated_prefix(impl):
         assert np.abs(a - b).max() <= 1e-5 * np.abs(b).max(), (name, np.abs(a - b).max())
 
 
+@pytest.mark.parametrize("impl", ["explicit", "auto", "xla", "blockwise"])
+def test_decode_steps_over_an_own_cache(impl):
+    """A sampler step: 2 queries per row at own-cache slots that differ by row, over a
+    9-slot own cache whose later slots are not written yet (causality hides them)."""
+    q, _, _, pk, pv, p_valid, _ = inputs(3)
+    r = np.random.default_rng(4)
+    k = jnp.asarray(r.standard_normal((N, HKV, 9, D)), jnp.float32)
+    v = jnp.asarray(r.standard_normal((N, HKV, 9, D)), jnp.float32)
+    q = q[:, :2]
+    slots = jnp.asarray(np.arange(2)[None] + np.arange(N)[:, None] % 4, jnp.int32)  # rows at slots 0..3
+    own_valid = jnp.ones((N, 9), bool)
+    f = jax.jit(lambda q, k, v: attention(q, k, v, key_valid=own_valid, q_slots=slots, causal=True,
+                                          prefix=(pk, pv, p_valid), implementation=impl)[0])
+    np.testing.assert_allclose(np.asarray(f(q, k, v)), numpy_reference(q, k, v, pk, pv, p_valid, own_valid, slots),
+                               atol=1e-5, rtol=1e-5)
+
+
 @pytest.mark.parametrize("impl", ["explicit", "xla", "blockwise"])
 def test_a_row_with_no_key_gives_zero(impl):
     q, k, v, pk, pv, p_valid, own_valid = inputs(2)
@@ -93,6 +112,6 @@ def test_bad_prefix_calls_raise_clearly():
         attention(q, k, v, key_valid=own_valid, causal=True, prefix=(pk, pv, p_valid[:, :5]))
     with pytest.raises(ValueError, match="causal=True"):
         attention(q, k, v, key_valid=own_valid, causal=False, prefix=(pk, pv, p_valid))
-    with pytest.raises(ValueError, match="S=5 != T=6"):
+    with pytest.raises(ValueError, match="S=5 keys != T=6 queries needs q_slots"):
         attention(q, k[:, :, :5], v[:, :, :5], key_valid=own_valid[:, :5], causal=True,
                   prefix=(pk, pv, p_valid))

@@ -11,7 +11,7 @@ tokens, and G completions of `--completion` tokens per prompt (every other row s
 masked). The step is the gradient of the masked sum of the completion tokens' log-probs
 w.r.t. all parameters:
   * mmjax: jax.jit(jax.value_and_grad(...)) of `completion_logprobs` (each prompt and its
-    image run once, the G completions over its repeated KV cache), compiled ahead (the
+    image run once, the G completions over its KV cache as a shared prefix), compiled ahead (the
     compile time is reported apart);
   * torch: what TRL does: each of the P x G rows is a full forward of prompt + completion
     (prompt and image repeated G times), logits_to_keep = completion + 1, log_softmax at the

@@ -140,12 +140,11 @@ class TextModel(nn.Module):
         hidden states [B, T, D], the updated cache (or None) and, when key_groups [B, S, G]
         is given, per-layer attention masses [L, B, T, H, G].
         prefix: optional (cache, key_valid [P, Sp]) of P prompts whose KV cache (`init_cache`
-        layout, Sp slots) the rows attend before their own tokens, B / P rows per prompt
-        (a learner's G completions); the prefix is read as it lies, never repeated. Needs
-        cache=None: the rows' own tokens are then keys 0..T-1 after the prefix.
+        layout, Sp slots) the rows attend before their own keys, B / P rows per prompt (the
+        G completions of a rollout or a learner); it is read as it lies, never repeated.
+        The own keys are then the rows' own cache (written at cache_index) or, without one,
+        the T tokens themselves.
         """
-        if prefix is not None and cache is not None:
-            raise ValueError("decode: give either a cache to write into or a shared prefix, not both")
         b, t, _ = inputs_embeds.shape
         # Causal in slot space; without a cache, query t sits at slot t (None lets fused
         # kernels use their own causal mask).

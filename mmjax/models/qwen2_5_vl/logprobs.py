@@ -7,8 +7,9 @@
 [N = B * G, Tc] token ids, row n continuing prompt n // G (the sampler's row order). The
 prompt runs once: its images are encoded once, its decoder pass fills a KV cache, and the
 G completions then run as one step over [Tc] tokens that attends that cache as a shared
-prefix (`mmjax.models.attention_prefix`): it is never copied G times. Gradients flow through both passes, so this equals a full forward of
-prompt + completion for every row, at 1/G of the prompt cost.
+prefix (`mmjax.models.attention_prefix`), never copied G times. Gradients flow through
+both passes, so this equals a full forward of prompt + completion for every row, at 1/G
+of the prompt cost.
 
 The head runs in float32 in chunks of `chunk_rows` tokens under jax.checkpoint, so the
 [N, Tc, V] float32 logits never exist at once (Qwen's vocabulary is 151,936), neither in

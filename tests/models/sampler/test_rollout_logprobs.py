@@ -78,3 +78,30 @@ def test_row_seeds_key_rows_by_id_not_place(sampled, prompts):
     for bad in (np.arange(n - 1), np.full(n, -1), np.full(n, 0.5)):
         with pytest.raises(ValueError, match="row_seeds must be"):
             model.generate(**prompts.batch(), seed=1, row_seeds=bad, **kw)
+
+
+def test_completions_share_the_prompt_cache(pair, prompts, monkeypatch):
+    """With G > 1 the decode loop reads the prompt's cache once per prompt (a shared prefix)
+    and writes each row's tokens to its own max_new_tokens slots; greedy rows then equal the
+    G = 1 rows, whose per-row cache is the transformers-checked path."""
+    from mmjax.models import sampler
+    _, model = pair
+    seen = {}
+    decode = sampler._decode
+
+    def spy(module, params, state, consts, **kw):
+        seen["own"] = state["cache"][0]["k"].shape
+        seen["prefix"] = None if consts["prefix"] is None else consts["prefix"][0][0]["k"].shape
+        return decode(module, params, state, consts, **kw)
+
+    monkeypatch.setattr(sampler, "_decode", spy)
+    batch = prompts.batch()
+    one = model.generate(**batch, max_new_tokens=STEPS, num_generations=1)
+    assert seen["prefix"] is None  # G = 1: one cache per row, prompt + new slots
+    many = model.generate(**batch, max_new_tokens=STEPS, num_generations=3)
+    b, tp = many.prompt_ids.shape
+    text = model.config.text
+    assert seen["prefix"] == (b, text.num_key_value_heads, tp, text.head_dim)
+    assert seen["own"] == (3 * b, text.num_key_value_heads, STEPS, text.head_dim)
+    np.testing.assert_array_equal(many.tokens, np.repeat(one.tokens, 3, axis=0))
+    np.testing.assert_allclose(many.logprobs, np.repeat(one.logprobs, 3, axis=0), atol=1e-5)
