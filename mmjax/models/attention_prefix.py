@@ -60,4 +60,3 @@ def prefix_attention(q, k, v, key_valid, prefix_k, prefix_v, prefix_valid, q_slo
     # A row sees a key if its prompt has one, or it has an own valid key at or before it.
     row_any = jnp.repeat(prefix_valid.any(-1), g_rows, axis=0)[:, None] | allowed.any(-1)
     return out.astype(q.dtype), row_any
-

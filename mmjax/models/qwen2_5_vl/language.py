@@ -153,8 +153,9 @@ class TextModel(nn.Module):
         x = nn.with_logical_constraint(inputs_embeds.astype(self.dtype), ("batch", "length", "embed"))
         new_cache, all_masses = [], []
         for i, layer in enumerate(self.layers):
+            layer_prefix = None if prefix is None else (prefix[0][i], prefix[1])
             x, layer_cache, masses = layer(x, cos, sin, key_valid, q_slots, None if cache is None else cache[i],
-                                           cache_index, key_groups, None if prefix is None else (prefix[0][i], prefix[1]))
+                                           cache_index, key_groups, layer_prefix)
             new_cache.append(layer_cache)
             all_masses.append(masses)
         x = self.norm(x)
