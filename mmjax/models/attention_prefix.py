@@ -15,13 +15,15 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from mmjax.models.attention_blockwise import allowed_mask
 
-def prefix_attention(q, k, v, key_valid, prefix_k, prefix_v, prefix_valid, q_slots=None):
+
+def prefix_attention(q, k, v, key_valid, prefix_k, prefix_v, prefix_valid, q_slots):
     """q [N, T, H, D] over prefix keys prefix_k / prefix_v [B, Hkv, P, D] (shared by rows
     b * G .. b * G + G - 1, G = N / B, valid where prefix_valid [B, P]) and then the rows'
     own keys k / v [N, Hkv, S, D]: query t sees own key s where key_valid [N, S] and
-    s <= q_slots[n, t] (q_slots int [N, T]; None: S == T and the queries sit at 0..T-1, as
-    when scoring completions; a decode step sits at its own-cache slot).
+    s <= q_slots[n, t] (int [N, T]: 0..T-1 when scoring completions, the own-cache slot
+    in a decode step).
 
     Returns (out [N, T, H, D] in q.dtype, row_any [N, T]: whether the row had a key).
     As the explicit path: products in the input dtype, the softmax in float32.
@@ -29,8 +31,6 @@ def prefix_attention(q, k, v, key_valid, prefix_k, prefix_v, prefix_valid, q_slo
     n, t, h, d = q.shape
     b, hkv, p = prefix_k.shape[0], prefix_k.shape[1], prefix_k.shape[2]
     s = k.shape[2]
-    if q_slots is None:
-        q_slots = jnp.broadcast_to(jnp.arange(t, dtype=jnp.int32), (n, t))
     g_rows, heads = n // b, h // hkv  # completions per prompt, query heads per KV head
     f32, low = jnp.float32, jnp.finfo(jnp.float32).min
     scale = jnp.asarray(d ** -0.5, q.dtype)
@@ -43,7 +43,7 @@ def prefix_attention(q, k, v, key_valid, prefix_k, prefix_v, prefix_valid, q_slo
     # Own keys: [N, Hkv, heads * T, S], then regrouped as [B, Hkv, G, rows, S] like the prefix.
     q_own = q.reshape(n, t, hkv, heads, d).transpose(0, 2, 3, 1, 4).reshape(n, hkv, rows, d)
     s_own = (jnp.einsum("bkmd,bksd->bkms", q_own, k) * scale).astype(f32).reshape(n, hkv, heads, t, s)
-    allowed = key_valid[:, None, :] & (jnp.arange(s)[None, None, :] <= q_slots[:, :, None])  # [N, T, S]
+    allowed = allowed_mask(key_valid, jnp.arange(s), q_slots, None, None, causal=True)  # [N, T, S]
     s_own = jnp.where(allowed[:, None, None], s_own, low)
     s_own = s_own.reshape(b, g_rows, hkv, rows, s).transpose(0, 2, 1, 3, 4)
 
