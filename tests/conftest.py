@@ -1,6 +1,8 @@
 import os
 import sys
 
+import pytest
+
 # Test helpers (tests/models/oracle.py, ...) are imported by name from any test directory.
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "models"))
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -24,3 +26,18 @@ def pytest_unconfigure(config):
     if path:
         import shutil
         shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+def sampler_prompt_lengths(monkeypatch):
+    """The prompt length (after the sampler's bucketing) of every `sampler.generate` call made
+    while the test runs, in call order."""
+    from mmjax.models import sampler
+    lengths, generate = [], sampler.generate
+
+    def recording(*args, **kw):
+        rollout = generate(*args, **kw)
+        lengths.append(rollout.prompt_ids.shape[1])
+        return rollout
+    monkeypatch.setattr(sampler, "generate", recording)
+    return lengths

@@ -336,7 +336,7 @@ class Scorer:
                 sampling=sampling, num_generations=generations, seed=self.seed,
                 row_seeds=self._row_seeds(slots, chunk, prompts, generations, kind),
                 eos_token_ids=self.eos, pad_token_id=self.pad, allowed_token_ids=self.allowed,
-                capture=capture, mesh=self.holder.mesh)
+                capture=capture, mesh=self.holder.mesh, bucket_lengths=self.batcher.bucket_lengths)
             self.calls += 1
             yield chunk, rollout
 

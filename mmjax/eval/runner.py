@@ -94,7 +94,7 @@ class Runner:
         rollout = sampler.generate(holder.module, holder.params, batching.arrays(batch),
                                    max_new_tokens=self.cfg.max_new_tokens, sampling=self.sampling,
                                    seed=self.cfg.seed + number, eos_token_ids=self.eos, pad_token_id=self.pad,
-                                   mesh=holder.mesh)
+                                   mesh=holder.mesh, bucket_lengths=self.cfg.bucket_lengths)
         generations, answers = [], rollout.completion_ids()  # without the stop token: it is not text
         for row in range(len(items)):
             n, stopped = int(rollout.lengths[row]), bool(rollout.stopped[row])

@@ -71,7 +71,7 @@ def base() -> ml_collections.ConfigDict:
     c.data.min_pixels = 56 * 56  # Qwen2VLImageProcessor min_pixels
     c.data.max_pixels = 28 * 28 * 1280  # Qwen2VLImageProcessor max_pixels
     c.data.min_vision_rows = 64  # smallest vision patch-row bucket (mmjax.processing.buckets)
-    c.data.bucket_lengths = ()  # prompt-length buckets; () = mmjax.processing.buckets' rule
+    c.data.bucket_lengths = ()  # prompt-length buckets (pipeline and sampler); () = mmjax.processing.buckets' rule
     c.data.max_prompt_length = 0  # 0 = no limit; longer prompts are skipped, never truncated
     c.data.batch_size = 8  # prompts per micro-batch per process
     c.data.worker_count = 0  # grain worker processes

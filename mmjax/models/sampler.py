@@ -278,7 +278,8 @@ def generate(module, params, batch: dict[str, Any], *, max_new_tokens: int,
              sampling: SamplingParams = SamplingParams(), num_generations: int = 1, seed: int = 0,
              eos_token_ids: int | Sequence[int] | None = None, pad_token_id: int = 0,
              allowed_token_ids: Sequence[int] | None = None, capture: str | None = None,
-             min_bucket: int = 16, prefill_chunk: int = PREFILL_CHUNK, mesh=None,
+             min_bucket: int = 16, bucket_lengths: Sequence[int] | None = None,
+             prefill_chunk: int = PREFILL_CHUNK, mesh=None,
              row_seeds: Sequence[int] | np.ndarray | None = None) -> Rollout:
     """Sample `num_generations` completions for every prompt of a prepared batch.
 
@@ -291,6 +292,9 @@ def generate(module, params, batch: dict[str, Any], *, max_new_tokens: int,
     row_seeds: optional ints in [0, 2^32), one per completion row (B * num_generations, prompt
     major): row n's key is fold_in(key(seed), row_seeds[n]) instead of fold_in(key(seed), n),
     so its samples follow the caller's id for it, not its place in this batch.
+    bucket_lengths: the prompt-length buckets the batch was padded to (the pipeline's
+    `config.data.bucket_lengths`); None uses `mmjax.processing.buckets`' rule. A batch already
+    at one of them is not padded again.
     """
     if max_new_tokens < 1:
         raise ValueError(f"max_new_tokens must be >= 1; got {max_new_tokens}")
@@ -315,7 +319,10 @@ def generate(module, params, batch: dict[str, Any], *, max_new_tokens: int,
                              f"num_generations {num_generations}); got shape {row_seeds.shape}, "
                              f"dtype {row_seeds.dtype}")
         row_seeds = row_seeds.astype(np.uint32)
-    length = bucket_size(t, min_bucket)
+    try:
+        length = bucket_size(t, min_bucket, sizes=bucket_lengths)
+    except ValueError as e:
+        raise ValueError(f"generate: prompts of {t} tokens do not fit bucket_lengths: {e}") from None
     ids_p = left_pad(ids, length, pad_token_id)
     mask_p = left_pad(mask, length, False)
     positions_p = left_pad(np.asarray(batch["positions"], np.int32), length, 0)

@@ -105,15 +105,19 @@ class GRPOLearner:
     data: a grain IterDataset of `Batcher` batches (its iterator state is checkpointed).
     reward: texts, targets, task=... -> RewardOutput (`mmjax.rewards.combine`).
     decode: token ids -> text (the tokenizer's decode).
+    bucket_lengths: the prompt-length buckets `data` pads to (config.data.bucket_lengths), so
+    the sampler keeps its prompts as they come; None: `mmjax.processing.buckets`' rule.
     """
 
     def __init__(self, model, data, reward: RewardFn, decode: Callable[[Sequence[int]], str], *,
                  grpo: grpo_lib.GRPOConfig, optimizer: optim.OptimizerConfig, learner: LearnerConfig,
-                 workdir: str, eos_token_ids: Sequence[int], pad_token_id: int, mesh=None):
+                 workdir: str, eos_token_ids: Sequence[int], pad_token_id: int, mesh=None,
+                 bucket_lengths: Sequence[int] | None = None):
         self.model, self.data, self.reward, self.decode = model, data, reward, decode
         self.grpo, self.optim_config, self.cfg, self.workdir = grpo, optimizer, learner, workdir
         self.eos, self.pad = tuple(eos_token_ids), int(pad_token_id)
         self.mesh = mesh
+        self.bucket_lengths = tuple(bucket_lengths) if bucket_lengths else None
         if mesh is None and jax.process_count() > 1:
             raise ValueError(f"GRPOLearner: {jax.process_count()} processes need a mesh over all their devices "
                              "(config.mesh, e.g. --config.mesh.data=-1); without one each would train alone")
@@ -241,7 +245,7 @@ class GRPOLearner:
             self.model.module, params, device_batch, max_new_tokens=self.grpo.max_completion_length,
             sampling=self.sampling, num_generations=self.grpo.num_generations, seed=seed,
             eos_token_ids=self.eos, pad_token_id=self.pad, allowed_token_ids=self.cfg.allowed_token_ids,
-            mesh=self.mesh)
+            mesh=self.mesh, bucket_lengths=self.bucket_lengths)
         texts = [self.decode(ids) for ids in rollout.completion_ids()]  # the stop token is not text
         g = self.grpo.num_generations
         meta = batch["meta"]

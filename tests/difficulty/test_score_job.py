@@ -198,6 +198,19 @@ def test_records_do_not_depend_on_how_samples_are_batched(reference, data, piece
     _same(score_file.read_scores(str(tmp_path)), score_file.read_scores(ref_dir))
 
 
+def test_explicit_prompt_buckets_reach_the_sampler_and_change_no_record(reference, data, pieces, tmp_path,
+                                                                         sampler_prompt_lengths):
+    # 100 is no bucket of the default rule (it would pad again to 128).
+    ref_dir, _, _ = reference
+    tok, holder = pieces
+    score_job.run(_config(data, **{"data.bucket_lengths": (100,)}), str(tmp_path), tok=tok, holder=holder)
+    assert sampler_prompt_lengths and set(sampler_prompt_lengths) == {100}
+    ours, ref = score_file.read_scores(str(tmp_path)), score_file.read_scores(ref_dir)
+    assert len(ours) == len(ref)
+    for x, y in zip(ours, ref):  # pass counts exactly; CMAB sums over more (masked) keys to float32 rounding
+        assert x == {c: pytest.approx(v, rel=1e-5, nan_ok=True) if isinstance(v, float) else v for c, v in y.items()}
+
+
 def test_strict_mode_raises_naming_the_row(data, pieces, tmp_path):
     tok, holder = pieces
     with pytest.raises(DataError, match=r"image_unreadable at .*qa\.jsonl:3 \(qa2\.png\)"):

@@ -246,7 +246,7 @@ def tiny_model():
     return c, tok, setup.model(c, tok)
 
 
-def test_eval_job_end_to_end(bench_dir, tiny_model, tmp_path, monkeypatch):
+def test_eval_job_end_to_end(bench_dir, tiny_model, tmp_path, monkeypatch, sampler_prompt_lengths):
     _, paths = bench_dir
     monkeypatch.setattr(setup, "model", lambda config, tok: tiny_model[2])  # what setup.model gives for c
     c = eval_config.get_config("tiny")
@@ -254,8 +254,11 @@ def test_eval_job_end_to_end(bench_dir, tiny_model, tmp_path, monkeypatch):
         c.eval.benchmarks[name] = path
     c.eval.limit = 2  # 2 rows each (MMVP: one pair)
     c.eval.max_new_tokens = 4
-    c.data.bucket_lengths = (256, 512)  # two prompt buckets: few compiled shapes
+    # Two prompt buckets (few compiled shapes), neither one the default rule would pick: the
+    # sampler keeps the pipeline's padding.
+    c.data.bucket_lengths = (300, 600)
     results = eval_job.run(c, str(tmp_path))
+    assert sampler_prompt_lengths and set(sampler_prompt_lengths) <= {300, 600}
 
     out = tmp_path / "eval"
     on_disk = json.load(open(out / "results.json"))

@@ -13,6 +13,7 @@ from mmjax.data.batching import arrays
 from mmjax.jobs import grpo as grpo_job
 from mmjax.jobs import setup
 from mmjax.models import sampler
+from mmjax.processing.buckets import bucket_size
 from mmjax.rl import update as update_lib
 from mmjax.train import checkpoints
 
@@ -103,6 +104,19 @@ def test_a_frozen_vision_tower_is_cut_from_the_backward_pass(pieces):
     assert largest(grads[False]["visual"]) > 0 and largest(grads[True]["visual"]) == 0
     np.testing.assert_allclose(np.asarray(jax.tree.leaves(grads[True]["language_model"])[0]),
                                np.asarray(jax.tree.leaves(grads[False]["language_model"])[0]), rtol=1e-5, atol=1e-8)
+
+
+def test_rollouts_keep_the_pipelines_explicit_prompt_buckets(pieces, tmp_path):
+    # config.data.bucket_lengths reach the sampler: a batch padded to one is not padded again
+    # to the default rule's bucket, and the update sees the pipeline's prompt length.
+    _, tok, _, batch = pieces
+    t = arrays(batch)["input_ids"].shape[1]
+    own = next(n for n in range(t + 1, 2 * t) if bucket_size(n) != n)  # a length the rule never picks
+    learner = grpo_job.build_learner(_config(**{"data.bucket_lengths": (own,)}), str(tmp_path), tok=tok)
+    data_batch = next(iter(learner.data))
+    assert arrays(data_batch)["input_ids"].shape[1] == own
+    micro = learner._rollout(learner.model.params, data_batch, seed=0)
+    assert micro.rollout.prompt_ids.shape[1] == micro.batch["input_ids"].shape[1] == own
 
 
 def _train(config, workdir, tok):

@@ -122,13 +122,16 @@ class Qwen2_5_VL:
                  max_new_tokens: int, temperature: float = 0.0, top_p: float = 1.0, top_k: int = 0,
                  num_generations: int = 1, seed: int = 0, eos_token_ids=None, pad_token_id=None,
                  allowed_token_ids=None, capture=None, prefill_chunk: int = sampler.PREFILL_CHUNK,
-                 pixel_values_videos=None, video_grid_thw=None, second_per_grid_ts=None, row_seeds=None):
+                 pixel_values_videos=None, video_grid_thw=None, second_per_grid_ts=None, row_seeds=None,
+                 bucket_lengths=None):
         """Sample completions of left-padded prompts: a `mmjax.models.sampler.Rollout` (numpy).
 
         temperature 0 is greedy. Rows are prompt-major (row n = prompt n // num_generations);
         row_seeds (one int per row) key each row's samples by the caller's id for it.
         eos_token_ids / pad_token_id default to the config's. capture="cmab" also returns the
         per-layer, per-head attention masses of each generated token on image / text keys.
+        bucket_lengths: the prompt-length buckets to pad to (as the pipeline's); None uses
+        `mmjax.processing.buckets`' rule.
         """
         t = self.config.text
         eos = t.eos_token_id if eos_token_ids is None else eos_token_ids
@@ -150,7 +153,7 @@ class Qwen2_5_VL:
                 sampling=sampler.SamplingParams(float(temperature), float(top_p), int(top_k)),
                 num_generations=num_generations, seed=seed, eos_token_ids=eos_ids, pad_token_id=pad_token_id,
                 allowed_token_ids=allowed_token_ids, capture=capture, prefill_chunk=prefill_chunk, mesh=self.mesh,
-                row_seeds=row_seeds)
+                row_seeds=row_seeds, bucket_lengths=bucket_lengths)
 
     def completion_logprobs(self, input_ids, attention_mask, completions, completion_mask,
                             pixel_values=None, image_grid_thw=None, *, num_generations: int = 1,

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 import mmjax.models.qwen2_5_vl as qwen
+from mmjax.processing.buckets import bucket_size
 from oracle import EOS, PAD, build_hf_model, pad_batch
 from rollout_oracle import hf_generate, make_prompts
 
@@ -64,3 +65,20 @@ def test_generate_rejects_right_padding(pair, prompts):
     ids, mask = pad_batch([prompts.ids[2], prompts.ids[2][:4]], side="right")
     with pytest.raises(ValueError, match=r"left-padded.*rows \[1\]"):
         model.generate(ids, mask, max_new_tokens=2)
+
+
+def test_prompts_at_an_explicit_bucket_are_not_padded_again(pair, prompts):
+    # The pipeline pads to config.data.bucket_lengths; the sampler keeps such a batch as it is
+    # (the rule would pad it again) and the padding changes no real output.
+    _, model = pair
+    batch = prompts.batch()
+    t = batch["input_ids"].shape[1]
+    rule = bucket_size(t)
+    own = next(n for n in range(t, rule) if bucket_size(n) != n)  # a length the rule never picks
+    by_rule = model.generate(**batch, max_new_tokens=STEPS, eos_token_ids=[])
+    kept = model.generate(**batch, max_new_tokens=STEPS, eos_token_ids=[], bucket_lengths=(own, 4 * rule))
+    assert by_rule.prompt_ids.shape[1] == rule > own == kept.prompt_ids.shape[1]
+    np.testing.assert_array_equal(kept.tokens, by_rule.tokens)
+    np.testing.assert_allclose(kept.logprobs, by_rule.logprobs, atol=1e-5)
+    with pytest.raises(ValueError, match=rf"prompts of {t} tokens do not fit bucket_lengths"):
+        model.generate(**batch, max_new_tokens=STEPS, bucket_lengths=(t - 1,))
