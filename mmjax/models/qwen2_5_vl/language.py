@@ -122,7 +122,8 @@ class TextModel(nn.Module):
             self.cfg.vocab_size, self.cfg.hidden_size, dtype=self.dtype, param_dtype=self.param_dtype,
             embedding_init=nn.with_logical_partitioning(nn.initializers.normal(0.02), ("vocab", "embed")))
         layer = remat_module(DecoderLayer, self.remat)
-        self.layers = [layer(self.cfg, name=f"layers_{i}", attention=self.attention, **kw) for i in range(self.cfg.num_hidden_layers)]
+        self.layers = [layer(self.cfg, name=f"layers_{i}", attention=self.attention, **kw)
+                       for i in range(self.cfg.num_hidden_layers)]
         self.norm = RMSNorm(self.cfg.rms_norm_eps, name="norm", **kw)
 
     def embed(self, input_ids: jax.Array) -> jax.Array:
