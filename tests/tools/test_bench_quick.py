@@ -70,3 +70,6 @@ def test_gpu_check_tiny():
     step = res["train_step"]
     assert step["fwd_bwd_s"] > 0 and step["mfu_fwd_bwd"] > 0 and step["flops_6nd"] > 0
     assert "adamw_s" in step  # optax is a project dependency
+    roll = res["rollout"]
+    assert roll["prompts"] * roll["generations"] == 8 and roll["decode_ms_per_step"] > 0 and roll["logprobs_finite"]
+    assert roll["g1_first_token_agreement"] == 1.0  # the first token comes from the same prefill

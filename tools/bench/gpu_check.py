@@ -1,6 +1,8 @@
-"""One-GPU check: cuDNN attention against XLA, and a bf16 train step of the 3B shapes with its MFU.
+"""One-GPU check: cuDNN attention against XLA, a bf16 train step of the 3B shapes with its MFU,
+and a bf16 rollout (generate with G completions per prompt) with its decode rate.
 
     python tools/bench/gpu_check.py [--remat full] [--params fp32] [--peak-tflops 989] [--reps 5]
+    python tools/bench/gpu_check.py --skip-rollout   # (a)-(c) only
     python tools/bench/gpu_check.py --tiny     # CPU: tiny preset, small shapes (a smoke test)
 
 Needs jax (CUDA) and the project only: no torch, no transformers (models are random, built
@@ -27,6 +29,14 @@ from mmjax presets). Meant to finish in well under 8 minutes on one H200.
 (c) MFU = 6 x params x tokens / step time / --peak-tflops (H200: 989 dense bf16), tokens as
     the update processes them (prompt and image once, completion tokens per row; see
     common.logprob_update_counts), and the same against a bf16 GEMM measured here.
+(d) rollout: `generate` of the --preset in bfloat16 params (inference), --rollout-prompts
+    prompts of one image each x --rollout-generations completions, greedy and fixed length
+    (no stop token): whole-generate time, the decode rate from generate(n) - generate(1),
+    and the bytes of bf16 weights read per decode step over that step's time (decode is
+    bound by that read). The G > 1 completions decode over the prompt's KV cache as a
+    shared prefix; the same prompts at G = 1 take the per-row cache path, and the greedy
+    tokens of the two are compared (reported, not a pass/fail: bf16 rounding differs
+    between the paths). Skipped with --skip-rollout; it runs last.
 All figures are printed as one JSON line at the end. The exit status is 1 when an
 attention comparison fails or the loss is not finite.
 """
@@ -259,6 +269,59 @@ def train_step(args, attention: str) -> dict:
     return out
 
 
+# ---- (d) rollout ------------------------------------------------------------------------
+
+
+def rollout(args) -> dict:
+    import jax
+    import jax.numpy as jnp
+    from mmjax.models import qwen2_5_vl
+
+    cfg = qwen2_5_vl.preset(args.preset)
+    params = jax.block_until_ready(random_params(cfg, 1, jnp.bfloat16))
+    nbytes = lambda tree: sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(tree))  # noqa: E731
+    # What a decode step reads: the decoder layers and the head (the embedding is a gather,
+    # unless it is tied and so is the head too).
+    weight_bytes = nbytes(params["language_model"]) + nbytes(params.get("lm_head", {}))
+    if "lm_head" in params:
+        weight_bytes -= nbytes(params["language_model"]["embed_tokens"])
+    model = qwen2_5_vl.Qwen2_5_VL(cfg, params, jnp.bfloat16)
+    ids, mask, pixels, grid = common.prompt_inputs(cfg, args.rollout_prompts, args.image, args.rollout_text)
+    g, n = args.rollout_generations, args.rollout_new_tokens
+
+    def gen(new_tokens: int, generations: int = g):
+        return model.generate(ids, mask, pixels, grid, max_new_tokens=new_tokens, num_generations=generations,
+                              eos_token_ids=[])
+
+    start = time.perf_counter()
+    shared = gen(n)  # compiles encode, prefill and the decode loop
+    first_s = time.perf_counter() - start
+    gen(1)
+    whole = common.timed(lambda: gen(n), args.reps)
+    one = common.timed(lambda: gen(1), args.reps)
+    step_s = (common.median(whole) - common.median(one)) / max(n - 1, 1)
+    per_row = gen(n, 1)  # G = 1: the per-row cache path
+    rows = np.repeat(per_row.tokens, g, axis=0)
+    agree = float((shared.tokens == rows).mean())
+    first_agree = float((shared.tokens[:, 0] == rows[:, 0]).mean())
+    rows_n = args.rollout_prompts * g
+    out = {"prompts": args.rollout_prompts, "generations": g, "new_tokens": n, "prompt_len": int(ids.shape[1]),
+           "first_call_s": first_s, "generate_s": common.median(whole), "generate_1_s": common.median(one),
+           "decode_ms_per_step": 1e3 * step_s, "weight_bytes": int(weight_bytes),
+           "decode_tokens_per_s": rows_n / step_s if step_s > 0 else None,
+           "weight_read_gb_per_s": weight_bytes / step_s / 1e9 if step_s > 0 else None,
+           "g1_token_agreement": agree, "g1_first_token_agreement": first_agree,
+           "logprobs_finite": bool(np.isfinite(shared.logprobs).all())}
+    print(f"  {rows_n} rows ({args.rollout_prompts} prompts of {out['prompt_len']} tokens x G={g}), {n} new tokens: "
+          f"generate {out['generate_s']:.3f} s (first call, compiling, {first_s:.1f} s), generate(1) "
+          f"{out['generate_1_s']:.3f} s; decode {out['decode_ms_per_step']:.2f} ms/step"
+          + (f" = {out['decode_tokens_per_s']:.0f} tokens/s, bf16 decoder + head weights "
+             f"{weight_bytes / 1e9:.2f} GB read at {out['weight_read_gb_per_s']:.0f} GB/s" if step_s > 0
+             else " (too short to split)")
+          + f"; greedy tokens equal to the G=1 path: {agree:.3f} (first token {first_agree:.3f})", flush=True)
+    return out
+
+
 def main(argv=None) -> int:
     from mmjax.models.attention import IMPLEMENTATIONS
     from mmjax.models.remat import REMAT_POLICIES
@@ -285,11 +348,17 @@ def main(argv=None) -> int:
     ap.add_argument("--gemm-n", type=int, default=8192, help="side of the bf16 GEMM measured for reference")
     ap.add_argument("--skip-attention", action="store_true")
     ap.add_argument("--skip-train", action="store_true")
+    ap.add_argument("--skip-rollout", action="store_true")
+    ap.add_argument("--rollout-prompts", type=int, default=2)
+    ap.add_argument("--rollout-generations", type=int, default=4)
+    ap.add_argument("--rollout-new-tokens", type=int, default=128)
+    ap.add_argument("--rollout-text", type=int, default=64, help="text tokens of a rollout prompt")
     ap.add_argument("--tiny", action="store_true", help="tiny preset, small shapes, 1 rep (runs on CPU)")
     args = ap.parse_args(argv)
     if args.tiny:
         args.preset, args.image, args.prompt_text, args.completion = "tiny", 56, 16, 16
         args.reps, args.attn_reps, args.gemm_n = 1, 1, 256
+        args.rollout_new_tokens, args.rollout_text = 6, 8
     if args.vision_remat is None:
         args.vision_remat = "none" if args.tiny else "full"
 
@@ -368,6 +437,18 @@ def main(argv=None) -> int:
               f"(fwd+bwd at {ts['fwd_bwd_vs_gemm']:.1%} of it)", flush=True)
         report["train_step"] = ts
         report["ok"] &= math.isfinite(ts["loss"])
+        del ts
+        gc.collect()
+
+    if not args.skip_rollout:
+        print(f"(d) rollout: preset {args.preset}, bf16 params, greedy", flush=True)
+        try:
+            report["rollout"] = rollout(args)
+            report["ok"] &= report["rollout"]["logprobs_finite"]
+        except Exception as e:  # reported; the figures above stand
+            report["rollout_failure"] = f"{type(e).__name__}: {e}"[:3000]
+            report["ok"] = False
+            print(f"  rollout FAILED: {report['rollout_failure']}", flush=True)
 
     # The GPU machines may have neither: nothing on this path may need them.
     report["torch_or_transformers_imported"] = any(m in sys.modules for m in ("torch", "transformers"))
