@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import subprocess
@@ -71,5 +72,8 @@ def test_gpu_check_tiny():
     assert step["fwd_bwd_s"] > 0 and step["mfu_fwd_bwd"] > 0 and step["flops_6nd"] > 0
     assert "adamw_s" in step  # optax is a project dependency
     roll = res["rollout"]
-    assert roll["prompts"] * roll["generations"] == 8 and roll["decode_ms_per_step"] > 0 and roll["logprobs_finite"]
+    # Timings are the script's to print, not this test's to judge: under load the decode split
+    # (generate(6) - generate(1)) of the tiny model can even come out negative.
+    assert roll["prompts"] * roll["generations"] == 8 and math.isfinite(roll["decode_ms_per_step"])
+    assert roll["logprobs_finite"]
     assert roll["g1_first_token_agreement"] == 1.0  # the first token comes from the same prefill
