@@ -23,7 +23,7 @@ from mmjax.train.metrics import read_metrics
 
 
 def evaluate(holder, data, reward, decode, *, num_batches: int, allowed_token_ids, max_new_tokens: int,
-             blank_images: bool = False) -> float:
+             blank_images: bool = False, bucket_lengths=None) -> float:
     """Mean reward of greedy answers over `num_batches` batches (images zeroed if blank_images)."""
     scores = []
     iterator = iter(data)
@@ -34,7 +34,7 @@ def evaluate(holder, data, reward, decode, *, num_batches: int, allowed_token_id
             device = {**device, "image": {**device["image"],
                                           "pixel_values": np.zeros_like(device["image"]["pixel_values"])}}
         out = sampler.generate(holder.module, holder.params, device, max_new_tokens=max_new_tokens,
-                               allowed_token_ids=allowed_token_ids)
+                               allowed_token_ids=allowed_token_ids, bucket_lengths=bucket_lengths)
         texts = [decode(ids) for ids in out.completion_ids()]
         scores += reward(texts, batch["meta"]["solution"], task=batch["meta"]["task"]).total
     return float(np.mean(scores))
@@ -87,7 +87,7 @@ def run(config, workdir: str) -> dict:
                              shuffle=False)
     allowed = setup.allowed_token_ids(config, tok)
     kw = dict(num_batches=config.eval.num_batches, allowed_token_ids=allowed,
-              max_new_tokens=config.grpo.max_completion_length)
+              max_new_tokens=config.grpo.max_completion_length, bucket_lengths=learner.bucket_lengths)
 
     def both(holder):
         return {"images": evaluate(holder, held_out, learner.reward, tok.decode, **kw),
