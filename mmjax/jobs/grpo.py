@@ -29,7 +29,7 @@ def build_learner(config, workdir: str, tok=None, holder=None) -> GRPOLearner:
     eos, pad = setup.eos_and_pad(tok)
     return GRPOLearner(holder, data, reward, tok.decode, grpo=grpo, optimizer=optimizer, learner=learner,
                        workdir=workdir, eos_token_ids=eos, pad_token_id=pad, mesh=holder.mesh,
-                       bucket_lengths=tuple(config.data.bucket_lengths) or None)
+                       bucket_lengths=config.data.bucket_lengths)
 
 
 def run(config, workdir: str) -> dict:
