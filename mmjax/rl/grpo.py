@@ -66,7 +66,8 @@ class GRPOConfig:
         "mu, optimizer updates per rollout batch; 1 = the sampler's log-probs are old_logp; "
         "TRL 1, SPEC 1.6 1"))
     mask_truncated_completions: bool = dataclasses.field(default=False, metadata=help_text(
-        "drop completions that hit max_completion_length from the loss (DAPO); TRL default False"))
+        "zero the tokens of completions that hit max_completion_length (DAPO); they still count as "
+        "rows in the grpo / dr_grpo denominators, as in TRL; TRL default False"))
 
     def __post_init__(self):
         errors = []

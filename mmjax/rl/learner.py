@@ -44,7 +44,7 @@ from mmjax.rl import advantages as advantages_lib
 from mmjax.rl import grpo as grpo_lib
 from mmjax.rl import update as update_lib
 from mmjax.rl.losses import Weighted, finalize
-from mmjax.train import checkpoints, metrics as metrics_lib, optim
+from mmjax.train import checkpoints, metrics as metrics_lib, optim, preemption
 from mmjax.config_help import help_text
 
 log = logging.getLogger(__name__)
@@ -151,12 +151,14 @@ class GRPOLearner:
         ref_params = jax.tree.map(jnp.copy, params) if self.grpo.beta > 0 else None
         last: dict[str, Any] = {}
         total_tokens = int(self._restored_counters.get("num_tokens", 0))  # TRL's num_tokens is cumulative
+        stopping = False
         with metrics_lib.MetricsWriter(self.workdir, jax.process_index(), resume_step=step) as writer, \
                 checkpoints.TrainCheckpointer(self.workdir, cfg.save_steps, cfg.save_total_limit,
                                               cfg.async_checkpoint) as ckpt, \
                 metrics_lib.progress(cfg.max_steps, initial=step, process_index=jax.process_index(),
-                                     desc="GRPO") as bar:
-            while step < cfg.max_steps:
+                                     desc="GRPO") as bar, \
+                preemption.StopOnSignal() as stop:
+            while step < cfg.max_steps and not stopping:
                 start = time.perf_counter()
                 micros = self._rollouts(params, iterator, step)                    # sample + score
                 self._advantages(micros)                                            # whole step
@@ -169,13 +171,16 @@ class GRPOLearner:
                 metrics["num_tokens"] = total_tokens
                 if step % cfg.logging_steps == 0 or step == cfg.max_steps:
                     writer.write(step, metrics)
-                ckpt.save(step, params, opt_state, iterator.get_state(), self.model.config,
-                          self.model.hf_layout, force=step == cfg.max_steps, counters={"num_tokens": total_tokens})
+                stopping = stop.reached(step)                                       # a signal: save, stop
+                ckpt.save(step, params, opt_state, iterator.get_state(), self.model.config, self.model.hf_layout,
+                          force=step == cfg.max_steps or stopping, counters={"num_tokens": total_tokens})
                 bar.set_postfix(metrics_lib.progress_postfix(metrics))
                 bar.update(1)
                 last = metrics
             ckpt.wait()
         self.model = self.model.replace(params=params)
+        if stopping and step < cfg.max_steps:
+            raise preemption.Preempted(step)
         return last
 
     # ---- pieces, in the order the loop calls them ----------------------------------------
@@ -277,7 +282,10 @@ class GRPOLearner:
             mask = r.mask & m.keep[:, None]
             if self.grpo.mask_truncated_completions:
                 mask = mask & r.stopped[:, None]
-            d.update(tokens=r.tokens, mask=mask, positions=r.completion_positions, sampler_logp=r.logprobs)
+            # Every kept row counts in the loss's denominator, truncated ones included (TRL
+            # divides by all rows: masking a truncated row zeroes its tokens, not its row).
+            d.update(tokens=r.tokens, mask=mask, positions=r.completion_positions, sampler_logp=r.logprobs,
+                     row_mask=m.keep)
             d.update({k: self._rows(v, axis=1 if k == "positions" else 0) for k, v in d.items()})
             m.batch = {k: self._rows(v, axis=1 if k == "positions" else 0) if k in _ROW_KEYS else v
                        for k, v in m.batch.items()}

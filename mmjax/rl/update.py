@@ -37,7 +37,8 @@ def microbatch_grads(module, params, batch, rollout, *, config: grpo_lib.GRPOCon
 
     rollout: dict of device arrays: tokens / mask / positions [.., N, Tc] of the completions,
     old_logp (the sampler's, or recomputed), ref_logp (or None), sampler_logp (for the drift
-    metric) and advantages [N].
+    metric), advantages [N] and optionally row_mask [N] (the rows the loss counts; default:
+    the rows with an active token).
     """
     mask = rollout["mask"]
 
@@ -47,7 +48,7 @@ def microbatch_grads(module, params, batch, rollout, *, config: grpo_lib.GRPOCon
                                       num_generations=config.num_generations, temperature=config.temperature,
                                       with_entropy=True)
         out = grpo_lib.loss(config, lp, rollout["old_logp"], rollout["advantages"], mask,
-                            ref_logp=rollout.get("ref_logp"))
+                            ref_logp=rollout.get("ref_logp"), row_mask=rollout.get("row_mask"))
         return out.loss.total, (out, lp, ent)
 
     (_, (out, lp, ent)), grads = jax.value_and_grad(numerator, has_aux=True)(params)

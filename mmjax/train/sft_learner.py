@@ -36,7 +36,7 @@ from mmjax.data.batching import arrays
 from mmjax.data.pipeline import skip_counter
 from mmjax.rl import update as update_lib
 from mmjax.rl.losses import finalize
-from mmjax.train import checkpoints, metrics as metrics_lib, optim, sft
+from mmjax.train import checkpoints, metrics as metrics_lib, optim, preemption, sft
 
 log = logging.getLogger(__name__)
 
@@ -124,13 +124,14 @@ class SFTLearner:
         """Runs (or resumes) to max_steps or the end of the data; returns the last step's metrics."""
         cfg = self.cfg
         params, opt_state, step, iterator = self._restore_or_init()
-        saved, last = step, {}
+        saved, last, stopping = step, {}, False
         with metrics_lib.MetricsWriter(self.workdir, jax.process_index(), resume_step=step) as writer, \
                 checkpoints.TrainCheckpointer(self.workdir, cfg.save_steps, cfg.save_total_limit,
                                               cfg.async_checkpoint) as ckpt, \
                 metrics_lib.progress(cfg.max_steps, initial=step, process_index=jax.process_index(),
-                                     desc="SFT") as bar:
-            while step < cfg.max_steps:
+                                     desc="SFT") as bar, \
+                preemption.StopOnSignal() as stop:
+            while step < cfg.max_steps and not stopping:
                 start = time.perf_counter()
                 micros = self._micro_batches(iterator)                              # data -> device
                 if micros is None:
@@ -141,8 +142,9 @@ class SFTLearner:
                 metrics = self._metrics(micros, stats, grad_norm, step, time.perf_counter() - start)
                 if step % cfg.logging_steps == 0 or step == cfg.max_steps:
                     writer.write(step, metrics)
+                stopping = stop.reached(step)                                       # a signal: save, stop
                 if ckpt.save(step, params, opt_state, iterator.get_state(), self.model.config,
-                             self.model.hf_layout, force=step == cfg.max_steps):
+                             self.model.hf_layout, force=step == cfg.max_steps or stopping):
                     saved = step
                 bar.set_postfix(metrics_lib.progress_postfix(metrics))
                 bar.update(1)
@@ -157,6 +159,8 @@ class SFTLearner:
                         ", ".join(f"{k[len('data/skipped/'):]} {v}" for k, v in last.items()
                                   if k.startswith("data/skipped/")))
         self.model = self.model.replace(params=params)
+        if stopping and step < cfg.max_steps:
+            raise preemption.Preempted(step)
         return last
 
     # ---- pieces, in the order the loop calls them ----------------------------------------

@@ -183,3 +183,35 @@ def test_kl_iterations_and_online_filtering_run_and_are_logged(pieces, tmp_path)
         assert not np.asarray(m.device["old_logp"])[~kept].any()  # dropped rows take no part
     metrics = learner.train()
     assert metrics["kl"] >= 0 and "filter/dropped_groups" in metrics and metrics["filter/micro_batches"] >= 1
+
+
+@pytest.mark.parametrize("loss_type", ["grpo", "dr_grpo"])
+def test_masked_truncated_rows_still_count_in_the_loss_denominator(pieces, tmp_path, loss_type):
+    """mask_truncated_completions zeroes a truncated row's tokens but, as in TRL, keeps the row
+    in the grpo / dr_grpo denominators (mean over all rows; rows x max_completion_length)."""
+    _, tok, _, _ = pieces
+    max_len = 2
+    config = _config(**{"grpo.mask_truncated_completions": True, "grpo.loss_type": loss_type,
+                        "grpo.max_completion_length": max_len, "sample.allow_eos": True, "max_steps": 1})
+    learner = grpo_job.build_learner(config, str(tmp_path), tok=tok)
+    params, _, _, iterator = learner._restore_or_init()
+    micros = learner._rollouts(params, iterator, 0)
+    learner._advantages(micros)
+    learner._to_device(params, None, micros)
+    (m,) = micros
+    stopped, n = m.rollout.stopped, len(m.rollout.stopped)
+    assert 0 < stopped.sum() < n  # some rows truncated, some not
+    _, stats, _ = learner._grads(params, m.batch, m.device)
+    # TRL's formula on the same numbers: per_token = -A * ratio (no clipping at ratio ~ 1), the
+    # truncated rows' tokens zeroed, then grpo: mean over all n rows of the row's token mean;
+    # dr_grpo: the token sum / (n * max_completion_length).
+    logp = np.asarray(learner._logprobs(params, m.batch, m.device))
+    old = np.asarray(m.device["old_logp"])
+    mask = m.rollout.mask & stopped[:, None]
+    per_token = -np.asarray(m.device["advantages"])[:, None] * np.exp(logp - old) * mask
+    if loss_type == "grpo":
+        want = np.mean(per_token.sum(1) / np.maximum(mask.sum(1), 1))
+    else:
+        want = per_token.sum() / (n * max_len)
+    assert int(stats["loss"].count) == (n if loss_type == "grpo" else n * max_len)
+    np.testing.assert_allclose(float(stats["loss"].total) / int(stats["loss"].count), want, rtol=1e-5, atol=1e-7)
