@@ -44,10 +44,12 @@ from mmjax.rl import advantages as advantages_lib
 from mmjax.rl import grpo as grpo_lib
 from mmjax.rl import update as update_lib
 from mmjax.rl.losses import Weighted, finalize
-from mmjax.train import checkpoints, metrics as metrics_lib, optim, preemption
+from mmjax.train import checkpoints, compiles, metrics as metrics_lib, optim, preemption
 from mmjax.config_help import help_text
 
 log = logging.getLogger(__name__)
+
+COMPILE_WARMUP_STEPS = 2  # steps that compile as expected (the first builds every program)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -157,7 +159,8 @@ class GRPOLearner:
                                               cfg.async_checkpoint) as ckpt, \
                 metrics_lib.progress(cfg.max_steps, initial=step, process_index=jax.process_index(),
                                      desc="GRPO") as bar, \
-                preemption.StopOnSignal() as stop:
+                preemption.StopOnSignal() as stop, \
+                compiles.CompileWatch(warmup_steps=COMPILE_WARMUP_STEPS) as compiled:
             while step < cfg.max_steps and not stopping:
                 start = time.perf_counter()
                 micros = self._rollouts(params, iterator, step)                    # sample + score
@@ -167,6 +170,7 @@ class GRPOLearner:
                     params, opt_state, stats, grad_norm = self._update(params, opt_state, micros)
                 step += 1
                 metrics = self._metrics(micros, stats, grad_norm, step, time.perf_counter() - start)
+                metrics["perf/compiles"] = compiled.step_done(step)  # new shapes after warm-up: warned
                 total_tokens += metrics["num_tokens"]
                 metrics["num_tokens"] = total_tokens
                 if step % cfg.logging_steps == 0 or step == cfg.max_steps:

@@ -36,9 +36,11 @@ from mmjax.data.batching import arrays
 from mmjax.data.pipeline import skip_counter
 from mmjax.rl import update as update_lib
 from mmjax.rl.losses import finalize
-from mmjax.train import checkpoints, metrics as metrics_lib, optim, preemption, sft
+from mmjax.train import checkpoints, compiles, metrics as metrics_lib, optim, preemption, sft
 
 log = logging.getLogger(__name__)
+
+COMPILE_WARMUP_STEPS = 2  # steps that compile as expected (the first builds every program)
 
 _ROW_KEYS = ("input_ids", "attention_mask", "positions", "rope_deltas")  # the prompt batch's per-row arrays
 ANSWER_KEYS = ("targets", "target_mask")  # what mmjax.data.sft.SftBatcher adds
@@ -130,7 +132,8 @@ class SFTLearner:
                                               cfg.async_checkpoint) as ckpt, \
                 metrics_lib.progress(cfg.max_steps, initial=step, process_index=jax.process_index(),
                                      desc="SFT") as bar, \
-                preemption.StopOnSignal() as stop:
+                preemption.StopOnSignal() as stop, \
+                compiles.CompileWatch(warmup_steps=COMPILE_WARMUP_STEPS) as compiled:
             while step < cfg.max_steps and not stopping:
                 start = time.perf_counter()
                 micros = self._micro_batches(iterator)                              # data -> device
@@ -140,6 +143,7 @@ class SFTLearner:
                 params, opt_state, stats, grad_norm = self._update(params, opt_state, micros)  # update
                 step += 1
                 metrics = self._metrics(micros, stats, grad_norm, step, time.perf_counter() - start)
+                metrics["perf/compiles"] = compiled.step_done(step)  # new shapes after warm-up: warned
                 if step % cfg.logging_steps == 0 or step == cfg.max_steps:
                     writer.write(step, metrics)
                 stopping = stop.reached(step)                                       # a signal: save, stop

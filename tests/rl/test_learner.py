@@ -215,3 +215,28 @@ def test_masked_truncated_rows_still_count_in_the_loss_denominator(pieces, tmp_p
         want = per_token.sum() / (n * max_len)
     assert int(stats["loss"].count) == (n if loss_type == "grpo" else n * max_len)
     np.testing.assert_allclose(float(stats["loss"].total) / int(stats["loss"].count), want, rtol=1e-5, atol=1e-7)
+
+
+def test_a_bucket_that_appears_late_is_a_counted_and_named_compile(pieces, tmp_path, caplog):
+    """perf/compiles counts each step's XLA compiles: the first step builds the programs, the
+    next reuse them, and prompts padded to a new bucket at step 4 compile again, with a
+    warning naming the step and the new shapes."""
+    _, tok, _, batch = pieces
+    learner = grpo_job.build_learner(_config(max_steps=4, save_steps=100), str(tmp_path), tok=tok)
+    t = arrays(batch)["input_ids"].shape[1]
+    late = next(n for n in range(t + 1, 2 * t) if bucket_size(n) != n)  # a bucket no earlier step used
+    rollouts = learner._rollouts
+
+    def new_bucket_at_step_4(params, iterator, step):
+        if step == 3:
+            learner.bucket_lengths = (late,)
+        return rollouts(params, iterator, step)
+
+    learner._rollouts = new_bucket_at_step_4
+    with caplog.at_level("WARNING", logger="mmjax.train.compiles"):
+        learner.train()
+    counts = [r["perf/compiles"] for r in map(json.loads, open(tmp_path / "metrics.jsonl"))]
+    assert counts[0] > 0 and counts[1:3] == [0, 0] and counts[3] > 0, counts
+    late_warnings = [r.getMessage() for r in caplog.records if r.name == "mmjax.train.compiles"]
+    assert late_warnings and all("step 4" in m for m in late_warnings), late_warnings
+    assert any(f",{late}]" in m for m in late_warnings), late_warnings  # the new prompt length is named
