@@ -20,6 +20,7 @@ On-disk rows follow the difficulty work (ms-swift: `images`, `messages`,
 
 from __future__ import annotations
 
+import logging
 import os
 from typing import Any, Mapping, Sequence
 
@@ -28,6 +29,8 @@ from PIL import Image
 
 from mmjax.data import images as images_lib
 from mmjax.data.skips import Skipped, skip_or_raise
+
+logger = logging.getLogger(__name__)
 
 IMAGE_KEYS = ("images", "image_paths", "image")
 VIDEO_KEYS = ("videos", "video_paths", "video")
@@ -181,12 +184,20 @@ def normalize_row(raw: Mapping[str, Any], *, where: str, data_root: str | None,
             decoded.append(path)
             continue
         try:
-            decoded.append(images_lib.decode_image(path))
+            image = images_lib.decode_image(path)
         except FileNotFoundError:
             return skip_or_raise(strict, "image_missing", f"{where} ({name})", f"no such file {path}")
+        except images_lib.ImageTooLarge as e:  # its message says what and why; the type adds nothing
+            return skip_or_raise(strict, "image_unreadable", f"{where} ({name})", str(e))
         except (OSError, ValueError, SyntaxError) as e:  # PIL raises all three on bad data.
             return skip_or_raise(strict, "image_unreadable", f"{where} ({name})",
                                  f"{type(e).__name__}: {e}")
+        if not isinstance(ref, _DECODED_TYPES) and images_lib.over_pixel_limit(image.shape[1], image.shape[0]):
+            # PIL decoded it and only warned, without a name (decode_image: we follow PIL); name it.
+            logger.warning("%s (%s): %d x %d image is over PIL.Image.MAX_IMAGE_PIXELS = %d; decoded anyway "
+                           "(PIL refuses only over twice that)", where, name, image.shape[1], image.shape[0],
+                           Image.MAX_IMAGE_PIXELS)
+        decoded.append(image)
 
     videos = [resolve_path(v, data_root) for v in video_refs]
     _, row_id = _first(raw, ID_KEYS)

@@ -6,7 +6,10 @@ Layout in the scoring job's workdir:
                                      in flight and never leaves a half-written part;
   scores.parquet                     all parts merged (written the same way) when the job ends;
   scores.jsonl                       the same records as JSON lines, on request.
-A rerun reads the parts, skips the ids already there and appends new parts.
+A rerun reads the parts, skips the ids already there and appends new parts. A part it
+cannot read (truncated by a full disk, a copy cut short) is renamed `<part>.corrupt` (kept
+for inspection, never deleted) and left out: its rows are not done, so the rerun scores
+them again.
 
 Columns (`COLUMNS`): a level column is "" where its method did not run; a float is NaN
 where it is undefined (lambda_star of a sample that never fails, a CMAB score of a method
@@ -17,13 +20,17 @@ from __future__ import annotations
 
 import glob
 import json
+import logging
 import math
 import os
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+log = logging.getLogger(__name__)
 
 PARTS_DIR = "scores.parts"
 SCORES = "scores.parquet"
@@ -60,6 +67,9 @@ def _normalise(record: Mapping[str, Any], index: int) -> dict[str, Any]:
         value = out[column]
         out[column] = math.nan if value is None else float(value)
     out["id"] = str(out["id"])
+    for column in ("pism_level", "cmab_level"):
+        if out[column] is None:  # a null (JSON null, parquet null) reads as "did not run", like ""
+            out[column] = ""
     return out
 
 
@@ -78,7 +88,35 @@ class ScoreWriter:
         os.makedirs(self.parts_dir, exist_ok=True)
         for leftover in glob.glob(os.path.join(self.parts_dir, "*.tmp-*")):
             os.remove(leftover)  # a part a crash left half-written: its batch is scored again
-        self._parts = sorted(glob.glob(os.path.join(self.parts_dir, "part-*.parquet")))
+        self.corrupt_parts: list[dict[str, Any]] = []  # parts moved aside, for the job's summary
+        self._parts = [p for p in sorted(glob.glob(os.path.join(self.parts_dir, "part-*.parquet")))
+                       if self._readable(p)]
+        # Numbers go on after the highest ever used (moved-aside parts included): counting the
+        # parts would reuse the name of a live part once one before it is gone.
+        used = [int(m.group(1)) for p in os.listdir(self.parts_dir) if (m := _PART_NUMBER.match(p))]
+        self._next = max(used, default=-1) + 1
+
+    def _readable(self, path: str) -> bool:
+        """True for a part that reads whole; else it is moved aside, recorded and logged."""
+        try:
+            pq.read_table(path)  # every page, not just the footer: a part is useless unless all of it reads
+            return True
+        except (OSError, pa.ArrowException) as e:
+            error = f"{type(e).__name__}: {e}"
+        try:  # the footer may have survived a damaged page; a truncated file has none
+            rows = pq.ParquetFile(path).metadata.num_rows
+        except (OSError, pa.ArrowException):
+            rows = None
+        aside, n = f"{path}.corrupt", 1
+        while os.path.exists(aside):  # an earlier run's bad part of the same name: keep both
+            n += 1
+            aside = f"{path}.corrupt-{n}"
+        os.rename(path, aside)
+        self.corrupt_parts.append({"part": path, "moved_to": aside, "rows": rows, "error": error})
+        log.warning("score file part %s is unreadable (%s); moved it to %s and scoring %s again",
+                    path, error, aside, f"its {rows} rows" if rows is not None else
+                    "its rows (how many is unknown: its footer, which holds the count, is unreadable too)")
+        return False
 
     def done_ids(self) -> set[str]:
         """Ids already scored by an earlier run of the job in this workdir."""
@@ -92,9 +130,10 @@ class ScoreWriter:
             return None
         rows = [_normalise(r, i) for i, r in enumerate(records)]
         table = pa.Table.from_pylist(rows, schema=SCHEMA)
-        path = os.path.join(self.parts_dir, f"part-{len(self._parts):06d}.parquet")
+        path = os.path.join(self.parts_dir, f"part-{self._next:06d}.parquet")
         _atomic_write_table(table, path)
         self._parts.append(path)
+        self._next += 1
         return path
 
     def finish(self, jsonl: bool = False, update=None) -> str:
@@ -118,6 +157,9 @@ class ScoreWriter:
                     f.write(json.dumps(_jsonable(row)) + "\n")
             os.replace(tmp, out)
         return path
+
+
+_PART_NUMBER = re.compile(r"part-(\d+)\.parquet")
 
 
 def _jsonable(row: Mapping[str, Any]) -> dict[str, Any]:

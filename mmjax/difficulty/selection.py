@@ -25,13 +25,15 @@ import numpy as np
 
 from mmjax.config_help import help_text
 from mmjax.difficulty import cmab, pism
-from mmjax.difficulty.score_file import read_scores
+from mmjax.difficulty.score_file import SCORES, read_scores
 
 log = logging.getLogger(__name__)
 
 LEVELS = cmab.LEVELS  # unsolved, easy, medium, hard (SPEC 2.1 / 2.2)
 LEVEL_ALIASES = {"mid+hard": ("medium", "hard")}  # SPEC 2.4's medium + hard training set
 NOT_RUN = "not_run"  # how counts show a record whose method did not run (level "" in the file)
+# What a stored level column may hold ("" = the method did not run; read_scores reads null as "").
+STORED_LEVELS = {"pism": LEVELS + ("",), "cmab": LEVELS + (cmab.UNSCORED, "")}
 SUBSETS = ("full", "random", "levels")
 METHODS = {"pism": ("pism",), "cmab": ("cmab",), "pism+cmab": ("pism", "cmab")}
 COMBINES = ("both", "either")
@@ -186,7 +188,10 @@ def _columns(records: Sequence[Mapping[str, Any]], score_file: str) -> dict[str,
                              f"record (e.g. {repeated[:10].tolist()}); merge or rescore it")
 
     def column(name, dtype):
-        return np.asarray([records[i][name] for i in order], dtype)
+        values = [records[i][name] for i in order]
+        if name.endswith("_level"):
+            values = ["" if v is None else v for v in values]  # as read_scores reads a null
+        return np.asarray(values, dtype)
 
     return {"source_row": rows, "id": column("id", object), "lambda_star": column("lambda_star", np.float64),
             "pism_level": column("pism_level", object), "cmab_paper": column("cmab_paper", np.float64),
@@ -220,9 +225,35 @@ def _counts(levels: np.ndarray) -> dict[str, int]:
 
 # ---- selection ------------------------------------------------------------------------------
 
+def check_stored_levels(records: Sequence[Mapping[str, Any]], methods: Sequence[str], score_file: str) -> None:
+    """Raise SelectionError at the first record whose stored level of one of `methods` is no level.
+
+    Such a value matches no wanted level, so without this its row would quietly drop out of
+    every levels subset (it showed only in the counts). Checked in every threshold mode: the
+    value/quantile modes still read the stored column to tell rows a method did not run.
+    Records are in file order: record i is row i + 1 of the file (its line, in a JSONL file
+    without blank lines).
+    """
+    for method in methods:
+        allowed = STORED_LEVELS[method]
+        column = f"{method}_level"
+        bad = [i for i, r in enumerate(records) if r[column] is not None and r[column] not in allowed]
+        if not bad:
+            continue
+        first = records[bad[0]]
+        name = os.path.join(score_file, SCORES) if score_file and os.path.isdir(score_file) else score_file
+        more = f"; {len(bad) - 1} more rows have unknown {column} values" if len(bad) > 1 else ""
+        raise SelectionError(
+            f"score file {name or '?'}: row {bad[0] + 1} (id {first['id']!r}, source row {first['source_row']}) "
+            f"has {column} {first[column]!r}, which is not a level: allowed are "
+            f"{', '.join(repr(v) for v in allowed if v)} or '' (not scored){more}; rescore the file or fix "
+            f"the value")
+
+
 def select(records: Sequence[Mapping[str, Any]], config: SelectionConfig, *, data_file: str = "") -> Selection:
     """The rows `config` picks from score `records` (their source_row values) and the level mix."""
     score_file = config.score_file
+    check_stored_levels(records, config.methods, score_file)
     columns = _columns(records, score_file)
     levels = {m: method_levels(columns, m, config) for m in config.methods}
     available = {m: _counts(lv) for m, lv in levels.items()}

@@ -10,12 +10,13 @@ samples with `mmjax.difficulty.scoring.Scorer` and writes, in the workdir:
   scores.parquet      every record, merged when the job ends (scores.jsonl too with
                       score.write_jsonl)
   score_summary.json  record and level counts, skipped rows by reason with their file:line,
-                      samples per second
+                      samples per second, unreadable parts moved aside ("corrupt_parts")
   pism_survival.png, levels.png, cmab_scores.png   (`mmjax.difficulty.plots`)
 
 Resuming: a rerun in the same workdir skips the ids already in scores.parts and scores
 the rest, so a crash loses at most the batch in flight; the batches after it are the same
-as the first run's, and so are their records (`scoring` module doc: determinism).
+as the first run's, and so are their records (`scoring` module doc: determinism). A part
+that does not read (truncated) is renamed <part>.corrupt, kept, and its rows scored again.
 
 Bad rows (a corrupt or missing image, no solution, a prompt over max_prompt_length, a
 reward that raises) are skipped, counted and named with their file:line, or raise naming
@@ -217,6 +218,9 @@ def run(config, workdir: str, *, tok=None, holder=None,
         "samples_per_second": scored / loop_seconds if loop_seconds > 0 and scored else 0.0,
         "seconds": time.perf_counter() - t0,
         "files": {"scores": path, "plots": pictures},
+        # {part, moved_to, rows (None: unknown), error}: ScoreWriter set them aside; their rows
+        # were not done, so they are among scored_this_run
+        "corrupt_parts": writer.corrupt_parts,
     }
     with open(os.path.join(workdir, SUMMARY), "w") as f:
         json.dump(summary, f, indent=2)
@@ -225,4 +229,6 @@ def run(config, workdir: str, *, tok=None, holder=None,
     print(f"score: skipped {summary['skipped_total']} rows {summary['skipped']}" + (
         f"; first: {skipped_rows[0]}" if skipped_rows else ""))
     print(f"score: PISM levels {summary['pism_levels']}; CMAB levels {summary['cmab_levels']}")
+    for bad in writer.corrupt_parts:
+        print(f"score: unreadable part {bad['part']} was moved to {bad['moved_to']} and its rows scored again")
     return summary

@@ -5,12 +5,16 @@ from __future__ import annotations
 import json
 import os
 import re
+import struct
 import subprocess
 import sys
+import warnings
+import zlib
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from PIL import Image
 
 from mmjax.data import pipeline, sources
 from mmjax.data.skips import DataError, Skipped
@@ -194,3 +198,62 @@ def test_a_strict_transform_error_names_the_file_and_line_and_chains_the_cause()
     dataset = pipeline.build_dataset(_Rows(), [_explode_on_third], _config())
     assert [s["where"] for s in dataset] == ["rows.jsonl:1", "rows.jsonl:2", "rows.jsonl:4"]
     assert pipeline.skip_counter(dataset).counts == {"transform_error": 1}
+
+
+def _blank_png(width: int, height: int) -> bytes:
+    """A valid 1-bit grey PNG of zeros, written by hand: PIL would hold width x height bytes to save it."""
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    packer, scanline = zlib.compressobj(9), b"\0" * (1 + (width + 7) // 8)  # filter byte + packed bits
+    idat = b"".join(packer.compress(scanline * 1000) for _ in range(height // 1000))
+    idat += packer.compress(scanline * (height % 1000)) + packer.flush()
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0))
+            + chunk(b"IDAT", idat) + chunk(b"IEND", b""))
+
+
+def test_an_image_too_large_to_decode_is_unreadable_at_its_file_line_and_name(image_dir):
+    # 20000 x 20000 (the issue's case) is over PIL's default refusal limit, 2 x MAX_IMAGE_PIXELS;
+    # the file is ~50 kB and its header alone decides, so nothing large is ever allocated.
+    with open(os.path.join(image_dir, "imgs", "huge.png"), "wb") as f:
+        f.write(_blank_png(20000, 20000))
+    huge = {"images": ["imgs/huge.png"], "prompt": "<image>?", "solution": "1"}
+    path = write_jsonl(os.path.join(image_dir, "huge.jsonl"), [GOOD, huge, GOOD])
+    source = sources.JsonlSource(path)
+    got = source[1]
+    assert isinstance(got, Skipped), got
+    limit = 2 * Image.MAX_IMAGE_PIXELS
+    assert (got.reason, got.where) == ("image_unreadable", f"{path}:2 (imgs/huge.png)")
+    assert got.detail.startswith(f"too large to decode (20000 x 20000 = 400000000 pixels > PIL's limit of {limit}")
+    assert "MAX_IMAGE_PIXELS" in got.detail
+    assert str(got).startswith(f"image_unreadable at {path}:2 (imgs/huge.png): too large to decode")
+
+    # Through the pipeline: counted as image_unreadable (not read_error at JsonlSource(...)[1]).
+    dataset = pipeline.build_dataset(source, [], _config())
+    assert [s["where"] for s in dataset] == [f"{path}:1", f"{path}:3"]
+    assert pipeline.skip_counter(dataset).counts == {"image_unreadable": 1}
+    with pytest.raises(DataError, match=re.escape(f"image_unreadable at {path}:2 (imgs/huge.png): too large")):
+        list(pipeline.build_dataset(sources.JsonlSource(path, strict=True), [], _config(strict=True)))
+
+
+def test_pils_limit_steps_refuse_over_twice_and_decode_with_a_named_warning_between(image_dir, monkeypatch,
+                                                                                     caplog):
+    path = write_jsonl(os.path.join(image_dir, "limit.jsonl"), [GOOD])  # coffee.png: 150 x 100 = 15000 pixels
+    # Between 1x and 2x PIL only warns: decoded, as PIL does, and the warning names the row and image.
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 10000)
+    with pytest.warns(Image.DecompressionBombWarning):
+        row = sources.JsonlSource(path)[0]
+    assert not isinstance(row, Skipped) and row["images"][0].shape == (100, 150, 3)
+    assert f"{path}:1 (imgs/coffee.png): 150 x 100 image is over PIL.Image.MAX_IMAGE_PIXELS = 10000" in caplog.text
+    # Over 2x: refused by PIL, skipped with the size and the limit in force.
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 7000)
+    got = sources.JsonlSource(path)[0]
+    assert isinstance(got, Skipped) and got.where == f"{path}:1 (imgs/coffee.png)"
+    assert got.detail.startswith("too large to decode (150 x 100 = 15000 pixels > PIL's limit of 14000")
+    # Warnings made errors (python -W error): PIL raises its warning; the same named skip.
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 10000)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        got = sources.JsonlSource(path)[0]
+    assert isinstance(got, Skipped) and got.where == f"{path}:1 (imgs/coffee.png)"
+    assert got.detail.startswith("too large to decode (150 x 100 = 15000 pixels > PIL.Image.MAX_IMAGE_PIXELS = 10000")

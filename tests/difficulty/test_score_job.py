@@ -4,10 +4,13 @@ resume, plots, skips and strict mode (SPEC 2.1, 2.2; issue 10 items 1 and 5)."""
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
+import shutil
 
 import numpy as np
+import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
@@ -281,3 +284,53 @@ def test_config_errors_name_the_field(data, pieces, tmp_path):
         c = _config(data)
         c.score.ratio = 0.5
         score_job.run(c, str(tmp_path), tok=tok, holder=holder)
+
+
+def test_a_truncated_part_is_moved_aside_and_its_rows_scored_again(reference, data, pieces, tmp_path, caplog):
+    ref_dir, _, _ = reference
+    tok, holder = pieces
+    workdir = str(tmp_path)
+    parts = os.path.join(workdir, score_file.PARTS_DIR)
+    shutil.copytree(os.path.join(ref_dir, score_file.PARTS_DIR), parts)  # a finished run's parts
+    bad = os.path.join(parts, "part-000001.parquet")
+    lost = pq.read_table(bad).column("id").to_pylist()
+    whole = open(bad, "rb").read()
+    with open(bad, "wb") as f:
+        f.write(whole[: len(whole) // 2])  # a disk that filled up, a copy cut short
+    with caplog.at_level(logging.WARNING, logger=score_file.__name__):
+        summary = score_job.run(_config(data), workdir, tok=tok, holder=holder)
+    # Kept aside byte for byte, never deleted; no live part took its name.
+    assert open(bad + ".corrupt", "rb").read() == whole[: len(whole) // 2] and not os.path.exists(bad)
+    assert f"score file part {bad} is unreadable" in caplog.text and f"moved it to {bad}.corrupt" in caplog.text
+    assert summary["scored_this_run"] == len(lost) == 2 and summary["already_scored"] == len(GOOD) - len(lost)
+    assert [(c["part"], c["moved_to"], c["rows"]) for c in summary["corrupt_parts"]] == [(bad, bad + ".corrupt", None)]
+    written = json.load(open(os.path.join(workdir, "score_summary.json")))
+    assert written["corrupt_parts"][0]["moved_to"] == bad + ".corrupt"
+    # The rescored rows equal the lost ones: the merged file equals the uninterrupted run's.
+    _same(score_file.read_scores(workdir), score_file.read_scores(ref_dir))
+
+
+def _part_record(i: int) -> dict:
+    return {"id": str(i), "source_row": i, "where": f"d.jsonl:{i + 1}", "task": "math", "ratios": [0.0],
+            "passes": [1], "attempts": 1, "lambda_star": math.nan, "pism_level": "easy", "cmab_paper": math.nan,
+            "cmab_code": math.nan, "cmab_level": "", "correct": True}
+
+
+def test_a_corrupt_part_never_overwrites_an_earlier_one_or_a_live_part(tmp_path, caplog):
+    writer = score_file.ScoreWriter(str(tmp_path))
+    for i in range(3):
+        writer.write([_part_record(i)])
+    parts = tmp_path / score_file.PARTS_DIR
+    (parts / "part-000000.parquet.corrupt").write_bytes(b"an earlier run's bad part 0")
+    (parts / "part-000000.parquet").write_bytes(b"garbage, not parquet")
+    third = (parts / "part-000002.parquet").read_bytes()
+    writer = score_file.ScoreWriter(str(tmp_path))
+    assert writer.done_ids() == {"1", "2"}
+    assert (parts / "part-000000.parquet.corrupt").read_bytes() == b"an earlier run's bad part 0"
+    assert (parts / "part-000000.parquet.corrupt-2").read_bytes() == b"garbage, not parquet"
+    assert [c["moved_to"] for c in writer.corrupt_parts] == [str(parts / "part-000000.parquet.corrupt-2")]
+    assert "how many is unknown" in caplog.text
+    # The next part is numbered after the highest (3 parts minus one moved aside would reuse part-000002).
+    assert writer.write([_part_record(0)]) == str(parts / "part-000003.parquet")
+    assert (parts / "part-000002.parquet").read_bytes() == third
+    assert [r["id"] for r in score_file.read_scores(writer.finish())] == ["0", "1", "2"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 
 import numpy as np
 import pytest
@@ -350,3 +351,46 @@ def test_the_grpo_job_writes_the_selection_to_its_workdir(tiny_jsonl, tiny_model
     assert (written["selected"], written["total"], written["source_rows"]) == (2, 6, [0, 5])
     assert written["mix"] == {"pism": {"medium": 1, "hard": 1}} and written["available"]["pism"]["easy"] == 4
     assert written["score_file"] == path and written["data_file"] == tiny_jsonl
+
+
+def test_an_unknown_stored_level_is_an_error_naming_the_file_row_id_and_value(tiny_jsonl, tmp_path):
+    source = sources.JsonlSource(tiny_jsonl)
+    path = _score_file(tmp_path, range(6), levels={1: "hard", 3: "EASY!", 4: "hard"})
+    for subset in ("levels", "full"):  # "full" reads the levels for its mix: it had shown up only there
+        with pytest.raises(sel.SelectionError) as e:
+            sel.apply(source, sel.SelectionConfig(score_file=path, subset=subset))
+        assert str(e.value) == (
+            f"score file {path}: row 4 (id 'd', source row 3) has pism_level 'EASY!', which is not a level: "
+            "allowed are 'unsolved', 'easy', 'medium', 'hard' or '' (not scored); rescore the file or fix the value")
+    # The scoring workdir named instead of the file: the file is named all the same.
+    with pytest.raises(sel.SelectionError, match=re.escape(f"score file {path}: row 4")):
+        sel.apply(source, sel.SelectionConfig(score_file=str(tmp_path / "score"), threshold_mode="value"))
+    # The jobs turn it into one config error line.
+    c = _data_config(tiny_jsonl, score_file=path, subset="levels", levels="mid+hard")
+    with pytest.raises(setup.ConfigFieldError, match=r"config.data.selection: score file .*row 4 .*'EASY!'"):
+        setup.selected_source(c.data)
+
+
+def test_stored_levels_a_method_may_hold_and_the_columns_checked(tmp_path):
+    # A JSONL score file: its rows are its lines. "unscored" is a CMAB level only; null = not run.
+    records = [_record(r, "easy", 0.8, "easy", 0.05) for r in range(4)]
+    records[1]["cmab_level"] = "unscored"
+    records[2]["cmab_level"] = None
+    records[3]["cmab_level"] = "Hard"
+    path = tmp_path / "scores.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    got = sel.read_scores(str(path))
+    config = dict(score_file=str(path), subset="levels", levels="easy")
+    with pytest.raises(sel.SelectionError, match=re.escape(f"score file {path}: row 4 (id 'r3', source row 3) "
+                                                           "has cmab_level 'Hard'") + ".*'unscored' or ''"):
+        sel.select(got, sel.SelectionConfig(method="pism+cmab", **config))
+    # PISM alone never reads cmab_level: the selection goes on.
+    assert _rows(sel.select(got, sel.SelectionConfig(method="pism", **config))) == [0, 1, 2, 3]
+    got[3]["cmab_level"] = "hard"
+    picked = sel.select(got, sel.SelectionConfig(method="cmab", **config))
+    assert _rows(picked) == [0] and picked.available["cmab"] == {"easy": 1, "hard": 1, "unscored": 1, "not_run": 1}
+    for r in got:
+        r["pism_level"] = "unscored"
+    with pytest.raises(sel.SelectionError, match=r"row 1 \(id 'r0', source row 0\) has pism_level 'unscored'.*"
+                                                 r"; 3 more rows have unknown pism_level values"):
+        sel.select(got, sel.SelectionConfig(method="pism", **config))
