@@ -43,6 +43,7 @@ from mmjax.difficulty import pism as pism_lib
 from mmjax.difficulty import plots, score_file, scoring
 from mmjax.jobs import setup
 from mmjax.processing import special_token_ids
+from mmjax.train import preemption
 
 log = logging.getLogger(__name__)
 
@@ -176,7 +177,7 @@ def run(config, workdir: str, *, tok=None, holder=None,
     done = writer.done_ids()
     scored, batches = 0, 0
     t_loop = time.perf_counter()
-    with _progress(len(source), job.progress) as bar:
+    with _progress(len(source), job.progress) as bar, preemption.StopOnSignal() as stop:
         bar.set_postfix(resumed=len(done))
         try:
             for batch in _batches(samples, done, data.batch_size, bool(data.strict), read_skips, skips, bar):
@@ -186,6 +187,8 @@ def run(config, workdir: str, *, tok=None, holder=None,
                 if on_batch is not None:
                     on_batch(batches, records)
                 batches += 1
+                if stop.reached(batches):  # a signal: the batch in flight is scored and its part written
+                    raise preemption.Preempted(batches, what=f"the scores of {scored} rows, in {writer.parts_dir}")
                 if job.max_batches and batches >= job.max_batches:
                     log.warning("score: stopping after score.max_batches=%d batches; rerun to resume",
                                 job.max_batches)

@@ -8,6 +8,7 @@ import logging
 import math
 import os
 import shutil
+import signal
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -17,10 +18,11 @@ from PIL import Image
 from configs import difficulty_score
 from mmjax import rewards
 from mmjax.data.skips import DataError
-from mmjax.difficulty import cmab, score_file
+from mmjax.difficulty import cmab, score_file, scoring
 from mmjax.jobs import score as score_job
 from mmjax.jobs import setup
 from mmjax.models import sampler
+from mmjax.train import preemption
 
 K = 2
 RATIOS = (0.0, 0.5)
@@ -188,6 +190,28 @@ def test_resume_after_a_stop_and_a_crash_equals_one_run(reference, data, pieces,
         score_job.run(_config(data), workdir, tok=tok, holder=holder, on_batch=crash)
     last = score_job.run(_config(data), workdir, tok=tok, holder=holder)
     assert last["already_scored"] == 4 and last["scored_this_run"] == 2
+    _same(score_file.read_scores(workdir), score_file.read_scores(ref_dir))
+
+
+def test_sigterm_mid_batch_writes_that_batch_and_the_rerun_equals_one_run(reference, data, pieces, tmp_path,
+                                                                         monkeypatch):
+    ref_dir, _, _ = reference
+    tok, holder = pieces
+    workdir = str(tmp_path)
+    score = scoring.Scorer.score
+
+    def signalled_while_scoring(self, batch):
+        os.kill(os.getpid(), signal.SIGTERM)  # arrives in the middle of the first batch
+        return score(self, batch)
+
+    monkeypatch.setattr(scoring.Scorer, "score", signalled_while_scoring)
+    with pytest.raises(preemption.Preempted, match="after step 1"):
+        score_job.run(_config(data), workdir, tok=tok, holder=holder)
+    monkeypatch.setattr(scoring.Scorer, "score", score)
+    assert len(score_file.ScoreWriter(workdir).done_ids()) == 2  # the batch in flight was finished and kept
+    assert not os.path.exists(os.path.join(workdir, "scores.parquet"))  # no merge of a stopped run
+    last = score_job.run(_config(data), workdir, tok=tok, holder=holder)
+    assert last["already_scored"] == 2 and last["scored_this_run"] == 4
     _same(score_file.read_scores(workdir), score_file.read_scores(ref_dir))
 
 
