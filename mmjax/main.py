@@ -4,7 +4,9 @@ Config as code (big_vision style): `--config configs/x.py:arg` picks a variant a
 `--config.a.b=value` overrides a field. The job is chosen by `config.mode`.
 
 A mistake on the command line (a missing config file, an unknown field, a value outside a
-field's allowed set) is one line on stderr and exit status 2, not a traceback.
+field's allowed set, an input path that does not exist: mmjax.jobs.preflight) is one line on
+stderr and exit status 2, not a traceback. So is a workdir another run is using: a run holds
+`<workdir>/.mmjax.lock` while its job runs (mmjax.jobs.workdir_lock).
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ from collections.abc import Callable, Collection
 from absl import app, flags
 from absl import logging as absl_logging
 from ml_collections import config_flags
+
+from mmjax.jobs import preflight, workdir_lock
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Path to a configs/<recipe>.py file.",
                                           lock_config=True)
@@ -173,14 +177,26 @@ def main(argv):
     if not flags.FLAGS["verbosity"].present:  # Orbax logs every save at INFO; --verbosity=0 brings it back
         absl_logging.set_verbosity(absl_logging.WARNING)
     workdir = _WORKDIR.value or os.path.join("/tmp", "mmjax", config.mode)
-    os.makedirs(workdir, exist_ok=True)
-    _maybe_initialize_distributed()
+    try:  # every input path, before anything is built: a missing file is not news 30 s in
+        preflight.check_inputs(config, workdir)
+    except preflight.PreflightError as e:
+        _fail(str(e))
+    try:
+        os.makedirs(workdir, exist_ok=True)
+    except OSError as e:  # e.g. no permission: what preflight cannot see without trying
+        _fail(f"--workdir {workdir}: cannot create it: {e.strerror or e}")
+    process_index = _maybe_initialize_distributed()  # before the lock: only process 0 takes it
+    try:
+        lock = workdir_lock.hold(workdir, config, process_index)
+    except workdir_lock.WorkdirLocked as e:
+        _fail(str(e))
     logging.info("mode=%s workdir=%s", config.mode, workdir)
     from mmjax.jobs.setup import ConfigFieldError
-    try:
-        _modes()[config.mode](config, workdir)
-    except ConfigFieldError as e:
-        _fail(str(e))
+    with lock:
+        try:
+            _modes()[config.mode](config, workdir)
+        except ConfigFieldError as e:
+            _fail(str(e))
 
 
 # Set by launchers (or by hand) when one job spans several processes, as on a TPU pod slice
@@ -189,8 +205,9 @@ def main(argv):
 _DISTRIBUTED_ENV = ("JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES", "JAX_PROCESS_ID")
 
 
-def _maybe_initialize_distributed() -> None:
-    """jax.distributed.initialize() when the environment describes several processes."""
+def _maybe_initialize_distributed() -> int:
+    """jax.distributed.initialize() when the environment describes several processes; this
+    process's index (0 when it is the only one)."""
     import jax
     if os.environ.get("JAX_COORDINATOR_ADDRESS"):
         jax.distributed.initialize(
@@ -199,6 +216,9 @@ def _maybe_initialize_distributed() -> None:
             process_id=int(os.environ.get("JAX_PROCESS_ID", "0")))
     elif os.environ.get("SLURM_NTASKS", "1") != "1" or os.environ.get("TPU_WORKER_HOSTNAMES"):
         jax.distributed.initialize()
+    else:
+        return 0  # one process: no need to start the backend (jax.process_index) to know it
+    return jax.process_index()
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 import os
 import subprocess
 import sys
+import time
 
 import ml_collections
 import pytest
@@ -43,3 +44,108 @@ def test_validate_checks_registered_fields_only_where_present(monkeypatch):
     config.model.dtype = "float16"
     with pytest.raises(ValueError, match=r"config\.model\.dtype='float16' is not one of \['bfloat16', 'float32'\]"):
         cli.validate(config)
+
+
+# ---- input paths are checked before anything is built (mmjax.jobs.preflight) ------------------
+
+def _error_line(args, workdir) -> tuple[str, float]:
+    """Run the CLI; assert exit 2 with one error line and no traceback; the line and the seconds taken."""
+    start = time.monotonic()
+    proc = subprocess.run([sys.executable, "-m", "mmjax.main", *args, "--workdir", str(workdir)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    took = time.monotonic() - start
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr, proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("mmjax.main: error: "), proc.stderr
+    return lines[0], took
+
+
+def test_a_workdir_that_is_a_file_is_one_line(tmp_path):
+    workdir = tmp_path / "w"
+    workdir.write_text("not a folder")
+    line, _ = _error_line(["--config", "configs/demo.py"], workdir)
+    assert line.endswith(f"--workdir {workdir}: exists and is not a directory")
+    line, _ = _error_line(["--config", "configs/demo.py"], workdir / "run")
+    assert line.endswith(f"--workdir {workdir / 'run'}: {workdir} is not a directory")
+
+
+@pytest.mark.parametrize("overrides,expected", [
+    (["--config.data.source=jsonl", "--config.data.path={missing}/train.jsonl"],
+     "config.data.path='{missing}/train.jsonl': no such file"),
+    (["--config.model.hf_dir={missing}/Qwen2.5-VL-7B-Instruct"],
+     "config.model.hf_dir='{missing}/Qwen2.5-VL-7B-Instruct': no such directory"),
+    (["--config.init_from={missing}/sft_run"], "config.init_from='{missing}/sft_run': no such directory"),
+    (["--config.data.selection.score_file={missing}/scores.parquet"],
+     "config.data.selection.score_file='{missing}/scores.parquet': no such file or directory"),
+])
+def test_a_missing_input_fails_fast_naming_the_field(tmp_path, overrides, expected):
+    missing = tmp_path / "missing"
+    workdir = tmp_path / "w"
+    line, took = _error_line(["--config", "configs/demo.py", *(o.format(missing=missing) for o in overrides)],
+                             workdir)
+    assert expected.format(missing=missing) in line, line
+    assert not workdir.exists()  # refused before the workdir (let alone the model) was made
+    assert took < 10, took  # a model build alone took 8-28 s before the path was read
+
+
+def test_a_missing_benchmark_file_is_one_line(tmp_path):
+    line, _ = _error_line(["--config", "configs/eval.py:tiny", "--config.eval.benchmarks.mmstar=nope/mmstar.jsonl"],
+                          tmp_path / "w")
+    assert f"config.eval.benchmarks.mmstar='nope/mmstar.jsonl': no such file (relative to {ROOT})" in line
+
+
+def _config(**fields):
+    """recipe.base() with `fields` set: data__path="x" sets config.data.path = "x"."""
+    from mmjax.jobs import recipe
+    config = recipe.base()
+    for name, value in fields.items():
+        *parents, key = name.split("__")
+        node = config
+        for part in parents:
+            node = node[part]
+        node[key] = value
+    return config
+
+
+def test_preflight_checks_the_kind_of_each_path(tmp_path):
+    from mmjax.jobs import preflight
+    a_file, a_dir = tmp_path / "rows.jsonl", tmp_path / "images"
+    a_file.write_text("{}\n")
+    a_dir.mkdir()
+    workdir = str(tmp_path / "w")
+    cases = [
+        (dict(data__source="jsonl", data__path=str(a_dir)),
+         f"config.data.path={str(a_dir)!r} is a directory, not a file"),
+        (dict(data__source="image_folder", data__path=str(a_file)),
+         f"config.data.path={str(a_file)!r} is a file, not a directory"),
+        (dict(data__source="parquet"), "config.data.source='parquet' needs config.data.path"),
+        (dict(data__data_root=str(tmp_path / "nope")), "config.data.data_root="),
+        (dict(data__selection__score_file=str(a_dir)), f"{str(a_dir)!r}: a folder without scores.parquet"),
+    ]
+    for fields, expected in cases:
+        with pytest.raises(preflight.PreflightError) as err:
+            preflight.check_inputs(_config(**fields), workdir)
+        assert expected in str(err.value), (fields, str(err.value))
+    for fields in (dict(data__source="jsonl", data__path=str(a_file)),
+                   dict(data__source="rgbd_folder", data__path=str(a_dir)),
+                   dict(data__source="image_folder", data__path=str(a_dir)), dict(data__source="colour_choice")):
+        preflight.check_inputs(_config(**fields), workdir)  # all there
+
+
+def test_preflight_skips_the_inputs_a_mode_does_not_read(tmp_path):
+    from mmjax.jobs import preflight
+    missing = str(tmp_path / "missing")
+    # score rates every row (no selection); eval reads benchmark files, not config.data.
+    preflight.check_inputs(_config(mode="score", data__selection__score_file=missing), str(tmp_path))
+    preflight.check_inputs(_config(mode="eval", data__source="jsonl", data__path=missing), str(tmp_path))
+    with pytest.raises(preflight.PreflightError, match="config.model.hf_dir"):
+        preflight.check_inputs(_config(mode="eval", model__hf_dir=missing), str(tmp_path))
+
+
+def test_preflight_knows_every_source_and_the_score_file_name():
+    from mmjax.difficulty import score_file
+    from mmjax.jobs import preflight, setup
+    synthetic = {"colour_choice", "shapes_vqa"}  # read no path
+    assert set(preflight.PATH_KINDS) | synthetic == set(setup.SOURCES)
+    assert preflight.SCORES == score_file.SCORES

@@ -30,6 +30,7 @@ def base() -> ml_collections.ConfigDict:
     # a training workdir (its newest checkpoint's params; the optimizer starts fresh), one
     # checkpoint directory, or an HF folder (mmjax.jobs.setup.model). "" = off.
     c.init_from = ""
+    c.force_unlock = False  # take over a workdir lock left by a run on another host (mmjax.jobs.workdir_lock)
 
     c.model = ml_collections.ConfigDict()
     c.model.preset = "tiny"  # mmjax.models.qwen2_5_vl.PRESETS (BENCH.md tiny), used without hf_dir
