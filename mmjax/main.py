@@ -7,6 +7,9 @@ A mistake on the command line (a missing config file, an unknown field, a value 
 field's allowed set, an input path that does not exist: mmjax.jobs.preflight) is one line on
 stderr and exit status 2, not a traceback. So is a workdir another run is using: a run holds
 `<workdir>/.mmjax.lock` while its job runs (mmjax.jobs.workdir_lock).
+
+Exit status: 0 done, 2 a command-line mistake, 75 stopped by SIGTERM / SIGINT after saving
+(mmjax.train.preemption: rerun the same command to resume), 1 anything else.
 """
 
 from __future__ import annotations
@@ -192,11 +195,15 @@ def main(argv):
         _fail(str(e))
     logging.info("mode=%s workdir=%s", config.mode, workdir)
     from mmjax.jobs.setup import ConfigFieldError
+    from mmjax.train.preemption import PREEMPTED_EXIT_CODE, Preempted
     with lock:
         try:
             _modes()[config.mode](config, workdir)
         except ConfigFieldError as e:
             _fail(str(e))
+        except Preempted as e:  # a signal: the work so far is saved; a scheduler may requeue on 75
+            print(f"{_PROG}: {e} (exit status {PREEMPTED_EXIT_CODE})", file=sys.stderr)
+            sys.exit(PREEMPTED_EXIT_CODE)
 
 
 # Set by launchers (or by hand) when one job spans several processes, as on a TPU pod slice

@@ -103,11 +103,12 @@ def model(config, tok):
 
 
 def _init_from(path: str, m, tok, options, mesh=None):
-    """The holder of config.init_from: a training workdir (params of its newest finished step),
-    one checkpoint directory (a step of one, or `save_model`'s), or an HF folder. Params only:
-    the job's optimizer starts fresh. The architecture is the checkpoint's own."""
+    """The holder of config.init_from: a training workdir (params of its newest step that
+    restores; a newer unreadable one is skipped with a warning naming it, and left in place:
+    that workdir is another run's), one checkpoint directory (a step of one, or
+    `save_model`'s), or an HF folder. Params only: the job's optimizer starts fresh. The
+    architecture is the checkpoint's own."""
     import jax.numpy as jnp
-    import orbax.checkpoint as ocp
     from mmjax.train import checkpoints
     dtype, compute = m.dtype, m.compute_dtype or None
     what = ("expected a training workdir (with checkpoints/), a checkpoint directory or an HF folder "
@@ -120,16 +121,22 @@ def _init_from(path: str, m, tok, options, mesh=None):
     if hf_folder and not os.path.isdir(runs):  # a workdir has a config.json too: the run's own config
         holder = qwen2_5_vl.load_hf(path, dtype=dtype, compute_dtype=compute, mesh=mesh, **options)
     else:
-        step_dir = path
         if os.path.isdir(runs):
-            steps = sorted(ocp.utils.checkpoint_steps(runs))
-            if not steps:
+            try:  # newest first, as a resumed run does; moves nothing aside
+                found = checkpoints.restore_newest(runs, checkpoints.restore_model)
+            except qwen2_5_vl.CheckpointError as e:  # every step failed: e lists each one and why
+                raise ConfigFieldError(f"config.init_from={path!r}: {e}") from None
+            if found is None:
                 raise ConfigFieldError(f"config.init_from={path!r}: {runs} holds no finished checkpoint")
-            step_dir = os.path.join(runs, str(steps[-1]))
-        try:
-            ckpt = checkpoints.restore_model(step_dir)
-        except (qwen2_5_vl.CheckpointError, FileNotFoundError) as e:
-            raise ConfigFieldError(f"config.init_from={path!r}: {e}; {what}") from None
+            ckpt = found[1]
+        else:
+            try:
+                ckpt = checkpoints.restore_model(path)
+            except (qwen2_5_vl.CheckpointError, FileNotFoundError) as e:
+                raise ConfigFieldError(f"config.init_from={path!r}: {e}; {what}") from None
+            except Exception as e:  # noqa: BLE001  a damaged array file (tensorstore's ValueError, ...)
+                raise ConfigFieldError(f"config.init_from={path!r}: cannot be restored "
+                                       f"({type(e).__name__}: {str(e)[:300]})") from None
         params = jax.device_put(jax.tree.map(lambda a: a.astype(jnp.dtype(dtype)), ckpt.params))
         holder = qwen2_5_vl.Qwen2_5_VL(ckpt.config, params, compute or dtype, hf_layout=ckpt.hf_layout, **options)
     ids, cfg = special_token_ids(tok), holder.config

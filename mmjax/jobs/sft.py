@@ -88,9 +88,15 @@ def build_learner(config, workdir: str, tok=None, holder=None, source=None) -> S
 
 
 def run(config, workdir: str) -> dict:
+    from mmjax.train import checkpoints
     setup.write_resolved_config(config, workdir)
-    learner = build_learner(config, workdir)
+    tok = setup.tokenizer(config)
+    learner = build_learner(config, workdir, tok=tok)
     n_params = sum(x.size for x in jax.tree.leaves(learner.model.params))
     log.info("SFT: %.2f M params on %s, %d steps, workdir %s", n_params / 1e6, jax.devices(),
              learner.cfg.max_steps, workdir)
-    return learner.train()
+    metrics = learner.train()
+    # The model to evaluate or serve, as the demo leaves it; a resumed run replaces it whole.
+    out = checkpoints.export_hf(workdir, learner.model, savers=(tok, setup.image_config(config)))
+    log.info("SFT: HF export in %s", out)
+    return metrics

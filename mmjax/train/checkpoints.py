@@ -16,6 +16,8 @@ that exists under its final name is complete; an interrupted save leaves only a
 An overwrite builds the new checkpoint beside the old one and swaps it in by renames.
 Restore checks Orbax's commit markers of the checkpoint and of every item it lists, so
 a partly deleted checkpoint fails with "incomplete checkpoint" instead of loading.
+A training step that cannot be read is skipped for the one before (`restore_newest`); a
+resumed run moves it aside to `<step>.corrupt`, a name Orbax does not take for a step.
 Array dtypes are stored as they are (bf16 stays bf16); restore can place arrays straight
 into the NamedShardings of an abstract target.
 
@@ -33,8 +35,8 @@ import json
 import logging
 import os
 import shutil
-from collections.abc import Mapping
-from typing import Any, NamedTuple, Self
+from collections.abc import Callable, Mapping
+from typing import Any, NamedTuple, Self, TypeVar
 
 import jax
 import numpy as np
@@ -50,6 +52,7 @@ log = logging.getLogger(__name__)
 PARAMS, MODEL_CONFIG, HF_META, HF_ASSETS = "params", "model_config", "hf", "hf_assets"
 OPT_STATE, DATA_STATE, COUNTERS = "opt_state", "data_state", "counters"
 FORMAT = "mmjax.qwen2_5_vl"
+T = TypeVar("T")
 
 
 # ---- an Orbax item holding a few files verbatim (tokenizer, processor config) ------------
@@ -302,6 +305,16 @@ def checkpoint_dir(workdir: str) -> str:
     return os.path.join(os.path.abspath(workdir), "checkpoints")
 
 
+class _LoopDecidesPreemption(ocp.CheckpointManager):
+    """The training loop asks JAX's preemption service once per step
+    (`mmjax.train.preemption.StopOnSignal.reached`) and forces the save of the step it stops
+    at. Orbax's `should_save` would ask too, and the service counts calls, not steps: a
+    second call per step could take the agreed stop for itself."""
+
+    def reached_preemption(self, step: int) -> bool:
+        return False
+
+
 class TrainCheckpointer:
     """Saves {params, opt_state, data_state, config} every `save_every` steps, keeping the
     last `max_to_keep`. Saves are asynchronous: arrays are copied off the device before
@@ -316,8 +329,8 @@ class TrainCheckpointer:
                  async_save: bool = True):
         options = ocp.CheckpointManagerOptions(save_interval_steps=save_every, max_to_keep=max_to_keep,
                                                enable_async_checkpointing=async_save, create=True)
-        self.manager = ocp.CheckpointManager(checkpoint_dir(workdir), options=options,
-                                             handler_registry=_registry())
+        self.manager = _LoopDecidesPreemption(checkpoint_dir(workdir), options=options,
+                                              handler_registry=_registry())
 
     def save(self, step: int, params, opt_state, data_state: Mapping[str, Any], config: Qwen25VLConfig,
              hf_layout: str = HUB_LAYOUT, force: bool = False, counters: Mapping[str, Any] | None = None) -> bool:
@@ -374,30 +387,168 @@ def restore_latest(workdir: str, params_target=None, opt_state_target=None) -> T
 
     Targets as in `restore_params`. Without opt_state_target the optimizer state comes back
     as plain nested containers of host arrays; pass `jax.eval_shape(optimizer.init, params)`
-    (with shardings) to get optax's own state types back.
+    (with shardings) to get optax's own state types back. A newer step that cannot be read
+    is skipped (see `restore_newest`) and moved aside to `<step>.corrupt`.
     """
-    directory = checkpoint_dir(workdir)
+    def read(step_path: str):
+        model = restore_model(step_path, params_target)
+        opt_state = _restore_item(step_path, OPT_STATE, opt_state_target)
+        with _checkpointer() as ckptr:
+            data_state = ckptr.restore(step_path, ocp.args.Composite(
+                **{DATA_STATE: ocp.args.JsonRestore()}))[DATA_STATE]
+        counters = _read_json_item(step_path, COUNTERS) if os.path.isdir(os.path.join(step_path, COUNTERS)) else {}
+        return model, opt_state, data_state, counters
+
+    found = restore_newest(checkpoint_dir(workdir), read, set_aside=True)
+    if found is None:
+        return None
+    step, (model, opt_state, data_state, counters) = found
+    step_path = os.path.join(checkpoint_dir(workdir), str(step))
+    data_state = _own_data_state(data_state, step_path)  # a process-count mismatch is no fallback case
+    return TrainState(step, model.params, opt_state, data_state, model.config, model.hf_layout, counters)
+
+
+CORRUPT = "corrupt"  # a step that failed to restore is moved to <step>.corrupt (Orbax skips such names)
+
+
+def restore_newest(directory: str, restore: Callable[[str], T], *,
+                   set_aside: bool = False) -> tuple[int, T] | None:
+    """(step, restore(step_path)) of the newest finished step under `directory` that restores,
+    or None if there is no finished step (an interrupted save is a *.orbax-checkpoint-tmp*
+    directory, not a step).
+
+    Newest first: a step whose restore raises anything (a truncated array file surfaces as
+    tensorstore's ValueError, not as CheckpointError) is logged as a warning naming it and
+    why, and the one before is tried. If none restores, CheckpointError lists each failure
+    and nothing is moved: when every step fails the cause is more likely the reader (another
+    model config, too little memory) than the files.
+
+    set_aside: once an older step has restored, move each newer one that failed to
+    `<step>.corrupt` (`<step>.corrupt-2`, ...), so a later save of that step number, and
+    Orbax's cleanup, do not meet a committed-looking step that cannot be read. Only for the
+    run's own workdir: a workdir read for its params (init_from) belongs to another run.
+
+    Several processes: all call this at the same point, since every process restores the same
+    step. After each try they exchange their outcomes, so all fall back together and none
+    resumes from another step than the rest. That exchange also means every process is done
+    with the failed steps before process 0 renames them, and a barrier after the renames keeps
+    any process from listing the steps (a CheckpointManager opening) while they move. Not
+    covered: Orbax's restore ends in a collective barrier of its own, so a failure inside it
+    on some processes only (a shard only they read) leaves the processes in different
+    collectives; the usual damage (a file every process reads) fails on all of them alike.
+    """
     if not os.path.isdir(directory):
         return None
-    # Only finished steps count: an interrupted save is a *.orbax-checkpoint-tmp* directory.
     steps = sorted(ocp.utils.checkpoint_steps(directory), reverse=True)
-    failures = []
-    for step in steps:  # newest first; a corrupt one is reported and the one before is used
+    failures: list[tuple[str, str]] = []  # (step path, why)
+    for i, step in enumerate(steps):
         step_path = os.path.join(directory, str(step))
+        result, error = None, None
         try:
-            model = restore_model(step_path, params_target)
-            opt_state = _restore_item(step_path, OPT_STATE, opt_state_target)
-            with _checkpointer() as ckptr:
-                data_state = ckptr.restore(step_path, ocp.args.Composite(
-                    **{DATA_STATE: ocp.args.JsonRestore()}))[DATA_STATE]
-            counters = _read_json_item(step_path, COUNTERS) if os.path.isdir(os.path.join(step_path, COUNTERS)) else {}
+            result = restore(step_path)
         except Exception as e:  # noqa: BLE001  any unreadable checkpoint: fall back, loudly
-            failures.append(f"{step_path}: {type(e).__name__}: {str(e)[:300]}")
-            log.warning("checkpoint %s cannot be restored (%s: %s); falling back to the one before",
-                        step_path, type(e).__name__, str(e)[:300])
-            continue
-        data_state = _own_data_state(data_state, step_path)  # a process-count mismatch is no fallback case
-        return TrainState(step, model.params, opt_state, data_state, model.config, model.hf_layout, counters)
+            error = f"{type(e).__name__}: {str(e)[:300]}"
+        error = _agreed_error(error)
+        if error is None:
+            if set_aside and failures:
+                _set_aside_all([p for p, _ in failures])
+            return step, result
+        failures.append((step_path, error))
+        log.warning("checkpoint %s cannot be restored (%s); %s", step_path, error,
+                    f"falling back to the one before, step {steps[i + 1]}" if i + 1 < len(steps)
+                    else "there is no older one")
     if failures:
-        raise CheckpointError("no checkpoint under " + directory + " can be restored:\n  " + "\n  ".join(failures))
+        raise CheckpointError("no checkpoint under " + directory + " can be restored:\n  "
+                              + "\n  ".join(f"{p}: {why}" for p, why in failures))
     return None
+
+
+def _agreed_error(error: str | None) -> str | None:
+    """This step's failure as all processes see it: the first failing process's reason, or None
+    if every process restored it (one process: its own outcome)."""
+    if jax.process_count() == 1:
+        return error
+    from mmjax.sharding import allgather_json
+    errors = allgather_json(error)
+    failed = [(p, e) for p, e in enumerate(errors) if e is not None]
+    return f"on process {failed[0][0]}: {failed[0][1]}" if failed else None
+
+
+def _set_aside_all(step_paths: list[str]) -> None:
+    if jax.process_index() == 0:  # one writer: the step directories are shared by all processes
+        for step_path in step_paths:
+            _set_aside(step_path)
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+        multihost_utils.sync_global_devices("mmjax: corrupt checkpoints set aside")
+
+
+def _set_aside(step_path: str) -> None:
+    target, n = f"{step_path}.{CORRUPT}", 1
+    while os.path.lexists(target):  # an earlier corrupt save of the same step is kept too
+        n += 1
+        target = f"{step_path}.{CORRUPT}-{n}"  # as the score job names its parts set aside
+    try:
+        os.rename(step_path, target)
+    except OSError as e:  # the run goes on from the older step; only a save of this step number may fail
+        log.warning("could not move the unreadable checkpoint %s aside to %s (%s); move or delete it "
+                    "before the run saves that step again", step_path, target, e)
+        return
+    log.warning("moved the unreadable checkpoint %s aside to %s (kept for inspection; delete it when done)",
+                step_path, target)
+
+
+# ---- the HF export a training job leaves --------------------------------------------------
+
+HF_EXPORT = "hf_export"
+
+
+def export_hf(workdir: str, model, savers=()) -> str:
+    """Write the trained `model` (a Qwen2_5_VL holder) to <workdir>/hf_export as an HF folder,
+    to evaluate or serve; returns its path.
+
+    savers: objects with `save_pretrained(folder)` (the tokenizer, the image processor config)
+    whose files go in beside the weights. Everything is built beside the folder and swapped in
+    whole (`Qwen2_5_VL.save_hf`), so a killed export leaves the previous one, and a resumed
+    run's export replaces the earlier one with nothing of it left over.
+
+    Several processes: all must call this (params sharded across processes are gathered, a
+    collective); process 0 alone writes, and all return once the folder is in place.
+    """
+    import tempfile
+    from mmjax.models.qwen2_5_vl.holder import SIDE_FILES, copy_side_files
+    out_dir = os.path.join(os.path.abspath(workdir), HF_EXPORT)
+    # On every process, before the collectives: a folder save_hf would refuse (a file of the
+    # user's in it) then stops them all, not process 0 alone with the others left waiting.
+    hf.check_replaceable(out_dir, SIDE_FILES)
+    params = _params_on_process_0(model.params)
+    if jax.process_index() == 0:
+        # save_hf takes tokenizer / processor files from the model's source folder only, so
+        # they are put in one (the model's own files first; this run's then replace them):
+        # that way they are part of the same swap as the weights.
+        with tempfile.TemporaryDirectory(prefix="mmjax-hf-export-") as side:
+            copy_side_files(model.source_dir, side)
+            for saver in savers:
+                saver.save_pretrained(side)
+            model.replace(params=params, source_dir=side).save_hf(out_dir, progress=False)
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+        multihost_utils.sync_global_devices("mmjax: hf_export written")
+    return out_dir
+
+
+def _params_on_process_0(params):
+    """params as save_hf can read them on process 0: arrays sharded across processes are
+    gathered whole, one leaf at a time (every process joins each gather; only process 0
+    keeps the copies, so the others need no host memory for a whole model)."""
+    if jax.process_count() == 1:
+        return params  # save_hf reads each leaf to the host as it writes it
+    from jax.experimental import multihost_utils
+    keep = jax.process_index() == 0
+
+    def gather(a):
+        if isinstance(a, jax.Array) and not a.is_fully_addressable:
+            a = multihost_utils.process_allgather(a, tiled=True)
+        return a if keep else None
+
+    return jax.tree.map(gather, params)

@@ -166,3 +166,53 @@ def test_sharded_save_and_restore_on_8_devices(tmp_path):
     proc = subprocess.run([sys.executable, "-c", _SHARDED, str(tmp_path / "run")], env=env, check=False,
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0 and "SHARDED_OK" in proc.stdout, proc.stdout + proc.stderr[-3000:]
+
+
+def _garble_params(step_path):
+    """What tests/rl/test_learner.py does to a step: garbage over its params' array files."""
+    for root, _, files in os.walk(os.path.join(step_path, "params")):
+        for name in files:
+            if not name.endswith(".txt") and "metadata" not in name:
+                with open(os.path.join(root, name), "wb") as f:
+                    f.write(b"garbage")
+
+
+def test_a_corrupt_newest_step_is_moved_aside_and_that_step_saved_again(tmp_path, caplog):
+    workdir = str(tmp_path / "run")
+    directory = checkpoints.checkpoint_dir(workdir)
+    with checkpoints.TrainCheckpointer(workdir, save_every=1, max_to_keep=2, async_save=False) as ckpt:
+        for s in (1, 2):
+            ckpt.save(s, *_train_state(s)[:2], {"index": s}, CFG)
+    _garble_params(os.path.join(directory, "2"))
+
+    state = checkpoints.restore_latest(workdir)
+    assert state.step == 1 and state.data_state == {"index": 1}
+    _assert_trees_equal(state.params, jax.tree.map(np.asarray, _train_state(1)[0]))
+    assert sorted(os.listdir(directory)) == ["1", "2.corrupt"]  # moved aside, not deleted
+    assert "cannot be restored" in caplog.text and os.path.join(directory, "2") + " " in caplog.text
+    assert os.path.join(directory, "2.corrupt") in caplog.text
+    assert ocp.utils.checkpoint_steps(directory) == [1]  # Orbax does not take it for a step
+
+    # The resumed run saves step 2 again, then 3; the cleanup (max_to_keep=2) leaves 2.corrupt alone.
+    with checkpoints.TrainCheckpointer(workdir, save_every=1, max_to_keep=2, async_save=False) as ckpt:
+        assert ckpt.save(2, *_train_state(5)[:2], {"index": 5}, CFG)
+        assert ckpt.save(3, *_train_state(6)[:2], {"index": 6}, CFG)
+    assert sorted(os.listdir(directory)) == ["2", "2.corrupt", "3"]
+    _assert_trees_equal(checkpoints.restore_params(os.path.join(directory, "2")),
+                        jax.tree.map(np.asarray, _train_state(5)[0]))
+
+    # A step already set aside once keeps that evidence: the next one goes beside it.
+    os.makedirs(os.path.join(directory, "3.corrupt"))
+    _garble_params(os.path.join(directory, "3"))
+    assert checkpoints.restore_latest(workdir).step == 2
+    assert sorted(os.listdir(directory)) == ["2", "2.corrupt", "3.corrupt", "3.corrupt-2"]
+
+    # No step restores: each is named, and none is moved. Every step failing points at the
+    # reader (another model config, too little memory) more than at the files.
+    _garble_params(os.path.join(directory, "2"))
+    with pytest.raises(CheckpointError, match=r"no checkpoint under .*checkpoints can be restored:\n  "
+                                              r".*checkpoints/2: JSONDecodeError: "):
+        checkpoints.restore_latest(workdir)
+    assert sorted(os.listdir(directory)) == ["2", "2.corrupt", "3.corrupt", "3.corrupt-2"]
+    assert "there is no older one" in caplog.text
+

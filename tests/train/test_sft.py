@@ -4,6 +4,7 @@ learning fixed answers, exact resume, bad rows, and GRPO starting from the resul
 import json
 import os
 import re
+import signal
 
 import jax
 import jax.numpy as jnp
@@ -21,7 +22,7 @@ from mmjax.jobs import setup
 from mmjax.jobs import sft as sft_job
 from mmjax.models import sampler
 from mmjax.processing import ImageProcessorConfig, special_token_ids
-from mmjax.train import checkpoints, sft_learner
+from mmjax.train import checkpoints, preemption, sft_learner
 from mmjax.train.metrics import read_metrics
 
 STEPS = 60  # 4 fixed samples, one batch a step: 60 epochs
@@ -260,6 +261,39 @@ def test_a_run_killed_mid_step_resumes_to_the_same_params(trained, tok, holder, 
     assert [r["loss"] for r in rows] == [r["loss"] for r in full_rows[:20]]
 
 
+def test_sigterm_mid_step_saves_that_step_exits_and_resumes_to_the_same_params(trained, tok, holder, tmp_path,
+                                                                              monkeypatch):
+    """SIGTERM inside step 13 (checkpoints every 10): the step finishes, is saved as checkpoint
+    13 and the run raises Preempted (exit 75 from the CLI) with nothing lost; the rerun's step
+    20 equals the uninterrupted run's bit for bit, and no step is logged twice."""
+    full_workdir, _, full_rows = trained
+    config = _config(max_steps=20, save_steps=10, **{"optim.total_steps": STEPS})
+    learner = _learner(config, tmp_path, tok, holder)
+    real, calls = learner._update, []
+
+    def update(*args):
+        calls.append(1)
+        if len(calls) == 13:
+            os.kill(os.getpid(), signal.SIGTERM)  # as a scheduler would, in the middle of a step
+        return real(*args)
+
+    monkeypatch.setattr(learner, "_update", update)
+    before = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(preemption.Preempted) as stopped:
+        learner.train()
+    assert stopped.value.step == 13 and len(calls) == 13  # the step in flight finished, no other began
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # a second signal would kill at once
+    signal.signal(signal.SIGTERM, before)
+    assert sorted(os.listdir(checkpoints.checkpoint_dir(str(tmp_path))), key=int) == ["1", "10", "13"]
+    assert [r["step"] for r in read_metrics(str(tmp_path))] == list(range(1, 14))
+    resumed, rows, _ = _train(config, tmp_path, tok, holder)
+    reference = checkpoints.restore_params(os.path.join(checkpoints.checkpoint_dir(str(full_workdir)), "20"))
+    for a, b in zip(jax.tree.leaves(reference), jax.tree.leaves(_host(resumed.model.params))):
+        np.testing.assert_array_equal(a, b)
+    assert [r["step"] for r in rows] == list(range(1, 21))
+    assert [r["loss"] for r in rows] == [r["loss"] for r in full_rows[:20]]
+
+
 # ---- bad rows ------------------------------------------------------------------------------
 
 def _jsonl(tmp_path, bad: dict[int, dict]) -> str:
@@ -393,3 +427,110 @@ def test_grpo_starts_from_the_sft_checkpoint_or_an_hf_folder(trained, holder, to
     for bad in (tmp_path / "empty", tmp_path / "absent"):
         with pytest.raises(setup.ConfigFieldError, match=re.escape(f"config.init_from='{bad}'")):
             setup.model(_grpo_config(bad), tok)
+
+
+# ---- init_from a workdir whose newest step is corrupt --------------------------------------
+
+def _tree_listing(root):
+    """Every directory and file under root, with each file's size and modification time."""
+    out = {}
+    for d, dirs, names in os.walk(root):
+        for name in dirs:
+            out[os.path.relpath(os.path.join(d, name), root)] = "dir"
+        for name in names:
+            st = os.stat(os.path.join(d, name))
+            out[os.path.relpath(os.path.join(d, name), root)] = (st.st_size, st.st_mtime_ns)
+    return out
+
+
+def _truncate_arrays(step_path):
+    """Cut a step's array data files to half (a full disk, an interrupted copy): reading it
+    fails in tensorstore with `ValueError: OUT_OF_RANGE`."""
+    for root, _, names in os.walk(os.path.join(step_path, "params")):
+        if os.path.basename(root) == "d":
+            for name in names:
+                path = os.path.join(root, name)
+                with open(path, "r+b") as f:
+                    f.truncate(os.path.getsize(path) // 2)
+
+
+def test_init_from_skips_a_corrupt_newest_step_and_leaves_the_workdir_untouched(holder, tok, tmp_path, caplog):
+    import optax
+    workdir = str(tmp_path / "other_run")
+    older = jax.tree.map(lambda a: np.asarray(a) + 1.0, holder.params)
+    newer = jax.tree.map(lambda a: np.asarray(a) + 2.0, holder.params)
+    with checkpoints.TrainCheckpointer(workdir, save_every=1, async_save=False) as ckpt:
+        for step, params in ((1, older), (2, newer)):
+            ckpt.save(step, params, optax.sgd(0.1).init(params), {}, holder.config, holder.hf_layout)
+    steps = checkpoints.checkpoint_dir(workdir)
+    _truncate_arrays(os.path.join(steps, "2"))
+    before = _tree_listing(workdir)
+
+    model = setup.model(_grpo_config(workdir), tok)
+    for a, b in zip(jax.tree.leaves(older), jax.tree.leaves(_host(model.params)), strict=True):
+        np.testing.assert_array_equal(a, b)  # step 1's params, not a mix and not the random init
+    assert f"checkpoint {os.path.join(steps, '2')} cannot be restored (ValueError: OUT_OF_RANGE" in caplog.text
+    assert _tree_listing(workdir) == before  # another run's workdir: nothing moved, renamed or written
+
+    _truncate_arrays(os.path.join(steps, "1"))
+    before = _tree_listing(workdir)
+    with pytest.raises(setup.ConfigFieldError) as failed:
+        setup.model(_grpo_config(workdir), tok)
+    message = str(failed.value)  # each step tried, and why it failed
+    assert message.startswith(f"config.init_from='{workdir}': no checkpoint under {steps} can be restored")
+    assert f"{os.path.join(steps, '2')}: ValueError: OUT_OF_RANGE" in message
+    assert f"{os.path.join(steps, '1')}: ValueError: OUT_OF_RANGE" in message
+    assert _tree_listing(workdir) == before
+
+
+# ---- the jobs' HF export -------------------------------------------------------------------
+
+def _assert_export_is(out_dir, params):
+    from mmjax.models import qwen2_5_vl
+    loaded = _host(qwen2_5_vl.load_hf(str(out_dir), progress=False).params)
+    assert jax.tree.structure(loaded) == jax.tree.structure(params)
+    for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(loaded)):
+        assert a.dtype == b.dtype
+        np.testing.assert_array_equal(a, b)
+
+
+def test_the_sft_job_writes_an_hf_export_and_a_resumed_run_replaces_it(holder, tmp_path, monkeypatch):
+    from transformers import AutoTokenizer
+    fresh = lambda config, tok: holder.replace(params=jax.tree.map(jnp.copy, holder.params))  # noqa: E731
+    monkeypatch.setattr(setup, "model", fresh)  # this file's model, not a new random init
+    workdir = tmp_path / "w"
+    workdir.mkdir()  # as mmjax.main makes it
+    sft_job.run(_config(**{"sft.num_epochs": 2}), str(workdir))  # 2 steps
+    out = workdir / "hf_export"
+
+    def step(n):
+        return os.path.join(checkpoints.checkpoint_dir(str(workdir)), n)
+
+    _assert_export_is(out, checkpoints.restore_params(step("2")))  # the final checkpoint's params, exactly
+    assert {"model.safetensors", "config.json", "generation_config.json", "tokenizer.json",
+            "preprocessor_config.json"} <= set(os.listdir(out))
+    tok = setup.tokenizer(_config())
+    assert AutoTokenizer.from_pretrained(str(out)).encode(QUESTION) == tok.encode(QUESTION)
+
+    sft_job.run(_config(**{"sft.num_epochs": 3}), str(workdir))  # resumed at step 2: one more step
+    final = checkpoints.restore_params(step("3"))
+    assert not all(np.array_equal(a, b) for a, b in
+                   zip(jax.tree.leaves(final), jax.tree.leaves(checkpoints.restore_params(step("2")))))
+    _assert_export_is(out, final)
+    assert [n for n in os.listdir(workdir) if n.startswith("hf_export")] == ["hf_export"]  # nothing left beside
+
+
+def test_the_grpo_job_writes_an_hf_export_of_its_trained_model(holder, tmp_path, monkeypatch):
+    trained_params = jax.tree.map(lambda a: a * 2, holder.params)
+
+    class Learner:  # what run() uses of a learner: train(), then the trained model
+        model = holder
+
+        def train(self):
+            self.model = holder.replace(params=trained_params)
+            return {"reward": 1.0}
+
+    monkeypatch.setattr(grpo_job, "build_learner", lambda config, workdir, tok=None: Learner())
+    assert grpo_job.run(_grpo_config(""), str(tmp_path)) == {"reward": 1.0}
+    _assert_export_is(tmp_path / "hf_export", _host(trained_params))
+    assert {"tokenizer.json", "preprocessor_config.json"} <= set(os.listdir(tmp_path / "hf_export"))
