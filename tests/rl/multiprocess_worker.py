@@ -4,9 +4,9 @@ tests/rl/test_multiprocess.py launches it once per process (JAX_COORDINATOR_ADDR
 JAX_NUM_PROCESSES and JAX_PROCESS_ID in the environment, as a launcher would set them;
 mmjax.main joins the processes with jax.distributed.initialize).
 
-MMJAX_TEST_PAUSE_AFTER_STEP=k and MMJAX_TEST_PAUSE_DIR=dir: once the checkpoint of step k is
-completely written (Orbax finalized it), write dir/paused.<process index> and sleep, so the
-test can SIGKILL every process at the same known point of the run.
+MMJAX_TEST_SLOW_STEPS=seconds: sleep that long after each step's checkpoint call, so a
+preemption notice sent to one process reaches the others (JAX's preemption service polls for
+it about once a second) before the run would end by itself.
 """
 
 import os
@@ -14,30 +14,25 @@ import runpy
 import sys
 import time
 
-_PAUSE_AFTER = os.environ.get("MMJAX_TEST_PAUSE_AFTER_STEP")
+_SLOW_STEPS = os.environ.get("MMJAX_TEST_SLOW_STEPS")
 
 
-def _pause_after_saving(step_to_pause: int, marker_dir: str) -> None:
+def _slow_steps(seconds: float) -> None:
     from mmjax.train import checkpoints
 
     save = checkpoints.TrainCheckpointer.save
 
-    def save_then_pause(self, step, *args, **kwargs):
-        saved = save(self, step, *args, **kwargs)
-        if step == step_to_pause:
-            import jax
-            self.wait()  # every process's shards written and the checkpoint finalized
-            with open(os.path.join(marker_dir, f"paused.{jax.process_index()}"), "w") as f:
-                f.write(str(step))
-            time.sleep(3600)  # the test kills us here
+    def save_then_sleep(self, *args, **kwargs):
+        saved = save(self, *args, **kwargs)
+        time.sleep(seconds)
         return saved
 
-    checkpoints.TrainCheckpointer.save = save_then_pause
+    checkpoints.TrainCheckpointer.save = save_then_sleep
 
 
 if __name__ == "__main__":
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))  # configs/
-    if _PAUSE_AFTER:
-        _pause_after_saving(int(_PAUSE_AFTER), os.environ["MMJAX_TEST_PAUSE_DIR"])
+    if _SLOW_STEPS:
+        _slow_steps(float(_SLOW_STEPS))
     sys.argv = ["mmjax.main", *sys.argv[1:]]
     runpy.run_module("mmjax.main", run_name="__main__", alter_sys=True)

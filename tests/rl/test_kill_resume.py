@@ -1,5 +1,7 @@
-"""SIGKILL the GRPO job at random moments (saves included), rerun it: the final params equal
-those of a run that was never interrupted, bit for bit (CPU)."""
+"""Stop the GRPO job, rerun it: the final params equal those of a run that was never
+interrupted, bit for bit (CPU). SIGKILL at random moments (saves included) loses the steps
+since the last checkpoint; SIGTERM (a scheduler's preemption notice) loses none: the step in
+flight is finished and saved, and the job exits 75."""
 
 import json
 import os
@@ -11,8 +13,10 @@ import time
 
 import jax
 import numpy as np
+import pytest
 
 from mmjax.train import checkpoints
+from mmjax.train.preemption import PREEMPTED_EXIT_CODE
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 STEPS = 8
@@ -53,10 +57,29 @@ def _final_params(workdir):
     return state.params
 
 
-def test_sigkill_at_random_moments_then_resume_gives_identical_params(tmp_path):
-    reference = tmp_path / "reference"
-    proc = subprocess.run(_command(reference), cwd=ROOT, capture_output=True, text=True, timeout=600)
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    """The uninterrupted run."""
+    workdir = tmp_path_factory.mktemp("reference")
+    proc = subprocess.run(_command(workdir), cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
+    return workdir
+
+
+def _same_run(reference, resumed) -> None:
+    for a, b in zip(jax.tree.leaves(_final_params(reference)), jax.tree.leaves(_final_params(resumed))):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    rows = [json.loads(line) for line in open(resumed / "metrics.jsonl")]
+    assert [r["step"] for r in rows] == list(range(1, STEPS + 1))  # each step logged once
+    reference_rows = [json.loads(line) for line in open(reference / "metrics.jsonl")]
+    assert [r["reward"] for r in rows] == [r["reward"] for r in reference_rows]
+    exports = [sorted((w / "hf_export").glob("*.safetensors")) for w in (reference, resumed)]
+    assert exports[0] and [p.name for p in exports[0]] == [p.name for p in exports[1]]
+    for a, b in zip(*exports):
+        assert a.read_bytes() == b.read_bytes(), a.name  # the exported model, bit for bit
+
+
+def test_sigkill_at_random_moments_then_resume_gives_identical_params(tmp_path, reference):
 
     interrupted = tmp_path / "interrupted"
     rng = random.Random(0)
@@ -67,9 +90,25 @@ def test_sigkill_at_random_moments_then_resume_gives_identical_params(tmp_path):
     proc = subprocess.run(_command(interrupted), cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
 
-    for a, b in zip(jax.tree.leaves(_final_params(reference)), jax.tree.leaves(_final_params(interrupted))):
-        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
-    rows = [json.loads(line) for line in open(interrupted / "metrics.jsonl")]
-    assert [r["step"] for r in rows] == list(range(1, STEPS + 1))  # each step logged once
-    reference_rows = [json.loads(line) for line in open(reference / "metrics.jsonl")]
-    assert [r["reward"] for r in rows] == [r["reward"] for r in reference_rows]
+    _same_run(reference, interrupted)
+
+
+def test_sigterm_saves_the_step_in_flight_exits_75_and_the_rerun_equals_an_uninterrupted_run(tmp_path, reference):
+    workdir = tmp_path / "preempted"
+    # Checkpoints only at the end: whatever is saved mid-run is the preemption's own save.
+    command = _command(workdir) + ["--config.save_steps=1000"]
+    proc = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 600
+    while _logged_steps(workdir) < 2 and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=600)
+    assert proc.returncode == PREEMPTED_EXIT_CODE, stderr[-3000:]
+    assert "SIGTERM received" in stderr and "rerun the same command to resume" in stderr
+    stopped = _logged_steps(workdir)
+    assert 2 <= stopped < STEPS  # nothing logged was lost: the last logged step is the saved one
+    assert max(int(s) for s in os.listdir(checkpoints.checkpoint_dir(str(workdir)))) == stopped
+    assert not (workdir / "hf_export").exists()  # a stopped run exports nothing yet
+    proc = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    _same_run(reference, workdir)

@@ -1,6 +1,8 @@
 """Two processes x 4 CPU devices, joined by jax.distributed through a local coordinator, run
-the GRPO job for 3 steps with a kill and a resume between them; the result equals one
-process on 8 devices running the same 3 steps.
+the GRPO job; one of them is sent SIGTERM mid-run, both stop after the same step (JAX's
+preemption service agrees it), save it and exit 75, and the rerun finishes. The result
+equals an uninterrupted two-process run bit for bit (params and HF export), and one process
+on 8 devices running the same steps up to rounding.
 
 How the two see the same global batches: the pipeline deals one global stream out a batch
 at a time (`mmjax.data.pipeline.record_keys`), so process p's batch of B prompts is slots
@@ -11,9 +13,11 @@ numbers, up to rounding in the cross-process reductions.
 
 The runs, launched as subprocesses of tests/rl/multiprocess_worker.py (mmjax.main with the
 JAX_COORDINATOR_ADDRESS / JAX_NUM_PROCESSES / JAX_PROCESS_ID a launcher would set):
-  single   1 process, 8 devices, 8 prompts a step, 3 steps (in parallel with the next one);
-  first    2 processes, 4 prompts each, paused once checkpoint 2 is finalized, then SIGKILLed;
-  resumed  the same 2 processes' command again: restores step 2, runs step 3.
+  single     1 process, 8 devices, 8 prompts a step, STEPS steps;
+  whole      2 processes, 4 prompts each, STEPS steps, never interrupted;
+  first      the same 2 processes in another workdir, slowed down, SIGTERM to process 0 only
+             once step 1 is logged;
+  resumed    the same 2 processes' command again: restores the stop step, runs to STEPS.
 Every wait has a deadline; on a failure or a timeout every process still running is killed.
 """
 
@@ -30,11 +34,12 @@ import numpy as np
 import pytest
 
 from mmjax.train import checkpoints
+from mmjax.train.preemption import PREEMPTED_EXIT_CODE
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 WORKER = os.path.join(ROOT, "tests", "rl", "multiprocess_worker.py")
 CONFIG = "tests/rl/multiprocess_config.py"
-STEPS, KILL_AFTER, PROMPTS = 3, 2, 8  # PROMPTS: the global batch (the single process's batch_size)
+STEPS, PROMPTS = 4, 8  # PROMPTS: the global batch (the single process's batch_size)
 DEADLINE_S = 300  # per wait; the whole test takes about a minute on 2 idle cores
 _DISTRIBUTED = ("JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES", "JAX_PROCESS_ID")
 
@@ -53,7 +58,8 @@ class Run:
         os.makedirs(workdir, exist_ok=True)
         port = _free_port()
         args = [sys.executable, WORKER, "--config", CONFIG, f"--config.max_steps={STEPS}",
-                f"--config.data.batch_size={PROMPTS // num_processes}", "--workdir", str(workdir)]
+                f"--config.data.batch_size={PROMPTS // num_processes}", "--workdir", str(workdir),
+                "--config.save_steps=1000"]  # no periodic saves: mid-run checkpoints are the preemption's
         self.logs, self.procs = [], []
         for i in range(num_processes):
             child = {k: v for k, v in os.environ.items() if k not in _DISTRIBUTED}
@@ -82,16 +88,16 @@ class Run:
             out.append(f"--- {log}\n" + "\n".join(lines[-40:]))
         return "\n".join(out)
 
-    def wait(self, until=None) -> None:
-        """Until every process exited 0 (or, given `until`, until it holds); fails, killing them
-        all, on a non-zero exit (the others would wait on it forever), on an exit before
-        `until` holds, or past the deadline."""
+    def wait(self, until=None, code: int = 0) -> None:
+        """Until every process exited with `code` (or, given `until`, until it holds); fails,
+        killing them all, on another exit (the others would wait on it forever), on an exit
+        before `until` holds, or past the deadline."""
         deadline = time.monotonic() + DEADLINE_S
         while True:
             codes = [p.poll() for p in self.procs]
-            if until() if until is not None else all(c == 0 for c in codes):
+            if until() if until is not None else all(c == code for c in codes):
                 return
-            failed = any(c not in (None, 0) for c in codes) or (until is not None and None not in codes)
+            failed = any(c not in (None, code) for c in codes) or (until is not None and None not in codes)
             if failed or time.monotonic() > deadline:
                 self.kill()
                 why = f"exit codes {codes}" if failed else f"no result within {DEADLINE_S} s"
@@ -109,24 +115,36 @@ def _params(workdir, step: int) -> list[np.ndarray]:
         checkpoints.restore_params(os.path.join(checkpoints.checkpoint_dir(str(workdir)), str(step))))]
 
 
-@pytest.mark.slow  # about 85 s on 2 cores: three launches of the job, 5 processes
-def test_two_processes_killed_and_resumed_equal_one_process_on_8_devices(tmp_path):
-    single_dir, multi_dir = tmp_path / "single", tmp_path / "multi"
-    # Process 0 of the resumed run reads what process 0 of the first one compiled (JAX writes
+TIMING = ("step_time", "tokens_per_second", "perf/compiles")  # differ between runs; all else must not
+
+
+def _export(workdir) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted((workdir / "hf_export").glob("*.safetensors"))}
+
+
+@pytest.mark.slow  # about 2 minutes on 2 cores: four launches of the job, 7 processes
+def test_two_processes_stopped_by_sigterm_and_resumed_equal_uninterrupted_runs(tmp_path):
+    single_dir, whole_dir, multi_dir = tmp_path / "single", tmp_path / "whole", tmp_path / "multi"
+    # Process 0 of a later run reads what process 0 of an earlier one compiled (JAX writes
     # its persistent cache from process 0 only); the numbers are the same either way.
     cache = dict(JAX_COMPILATION_CACHE_DIR=str(tmp_path / "jax_cache"),
                  JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0.5")
-    pause = dict(MMJAX_TEST_PAUSE_AFTER_STEP=str(KILL_AFTER), MMJAX_TEST_PAUSE_DIR=str(multi_dir))
-    paused = [multi_dir / f"paused.{i}" for i in range(2)]
     runs = []
     try:
         single = Run("single", single_dir, 1)
         runs.append(single)
-        first = Run("first", multi_dir, 2, env={**cache, **pause})
+        whole = Run("whole", whole_dir, 2, env=cache)
+        runs.append(whole)
+        whole.wait()
+        first = Run("first", multi_dir, 2, env={**cache, "MMJAX_TEST_SLOW_STEPS": "1.5"})
         runs.append(first)
-        first.wait(until=lambda: all(p.exists() for p in paused))
-        first.kill()  # both processes, mid-run, between steps 2 and 3
-        assert sorted(os.listdir(checkpoints.checkpoint_dir(str(multi_dir)))) == ["1", "2"]
+        first.wait(until=lambda: os.path.exists(multi_dir / "metrics.jsonl") and _metrics(multi_dir))
+        first.procs[0].send_signal(signal.SIGTERM)  # one process only: the service tells the other
+        first.wait(code=PREEMPTED_EXIT_CODE)
+        stopped = len(_metrics(multi_dir))
+        assert 1 <= stopped < STEPS, first.tails()
+        saved = sorted(int(s) for s in os.listdir(checkpoints.checkpoint_dir(str(multi_dir))))
+        assert saved[-1] == stopped, saved  # both processes saved the step they stopped after
         resumed = Run("resumed", multi_dir, 2, env=cache)
         runs.append(resumed)
         resumed.wait()
@@ -135,12 +153,20 @@ def test_two_processes_killed_and_resumed_equal_one_process_on_8_devices(tmp_pat
         for run in runs:
             run.kill()
 
-    with open(resumed.logs[0]) as f:  # the progress bar of the resumed run starts at step 2
+    with open(resumed.logs[0]) as f:  # the progress bar of the resumed run starts at the stop step
         progress = f.read()
-    assert f"| {KILL_AFTER}/{STEPS} [" in progress and f"| 0/{STEPS} [" not in progress, resumed.tails()
+    assert f"| {stopped}/{STEPS} [" in progress and f"| 0/{STEPS} [" not in progress, resumed.tails()
+
+    # The stopped and resumed run is the uninterrupted one, bit for bit.
+    untimed = lambda rows: [{k: v for k, v in r.items() if k not in TIMING} for r in rows]  # noqa: E731
+    assert untimed(_metrics(multi_dir)) == untimed(_metrics(whole_dir))
+    for a, b in zip(_params(multi_dir, STEPS), _params(whole_dir, STEPS)):
+        np.testing.assert_array_equal(a, b)
+    exported = _export(multi_dir)
+    assert exported and exported == _export(whole_dir)
 
     multi, one = _metrics(multi_dir), _metrics(single_dir)
-    assert [r["step"] for r in multi] == [r["step"] for r in one] == [1, 2, 3]  # each step logged once
+    assert [r["step"] for r in multi] == [r["step"] for r in one] == list(range(1, STEPS + 1))  # each step logged once
     # The same completions of the same prompts: the rewards are identical, not just close.
     assert [r["reward"] for r in multi] == [r["reward"] for r in one]
     for key in ("loss", "grad_norm", "entropy", "num_tokens"):
