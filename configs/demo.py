@@ -13,12 +13,14 @@ greedily on held-out images, with and without the images blanked, writes
 workdir/report/{reward_curve.png,summary.md} and exports workdir/hf_export.
 """
 
-import ml_collections
-
 from mmjax.jobs import recipe
+
+ARGS = dict(quick=False)
+HELP = {"quick": "the test's shortened run: 150 steps, 4 held-out batches"}
 
 
 def get_config(arg: str | None = None):
+    args = recipe.parse_args(arg, "configs/demo.py", HELP, **ARGS)
     c = recipe.base()
     c.mode = "demo"
     c.max_steps = 400  # about 80 s of training on 2 CPU cores; the reward nears 0.95
@@ -43,10 +45,8 @@ def get_config(arg: str | None = None):
     c.sample.allowed_tokens = ("A", "B", "C", "D")
     c.sample.allow_eos = False
 
-    c.eval = ml_collections.ConfigDict()
-    c.eval.num_batches = 8  # held-out batches of data.batch_size prompts, greedy
-    c.eval.seed_offset = 1000  # held-out split: a different synthetic seed
-    if arg == "quick":  # the test's shortened run
+    c.eval = recipe.mode_section("demo", "eval")  # 8 held-out batches, greedy, on another seed (recipe.DemoEval)
+    if args.quick:  # the test's shortened run
         c.max_steps = 150
         c.eval.num_batches = 4
     return c

@@ -25,19 +25,24 @@ One epoch (SPEC 2.4) is max_steps = ceil(rows / 8); the default is the paper's P
 medium + hard reasoning set (1,061 + 1,618 = 2,679 rows -> 335 steps): set
 --config.max_steps for another file.
 
-Arguments (`configs/difficulty_grpo.py:tpu`):
+Arguments, comma-separated (`configs/difficulty_grpo.py:tpu`, `configs/difficulty_grpo.py:tiny,steps=20`):
   tpu   a TPU slice instead of one 8-GPU host.
+  tiny  this recipe at laptop-CPU scale in a couple of minutes (recipe.shrink_to_tiny): the
+        tiny random model, synthetic choice questions (colour_choice), one device, 10 steps.
+  steps=N  optimizer steps instead of the recipe's.
 """
 
 from mmjax.jobs import recipe
 
-ARGS = {"tpu": "a TPU slice: FSDP over all its chips, one prompt per process sized for v5p-64 (see the recipe)"}
+ARGS = dict(tpu=False, tiny=False, steps=0)
+HELP = {"tpu": "a TPU slice: FSDP over all its chips, one prompt per process sized for v5p-64 (see the recipe)",
+        "tiny": recipe.TINY_HELP, "steps": recipe.STEPS_HELP}
 
 
 def get_config(arg: str | None = None):
     from mmjax.rl.grpo import GRPO_PRESETS  # pylint: disable=g-import-not-at-top
 
-    args = recipe.parse_args(arg, ARGS, "configs/difficulty_grpo.py")
+    args = recipe.parse_args(arg, "configs/difficulty_grpo.py", HELP, **ARGS)
     c = recipe.base()
     c.mode = "grpo"
     c.max_steps = 335  # SPEC 2.4 one epoch of 8 prompts a step over 2,679 rows (SPEC 2.1 counts)
@@ -84,13 +89,17 @@ def get_config(arg: str | None = None):
     # 1024-token budget: 8 x 3600 patch rows x 82 KB = 2.4 GB) + 22.8 GB training state +
     # the reference policy beta > 0 needs (the fp32 initial params: 33.2 GB / 8 = 4.1 GB)
     # = ~36 GB of 80. The headroom would allow remat "save_qkv_out" (~+7 GB) for speed.
-    recipe.qwen7b_layout(c, tpu="tpu" in args)
+    recipe.qwen7b_layout(c, tpu=args.tpu)
     c.data.batch_size = 8  # SPEC 2.4: 8 prompts per step, in one micro-batch
     c.gradient_accumulation_steps = 1  # SPEC 2.4: the step is the batch above
-    if "tpu" in args:
+    if args.tpu:
         # v5p-64: 32 chips, 8 processes; 1 prompt a process = 8 prompts x 8 = 64 completions /
         # 32 chips = 2 a chip. On another slice keep batch_size x processes = 8 (a one-host
         # v5p-8: batch_size 8).
         c.data.batch_size = 1
         c.gradient_accumulation_steps = 1
+    if args.tiny:
+        recipe.shrink_to_tiny(c)  # all of the above at laptop scale: tiny model, synthetic data, 1 device
+    if args.steps:
+        c.max_steps = args.steps
     return c

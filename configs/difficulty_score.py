@@ -16,21 +16,25 @@ mmjax.data.rows). Useful overrides: --config.score.methods='("pism",)' (PISM onl
 --config.score.mask_mode=pixels (the paper's masks), --config.score.pism.medium_max=0.6
 (the paper's text: 0.7 is easy), --config.score.write_jsonl=True.
 
-Arguments (`configs/difficulty_score.py:code`):
+Arguments, comma-separated (`configs/difficulty_score.py:code`, `configs/difficulty_score.py:tiny`):
   code  CMAB levels from the released code's definition (one layer, 20 of 28), its prompts
         built question first, as the released script does (SPEC 2.2, SPEC 4).
+  tiny  this recipe at laptop-CPU scale in a couple of minutes (recipe.shrink_to_tiny): the
+        tiny random model, synthetic choice questions (colour_choice), one device, 2 mask
+        ratios x 2 attempts; CMAB by the `code` definition at the last layer (the tiny model
+        has 2 layers, `paper` needs 3).
 """
-
-import ml_collections
 
 from mmjax.data.masking import DEFAULT_RATIOS
 from mmjax.jobs import recipe
 
-ARGS = {"code": "CMAB levels by the released code's definition (layer 20), prompts question first (SPEC 2.2, 4)"}
+ARGS = dict(code=False, tiny=False)
+HELP = {"code": "CMAB levels by the released code's definition (layer 20), prompts question first (SPEC 2.2, 4)",
+        "tiny": recipe.TINY_HELP}
 
 
 def get_config(arg: str | None = None):
-    args = recipe.parse_args(arg, ARGS, "configs/difficulty_score.py")
+    args = recipe.parse_args(arg, "configs/difficulty_score.py", HELP, **ARGS)
     c = recipe.base()
     c.mode = "score"
 
@@ -47,7 +51,9 @@ def get_config(arg: str | None = None):
     c.rewards.options = {"accuracy": {"container": "answer"}}
     c.rewards.options.accuracy.container = c.data.get_ref("container")  # the prompt's container is the checker's
 
-    s = c.score = ml_collections.ConfigDict()
+    # The score section at its dataclasses' defaults (ScoreConfig, PismLevels, CmabConfig; recipe.score_schema);
+    # the lines below pin the papers' values and set what this scale needs.
+    s = c.score = recipe.mode_section("score", "score")
     s.methods = ("pism", "cmab")  # mmjax.difficulty.scoring.METHODS: pism (SPEC 2.1) and / or cmab (SPEC 2.2)
     s.ratios = DEFAULT_RATIOS  # SPEC 2.1: 0.0, 0.1, ..., 0.9 (must start at 0)
     s.attempts = 10  # SPEC 2.1: K answers per ratio, survival = pass@K
@@ -68,15 +74,10 @@ def get_config(arg: str | None = None):
     s.cmab_temperature = 0.0
     s.correct_threshold = 0.5  # SPEC 2.3: accuracy rewards are 0/1; grounding's area-weighted IoU counts from 0.5
     s.host_threads = 8  # mmjax: threads resizing masked images while the GPU samples
-    s.write_jsonl = False  # mmjax: scores.jsonl beside scores.parquet
-    s.max_batches = 0  # mmjax: 0 = the whole dataset; N stops after N batches (a rerun resumes)
-    s.progress = True  # mmjax: a tqdm bar over the rows
 
-    s.pism = ml_collections.ConfigDict()
     s.pism.hard_max = 0.4  # SPEC 2.1: hard if lambda* <= 0.4
     s.pism.medium_max = 0.7  # SPEC 2.1: medium up to 0.7 (the paper's table); 0.6 = its text (0.7 easy)
 
-    s.cmab = ml_collections.ConfigDict()
     s.cmab.definition = "paper"  # SPEC 2.2: paper (all layers but the first and last) | code (released code)
     s.cmab.layer = 20  # SPEC 2.2 `code`: 0-based layer 20 of the 7B's 28 (both scores are recorded)
     s.cmab.easy_below = 0.1  # SPEC 2.2: easy < 0.1 or > 1.9; medium in [0.1, 0.4) or (1.6, 1.9]; hard in [0.4, 1.6]
@@ -85,13 +86,10 @@ def get_config(arg: str | None = None):
     s.cmab.easy_above = 1.9
     s.cmab.mode = "fixed"  # SPEC 2.2: fixed thresholds | quantile (levels reproducing target_mix)
     s.cmab.center = 1.0  # SPEC 2.2 quantile mode: solved samples ranked by |score - 1| (balance)
-    # SPEC 2.2 quantile mode: (easy, medium, hard) shares or counts, e.g. the paper's reasoning counts
-    # (2170, 3604, 2166); () = none (fixed mode).
-    s.cmab.target_mix = ()
     # The prompt layout follows the CMAB definition (mmjax.difficulty.cmab.DEFAULT_LAYOUT): the
     # data's own order (image, then question) for `paper`.
     c.data.prompt_layout = "image_first"
-    if "code" in args:
+    if args.code:
         s.cmab.definition = "code"  # SPEC 2.2 released code's definition, at s.cmab.layer
         # SPEC 4: the released script puts the question before the image, so its "text before the
         # first image" is the question; scores comparable with it need the same layout.
@@ -112,4 +110,6 @@ def get_config(arg: str | None = None):
     c.mesh.data = 8  # mmjax: 8 replicas, each sampling 1/8 of a call's rows
     c.mesh.fsdp = 1
     c.mesh.tensor = 1
+    if args.tiny:
+        recipe.shrink_to_tiny(c)  # all of the above at laptop scale: tiny model, synthetic data, 1 device
     return c

@@ -9,7 +9,7 @@ folder of images (`image_folder`, searched recursively); a JSONL / parquet file 
 image per row works too (`--config.data.source=jsonl`). Images with a side under 84 px are
 skipped (SPEC 1.1).
 
-Arguments, comma-separated (`configs/jigsaw_image.py:code,tpu`):
+Arguments, comma-separated (`configs/jigsaw_image.py:code,tpu`, `configs/jigsaw_image.py:tiny,steps=20`):
   code  the released code's reward instead of the paper's (SPEC 1.5 options,
         `mmjax.rewards.JIGSAW_PRESETS["code"]`): answers in \\boxed{} (prompt and checker),
         read as the released code reads them (format check and last-box depth count, parser="released"),
@@ -17,18 +17,21 @@ Arguments, comma-separated (`configs/jigsaw_image.py:code,tpu`):
         for a 7+ word line repeated more than 3 times. Default: the paper's reward, answers
         in <answer></answer>.
   tpu   a TPU slice instead of one 8-GPU host (see the layout notes below).
+  tiny  this recipe at laptop-CPU scale in a couple of minutes (recipe.shrink_to_tiny): the
+        tiny random model, 84 px synthetic shape images (shapes_vqa), one device, 10 steps.
+  steps=N  optimizer steps instead of the recipe's.
 """
 
 from mmjax.jobs import recipe
 
-ARGS = recipe.JIGSAW_ARGS
+ARGS, HELP = recipe.JIGSAW_ARGS, recipe.JIGSAW_HELP
 
 
 def get_config(arg: str | None = None):
-    args = recipe.parse_args(arg, ARGS, "configs/jigsaw_image.py")
+    args = recipe.parse_args(arg, "configs/jigsaw_image.py", HELP, **ARGS)
     c = recipe.base()
     c.mode = "grpo"
-    recipe.visual_jigsaw(c, reward_preset="code" if "code" in args else "paper")  # SPEC 1.5 / 1.6
+    recipe.visual_jigsaw(c, reward_preset="code" if args.code else "paper")  # SPEC 1.5 / 1.6
     c.max_steps = 1000  # SPEC 1.6 (image)
 
     c.data.source = "image_folder"  # mmjax.jobs.setup.SOURCES; data.path must be set
@@ -50,10 +53,10 @@ def get_config(arg: str | None = None):
     # (counted whole on every device: the patch rows are not sharded) + 22.8 GB training
     # state = ~56 GB of 80. 16 prompts (53 GB of activations) would not fit.
     # The rollout KV cache: 128 x 4.5K x 57 KB / 8 = 4.1 GB per device.
-    recipe.qwen7b_layout(c, tpu="tpu" in args)
+    recipe.qwen7b_layout(c, tpu=args.tpu)
     c.data.batch_size = 8  # prompts per micro-batch (mmjax: from the arithmetic above)
     c.gradient_accumulation_steps = 32  # 8 x 32 = 256 prompts per step (SPEC 1.6 image)
-    if "tpu" in args:
+    if args.tpu:
         # v5p-64: 32 chips x 95 GB, 8 hosts (processes); FSDP over the 32 chips: 5.7 GB of
         # state a chip. 4 prompts a process -> 32 prompts x 16 = 512 completions / 32 = 16 a
         # chip (26.7 GB), as on the GPU host. 4 x 8 processes x 8 = 256 prompts per step.
@@ -61,4 +64,8 @@ def get_config(arg: str | None = None):
         # (a one-host v5p-8: batch_size 4, gradient_accumulation_steps 64).
         c.data.batch_size = 4
         c.gradient_accumulation_steps = 8
+    if args.tiny:
+        recipe.shrink_to_tiny(c)  # all of the above at laptop scale: tiny model, synthetic data, 1 device
+    if args.steps:
+        c.max_steps = args.steps
     return c

@@ -9,27 +9,30 @@ order and the model answers, in chronological order, the number each clip was sh
 data.path is a folder of videos (`video_folder`: .mp4 .mkv .webm .avi .mov .m4v, searched
 recursively); a JSONL / parquet file with one video path per row works too.
 
-Arguments, comma-separated (`configs/jigsaw_video.py:code,tpu`):
+Arguments, comma-separated (`configs/jigsaw_video.py:code,tpu`, `configs/jigsaw_video.py:tiny,steps=20`):
   code  the released code's reward instead of the paper's (SPEC 1.5 options,
         `mmjax.rewards.JIGSAW_PRESETS["code"]`): answers in \\boxed{} read as the released
         code reads them (parser="released"), partial credit only
         when K > 4 (6 clips keep it), -0.5 repetition penalty. Default: the paper's reward,
         answers in <answer></answer>.
   tpu   a TPU slice instead of one 8-GPU host.
+  tiny  this recipe at laptop-CPU scale in a couple of minutes (recipe.shrink_to_tiny): the
+        tiny random model, 24 s synthetic moving-shape videos (synthetic_video), one device, 10 steps.
+  steps=N  optimizer steps instead of the recipe's.
 The clip trim is the released code's 10% per end (SPEC 1.2 default); the paper's 5% is
 `--config.data.video_trim=0.05`.
 """
 
 from mmjax.jobs import recipe
 
-ARGS = recipe.JIGSAW_ARGS
+ARGS, HELP = recipe.JIGSAW_ARGS, recipe.JIGSAW_HELP
 
 
 def get_config(arg: str | None = None):
-    args = recipe.parse_args(arg, ARGS, "configs/jigsaw_video.py")
+    args = recipe.parse_args(arg, "configs/jigsaw_video.py", HELP, **ARGS)
     c = recipe.base()
     c.mode = "grpo"
-    recipe.visual_jigsaw(c, reward_preset="code" if "code" in args else "paper")  # SPEC 1.5 / 1.6
+    recipe.visual_jigsaw(c, reward_preset="code" if args.code else "paper")  # SPEC 1.5 / 1.6
     c.max_steps = 1000  # SPEC 1.6 (video)
 
     c.data.source = "video_folder"  # mmjax.jobs.setup.SOURCES; data.path must be set
@@ -54,13 +57,17 @@ def get_config(arg: str | None = None):
     # (whole on every device) + 22.8 GB training state = ~49 GB of 80; 8 prompts (40 GB of
     # activations, ~75 GB in all) would leave no room for XLA's workspace.
     # The rollout KV cache: 64 x 6.8K x 57 KB / 8 = 3.1 GB per device.
-    recipe.qwen7b_layout(c, tpu="tpu" in args)
+    recipe.qwen7b_layout(c, tpu=args.tpu)
     c.data.batch_size = 4  # prompts per micro-batch (mmjax: from the arithmetic above)
     c.gradient_accumulation_steps = 32  # 4 x 32 = 128 prompts per step (SPEC 1.6 video)
-    if "tpu" in args:
+    if args.tpu:
         # v5p-64: 32 chips x 95 GB, 8 processes; 2 prompts a process -> 16 prompts x 16 = 256
         # completions / 32 = 8 a chip (20 GB), as on the GPU host. 2 x 8 x 8 = 128 prompts per
         # step; on another slice keep batch_size x processes x gradient_accumulation_steps = 128.
         c.data.batch_size = 2
         c.gradient_accumulation_steps = 8
+    if args.tiny:
+        recipe.shrink_to_tiny(c)  # all of the above at laptop scale: tiny model, synthetic data, 1 device
+    if args.steps:
+        c.max_steps = args.steps
     return c

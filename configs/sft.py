@@ -27,17 +27,22 @@ Not stated by SPEC 2.4, so mmjax's choices: the answer is the bare solution
 (`sft.answer_format="think"` writes `<think></think><answer>X</answer>` instead), 8 prompts
 a step like the GRPO recipe, AdamW with weight decay 0.01 and clipping 1.0 as elsewhere.
 
-Arguments (`configs/sft.py:tpu`):
+Arguments, comma-separated (`configs/sft.py:tpu`, `configs/sft.py:tiny,steps=20`):
   tpu   a TPU slice instead of one 8-GPU host.
+  tiny  this recipe at laptop-CPU scale in a couple of minutes (recipe.shrink_to_tiny): the
+        tiny random model, synthetic choice questions (colour_choice), one device, one pass.
+  steps=N  at most N optimizer steps (max_steps) instead of the sft.num_epochs passes.
 """
 
 from mmjax.jobs import recipe
 
-ARGS = {"tpu": "a TPU slice: FSDP over all its chips, one prompt per process sized for v5p-64 (see the recipe)"}
+ARGS = dict(tpu=False, tiny=False, steps=0)
+HELP = {"tpu": "a TPU slice: FSDP over all its chips, one prompt per process sized for v5p-64 (see the recipe)",
+        "tiny": recipe.TINY_HELP, "steps": "at most this many optimizer steps (max_steps); 0 = the epochs' count"}
 
 
 def get_config(arg: str | None = None):
-    args = recipe.parse_args(arg, ARGS, "configs/sft.py")
+    args = recipe.parse_args(arg, "configs/sft.py", HELP, **ARGS)
     c = recipe.base()
     c.mode = "sft"
     c.max_steps = 0  # SPEC 2.4: the run is sft.num_epochs passes, however many steps they take
@@ -68,10 +73,14 @@ def get_config(arg: str | None = None):
     # 8 sequences of <= 1024 prompt + a short answer, one a device: ~0.4 GB of activations with
     # remat "full" + 22.8 GB of training state (less: the frozen ViT and merger, 0.68e9 params,
     # keep no Adam moments, -0.7 GB a device). No reference model, no rollout KV cache.
-    recipe.qwen7b_layout(c, tpu="tpu" in args)
+    recipe.qwen7b_layout(c, tpu=args.tpu)
     c.data.batch_size = 8  # mmjax (SPEC 2.4 does not say): 8 prompts a step, as the GRPO recipe
     c.gradient_accumulation_steps = 1
-    if "tpu" in args:
+    if args.tpu:
         # v5p-64: 8 processes x 1 prompt = 8 prompts a step (keep batch_size x processes = 8).
         c.data.batch_size = 1
+    if args.tiny:
+        recipe.shrink_to_tiny(c)  # all of the above at laptop scale: tiny model, synthetic data, 1 device
+    if args.steps:
+        c.max_steps = args.steps
     return c

@@ -1,11 +1,15 @@
 """mmjax command line: `python -m mmjax.main --config configs/<recipe>.py [--workdir DIR]`.
 
-Config as code (big_vision style): `--config configs/x.py:arg` picks a variant and
-`--config.a.b=value` overrides a field. The job is chosen by `config.mode`.
+Config as code (big_vision style): `--config configs/x.py:arg` picks a variant (typed
+arguments, `configs/jigsaw_image.py:tiny,steps=20`) and `--config.a.b=value` overrides a field.
+The job is chosen by `config.mode`. `--help_config` prints every field of the config (its value,
+default, allowed values, one-line help and the dataclass it comes from) and exits.
 
-A mistake on the command line (a missing config file, an unknown field, a value outside a
-field's allowed set, an input path that does not exist: mmjax.jobs.preflight) is one line on
-stderr and exit status 2, not a traceback. So is a workdir another run is using: a run holds
+A mistake on the command line is one line on stderr and exit status 2, not a traceback: a
+missing config file, a recipe argument of the wrong name or type, an unknown field (named with
+the closest real ones), a value outside a field's allowed set (the dataclasses' `choices`, checked
+against mmjax.jobs.recipe's schema before anything loads), an input path that does not exist
+(mmjax.jobs.preflight). So is a workdir another run is using: a run holds
 `<workdir>/.mmjax.lock` while its job runs (mmjax.jobs.workdir_lock).
 
 Exit status: 0 done, 2 a command-line mistake, 75 stopped by SIGTERM / SIGINT after saving
@@ -14,11 +18,11 @@ Exit status: 0 done, 2 a command-line mistake, 75 stopped by SIGTERM / SIGINT af
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 import re
 import sys
-from collections.abc import Callable, Collection
 
 from absl import app, flags
 from absl import logging as absl_logging
@@ -29,52 +33,35 @@ from mmjax.jobs import preflight, workdir_lock
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Path to a configs/<recipe>.py file.",
                                           lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Where checkpoints, metrics and exports go.")
+_HELP_CONFIG = flags.DEFINE_bool("help_config", False, "Print every field of --config (value, default, allowed "
+                                 "values, help, source) and exit without running anything.")
 _PROG = "mmjax.main"
 
 
-# config.mode -> the module under mmjax.jobs whose `run(config, workdir)` is the job.
-MODES = {"demo": "demo", "grpo": "grpo", "score": "score", "sft": "sft", "eval": "eval"}
+def _run_job(config, workdir: str):
+    """config.mode's job: mmjax.jobs.<mode>.run (the modes are mmjax.jobs.recipe.MODES)."""
+    return importlib.import_module(f"mmjax.jobs.{config.mode}").run(config, workdir)
 
 
-def _modes():
-    import importlib
-    return {mode: (lambda config, workdir, _m=module: importlib.import_module(f"mmjax.jobs.{_m}").run(config, workdir))
-            for mode, module in MODES.items()}
-
-
-# ---- allowed values of config fields -------------------------------------------------------
-
-# dotted field -> its allowed values, or a function giving them (evaluated only when the field
-# is in the config). Checked after the config is loaded and overridden.
-CHOICES: dict[str, Collection[str] | Callable[[], Collection[str]]] = {
-    "mode": lambda: sorted(_modes()),
-    "model.dtype": ("float32", "bfloat16"),
-    "model.compute_dtype": ("", "float32", "bfloat16"),
-    "model.attention": lambda: __import__("mmjax.models.attention", fromlist=["x"]).IMPLEMENTATIONS,
-    "model.remat": lambda: __import__("mmjax.models.remat", fromlist=["x"]).REMAT_POLICIES,
-    "model.vision_remat": lambda: __import__("mmjax.models.remat", fromlist=["x"]).REMAT_POLICIES,
-}
-
-
-def register_choices(field: str, values: Collection[str] | Callable[[], Collection[str]]) -> None:
-    """Declare the allowed values of config field `field` (dotted, e.g. "train.optimizer")."""
-    CHOICES[field] = values
-
+# ---- the config's schema -------------------------------------------------------------------
 
 def validate(config) -> None:
-    """Raise ValueError naming the first field whose value is not one of its CHOICES."""
-    for field, values in CHOICES.items():
-        node, present = config, True
-        for key in field.split("."):
-            if not hasattr(node, "keys") or key not in node:
-                present = False
-                break
-            node = node[key]
-        if not present:
-            continue  # this recipe has no such field
-        allowed = values() if callable(values) else values
-        if node not in allowed:
-            raise ValueError(f"config.{field}={node!r} is not one of {sorted(allowed)}")
+    """Raise ValueError naming every field whose value is outside its allowed set (one line).
+
+    The allowed sets are the `choices` of the fields' dataclasses (mmjax.jobs.recipe.schema,
+    mmjax.config_help.choice_error): checked here, before anything is built.
+    """
+    from mmjax.jobs import recipe
+    errors = recipe.check(config)
+    if errors:
+        raise ValueError("; ".join(errors))
+
+
+def describe(config, value: str) -> str:
+    """--help_config: every field of the config, one a line (mmjax.config_schema.describe)."""
+    from mmjax import config_schema
+    from mmjax.jobs import recipe
+    return "\n".join(config_schema.describe(config, recipe.schema_of(config), title=f"--config {value}"))
 
 
 # ---- command-line errors as one line -------------------------------------------------------
@@ -114,7 +101,8 @@ def _overrides(argv: list[str]) -> list[str]:
 
 
 def _unknown_field(argv: list[str], value: str) -> str | None:
-    """For a failed override: which --config.<field> names no field of the config, and what it has."""
+    """For a failed override: which --config.<field> names no field of the config, the closest
+    real fields (difflib), and what its parent has."""
     parser = config_flags.config_flags.ConfigFileFlagParser("config", lock_config=False)
     try:
         config = parser.parse(value)
@@ -127,8 +115,11 @@ def _unknown_field(argv: list[str], value: str) -> str | None:
             if not hasattr(node, "keys"):
                 break  # below a leaf (e.g. a tuple index): not ours to judge
             if key not in node:
+                from mmjax import config_schema
                 parent = ".".join(["config", *keys[:depth]])
-                return (f"--config.{field}: {file} has no field config.{'.'.join(keys[:depth + 1])} "
+                close = config_schema.close_keys(config, field)
+                hint = f"; did you mean {' or '.join('config.' + c for c in close)}?" if close else ""
+                return (f"--config.{field}: {file} has no field config.{'.'.join(keys[:depth + 1])}{hint} "
                         f"({parent} has {sorted(node.keys())})")
             node = node[key]
     return None
@@ -173,6 +164,9 @@ def main(argv):
     config = _CONFIG.value
     if config is None:
         raise app.UsageError("--config is required, e.g. --config configs/demo.py")
+    if _HELP_CONFIG.value:
+        print(describe(config, _config_arg(sys.argv) or ""))
+        return
     try:
         validate(config)
     except ValueError as e:
@@ -198,7 +192,7 @@ def main(argv):
     from mmjax.train.preemption import PREEMPTED_EXIT_CODE, Preempted
     with lock:
         try:
-            _modes()[config.mode](config, workdir)
+            _run_job(config, workdir)
         except ConfigFieldError as e:
             _fail(str(e))
         except Preempted as e:  # a signal: the work so far is saved; a scheduler may requeue on 75

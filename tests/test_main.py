@@ -20,6 +20,7 @@ def demo_run(tmp_path_factory):
     return workdir, proc
 
 
+@pytest.mark.slow  # the demo job from the CLI: 150 GRPO steps
 def test_demo_grpo_learns_from_the_images(demo_run):
     workdir, proc = demo_run
     summary = json.load(open(workdir / "report" / "summary.json"))
@@ -39,6 +40,7 @@ def test_demo_grpo_learns_from_the_images(demo_run):
     assert json.load(open(workdir / "config.json"))["mode"] == "demo"
 
 
+@pytest.mark.slow  # the demo job from the CLI: 150 GRPO steps
 def test_demo_export_loads_in_transformers_with_the_same_logits(demo_run):
     import torch
     from transformers import Qwen2_5_VLForConditionalGeneration
@@ -60,3 +62,28 @@ def test_unknown_mode_is_a_usage_error(tmp_path):
                            "--workdir", str(tmp_path), "--config.mode=nope"],
                           cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert proc.returncode != 0 and "config.mode='nope'" in proc.stderr
+
+
+def test_help_config_prints_every_field_and_runs_nothing(tmp_path):
+    """--help_config: each field's value, default, allowed values, help and source; exit 0, no job."""
+    from mmjax.jobs import recipe
+    workdir = tmp_path / "w"
+    proc = subprocess.run([sys.executable, "-m", "mmjax.main", "--config", "configs/jigsaw_image.py:tiny",
+                           "--config.grpo.loss_type=grpo", "--workdir", str(workdir), "--help_config"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert not workdir.exists()  # nothing ran
+    lines = proc.stdout.splitlines()
+    assert lines[0].startswith("--config configs/jigsaw_image.py:tiny: ")
+    fields = {line[2:].split(" = ")[0]: line for line in lines[1:]}
+    c = recipe.schema("grpo")
+    assert set(fields) == {info.path for info in c.fields()}  # every field, none left out
+    # The recipe's value (tiny's G = 2), the dataclass default, the help with its sources, the class.
+    assert fields["grpo.num_generations"] == (
+        "* grpo.num_generations = 2  (default 8)  G, completions sampled per prompt; TRL default 8, SPEC 2.4 8, "
+        "SPEC 1.6 16  [mmjax.rl.grpo.GRPOConfig]")
+    assert fields["grpo.loss_type"].startswith(  # the command line's value, and the allowed ones
+        "* grpo.loss_type = 'grpo'  (default 'dapo'; one of 'bnpo' | 'dapo' | 'dr_grpo' | 'grpo')  grpo | bnpo")
+    assert fields["grpo.delta"].startswith("* grpo.delta = 3.0  (default None)  dual-clip c")  # SPEC 1.6
+    assert fields["data.video_clips"].endswith("[mmjax.data.video_jigsaw.VideoJigsaw.num_clips]")
+    assert fields["seed"].startswith("  seed = 0  (default 0)  params init")

@@ -18,9 +18,17 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     (["--config", "configs/demo.py", "--config.nonexistent_field=1"],
      ["--config.nonexistent_field", "configs/demo.py has no field config.nonexistent_field", "'model'"]),
     (["--config", "configs/demo.py", "--config.model.dtype=float64"],
-     ["config.model.dtype='float64' is not one of ['bfloat16', 'float32']"]),
+     ["config.model.dtype='float64': expected one of ('bfloat16', 'float32')"]),
     (["--config", "configs/jigsaw_image.py:nope"],
-     ["configs/jigsaw_image.py: unknown config argument(s) ['nope']", "code:", "tpu:"]),
+     ["configs/jigsaw_image.py: unknown config argument(s) ['nope']", "code:", "tpu:", "tiny:", "steps:"]),
+    (["--config", "configs/jigsaw_image.py:tiny,steps=many"],
+     ["configs/jigsaw_image.py: config argument steps='many' is not an int (default 0)"]),
+    # Allowed values come from the fields' dataclasses (mmjax.jobs.recipe.schema), all in one line:
+    (["--config", "configs/difficulty_score.py", "--config.grpo.loss_type=token-mean",
+      "--config.score.mask_mode=circles", "--config.data.source=csv"],
+     ["config.data.source='csv': expected one of ('colour_choice', ", "; config.grpo.loss_type='token-mean': "
+      "expected one of ('bnpo', 'dapo', 'dr_grpo', 'grpo'); config.score.mask_mode='circles': expected one of "
+      "('patches', 'pixels', 'rectangle')"]),
 ])
 def test_cli_mistakes_are_one_line(tmp_path, args, expected):
     proc = subprocess.run([sys.executable, "-m", "mmjax.main", *args, "--workdir", str(tmp_path)],
@@ -33,17 +41,31 @@ def test_cli_mistakes_are_one_line(tmp_path, args, expected):
         assert text in lines[0]
 
 
-def test_validate_checks_registered_fields_only_where_present(monkeypatch):
-    monkeypatch.setattr(cli, "CHOICES", dict(cli.CHOICES))
-    cli.register_choices("train.optimizer", lambda: ("adamw", "sgd"))
-    config = ml_collections.ConfigDict({"model": {"dtype": "bfloat16"}, "train": {"optimizer": "lion"}})
-    with pytest.raises(ValueError, match=r"config\.train\.optimizer='lion' is not one of \['adamw', 'sgd'\]"):
+def test_validate_checks_the_schemas_fields_only_where_present():
+    config = ml_collections.ConfigDict({"model": {"dtype": "bfloat16"}, "optim": {"schedule": "step"}})
+    with pytest.raises(ValueError, match=r"^config\.optim\.schedule='step': expected one of "
+                                         r"\('constant', 'cosine', 'linear'\)$"):
         cli.validate(config)
-    config.train.optimizer = "sgd"
-    cli.validate(config)  # no `mode` field in this config: not checked
+    config.optim.schedule = "cosine"
+    cli.validate(config)  # no `mode` field (nor most sections) in this config: not checked
     config.model.dtype = "float16"
-    with pytest.raises(ValueError, match=r"config\.model\.dtype='float16' is not one of \['bfloat16', 'float32'\]"):
+    with pytest.raises(ValueError, match=r"config\.model\.dtype='float16': expected one of \('bfloat16', 'float32'\)"):
         cli.validate(config)
+
+
+@pytest.mark.parametrize("override,closest", [
+    ("--config.grpo.num_generaitons=8", "did you mean config.grpo.num_generations"),
+    ("--config.num_generations=8", "did you mean config.grpo.num_generations"),  # its section left out
+    ("--config.optim.learnig_rate=1e-5", "did you mean config.optim.learning_rate"),
+    ("--config.data.selection.treshold_mode=value", "did you mean config.data.selection.threshold_mode"),
+])
+def test_a_mistyped_override_names_the_closest_fields_before_anything_loads(tmp_path, override, closest):
+    workdir = tmp_path / "w"
+    line, took = _error_line(["--config", "configs/jigsaw_image.py:tiny", override], workdir)
+    key = override[2:].split("=")[0]
+    assert line.startswith(f"mmjax.main: error: --{key}: configs/jigsaw_image.py has no field {key}"), line
+    assert closest in line, line
+    assert not workdir.exists() and took < 30, took
 
 
 # ---- input paths are checked before anything is built (mmjax.jobs.preflight) ------------------
@@ -146,6 +168,6 @@ def test_preflight_skips_the_inputs_a_mode_does_not_read(tmp_path):
 def test_preflight_knows_every_source_and_the_score_file_name():
     from mmjax.difficulty import score_file
     from mmjax.jobs import preflight, setup
-    synthetic = {"colour_choice", "shapes_vqa"}  # read no path
-    assert set(preflight.PATH_KINDS) | synthetic == set(setup.SOURCES)
+    assert set(preflight.PATH_KINDS) | set(setup.SYNTHETIC_SOURCES) == set(setup.SOURCES)  # these read no path
+    assert not set(preflight.PATH_KINDS) & set(setup.SYNTHETIC_SOURCES)
     assert preflight.SCORES == score_file.SCORES

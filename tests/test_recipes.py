@@ -1,9 +1,9 @@
-"""Every recipe in configs/ loads with every documented argument; the GRPO ones train two steps.
+"""Every recipe in configs/ loads with every documented argument; `tiny` runs each GRPO one two steps.
 
-The full-scale recipes (Qwen2.5-VL-7B on an 8-GPU host or a TPU slice) are shrunk to the
-tiny model, tiny data and a 1x1x1 mesh; everything the test does not override (task,
-rewards, GRPO algorithm, remat) runs as the recipe sets it, so a recipe that stops matching
-the code fails here.
+The full-scale recipes (Qwen2.5-VL-7B on an 8-GPU host or a TPU slice) take a `tiny`
+argument (mmjax.jobs.recipe.shrink_to_tiny): the tiny model, synthetic data in the task's
+format and a 1-device mesh; everything else (task, rewards, GRPO algorithm, optimiser,
+remat) runs as the recipe sets it, so a recipe that stops matching the code fails here.
 """
 
 from __future__ import annotations
@@ -12,14 +12,16 @@ import glob
 import importlib
 import json
 import os
+import subprocess
+import sys
+import textwrap
 
 import jax
 import numpy as np
 import pytest
 from jax.experimental.compilation_cache import compilation_cache
-from PIL import Image
 
-from mmjax.data import synthetic
+from mmjax import config_schema
 from mmjax.jobs import grpo as grpo_job
 from mmjax.jobs import recipe, setup
 from mmjax.jobs import sft as sft_job
@@ -27,25 +29,32 @@ from mmjax.jobs import sft as sft_job
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RECIPES = sorted(os.path.basename(p)[:-3] for p in glob.glob(os.path.join(ROOT, "configs", "*.py"))
                  if not os.path.basename(p).startswith("_"))
-FULL_SCALE = ("jigsaw_image", "jigsaw_video", "jigsaw_3d", "difficulty_grpo")
+FULL_SCALE = ("jigsaw_image", "jigsaw_video", "jigsaw_3d", "difficulty_grpo", "difficulty_score", "sft", "eval")
+PAPER_GRPO = ("jigsaw_image", "jigsaw_video", "jigsaw_3d", "difficulty_grpo")
 
 
 def _module(name: str):
     return importlib.import_module(f"configs.{name}")
 
 
+def _args(name: str, arg: str | None):
+    m = _module(name)
+    return recipe.parse_args(arg, name, getattr(m, "HELP", {}), **getattr(m, "ARGS", {}))
+
+
 def _arg_strings(name: str) -> list[str | None]:
-    """No argument, each documented one alone, and all of them together."""
-    names = list(getattr(_module(name), "ARGS", {}))
-    combos = [None] + names + ([",".join(names)] if len(names) > 1 else [])
-    return combos
+    """No argument, each documented switch alone, and all of them together (bool arguments)."""
+    names = [n for n, default in getattr(_module(name), "ARGS", {}).items() if isinstance(default, bool)]
+    return [None] + names + ([",".join(names)] if len(names) > 1 else [])
 
 
 CASES = [(name, arg) for name in RECIPES for arg in _arg_strings(name)]
 
 
-def test_the_full_scale_recipes_are_all_here():
+def test_the_full_scale_recipes_are_all_here_and_take_tiny():
     assert set(FULL_SCALE) <= set(RECIPES)
+    for name in FULL_SCALE:
+        assert _module(name).ARGS["tiny"] is False, name
 
 
 # ---- loading: every recipe, every argument ---------------------------------------------------
@@ -54,19 +63,33 @@ def _prompts_per_step(c, processes: int) -> int:
     return c.data.batch_size * c.gradient_accumulation_steps * processes
 
 
+def _build_sections(c) -> None:
+    """The job-side conversions of every section the recipe's mode reads (each builds its dataclass)."""
+    setup.reward(c)
+    if c.mode in ("grpo", "demo"):
+        setup.grpo_config(c), setup.optimizer_config(c)
+    if c.mode == "sft":  # an SFT run's length is its data's sft.num_epochs passes: any count builds it here
+        sft_job.optimizer_config(c, steps=100)
+    if c.mode == "score":
+        from mmjax.jobs import score as score_job
+        score_job.configs(c)
+    if c.mode == "eval":
+        from mmjax.jobs import eval as eval_job
+        eval_job.read_options(c), eval_job.score_options(c), eval_job.runner_config(c)
+
+
 @pytest.mark.parametrize("name,arg", CASES, ids=[f"{n}:{a}" for n, a in CASES])
 def test_recipe_loads_and_follows_its_paper(name, arg):
     c = _module(name).get_config(arg)
-    args = recipe.parse_args(arg, getattr(_module(name), "ARGS", {}), name)
-    # The job-side checks run on every recipe: each section builds its dataclass.
-    setup.grpo_config(c), setup.reward(c)
-    # An SFT run's length is its data's sft.num_epochs passes (max_steps 0): any count builds it here.
-    sft_job.optimizer_config(c, steps=100) if c.mode == "sft" else setup.optimizer_config(c)
-    if name not in FULL_SCALE:
+    args = _args(name, arg)
+    assert recipe.check(c) == []  # every value inside its field's allowed set
+    assert config_schema.unknown_fields(c, recipe.schema_of(c)) == []  # every field has a dataclass
+    _build_sections(c)
+    if name not in PAPER_GRPO or getattr(args, "tiny", False):
         return
-    processes = 8 if "tpu" in args else 1  # the TPU layouts are sized for v5p-64's 8 hosts
+    processes = 8 if args.tpu else 1  # the TPU layouts are sized for v5p-64's 8 hosts
     assert c.tokenizer == "hf" and c.model.dtype == "float32" and c.model.compute_dtype == "bfloat16"
-    assert (c.mesh.data, c.mesh.fsdp, c.mesh.tensor) == ((1, -1, 1) if "tpu" in args else (1, 8, 1))
+    assert (c.mesh.data, c.mesh.fsdp, c.mesh.tensor) == ((1, -1, 1) if args.tpu else (1, 8, 1))
     assert c.model.remat != "none" and c.model.vision_remat != "none"
     if name.startswith("jigsaw"):  # SPEC 1.6
         g = c.grpo
@@ -76,12 +99,12 @@ def test_recipe_loads_and_follows_its_paper(name, arg):
             1e-6, "constant", 0.01, 1.0)
         assert _prompts_per_step(c, processes) == (256 if name == "jigsaw_image" else 128)
         assert c.max_steps == (800 if name == "jigsaw_3d" else 1000)
-        container = "boxed" if "code" in args else "answer"  # SPEC 1.4: the prompt's and the checker's
+        container = "boxed" if args.code else "answer"  # SPEC 1.4: the prompt's and the checker's
         assert c.data.container == container
         assert all(o.container == container for o in c.rewards.options.values())
         jigsaw = c.rewards.options.jigsaw
-        assert jigsaw.get("partial_min_pieces", 0) == (5 if "code" in args else 0)
-        assert jigsaw.get("repetition_penalty", 0.0) == (-0.5 if "code" in args else 0.0)
+        assert jigsaw.get("partial_min_pieces", 0) == (5 if args.code else 0)
+        assert jigsaw.get("repetition_penalty", 0.0) == (-0.5 if args.code else 0.0)
         assert dict(c.rewards.weights)["jigsaw"] == 1.0
     else:  # SPEC 2.4
         g = c.grpo
@@ -95,7 +118,7 @@ def test_recipe_loads_and_follows_its_paper(name, arg):
         assert (sel.subset, sel.levels, sel.method, sel.score_file) == ("levels", "mid+hard", "pism", "")
 
 
-@pytest.mark.parametrize("name", FULL_SCALE)
+@pytest.mark.parametrize("name", PAPER_GRPO)
 def test_the_container_is_one_field(name):
     """Overriding data.container (as --config.data.container does) moves the checker with it."""
     c = _module(name).get_config()
@@ -104,12 +127,36 @@ def test_the_container_is_one_field(name):
     assert {f.keywords["container"] for f in setup.reward(c).fns.values()} == {"boxed"}
 
 
+# ---- recipe arguments: typed, as big_vision's parse_arg ---------------------------------------
+
 @pytest.mark.parametrize("arg", ["cod", "code,gpu", "tpu;code"])
 def test_unknown_argument_names_the_allowed_ones(arg):
-    with pytest.raises(ValueError, match=r"unknown config argument.*allowed.*code.*tpu"):
+    with pytest.raises(ValueError, match=r"unknown config argument.*allowed.*code: .*tpu: .*tiny: .*steps: "):
         _module("jigsaw_image").get_config(arg)
-    assert recipe.parse_args(" code , ,tpu ", recipe.JIGSAW_ARGS, "x") == {"code", "tpu"}
-    assert recipe.parse_args("", recipe.JIGSAW_ARGS, "x") == frozenset()
+
+
+def test_arguments_are_typed_by_their_defaults():
+    parse = lambda arg: recipe.parse_args(arg, "configs/x.py", **recipe.JIGSAW_ARGS)  # noqa: E731
+    assert vars(parse(" code , ,tpu ")) == dict(code=True, tpu=True, tiny=False, steps=0)
+    assert vars(parse("")) == vars(parse(None)) == dict(code=False, tpu=False, tiny=False, steps=0)
+    assert vars(parse("tiny,steps=20,code=false")) == dict(code=False, tpu=False, tiny=True, steps=20)
+    assert vars(parse("tpu=1,tiny=yes")) == dict(code=False, tpu=True, tiny=True, steps=0)
+    typed = recipe.parse_args("size=3b,lr=3e-4,frames=8", "configs/y.py", size="7b", lr=1e-6, frames=16)
+    assert (typed.size, typed.lr, typed.frames) == ("3b", 3e-4, 8)
+    for bad, why in [("steps=x", r"steps='x' is not an int \(default 0\)"),
+                     ("steps=1.5", r"steps='1.5' is not an int"),
+                     ("code=maybe", r"code='maybe' is not a bool \(default False\)"),
+                     ("steps", r"'steps' needs a value: steps=<int>"),
+                     ("tiny,tiny", r"'tiny' given twice"),
+                     ("stesp=3", r"unknown config argument\(s\) \['stesp'\].*did you mean \['steps'\]")]:
+        with pytest.raises(ValueError, match=r"^configs/x\.py: .*" + why + r".*allowed.*steps: .*\(int, default 0\)"):
+            parse(bad)
+    with pytest.raises(ValueError, match=r"lr='fast' is not a float \(default 1e-06\)"):
+        recipe.parse_args("lr=fast", "configs/y.py", lr=1e-6)
+    with pytest.raises(TypeError, match="bool, int, float or str"):
+        recipe.parse_args("", "configs/y.py", sizes=(1, 2))
+    c = _module("jigsaw_image").get_config("tiny,steps=20")
+    assert c.max_steps == 20 and c.model.preset == "tiny"
 
 
 def test_setup_errors_name_the_field(tmp_path):
@@ -129,76 +176,55 @@ def test_setup_errors_name_the_field(tmp_path):
         setup.transforms(c.data, None, None)
 
 
-# ---- two GRPO steps per recipe on tiny data ----------------------------------------------
+# ---- `tiny`: each full-scale recipe as written, at laptop scale ---------------------------------
 
-@pytest.fixture(scope="module")
-def tiny_data(tmp_path_factory):
-    root = tmp_path_factory.mktemp("recipe_data")
-    rng = np.random.default_rng(0)
-    images = root / "images"
-    images.mkdir()
-    for i in range(4):  # 84 px: the smallest a 3x3 jigsaw takes (SPEC 1.1)
-        Image.fromarray(rng.integers(0, 256, (84, 84, 3), dtype=np.uint8)).save(images / f"{i}.png")
-    videos = root / "videos"
-    videos.mkdir()
-    for i in range(2):  # 24 s, the shortest a video jigsaw takes (SPEC 1.2), at 2 fps
-        synthetic.write_moving_shapes_video(videos / f"{i}.mp4", seconds=24, fps=2, size=(32, 32), seed=i)
-    rgbd = root / "rgbd"
-    synthetic.write_rgbd_scenes(rgbd, 2, size=(168, 224))
-    qa = root / "qa.jsonl"
-    with open(qa, "w") as f:
-        for i in range(4):
-            Image.fromarray(rng.integers(0, 256, (56, 56, 3), dtype=np.uint8)).save(root / f"qa{i}.png")
-            f.write(json.dumps({"images": [f"qa{i}.png"], "prompt": "<image>Which colour? A. red B. blue",
-                                "solution": "A", "task": "choice"}) + "\n")
-    return {"image_folder": str(images), "video_folder": str(videos), "rgbd_folder": str(rgbd),
-            "jsonl": str(qa)}
+# What shrink_to_tiny may change; everything else stays the recipe's.
+SCALE_FIELDS = {
+    "tokenizer", "init_from", "model.hf_dir", "model.preset", "model.dtype", "model.compute_dtype",
+    "mesh.data", "mesh.fsdp", "mesh.tensor", "max_steps", "save_steps", "gradient_accumulation_steps",
+    "data.path", "data.data_root", "data.num_samples", "data.batch_size", "data.worker_count",
+    "data.min_vision_rows", "data.max_prompt_length", "data.source", "data.image_size", "data.min_pixels",
+    "data.max_pixels", "data.video_frame_pixels", "data.video_max_frames", "data.selection.score_file",
+    "grpo.num_generations", "grpo.max_completion_length", "sft.num_epochs", "sft.max_answer_length",
+    "score.ratios", "score.attempts", "score.max_new_tokens", "score.sampler_batch", "score.cmab_batch",
+    "score.host_threads", "score.progress", "score.cmab.definition", "score.cmab.layer",
+}
+EVAL_TINY = {"model.attention", "eval.max_new_tokens", "eval.batch_size", "eval.progress"}
 
 
-def _tiny(c, data_paths):
-    """The recipe shrunk to run on CPU in seconds; what it does not touch stays the recipe's."""
-    c.model.hf_dir = ""
-    c.model.preset = "tiny"
-    c.tokenizer = "tiny"
-    c.model.compute_dtype = "float32"
-    c.mesh.data, c.mesh.fsdp, c.mesh.tensor = 1, 1, 1
-    c.max_steps = 2
-    c.save_steps = 2
-    c.gradient_accumulation_steps = 1
-    c.data.batch_size = 2
-    c.data.worker_count = 0
-    c.data.min_vision_rows = 16
-    c.grpo.num_generations = 2
-    c.grpo.max_completion_length = 4
-    if c.data.source in data_paths:
-        c.data.path = data_paths[c.data.source]
-    if c.data.task == "jigsaw_image":
-        c.data.min_pixels = c.data.max_pixels = 28 * 28  # a 28 px tile = one vision token
-    elif c.data.task == "jigsaw_video":
-        c.data.video_frame_pixels = 56 * 56  # 2 frames of 56x56 a clip = 4 vision tokens
-        c.data.video_max_frames = 2
-        c.data.min_pixels = c.data.max_pixels = 56 * 56
-    elif c.data.task in ("jigsaw_3d", "qa") and c.data.source != "colour_choice":
-        c.data.min_pixels, c.data.max_pixels = 28 * 28, 56 * 56
-    return c
+def _flat(c) -> dict:
+    return {info.path: config_schema._get(c, info.path)[1] for info in recipe.schema_of(c).fields()}
 
+
+@pytest.mark.parametrize("name", FULL_SCALE)
+def test_tiny_is_the_recipe_at_laptop_scale(name):
+    full, tiny = _module(name).get_config(), _module(name).get_config("tiny")
+    assert recipe.check(tiny) == [] and config_schema.unknown_fields(tiny, recipe.schema_of(tiny)) == []
+    _build_sections(tiny)
+    changed = {path for path, value in _flat(tiny).items() if _flat(full)[path] != value}
+    assert changed <= SCALE_FIELDS | (EVAL_TINY if name == "eval" else set()), changed - SCALE_FIELDS
+    assert (tiny.tokenizer, tiny.model.preset, tiny.model.hf_dir) == ("tiny", "tiny", "")
+    assert (tiny.mesh.data, tiny.mesh.fsdp, tiny.mesh.tensor) == (1, 1, 1)
+    assert tiny.data.source in setup.SYNTHETIC_SOURCES and not tiny.data.path
+    assert tiny.data.task == full.data.task  # the task's own format
+    if tiny.data.task in setup.TASK_SOURCES:
+        assert tiny.data.source in setup.TASK_SOURCES[tiny.data.task]
+
+
+# ---- two GRPO steps per recipe, by its `tiny` argument -----------------------------------------
 
 def _run_key(c) -> str:
-    """Configs that differ only in fields the test overrides (mesh, batch sizes) train alike."""
+    """Configs that differ only in what tiny overrides (mesh, batch sizes) train alike."""
     return c.to_json_best_effort(sort_keys=True)
-
-
-# Recipes of the other jobs; each of their tests runs its recipe's job on tiny data:
-# tests/difficulty/test_score_job.py, tests/train/test_sft.py, tests/eval/test_eval.py.
-NOT_GRPO = ("score", "sft", "eval")
 
 
 def _runs():
     seen, runs = set(), []
     for name, arg in CASES:
-        if _module(name).get_config(arg).mode in NOT_GRPO:
-            continue
-        key = _run_key(_tiny(_module(name).get_config(arg), {}))
+        if "tiny" not in getattr(_module(name), "ARGS", {}) or _module(name).get_config(arg).mode != "grpo":
+            continue  # the other jobs' recipes run in their tests (score, sft, eval) and below
+        arg = ",".join([a for a in (arg or "").split(",") if a and a != "tiny"] + ["tiny", "steps=2"])
+        key = _run_key(_module(name).get_config(arg))
         if key not in seen:
             seen.add(key)
             runs.append((name, arg))
@@ -236,20 +262,76 @@ def tok():
 
 
 @pytest.mark.parametrize("name,arg", RUNS, ids=[f"{n}:{a}" for n, a in RUNS])
-def test_two_grpo_steps(name, arg, tiny_data, tok, shared_compiles, tmp_path):
-    c = _tiny(_module(name).get_config(arg), tiny_data)
-    learner = grpo_job.build_learner(c, str(tmp_path), tok=tok)
-    last = learner.train()
+def test_two_grpo_steps(name, arg, tok, shared_compiles, tmp_path):
+    c = _module(name).get_config(arg)
+    trainer = grpo_job.build_trainer(c, str(tmp_path), tok=tok)
+    last = trainer.train()
     rows = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
     assert [r["step"] for r in rows] == [1, 2]
-    assert np.isfinite(last["grad_norm"]) and np.isfinite(last["reward"])
-    for reward_name in c.rewards.weights:
-        assert f"rewards/{reward_name}/mean" in last
+    assert np.isfinite(last["grad_norm"]) and np.isfinite(last["loss"])
+    # The reward is the weighted sum of the functions' rewards, so its mean is theirs (TRL).
+    weights = dict(c.rewards.weights)
+    for r in rows:
+        assert r["reward"] == pytest.approx(sum(w * r[f"rewards/{fn}/mean"] for fn, w in weights.items()), abs=1e-6)
+    # num_tokens (TRL: prompt and completion tokens of the run so far) against the batches read
+    # again from the same config: each prompt counts once per completion (G), each completion
+    # its own length (N x G x the logged mean length).
+    g, n = c.grpo.num_generations, c.data.batch_size * c.gradient_accumulation_steps
+    batches = iter(setup.dataset(c, tok, trainer.model))
+    total = 0
+    for r in rows:
+        prompt_tokens = sum(int(np.asarray(next(batches)["attention_mask"]).sum())
+                            for _ in range(c.gradient_accumulation_steps))
+        total += g * prompt_tokens + round(n * g * r["completions/mean_length"])
+        assert r["num_tokens"] == total, (r["step"], prompt_tokens)
 
 
-def test_a_mesh_axis_of_minus_one_shards_the_model(tok):
-    """The TPU layouts give fsdp=-1 ("all the devices"): the model must still be sharded."""
-    c = _tiny(_module("jigsaw_image").get_config("tpu"), {})
-    c.mesh.fsdp = -1
-    holder = setup.model(c, tok)
-    assert holder.mesh is not None and holder.mesh.shape["fsdp"] == jax.device_count()
+def test_the_tiny_recipes_of_the_other_jobs_run_from_the_command_line(tmp_path):
+    """`configs/sft.py:tiny,steps=2` trains two SFT steps as the recipe is written, from the CLI."""
+    proc = subprocess.run([sys.executable, "-m", "mmjax.main", "--config", "configs/sft.py:tiny,steps=2",
+                           "--workdir", str(tmp_path)], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
+    assert [r["step"] for r in rows] == [1, 2] and all(np.isfinite(r["loss"]) for r in rows)
+    assert json.load(open(tmp_path / "config.json"))["optim"]["freeze_vision"] is True  # the recipe's SPEC 2.4
+
+
+# ---- a mesh axis of -1 on 8 devices --------------------------------------------------------------
+
+_MESH_CHECK = textwrap.dedent("""
+    import os
+    os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=8"
+    import json, sys
+    sys.path.insert(0, os.getcwd())
+    import jax
+    from configs import jigsaw_image
+    from mmjax.jobs import setup
+    c = jigsaw_image.get_config("tpu,tiny")
+    c.mesh.data, c.mesh.fsdp, c.mesh.tensor = 1, -1, 1  # the TPU layout's axes, on 8 host devices
+    holder = setup.model(c, setup.tokenizer(c))
+    lm = holder.params["language_model"]
+    out = {"devices": jax.device_count(), "mesh": dict(holder.mesh.shape)}
+    for name, leaf in [("embedding", lm["embed_tokens"]["embedding"]),
+                       ("gate_proj", lm["layers_0"]["mlp"]["gate_proj"]["kernel"])]:
+        out[name] = {"shape": list(leaf.shape), "spec": [str(s) for s in leaf.sharding.spec],
+                     "shards": sorted({str(s.index) for s in leaf.addressable_shards}),
+                     "shard_shape": list(leaf.addressable_shards[0].data.shape)}
+    print("RESULT " + json.dumps(out))
+""")
+
+
+def test_a_mesh_axis_of_minus_one_shards_the_model():
+    """The TPU layouts give fsdp=-1 ("all the devices"): on 8 devices the weights are in 8 shards."""
+    from mmjax.models.qwen2_5_vl import preset
+    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+    proc = subprocess.run([sys.executable, "-c", _MESH_CHECK], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(next(line for line in proc.stdout.splitlines() if line.startswith("RESULT "))[7:])
+    assert out["devices"] == 8 and out["mesh"] == {"data": 1, "fsdp": 8, "tensor": 1}
+    text = preset("tiny").text  # hidden 64, MLP 128: the "embed" dim is split 8 ways (mmjax.sharding rules)
+    embedding, gate = out["embedding"], out["gate_proj"]
+    assert embedding["spec"][1] == "fsdp" and embedding["shard_shape"] == [embedding["shape"][0], text.hidden_size // 8]
+    assert gate["spec"][0] == "fsdp" and gate["shape"] == [text.hidden_size, text.intermediate_size]
+    assert gate["shard_shape"] == [text.hidden_size // 8, text.intermediate_size]
+    assert len(embedding["shards"]) == len(gate["shards"]) == 8  # 8 different slices, one a device

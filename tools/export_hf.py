@@ -25,7 +25,7 @@ import sys
 import numpy as np
 from flax import traverse_util
 
-from mmjax.models.qwen2_5_vl import hf
+from mmjax.models.qwen2_5_vl import CheckpointError, hf
 from mmjax.models.qwen2_5_vl.holder import SIDE_FILES
 from mmjax.train import checkpoints
 
@@ -39,8 +39,8 @@ def check_params(ckpt: str, params, config) -> None:
     wrong = sorted(f"{'/'.join(p)}: {got[p]} != {expected[p]}" for p in expected
                    if p in got and got[p] != expected[p])
     if missing or extra or wrong:
-        raise hf.CheckpointError(f"{ckpt}: params do not match its model_config: missing {missing[:5]}, "
-                                 f"unexpected {extra[:5]}, wrong shape {wrong[:5]}")
+        raise CheckpointError(f"{ckpt}: params do not match its model_config: missing {missing[:5]}, "
+                              f"unexpected {extra[:5]}, wrong shape {wrong[:5]}")
 
 
 def params_dtype(params) -> str | None:

@@ -30,6 +30,7 @@ import logging
 
 import numpy as np
 
+from mmjax.config_help import choice_errors, help_text
 from mmjax.models.capture import TEXT, TEXT_BEFORE_VISUAL, VISUAL
 
 log = logging.getLogger(__name__)
@@ -65,25 +66,34 @@ class CmabConfig:
     skips a token whose text attention is exactly 0, which mmjax keeps in both sums.
     """
 
-    definition: str = "paper"   # "paper" | "code" (SPEC.md 2.2)
-    layer: int = 20             # `code` only: 0-based decoder layer (20 of 28 in the released 7B code)
+    definition: str = dataclasses.field(default="paper", metadata=help_text(
+        "paper (all layers but the first and last) | code (the released code's one layer); SPEC 2.2",
+        choices=DEFINITIONS))
+    layer: int = dataclasses.field(default=20, metadata=help_text(
+        "`code` only: 0-based decoder layer, negative from the end; SPEC 2.2 20 of the 7B's 28 (released code)"))
     # Fixed thresholds (SPEC.md 2.2): easy < easy_below or > easy_above; medium in
     # [easy_below, hard_from) or (hard_to, easy_above]; hard in [hard_from, hard_to].
-    easy_below: float = 0.1
-    hard_from: float = 0.4
-    hard_to: float = 1.6
-    easy_above: float = 1.9
+    easy_below: float = dataclasses.field(default=0.1, metadata=help_text(
+        "fixed: easy if score < this, or > easy_above; SPEC 2.2 0.1"))
+    hard_from: float = dataclasses.field(default=0.4, metadata=help_text(
+        "fixed: hard if score in [hard_from, hard_to], medium between easy and hard; SPEC 2.2 0.4"))
+    hard_to: float = dataclasses.field(default=1.6, metadata=help_text("fixed: hard's upper end; SPEC 2.2 1.6"))
+    easy_above: float = dataclasses.field(default=1.9, metadata=help_text("fixed: easy above this; SPEC 2.2 1.9"))
     # "fixed" uses the thresholds above; "quantile" ranks solved samples by |score - center|
     # and gives the closest `target_mix[2]` share `hard`, the next `target_mix[1]` `medium`.
-    mode: str = "fixed"
-    center: float = 1.0
-    target_mix: tuple[float, float, float] | None = None  # (easy, medium, hard) shares or counts
+    mode: str = dataclasses.field(default="fixed", metadata=help_text(
+        "fixed (the thresholds above) | quantile (levels reproducing target_mix); SPEC 2.2",
+        choices=("fixed", "quantile")))
+    center: float = dataclasses.field(default=1.0, metadata=help_text(
+        "quantile: solved samples ranked by |score - center| (balance); SPEC 2.2"))
+    target_mix: tuple[float, float, float] | None = dataclasses.field(default=None, metadata=help_text(
+        "quantile: (easy, medium, hard) shares or counts, e.g. SPEC 2.2's reasoning (2170, 3604, 2166); "
+        "None / () = none (fixed mode)"))
 
     def __post_init__(self):
-        if self.definition not in DEFINITIONS:
-            raise ValueError(f"cmab definition must be one of {DEFINITIONS}; got {self.definition!r}")
-        if self.mode not in ("fixed", "quantile"):
-            raise ValueError(f"cmab mode must be 'fixed' or 'quantile'; got {self.mode!r}")
+        errors = choice_errors(self)  # definition, mode
+        if errors:
+            raise ValueError("cmab " + "; ".join(errors))
         if not self.easy_below <= self.hard_from <= self.hard_to <= self.easy_above:
             raise ValueError("cmab thresholds must satisfy easy_below <= hard_from <= hard_to <= easy_above; "
                              f"got {self.easy_below}, {self.hard_from}, {self.hard_to}, {self.easy_above}")

@@ -46,7 +46,7 @@ from typing import Any
 
 import numpy as np
 
-from mmjax.config_help import help_text
+from mmjax.config_help import choice_errors, help_text
 from mmjax.data import masking
 from mmjax.data.batching import arrays
 from mmjax.data.skips import DataError, SkipCounter, Skipped, skip_or_raise
@@ -68,7 +68,7 @@ class ScoreConfig:
     """What to score and how (the `score` section of a recipe, less the job's own fields)."""
 
     methods: tuple[str, ...] = dataclasses.field(default=METHODS, metadata=help_text(
-        "pism and/or cmab (SPEC 2.1, 2.2)"))
+        "pism and/or cmab (SPEC 2.1, 2.2)", choices=METHODS))
     ratios: tuple[float, ...] = dataclasses.field(default=masking.DEFAULT_RATIOS, metadata=help_text(
         "PISM mask ratios, ascending from 0; SPEC 2.1 0.0, 0.1, ..., 0.9"))
     attempts: int = dataclasses.field(default=10, metadata=help_text(
@@ -80,7 +80,7 @@ class ScoreConfig:
     max_new_tokens: int = dataclasses.field(default=1024, metadata=help_text(
         "most tokens per answer; SPEC 2.4 max completion 1024"))
     mask_mode: str = dataclasses.field(default="rectangle", metadata=help_text(
-        "rectangle (released code, default) | pixels (paper) | patches (mmjax); SPEC 2.1"))
+        "rectangle (released code, default) | pixels (paper) | patches (mmjax); SPEC 2.1", choices=masking.MODES))
     patch_size: int = dataclasses.field(default=28, metadata=help_text(
         "patches mode: side of a masked patch in px; 28 = one merged vision token (SPEC 2.1)"))
     shared_mask: bool = dataclasses.field(default=False, metadata=help_text(
@@ -102,13 +102,13 @@ class ScoreConfig:
         "threads resizing and normalising masked images (PIL releases the GIL); mmjax"))
 
     def __post_init__(self):
-        methods = tuple(self.methods)
-        if not methods or set(methods) - set(METHODS) or len(set(methods)) != len(methods):
+        object.__setattr__(self, "methods", tuple(self.methods))
+        errors = choice_errors(self)  # methods' elements, mask_mode
+        if errors:
+            raise ValueError("; ".join(errors))
+        if not self.methods or len(set(self.methods)) != len(self.methods):
             raise ValueError(f"methods must be a non-empty subset of {METHODS}; got {self.methods!r}")
-        object.__setattr__(self, "methods", methods)
         object.__setattr__(self, "ratios", tuple(float(r) for r in pism_lib.check_ratios(self.ratios)))
-        if self.mask_mode not in masking.MODES:
-            raise ValueError(f"mask_mode must be one of {masking.MODES}; got {self.mask_mode!r}")
         for name in ("attempts", "max_new_tokens", "patch_size", "sampler_batch", "cmab_batch", "host_threads"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1; got {getattr(self, name)}")

@@ -49,6 +49,8 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from mmjax import containers
+from mmjax.config_help import help_text
 from mmjax.data import jigsaw as jigsaw_lib
 from mmjax.data import prompts
 from mmjax.data.markers import draw_markers
@@ -77,12 +79,18 @@ class ReadOptions:
     limit: read only the first `limit` rows (0 = all); a smoke test, not a score.
     """
 
-    data_root: str | None = None
-    jigsaw_rows: int = 3
-    jigsaw_cols: int = 3
-    seed: int = 0
-    container: str = "answer"
-    limit: int = 0
+    data_root: str | None = dataclasses.field(default=None, metadata=help_text(
+        "image paths are relative to this (None / '' = each benchmark file's folder)"))
+    jigsaw_rows: int = dataclasses.field(default=3, metadata=help_text(
+        "the jigsaw grid of rows without rows / cols; SPEC 1.1 default 3x3"))
+    jigsaw_cols: int = dataclasses.field(default=3, metadata=help_text("the same, columns; SPEC 1.1"))
+    seed: int = dataclasses.field(default=0, metadata=help_text(
+        "the jigsaw permutations and the sampling keys (temperature > 0); mmjax"))
+    container: str = dataclasses.field(default=containers.ANSWER, metadata=help_text(
+        "answer container of prompt and checker: answer (paper) | boxed (released Visual Jigsaw code); SPEC 1.4",
+        choices=tuple(containers.CONTAINERS)))
+    limit: int = dataclasses.field(default=0, metadata=help_text(
+        "first N rows of each file (0 = all; even for MMVP pairs): a smoke test, not a score"))
 
 
 @dataclasses.dataclass(frozen=True)

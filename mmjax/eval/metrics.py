@@ -23,7 +23,8 @@ import dataclasses
 from collections.abc import Sequence
 from typing import Any
 
-from mmjax import rewards
+from mmjax import containers, rewards
+from mmjax.config_help import help_text
 from mmjax.eval.benchmarks import Item
 from mmjax.rewards import parsing, registry
 from mmjax.rewards.choice import choice_score, parse_choice
@@ -44,12 +45,17 @@ class ScoreOptions:
       `jigsaw_exact` logs it in training; False reads the bare completion.
     """
 
-    container: str = parsing.ANSWER
-    math_timeout_seconds: float = 2.0
-    math_workers: int = 2
-    ocr_min_ratio: float = 0.5
-    ocr_allow_substring: bool = True
-    jigsaw_think: bool = True
+    container: str = dataclasses.field(default=parsing.ANSWER, metadata=help_text(
+        "answer container the checkers read; SPEC 1.4", choices=tuple(containers.CONTAINERS)))
+    math_timeout_seconds: float = dataclasses.field(default=2.0, metadata=help_text(
+        "one row's whole math-verify check (the training reward's is 0.5 s); mmjax.rewards.math_check.MathBudget"))
+    math_workers: int = dataclasses.field(default=2, metadata=help_text("math-verify worker processes"))
+    ocr_min_ratio: float = dataclasses.field(default=0.5, metadata=help_text(
+        "OCR fuzzy-match threshold; SPEC 2.3 (mmjax.rewards.ocr)"))
+    ocr_allow_substring: bool = dataclasses.field(default=True, metadata=help_text(
+        "OCR: a substring either way counts; SPEC 2.3 / released reward"))
+    jigsaw_think: bool = dataclasses.field(default=True, metadata=help_text(
+        "a jigsaw solve needs the SPEC 1.4 format, as training's jigsaw_exact; False reads the bare completion"))
 
 
 @dataclasses.dataclass(frozen=True)

@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from mmjax.config_help import help_text
 from mmjax.data import batching
 from mmjax.data import images as images_lib
 from mmjax.data.skips import DataError
@@ -38,14 +39,18 @@ class Generation:
 
 @dataclasses.dataclass(frozen=True)
 class RunnerConfig:
-    batch_size: int = 8
-    max_new_tokens: int = 1024
-    temperature: float = 0.0  # 0 = greedy
-    top_p: float = 1.0
-    seed: int = 0
-    min_vision_rows: int = 64
-    bucket_lengths: tuple[int, ...] | None = None
-    progress: bool = True
+    batch_size: int = dataclasses.field(default=8, metadata=help_text("prompts per generate call (mmjax)"))
+    max_new_tokens: int = dataclasses.field(default=1024, metadata=help_text(
+        "most tokens per answer; SPEC 2.4's max completion (Visual Jigsaw trains with 2048)"))
+    temperature: float = dataclasses.field(default=0.0, metadata=help_text(
+        "0 = greedy (mmjax.models.sampling.SamplingParams)"))
+    top_p: float = dataclasses.field(default=1.0, metadata=help_text("nucleus mass, only with temperature > 0"))
+    seed: int = dataclasses.field(default=0, metadata=help_text("sampling keys (temperature > 0)"))
+    min_vision_rows: int = dataclasses.field(default=64, metadata=help_text(
+        "smallest vision patch-row bucket (config.data.min_vision_rows)"))
+    bucket_lengths: tuple[int, ...] | None = dataclasses.field(default=None, metadata=help_text(
+        "prompt-length buckets; None = mmjax.processing.buckets' rule (config.data.bucket_lengths)"))
+    progress: bool = dataclasses.field(default=True, metadata=help_text("a tqdm bar per benchmark"))
 
     def __post_init__(self):
         if self.batch_size < 1:

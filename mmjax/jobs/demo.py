@@ -19,6 +19,7 @@ from mmjax.data.batching import arrays
 from mmjax.jobs import grpo as grpo_job
 from mmjax.jobs import setup
 from mmjax.models import qwen2_5_vl, sampler
+from mmjax.train import checkpoints
 from mmjax.train.metrics import read_metrics
 
 
@@ -82,33 +83,31 @@ def run(config, workdir: str) -> dict:
     t0 = time.perf_counter()
     setup.write_resolved_config(config, workdir)
     tok = setup.tokenizer(config)
-    learner = grpo_job.build_learner(config, workdir, tok=tok)
-    held_out = setup.dataset(config, tok, learner.model, seed_offset=config.eval.seed_offset, num_epochs=1,
+    trainer = grpo_job.build_trainer(config, workdir, tok=tok)
+    grpo = trainer.objective
+    held_out = setup.dataset(config, tok, trainer.model, seed_offset=config.eval.seed_offset, num_epochs=1,
                              shuffle=False)
     allowed = setup.allowed_token_ids(config, tok)
     kw = dict(num_batches=config.eval.num_batches, allowed_token_ids=allowed,
-              max_new_tokens=config.grpo.max_completion_length, bucket_lengths=learner.bucket_lengths)
+              max_new_tokens=config.grpo.max_completion_length, bucket_lengths=grpo.bucket_lengths)
 
     def both(holder):
-        return {"images": evaluate(holder, held_out, learner.reward, tok.decode, **kw),
-                "blank": evaluate(holder, held_out, learner.reward, tok.decode, blank_images=True, **kw)}
+        return {"images": evaluate(holder, held_out, grpo.reward, tok.decode, **kw),
+                "blank": evaluate(holder, held_out, grpo.reward, tok.decode, blank_images=True, **kw)}
 
-    n_params = sum(x.size for x in jax.tree.leaves(learner.model.params))
+    n_params = sum(x.size for x in jax.tree.leaves(trainer.model.params))
     print(f"model: {config.model.preset or config.model.hf_dir} {n_params / 1e6:.2f} M params on {jax.devices()}")
-    before = both(learner.model)
+    before = both(trainer.model)
     print(f"before training: held-out accuracy {before['images']:.3f} (images blanked: {before['blank']:.3f})")
-    learner.train()
-    after = both(learner.model)
+    trainer.train()
+    after = both(trainer.model)
     print(f"after training:  held-out accuracy {after['images']:.3f} (images blanked: {after['blank']:.3f})")
     chance = 1.0 / max(1, len(config.sample.allowed_tokens) or 4)
     print(_report(workdir, before, after, chance, time.perf_counter() - t0))
 
-    out_dir = os.path.join(workdir, "hf_export")
-    learner.model.save_hf(out_dir, progress=False)
-    tok.save_pretrained(out_dir)
-    setup.image_config(config).save_pretrained(out_dir)
+    out_dir = checkpoints.export_hf(workdir, trainer.model, savers=(tok, setup.image_config(config)))
     again = qwen2_5_vl.load_hf(out_dir, progress=False)
     same = all(np.array_equal(np.asarray(a), np.asarray(b))
-               for a, b in zip(jax.tree.leaves(again.params), jax.tree.leaves(learner.model.params)))
+               for a, b in zip(jax.tree.leaves(again.params), jax.tree.leaves(trainer.model.params)))
     print(f"HF export: {out_dir} (reloads {'bit-exactly' if same else 'WITH DIFFERENCES'})")
     return {"before": before, "after": after}

@@ -1,4 +1,4 @@
-"""The GRPO job (`config.mode = "grpo"`): build the pieces from the recipe, run the learner."""
+"""The GRPO job (`config.mode = "grpo"`): build the pieces from the recipe, run the Trainer."""
 
 from __future__ import annotations
 
@@ -8,39 +8,40 @@ import jax
 
 from mmjax.difficulty import selection as selection_lib
 from mmjax.jobs import setup
-from mmjax.rl.learner import GRPOLearner
+from mmjax.rl.objective import GRPOObjective
+from mmjax.train.trainer import Trainer
 
 log = logging.getLogger(__name__)
 
 
-def build_learner(config, workdir: str, tok=None, holder=None) -> GRPOLearner:
-    """Tokenizer, model, data, rewards and the learner for `config` (no step taken yet)."""
+def build_trainer(config, workdir: str, tok=None, holder=None) -> Trainer:
+    """Tokenizer, model, data, rewards and the GRPO Trainer for `config` (no step taken yet)."""
     tok = tok if tok is not None else setup.tokenizer(config)
     holder = holder if holder is not None else setup.model(config, tok)
-    grpo = setup.grpo_config(config)
-    learner = setup.learner_config(config, tok)
-    optimizer = setup.optimizer_config(config)
-    reward = setup.reward(config)
     rows = setup.selected_source(config.data)
     chosen = selection_lib.write_report(rows, workdir)  # workdir/selection.json, with a score file only
     if chosen is not None:
         log.info("GRPO data: %s (rows in %s)", chosen.describe(), selection_lib.REPORT)
     data = setup.dataset(config, tok, holder, data_source=rows)
     eos, pad = setup.eos_and_pad(tok)
-    return GRPOLearner(holder, data, reward, tok.decode, grpo=grpo, optimizer=optimizer, learner=learner,
-                       workdir=workdir, eos_token_ids=eos, pad_token_id=pad, mesh=holder.mesh,
-                       bucket_lengths=config.data.bucket_lengths)
+    loop = setup.train_config(config)
+    objective = GRPOObjective(holder.module, setup.reward(config), tok.decode, grpo=setup.grpo_config(config),
+                              rollout=setup.rollout_config(config, tok),
+                              gradient_accumulation_steps=loop.gradient_accumulation_steps, eos_token_ids=eos,
+                              pad_token_id=pad, mesh=holder.mesh, bucket_lengths=config.data.bucket_lengths)
+    return Trainer(holder, data, objective, optimizer=setup.optimizer_config(config), config=loop,
+                   workdir=workdir, mesh=holder.mesh)
 
 
 def run(config, workdir: str) -> dict:
     from mmjax.train import checkpoints
     setup.write_resolved_config(config, workdir)
     tok = setup.tokenizer(config)
-    learner = build_learner(config, workdir, tok=tok)
-    n_params = sum(x.size for x in jax.tree.leaves(learner.model.params))
+    trainer = build_trainer(config, workdir, tok=tok)
+    n_params = sum(x.size for x in jax.tree.leaves(trainer.model.params))
     log.info("GRPO: %.2f M params on %s, workdir %s", n_params / 1e6, jax.devices(), workdir)
-    metrics = learner.train()
+    metrics = trainer.train()
     # The model to evaluate or serve, as the demo leaves it; a resumed run replaces it whole.
-    out = checkpoints.export_hf(workdir, learner.model, savers=(tok, setup.image_config(config)))
+    out = checkpoints.export_hf(workdir, trainer.model, savers=(tok, setup.image_config(config)))
     log.info("GRPO: HF export in %s", out)
     return metrics

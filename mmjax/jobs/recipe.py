@@ -1,161 +1,452 @@
-"""Defaults every recipe (configs/*.py) starts from; a recipe overrides what it changes and says why.
+"""The config schema and the defaults every recipe (configs/*.py) starts from; a recipe overrides
+what it changes and says why.
 
-Each field has a one-line comment with its source (TRL / HF TrainingArguments / SPEC.md /
-mmjax). The GRPO and optimiser fields mirror mmjax.rl.grpo.GRPOConfig and
-mmjax.train.optim.OptimizerConfig, whose help strings cite their sources in full.
+`base()` is built from dataclasses (mmjax.config_schema): the sections the jobs turn into a
+config dataclass come from that dataclass (grpo: mmjax.rl.grpo.GRPOConfig, optim:
+mmjax.train.optim.OptimizerConfig, data.selection: SelectionConfig, score: ScoreConfig /
+PismLevels / CmabConfig, eval: the mmjax.eval options), and the sections their consumer
+(mmjax.jobs.setup) reads field by field have their dataclass here (RunOptions, LoopOptions,
+ModelOptions, MeshConfig, DataConfig, RewardsConfig, SampleConfig, SftOptions). Each default,
+one-line help (with its source) and allowed set is written once, in its dataclass; `schema()`
+is the whole tree, which `mmjax.main` checks a config against before anything loads and prints
+with --help_config.
 
-Also here: `parse_args`, the one parser of recipe arguments (`configs/x.py:code,tpu`), and
-`qwen7b_layout`, the accelerator settings the full-scale recipes share, with the memory
-arithmetic behind them.
+Also here: `parse_args`, the one parser of recipe arguments (`configs/x.py:tiny,steps=20`),
+`shrink_to_tiny`, what every full-scale recipe's `tiny` argument applies, and `qwen7b_layout`,
+the accelerator settings the full-scale recipes share, with the memory arithmetic behind them.
 """
 
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import functools
+import types
 from collections.abc import Mapping
 
 import ml_collections
 
+from mmjax import config_schema
+from mmjax.config_help import help_text
+from mmjax.config_schema import borrowed
+
+# config.mode -> the job mmjax.main runs: mmjax.jobs.<mode>.run(config, workdir).
+MODES = ("demo", "eval", "grpo", "score", "sft")
+
+
+def _field(default, text: str, choices=None):
+    if isinstance(default, (tuple, list, dict)):
+        return dataclasses.field(default_factory=lambda: type(default)(default), metadata=help_text(text, choices))
+    return dataclasses.field(default=default, metadata=help_text(text, choices))
+
+
+def _setup(name: str):
+    """A name of mmjax.jobs.setup, imported only when a value is checked (setup imports the models)."""
+    def get():
+        from mmjax.jobs import setup  # pylint: disable=g-import-not-at-top
+        return getattr(setup, name)
+    return get
+
+
+def _attention_names():
+    from mmjax.models.attention import IMPLEMENTATIONS  # pylint: disable=g-import-not-at-top
+    return IMPLEMENTATIONS
+
+
+def _remat_names():
+    from mmjax.models.remat import REMAT_POLICIES  # pylint: disable=g-import-not-at-top
+    return REMAT_POLICIES
+
+
+def _presets():
+    from mmjax.models.qwen2_5_vl import PRESETS  # pylint: disable=g-import-not-at-top
+    return tuple(PRESETS)
+
+
+def _containers():
+    from mmjax.containers import CONTAINERS  # pylint: disable=g-import-not-at-top
+    return tuple(CONTAINERS)
+
+
+def _answer_formats():
+    from mmjax.data.sft import ANSWER_FORMATS  # pylint: disable=g-import-not-at-top
+    return ANSWER_FORMATS
+
+
+# ---- the sections mmjax.jobs.setup reads field by field ----------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class RunOptions:
+    """Top-level fields: the job, its seed and tokenizer, where its weights start (mmjax.main, mmjax.jobs.setup)."""
+
+    mode: str = _field("grpo", "which job mmjax.main runs: mmjax.jobs.<mode>.run (mmjax)", MODES)
+    seed: int = _field(0, "params init, data order, sampling keys (mmjax)")
+    tokenizer: str = _field("tiny", "tiny (tests, demo) | qwen2 (the real BPE, offline) | hf (model.hf_dir's own); "
+                                    "mmjax.jobs.setup.tokenizer", _setup("TOKENIZERS"))
+    init_from: str = _field("", "start from these weights instead of model.hf_dir / the preset (SPEC 2.4: GRPO after "
+                                "SFT): a training workdir (its newest checkpoint's params; the optimizer starts "
+                                "fresh), one checkpoint directory, or an HF folder; '' = off (mmjax.jobs.setup.model)")
+    force_unlock: bool = _field(False, "take over a workdir lock left by a run on another host "
+                                       "(mmjax.jobs.workdir_lock)")
+
+
+@dataclasses.dataclass(frozen=True)
+class LoopOptions:
+    """Top-level loop fields (mmjax.jobs.setup and mmjax.jobs.sft build the loop's config from them).
+
+    To become mmjax.train.trainer.TrainConfig's section once the GRPO and SFT loops are one.
+    """
+
+    max_steps: int = _field(100, "optimizer steps (TRL max_steps); SFT: 0 = sft.num_epochs passes")
+    save_steps: int = _field(50, "checkpoint every N steps, and at the end (TRL save_steps)")
+    logging_steps: int = _field(1, "metrics every N steps (TRL logging_steps)")
+    save_total_limit: int = _field(3, "checkpoints kept (TRL save_total_limit)")
+    gradient_accumulation_steps: int = _field(1, "micro-batches per optimizer step (TRL gradient_accumulation_steps)")
+    filter_zero_std_groups: bool = _field(False, "online filtering: drop groups whose rewards all match and draw "
+                                                 "more micro-batches (DAPO)")
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelOptions:
+    """config.model: which weights, their precision, attention and remat (mmjax.jobs.setup.model)."""
+
+    preset: str = _field("tiny", "mmjax.models.qwen2_5_vl.PRESETS (BENCH.md tiny), used without hf_dir", _presets)
+    hf_dir: str = _field("", "a Hugging Face Qwen2.5-VL folder, e.g. Qwen2.5-VL-7B-Instruct; '' = the preset, random")
+    dtype: str = _field("float32", "stored params: float32 master weights for training (mmjax)",
+                        ("float32", "bfloat16"))
+    compute_dtype: str = _field("", "'' = dtype; bfloat16 for accelerators (mmjax mixed precision)",
+                                ("", "float32", "bfloat16"))
+    attention: str = _field("auto", "mmjax.models.attention.IMPLEMENTATIONS; auto picks per backend (MaxText's "
+                                    "attention knob)", _attention_names)
+    remat: str = _field("none", "decoder-layer remat policy, mmjax.models.remat.REMAT_POLICIES (MaxText names)",
+                        _remat_names)
+    vision_remat: str = _field("none", "the same for ViT blocks (mmjax.models.remat)", _remat_names)
+
+
+@dataclasses.dataclass(frozen=True)
+class MeshConfig:
+    """config.mesh: the device mesh's axes (mmjax.sharding.make_mesh); -1 = all remaining devices."""
+
+    data: int = _field(1, "data-parallel axis size (mmjax.sharding); -1 = all remaining devices")
+    fsdp: int = _field(1, "FSDP axis: 'embed' dims of params and optimizer state sharded over it (MaxText rules)")
+    tensor: int = _field(1, "tensor-parallel axis: heads / mlp dims (MaxText rules)")
+
+
+def _data_fields():
+    # Imported here: DataConfig's defaults are its consumers' (each written once, there).
+    from mmjax.data.depth_jigsaw import DepthJigsaw  # pylint: disable=g-import-not-at-top
+    from mmjax.data.jigsaw import ImageJigsaw  # pylint: disable=g-import-not-at-top
+    from mmjax.data.pipeline import PipelineConfig  # pylint: disable=g-import-not-at-top
+    from mmjax.data.qa import QaSample  # pylint: disable=g-import-not-at-top
+    from mmjax.data.video_jigsaw import VideoJigsaw  # pylint: disable=g-import-not-at-top
+    from mmjax.difficulty.selection import SelectionConfig  # pylint: disable=g-import-not-at-top
+    from mmjax.processing import ImageProcessorConfig  # pylint: disable=g-import-not-at-top
+    return types.SimpleNamespace(**locals())
+
+
+_D = _data_fields()
+
+
+@dataclasses.dataclass(frozen=True)
+class DataConfig:
+    """config.data: rows, task, prompt and batches (mmjax.jobs.setup.source / transforms / dataset)."""
+
+    source: str = _field("colour_choice", "mmjax.jobs.setup.SOURCES: synthetic (colour_choice, shapes_vqa: QA rows; "
+                                          "synthetic_video; synthetic_rgbd) or read from data.path", _setup("SOURCES"))
+    path: str = _field("", "a JSONL / parquet file or a *_folder source's folder (rgbd_folder: index.jsonl or its "
+                           "folder)")
+    data_root: str = _field("", "image paths are relative to this ('' = the file's folder)")
+    num_samples: int = _field(1024, "synthetic sources only: rows")
+    image_size: tuple = _field((112, 112), "synthetic sources only: (height, width) of each image or video frame")
+    seed: int = borrowed(_D.PipelineConfig, "seed", "shuffle and task randomness (mmjax.data.pipeline)")
+    task: str = _field("qa", "mmjax.jobs.setup.TASKS: qa (SPEC 2.3 rows) | jigsaw_image (SPEC 1.1) | jigsaw_video "
+                             "(SPEC 1.2) | jigsaw_3d (SPEC 1.3)", _setup("TASKS"))
+    jigsaw_rows: int = borrowed(_D.ImageJigsaw, "rows", "image jigsaw grid rows; SPEC 1.1 default 3x3")
+    jigsaw_cols: int = borrowed(_D.ImageJigsaw, "cols", "image jigsaw grid columns; SPEC 1.1")
+    video_clips: int = borrowed(_D.VideoJigsaw, "num_clips", "SPEC 1.2 K clips (4 in the paper's ablations)")
+    video_trim: float = borrowed(_D.VideoJigsaw, "trim", "SPEC 1.2 trim per clip end: 0.10 released code (default), "
+                                                         "0.05 paper")
+    video_sample_fps: float = borrowed(_D.VideoJigsaw, "sample_fps", "SPEC 1.2 frames sampled per second in a clip")
+    video_min_frames: int = borrowed(_D.VideoJigsaw, "min_frames", "SPEC 1.2 frames per clip clamped to [2, 12], even")
+    video_max_frames: int = borrowed(_D.VideoJigsaw, "max_frames", "SPEC 1.2 upper end of that clamp")
+    video_min_seconds: float = borrowed(_D.VideoJigsaw, "min_seconds", "SPEC 1.2 shorter videos are skipped")
+    video_frame_pixels: int = borrowed(_D.VideoJigsaw, "frame_pixels", "SPEC 1.2 each frame resized to about this "
+                                                                       "many pixels")
+    jigsaw_points: int = borrowed(_D.DepthJigsaw, "num_points", "SPEC 1.3 K depth points")
+    container: str = borrowed(_D.QaSample, "container", "answer container of prompt and checker: answer (paper) | "
+                                                        "boxed (released code); SPEC 1.4", _containers)
+    system_prompt: bool = borrowed(_D.QaSample, "system_prompt", "QA rows: the SPEC 2.3 system prompt")
+    prompt_layout: str = borrowed(_D.QaSample, "layout", "QA rows: image_first | question_first (released CMAB "
+                                                         "script, SPEC 4); mmjax.data.prompts.LAYOUTS",
+                                  ("image_first", "question_first"))
+    min_pixels: int = borrowed(_D.ImageProcessorConfig, "min_pixels", "Qwen2VLImageProcessor min_pixels")
+    max_pixels: int = borrowed(_D.ImageProcessorConfig, "max_pixels", "Qwen2VLImageProcessor max_pixels")
+    min_vision_rows: int = _field(64, "smallest vision patch-row bucket (mmjax.processing.buckets)")
+    bucket_lengths: tuple = _field((), "prompt-length buckets (pipeline and sampler); () = mmjax.processing.buckets' "
+                                       "rule")
+    max_prompt_length: int = _field(0, "0 = no limit; longer prompts are skipped, never truncated")
+    batch_size: int = borrowed(_D.PipelineConfig, "batch_size", "prompts per micro-batch per process")
+    worker_count: int = borrowed(_D.PipelineConfig, "worker_count", "grain worker processes (0 = in this process)")
+    strict: bool = borrowed(_D.PipelineConfig, "strict", "raise on a bad row instead of counting and skipping it")
+    selection: _D.SelectionConfig = dataclasses.field(default_factory=_D.SelectionConfig, metadata=help_text(
+        "difficulty-aware selection of the rows (SPEC 2)"))
+
+
+@dataclasses.dataclass(frozen=True)
+class RewardsConfig:
+    """config.rewards: the reward functions, by name (mmjax.rewards registry; mmjax.jobs.setup.reward)."""
+
+    weights: dict = _field({"accuracy": 1.0}, "reward name -> weight, summed (TRL reward_weights); weight 0 = "
+                                              "logged only; SPEC 2.3: one accuracy reward")
+    options: dict = _field({}, "reward name -> its keyword options, e.g. {'jigsaw': {'container': 'boxed'}}")
+
+
+@dataclasses.dataclass(frozen=True)
+class SampleConfig:
+    """config.sample: restrictions of the rollout's vocabulary (mmjax.jobs.setup.allowed_token_ids)."""
+
+    allowed_tokens: tuple = _field((), "restrict sampling to these one-token strings (() = everything)")
+    allow_eos: bool = _field(True, "with allowed_tokens: EOS stays allowed")
+
+
+@dataclasses.dataclass(frozen=True)
+class SftOptions:
+    """config.sft: mode "sft" only (mmjax.jobs.sft, mmjax.data.sft.AnswerTokens)."""
+
+    num_epochs: int = _field(1, "passes over the data (SPEC 2.4 SFT: 5); 0 = repeat until max_steps")
+    answer_format: str = _field("plain", "plain: the solution | think: <think></think><answer>X</answer> (SPEC 2.3 "
+                                         "layout); mmjax.data.sft.ANSWER_FORMATS", _answer_formats)
+    max_answer_length: int = _field(0, "answer tokens with EOS; 0 = no limit; longer answers are skipped, never "
+                                       "truncated")
+    bucket_lengths: tuple = _field((), "answer-length buckets; () = mmjax.processing.buckets' rule")
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalFiles:
+    """config.eval (mode "eval"): which benchmark files, and the prompt (mmjax.jobs.eval)."""
+
+    benchmarks: dict = _field(
+        {"mathvista": "", "ocrbench": "", "mmstar": "", "mmvp": "", "da2k": "", "jigsaw": ""},
+        "benchmark name -> JSONL file ('' = not run); the name is its format or starts with '<format>_' "
+        "(mmjax.eval.benchmarks.FORMATS)")
+    system_prompt: bool = _field(True, "the SPEC 2.3 system prompt asking for <think> and the container")
+
+
+@dataclasses.dataclass(frozen=True)
+class DemoEval:
+    """config.eval (mode "demo"): the demo's held-out greedy evaluation (mmjax.jobs.demo)."""
+
+    num_batches: int = _field(8, "held-out batches of data.batch_size prompts, greedy")
+    seed_offset: int = _field(1000, "held-out split: data.seed + this (a different synthetic seed)")
+
+
+# The score job's own fields (mmjax.jobs.score.JobOptions, whose defaults they are, carries no help).
+SCORE_JOB_HELP = {
+    "write_jsonl": "scores.jsonl beside scores.parquet (mmjax.jobs.score)",
+    "max_batches": "0 = the whole dataset; N stops after N batches, a rerun resumes (mmjax.jobs.score)",
+    "progress": "a tqdm bar over the rows (mmjax.jobs.score)",
+}
+
+
+# ---- the schema ------------------------------------------------------------------------------
+
+@functools.cache
+def base_schema() -> config_schema.Section:
+    """The sections every recipe has (what base() builds)."""
+    from mmjax.rl.grpo import GRPOConfig  # pylint: disable=g-import-not-at-top
+    from mmjax.train.optim import OptimizerConfig  # pylint: disable=g-import-not-at-top
+    S = config_schema.section  # noqa: N806
+    return S(RunOptions, LoopOptions,
+             model=S(ModelOptions), mesh=S(MeshConfig), data=S(DataConfig),
+             grpo=S(GRPOConfig),
+             optim=S(OptimizerConfig, exclude=("total_steps",)),  # total_steps: the job's (max_steps, SFT's epochs)
+             rewards=S(RewardsConfig), sample=S(SampleConfig), sft=S(SftOptions))
+
+
+@functools.cache
+def score_schema() -> config_schema.Section:
+    """config.score (mode "score", configs/difficulty_score.py): mmjax.jobs.score.configs reads it."""
+    from mmjax.difficulty.cmab import CmabConfig  # pylint: disable=g-import-not-at-top
+    from mmjax.difficulty.pism import PismLevels  # pylint: disable=g-import-not-at-top
+    from mmjax.difficulty.scoring import ScoreConfig  # pylint: disable=g-import-not-at-top
+    from mmjax.jobs.score import JobOptions  # pylint: disable=g-import-not-at-top
+    S = config_schema.section  # noqa: N806
+    return S(ScoreConfig, JobOptions, help=SCORE_JOB_HELP, pism=S(PismLevels), cmab=S(CmabConfig))
+
+
+@functools.cache
+def eval_schema() -> config_schema.Section:
+    """config.eval (mode "eval", configs/eval.py): mmjax.jobs.eval reads it into these options."""
+    from mmjax.eval.benchmarks import ReadOptions  # pylint: disable=g-import-not-at-top
+    from mmjax.eval.metrics import ScoreOptions  # pylint: disable=g-import-not-at-top
+    from mmjax.eval.runner import RunnerConfig  # pylint: disable=g-import-not-at-top
+    # RunnerConfig's min_vision_rows and bucket_lengths are config.data's.
+    return config_schema.section(EvalFiles, ReadOptions, ScoreOptions, RunnerConfig,
+                                 exclude=("min_vision_rows", "bucket_lengths"))
+
+
+# Sections only some modes have, by mode (config.eval is a different section in demo and eval).
+MODE_SECTIONS = {"score": {"score": score_schema}, "eval": {"eval": eval_schema},
+                 "demo": {"eval": lambda: config_schema.section(DemoEval)}}
+
+
+@functools.cache
+def schema(mode: str = "") -> config_schema.Section:
+    """The schema of a config of this mode: base_schema() and the mode's own sections."""
+    return base_schema().with_children(**{name: get() for name, get in MODE_SECTIONS.get(mode, {}).items()})
+
+
+def mode_section(mode: str, name: str) -> ml_collections.ConfigDict:
+    """A section only `mode` has (MODE_SECTIONS), at its defaults: `c.score = mode_section("score", "score")`."""
+    return MODE_SECTIONS[mode][name]().build()
+
+
+def schema_of(config) -> config_schema.Section:
+    return schema(config.get("mode", "") if hasattr(config, "get") else "")
+
+
+def check(config) -> list[str]:
+    """Every field of `config` whose value is outside its allowed set, as one line each."""
+    return config_schema.check(config, schema_of(config))
+
 
 def base() -> ml_collections.ConfigDict:
-    c = ml_collections.ConfigDict()
-    c.mode = "grpo"  # which job mmjax.main runs (mmjax.main.MODES): grpo | demo | score | sft | eval
-    c.seed = 0  # params init, data order, sampling keys (mmjax)
-    c.tokenizer = "tiny"  # tiny (tests, demo) | qwen2 (the real BPE, offline) | hf (from model.hf_dir)
-
-    c.max_steps = 100  # optimizer steps (TRL max_steps)
-    c.save_steps = 50  # checkpoint every N steps (TRL save_steps)
-    c.logging_steps = 1  # metrics every N steps (TRL logging_steps)
-    c.save_total_limit = 3  # checkpoints kept (TRL save_total_limit)
-    c.gradient_accumulation_steps = 1  # micro-batches per step (TRL)
-    c.filter_zero_std_groups = False  # online filtering of zero-signal groups (DAPO)
-    # Start from these weights instead of model.hf_dir / the preset (SPEC 2.4: GRPO after SFT):
-    # a training workdir (its newest checkpoint's params; the optimizer starts fresh), one
-    # checkpoint directory, or an HF folder (mmjax.jobs.setup.model). "" = off.
-    c.init_from = ""
-    c.force_unlock = False  # take over a workdir lock left by a run on another host (mmjax.jobs.workdir_lock)
-
-    c.model = ml_collections.ConfigDict()
-    c.model.preset = "tiny"  # mmjax.models.qwen2_5_vl.PRESETS (BENCH.md tiny), used without hf_dir
-    c.model.hf_dir = ""  # a Hugging Face Qwen2.5-VL folder, e.g. Qwen2.5-VL-7B-Instruct
-    c.model.dtype = "float32"  # stored params: float32 master weights for training (mmjax)
-    c.model.compute_dtype = ""  # "" = dtype; bfloat16 for accelerators (mmjax mixed precision)
-    c.model.attention = "auto"  # mmjax.models.attention.IMPLEMENTATIONS; auto picks per backend
-    c.model.remat = "none"  # mmjax.models.remat.REMAT_POLICIES for decoder layers
-    c.model.vision_remat = "none"  # the same for ViT blocks
-
-    c.mesh = ml_collections.ConfigDict()
-    c.mesh.data = 1  # mesh axes (mmjax.sharding); -1 = all remaining devices
-    c.mesh.fsdp = 1
-    c.mesh.tensor = 1
-
-    c.data = ml_collections.ConfigDict()
-    # mmjax.jobs.setup.SOURCES: colour_choice | shapes_vqa (synthetic) | jsonl | parquet | image_folder |
-    # video_folder | rgbd_folder
-    c.data.source = "colour_choice"
-    c.data.path = ""  # a JSONL / parquet file or a *_folder source's folder (rgbd_folder: index.jsonl or its folder)
-    c.data.data_root = ""  # image paths are relative to this ("" = the file's folder)
-    c.data.num_samples = 1024  # synthetic sources only
-    c.data.image_size = (112, 112)  # synthetic sources only (height, width)
-    c.data.seed = 0  # shuffle and task randomness (mmjax.data.pipeline)
-    c.data.task = "qa"  # mmjax.jobs.setup.TASKS: qa | jigsaw_image | jigsaw_video | jigsaw_3d
-    c.data.jigsaw_rows = 3  # SPEC 1.1 default 3x3
-    c.data.jigsaw_cols = 3
-    c.data.video_clips = 6  # SPEC 1.2 K clips (4 in the paper's ablations)
-    c.data.video_trim = 0.10  # SPEC 1.2 trim per clip end: 0.10 released code (default), 0.05 paper
-    c.data.video_sample_fps = 2.0  # SPEC 1.2 frames sampled per second inside a clip
-    c.data.video_min_frames = 2  # SPEC 1.2 frames per clip clamped to [2, 12], even
-    c.data.video_max_frames = 12  # SPEC 1.2
-    c.data.video_min_seconds = 24.0  # SPEC 1.2 shorter videos are skipped
-    c.data.video_frame_pixels = 128 * 28 * 28  # SPEC 1.2 each frame resized to about this many pixels
-    c.data.jigsaw_points = 6  # SPEC 1.3 K depth points (mmjax.data.depth_jigsaw.DepthJigsaw)
-    c.data.container = "answer"  # answer (paper) | boxed (released code): SPEC 1.4
-    c.data.system_prompt = True  # SPEC 2.3 system prompt for QA rows
-    c.data.prompt_layout = "image_first"  # QA rows: image_first | question_first (released CMAB script, SPEC 4)
-    c.data.min_pixels = 56 * 56  # Qwen2VLImageProcessor min_pixels
-    c.data.max_pixels = 28 * 28 * 1280  # Qwen2VLImageProcessor max_pixels
-    c.data.min_vision_rows = 64  # smallest vision patch-row bucket (mmjax.processing.buckets)
-    c.data.bucket_lengths = ()  # prompt-length buckets (pipeline and sampler); () = mmjax.processing.buckets' rule
-    c.data.max_prompt_length = 0  # 0 = no limit; longer prompts are skipped, never truncated
-    c.data.batch_size = 8  # prompts per micro-batch per process
-    c.data.worker_count = 0  # grain worker processes
-    c.data.strict = False  # raise on a bad row instead of counting and skipping it
-    # Difficulty-aware selection (SPEC 2; mmjax.difficulty.selection.SelectionConfig has the full help).
-    c.data.selection = ml_collections.ConfigDict()
-    c.data.selection.score_file = ""  # the data's score file (mode=score's scores.parquet); "" = every row
-    c.data.selection.subset = "full"  # full | random (n rows, seeded) | levels (rows at `levels`)
-    c.data.selection.levels = "mid+hard"  # subset=levels: comma-separated easy,medium,hard,unsolved,mid+hard
-    c.data.selection.method = "pism"  # pism (SPEC 2.1) | cmab (SPEC 2.2) | pism+cmab (see combine)
-    c.data.selection.combine = "both"  # pism+cmab: both rate the row at a wanted level | either does
-    c.data.selection.n = 0  # random rows to draw: subset=random needs n > 0; subset=levels: 0 = all of them
-    c.data.selection.seed = 0  # seed of that draw
-    c.data.selection.threshold_mode = "stored"  # stored (file's levels) | value | quantile (CMAB target mix)
-    c.data.selection.pism_hard_max = 0.4  # value: PISM hard if lambda* <= 0.4 (SPEC 2.1)
-    c.data.selection.pism_medium_max = 0.7  # value: PISM medium up to 0.7, easy above (SPEC 2.1 table)
-    c.data.selection.cmab_definition = "paper"  # value / quantile: paper | code score column (SPEC 2.2)
-    c.data.selection.cmab_easy_below = 0.1  # value: CMAB easy < 0.1 or > 1.9, hard in [0.4, 1.6] (SPEC 2.2)
-    c.data.selection.cmab_hard_from = 0.4
-    c.data.selection.cmab_hard_to = 1.6
-    c.data.selection.cmab_easy_above = 1.9
-    c.data.selection.cmab_center = 1.0  # quantile: rank solved rows by |score - 1| (mmjax.difficulty.cmab)
-    c.data.selection.cmab_target_mix = ()  # quantile: (easy, medium, hard) shares, e.g. (2170, 3604, 2166) SPEC 2.2
-
-    c.grpo = ml_collections.ConfigDict()
-    c.grpo.num_generations = 8  # G (TRL default 8; SPEC 2.4)
-    c.grpo.temperature = 1.0  # TRL default; SPEC 1.6 / 2.4
-    c.grpo.top_p = 1.0  # TRL default
-    c.grpo.top_k = 0  # 0 = off (TRL top_k=None)
-    c.grpo.max_completion_length = 256  # TRL default 256
-    c.grpo.beta = 0.0  # KL coefficient (TRL default 0.0)
-    c.grpo.kl_estimator = "k3"  # TRL uses k3
-    c.grpo.epsilon = 0.2  # TRL default
-    c.grpo.epsilon_high = None  # None = epsilon (TRL)
-    c.grpo.delta = None  # dual-clip c (SPEC 1.6 uses 3); None = off
-    c.grpo.loss_type = "dapo"  # TRL default
-    c.grpo.scale_rewards = "group"  # TRL default
-    c.grpo.importance_sampling_level = "token"  # TRL default; "sequence" = GSPO
-    c.grpo.num_iterations = 1  # mu (TRL default 1)
-    c.grpo.mask_truncated_completions = False  # TRL default
-
-    c.optim = ml_collections.ConfigDict()
-    c.optim.learning_rate = 1e-6  # SPEC 1.6 (TRL default 1e-6)
-    c.optim.schedule = "constant"  # constant | cosine | linear, after warmup_ratio / warmup_steps (HF)
-    c.optim.warmup_ratio = 0.0  # HF TrainingArguments
-    c.optim.weight_decay = 0.01  # SPEC 1.6
-    c.optim.max_grad_norm = 1.0  # SPEC 1.6 / HF default
-    c.optim.freeze_vision = False  # SPEC 2.4 freezes it for SFT only
-    c.optim.freeze_merger = False
-
-    c.rewards = ml_collections.ConfigDict()
-    c.rewards.weights = ml_collections.ConfigDict({"accuracy": 1.0})  # SPEC 2.3: one accuracy reward
-    c.rewards.options = ml_collections.ConfigDict()
-
-    c.sample = ml_collections.ConfigDict()
-    c.sample.allowed_tokens = ()  # restrict sampling to these one-token strings (() = everything)
-    c.sample.allow_eos = True  # with allowed_tokens: EOS stays allowed
-
-    c.sft = ml_collections.ConfigDict()  # mode "sft" only (mmjax.jobs.sft)
-    c.sft.num_epochs = 1  # passes over the data (SPEC 2.4 SFT: 5); 0 = repeat until max_steps
-    c.sft.answer_format = "plain"  # plain: the solution | think: <think></think><answer>X</answer> (SPEC 2.3 layout)
-    c.sft.max_answer_length = 0  # answer tokens with EOS; 0 = no limit; longer answers are skipped, never truncated
-    c.sft.bucket_lengths = ()  # answer-length buckets; () = mmjax.processing.buckets' rule
-    return c
+    """Every section every recipe has, at its dataclass defaults."""
+    return base_schema().build()
 
 
 # ---- recipe arguments ------------------------------------------------------------------------
 
-def parse_args(arg: str | None, allowed: Mapping[str, str], recipe: str) -> frozenset[str]:
-    """`configs/x.py:code,tpu` -> frozenset({"code", "tpu"}).
+_TRUE, _FALSE = ("true", "1", "yes", "on"), ("false", "0", "no", "off")
 
-    Names are comma-separated; spaces around them and empty items are ignored, so "" and None
-    mean no argument. An unknown name raises ValueError naming the recipe and every allowed
-    name with its help (`allowed`: name -> one-line help).
+
+def parse_args(arg: str | None, recipe: str, help: Mapping[str, str] | None = None, /,  # noqa: A002
+               **defaults) -> types.SimpleNamespace:
+    """`configs/x.py:tiny,steps=20` -> namespace(tiny=True, steps=20, ...) (big_vision's parse_arg).
+
+    `defaults` name every argument the recipe takes; each default fixes the argument's type
+    (bool, int, float or str). Items are comma-separated `name=value`; a bare `name` sets a
+    bool argument True (`tpu` = `tpu=true`; false / 0 / no turn it off). Spaces around items
+    and empty items are ignored, so "" and None mean the defaults. An unknown name, a value
+    that is not of its argument's type or a name given twice raises ValueError naming the
+    recipe, the argument and every allowed one with its type, default and help (`help`:
+    name -> one line).
     """
-    names = [item.strip() for item in (arg or "").split(",")]
-    names = [n for n in names if n]
-    unknown = [n for n in names if n not in allowed]
+    help_ = help or {}
+    for name, default in defaults.items():
+        if type(default) not in (bool, int, float, str):
+            raise TypeError(f"{recipe}: argument {name}'s default {default!r} is not a bool, int, float or str")
+
+    def allowed() -> str:
+        items = [f"{n}: " + (f"{help_[n]} " if help_.get(n) else "") + f"({type(d).__name__}, default {d!r})"
+                 for n, d in defaults.items()]
+        return "; ".join(items) or "none"
+
+    def fail(why: str):
+        raise ValueError(f"{recipe}: {why}; allowed (comma-separated name or name=value): {allowed()}")
+
+    values = dict(defaults)
+    given: set[str] = set()
+    items = [item.strip() for item in (arg or "").split(",")]
+    unknown = [item.split("=", 1)[0].strip() for item in items if item and item.split("=", 1)[0].strip()
+               not in defaults]
     if unknown:
-        choices = "; ".join(f"{name}: {help_}" for name, help_ in allowed.items()) or "none"
-        raise ValueError(f"{recipe}: unknown config argument(s) {unknown} in {arg!r}; allowed (comma-separated): "
-                         f"{choices}")
-    return frozenset(names)
+        close = [m for name in unknown for m in difflib.get_close_matches(name, list(defaults), n=1)]
+        fail(f"unknown config argument(s) {unknown} in {arg!r}" + (f" (did you mean {close}?)" if close else ""))
+    for item in filter(None, items):
+        name, has_value, raw = (part.strip() for part in item.partition("="))
+        if name in given:
+            fail(f"config argument {name!r} given twice in {arg!r}")
+        given.add(name)
+        default = defaults[name]
+        kind = type(default).__name__
+        if not has_value:
+            if not isinstance(default, bool):
+                fail(f"config argument {name!r} needs a value: {name}=<{kind}>")
+            values[name] = True
+            continue
+        try:
+            values[name] = _convert(raw, default)
+        except ValueError:
+            fail(f"config argument {name}={raw!r} is not a{'n' if kind == 'int' else ''} {kind} "
+                 f"(default {default!r})")
+    return types.SimpleNamespace(**values)
+
+
+def _convert(raw: str, default):
+    if isinstance(default, bool):
+        if raw.lower() in _TRUE:
+            return True
+        if raw.lower() in _FALSE:
+            return False
+        raise ValueError(raw)
+    if isinstance(default, int):
+        return int(raw)
+    if isinstance(default, float):
+        return float(raw)
+    return raw
+
+
+# ---- the `tiny` argument: a full-scale recipe at laptop scale ---------------------------------
+
+TINY_HELP = ("the recipe as written at laptop-CPU scale (recipe.shrink_to_tiny): the tiny random model and "
+             "tokenizer, synthetic data in the task's format, a 1-device mesh, 10 steps")
+STEPS_HELP = "optimizer steps (max_steps); 0 = the recipe's (10 with tiny)"
+
+# Synthetic rows in each task's format (mmjax.jobs.setup.SOURCES) and what a tiny prompt holds.
+TINY_DATA = {
+    # 84 px images (the smallest a 3x3 jigsaw takes, SPEC 1.1): 28 px tiles, one vision token each.
+    "jigsaw_image": dict(source="shapes_vqa", image_size=(84, 84), min_pixels=28 * 28, max_pixels=28 * 28),
+    # 24 s videos at 2 fps (the shortest a video jigsaw takes, SPEC 1.2): 2 frames of 56x56 a
+    # clip, 4 vision tokens.
+    "jigsaw_video": dict(source="synthetic_video", image_size=(56, 56), video_frame_pixels=56 * 56,
+                         video_max_frames=2, min_pixels=56 * 56, max_pixels=56 * 56),
+    # RGB-D scenes large enough for 6 points 40 px apart (SPEC 1.3).
+    "jigsaw_3d": dict(source="synthetic_rgbd", image_size=(168, 224), min_pixels=28 * 28, max_pixels=56 * 56),
+    # QA rows with a choice task the accuracy reward routes (SPEC 2.3): 4 vision tokens each.
+    "qa": dict(source="colour_choice", image_size=(56, 56), min_pixels=56 * 56, max_pixels=56 * 56),
+}
+
+
+def shrink_to_tiny(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """The recipe `c` as written, at a size a laptop CPU runs in a couple of minutes.
+
+    Changes only what scale needs: the tiny random model (preset "tiny", float32) and the local
+    tokenizer instead of model.hf_dir, a 1-device mesh, synthetic rows in the task's format
+    (TINY_DATA) instead of data.path and the score file, 2 prompts a micro-batch and no
+    accumulation, G = 2 completions of at most 8 tokens, 10 steps. The task, rewards, GRPO
+    algorithm, optimiser, remat and selection rules stay the recipe's, so a recipe that stops
+    matching the code fails at this size too (tests/test_recipes.py).
+    """
+    c.tokenizer = "tiny"
+    c.init_from = ""
+    m = c.model
+    m.hf_dir, m.preset, m.dtype, m.compute_dtype = "", "tiny", "float32", ""
+    c.mesh.data, c.mesh.fsdp, c.mesh.tensor = 1, 1, 1
+    if c.max_steps:  # SFT's 0 (= sft.num_epochs passes) stays: a tiny pass is short
+        c.max_steps = 10
+    c.save_steps = 5
+    c.gradient_accumulation_steps = 1
+    d = c.data
+    d.path, d.data_root, d.num_samples = "", "", 32
+    d.batch_size, d.worker_count, d.min_vision_rows = 2, 0, 16
+    d.max_prompt_length = 0
+    for key, value in TINY_DATA[d.task].items():
+        d[key] = value
+    d.selection.score_file = ""  # every synthetic row (a levels subset then warns that it has no scores)
+    c.grpo.num_generations = 2
+    c.grpo.max_completion_length = 8
+    if c.mode == "sft":
+        c.sft.num_epochs = 1
+        c.sft.max_answer_length = 0
+    if "score" in c:  # mode "score": few attempts, short answers, small sampler calls
+        s = c.score
+        s.ratios, s.attempts, s.max_new_tokens = (0.0, 0.5), 2, 8
+        s.sampler_batch, s.cmab_batch, s.host_threads = 8, 2, 2
+        # The tiny model has 2 decoder layers: the `paper` CMAB definition needs 3, `code` takes one.
+        s.cmab.definition, s.cmab.layer = "code", -1
+        s.progress = False
+    return c
 
 
 # ---- Qwen2.5-VL-7B at full scale: the memory arithmetic the recipes share --------------------
@@ -214,10 +505,14 @@ def qwen7b_layout(c: ml_collections.ConfigDict, tpu: bool = False) -> ml_collect
 
 # ---- Visual Jigsaw: the GRPO, optimiser and reward settings its three tasks share -----------
 
-JIGSAW_ARGS = {
+# The arguments of the three jigsaw recipes (`configs/jigsaw_image.py:code,tpu`): defaults and help.
+JIGSAW_ARGS = dict(code=False, tpu=False, tiny=False, steps=0)
+JIGSAW_HELP = {
     "code": "the released code's reward (JIGSAW_PRESETS['code']): \\boxed{} answers read as released, "
             "partial credit only for K > 4, -0.5 repetition penalty (SPEC 1.4, 1.5); default: the paper's",
     "tpu": "a TPU slice: FSDP over all its chips, batches per process sized for v5p-64 (see the recipe)",
+    "tiny": TINY_HELP,
+    "steps": STEPS_HELP,
 }
 
 

@@ -20,13 +20,19 @@ from mmjax.difficulty.score_file import ScoreFileError
 from mmjax.models import qwen2_5_vl
 from mmjax.processing import ImageProcessorConfig, special_token_ids, tiny_tokenizer
 from mmjax.rl.grpo import GRPOConfig
-from mmjax.rl.learner import LearnerConfig
+from mmjax.rl.objective import RolloutConfig
+from mmjax.train.trainer import TrainConfig
 from mmjax.train.optim import OptimizerConfig
 
-SOURCES = ("colour_choice", "shapes_vqa", "jsonl", "parquet", "image_folder", "video_folder", "rgbd_folder")
+# config.data.source: the synthetic sources read no path (QA rows: colour_choice, shapes_vqa;
+# synthetic_video: moving-shape videos; synthetic_rgbd: RGB-D scenes), the others read data.path.
+# These tuples are the allowed values of the config fields (mmjax.jobs.recipe's schema checks them).
+SYNTHETIC_SOURCES = ("colour_choice", "shapes_vqa", "synthetic_video", "synthetic_rgbd")
+SOURCES = SYNTHETIC_SOURCES + ("jsonl", "parquet", "image_folder", "video_folder", "rgbd_folder")
 TASKS = ("qa", "jigsaw_image", "jigsaw_video", "jigsaw_3d")
 # Tasks that read something only some sources give: the 3D jigsaw needs depth maps.
-TASK_SOURCES = {"jigsaw_3d": ("rgbd_folder",)}
+TASK_SOURCES = {"jigsaw_3d": ("rgbd_folder", "synthetic_rgbd")}
+VIDEO_SECONDS, VIDEO_FPS = 24.0, 2.0  # synthetic_video: the shortest a video jigsaw takes (SPEC 1.2)
 RGBD_INDEX = "index.jsonl"  # what mmjax.data.synthetic.write_rgbd_scenes writes: {"image", "depth"} rows
 TOKENIZERS = ("tiny", "qwen2", "hf")
 
@@ -51,14 +57,8 @@ def dataclass_from(cls, node: ml_collections.ConfigDict | dict, field: str, **ex
         raise ConfigFieldError(f"config.{field}: {e}") from None
 
 
-def _choice(value: str, allowed, field: str) -> str:
-    if value not in allowed:
-        raise ConfigFieldError(f"config.{field}={value!r} is not one of {sorted(allowed)}")
-    return value
-
-
 def tokenizer(config):
-    kind = _choice(config.tokenizer, TOKENIZERS, "tokenizer")
+    kind = config.tokenizer
     if kind == "tiny":
         return tiny_tokenizer()
     if kind == "qwen2":
@@ -86,8 +86,6 @@ def model(config, tok):
         holder = qwen2_5_vl.load_hf(m.hf_dir, dtype=m.dtype, compute_dtype=m.compute_dtype or None, mesh=mesh,
                                     **options)
     else:
-        if m.preset not in qwen2_5_vl.PRESETS:
-            raise ConfigFieldError(f"config.model.preset={m.preset!r} is not one of {sorted(qwen2_5_vl.PRESETS)}")
         ids = special_token_ids(tok)
         cfg = qwen2_5_vl.preset(m.preset)
         cfg = cfg.replace(
@@ -152,13 +150,19 @@ def image_config(config) -> ImageProcessorConfig:
 
 
 def source(data, seed_offset: int = 0):
-    kind = _choice(data.source, SOURCES, "data.source")
+    kind = data.source
     if kind == "colour_choice":
         return synthetic.ColourChoiceSource(data.num_samples, seed=data.seed + seed_offset,
                                             size=tuple(data.image_size))
     if kind == "shapes_vqa":
         return synthetic.ShapesVqaSource(data.num_samples, seed=data.seed + seed_offset,
                                          size=tuple(data.image_size), background="photos")
+    if kind == "synthetic_rgbd":
+        return synthetic.SyntheticRgbdSource(data.num_samples, seed=data.seed + seed_offset,
+                                             size=tuple(data.image_size))
+    if kind == "synthetic_video":
+        return sources.VideoFolderSource(_synthetic_videos(data.num_samples, data.seed + seed_offset,
+                                                           tuple(data.image_size)))
     if not data.path:
         raise ConfigFieldError(f"config.data.source={kind!r} needs config.data.path")
     if kind == "jsonl":
@@ -201,8 +205,29 @@ def _folder_source(kind: str, data):
         raise ConfigFieldError(f"config.data.path={data.path!r} (data.source={kind!r}): {e}") from None
 
 
+def _synthetic_videos(num: int, seed: int, size: tuple[int, int]) -> str:
+    """A folder of `num` moving-shape videos (mmjax.data.synthetic), written once per (num, seed,
+    size) under the temp dir and reused: the video jigsaw reads video files."""
+    import shutil
+    import tempfile
+    root = os.path.join(tempfile.gettempdir(), "mmjax_synthetic")
+    folder = os.path.join(root, f"videos_n{num}_seed{seed}_{size[0]}x{size[1]}")
+    if os.path.isdir(folder):
+        return folder
+    os.makedirs(root, exist_ok=True)
+    tmp = tempfile.mkdtemp(dir=root, prefix=".videos_")
+    for i in range(num):
+        synthetic.write_moving_shapes_video(os.path.join(tmp, f"{i:05d}.mp4"), VIDEO_SECONDS, VIDEO_FPS, size,
+                                            seed=seed * 1_000_003 + i)
+    try:
+        os.rename(tmp, folder)  # whole or not at all; another process may have won the race
+    except OSError:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return folder
+
+
 def transforms(data, tok, holder) -> list:
-    task = _choice(data.task, TASKS, "data.task")
+    task = data.task
     if task in TASK_SOURCES and data.source not in TASK_SOURCES[task]:
         raise ConfigFieldError(f"config.data.task={task!r} needs config.data.source in {list(TASK_SOURCES[task])}, "
                                f"got {data.source!r}")
@@ -291,12 +316,18 @@ def optimizer_config(config) -> OptimizerConfig:
     return dataclass_from(OptimizerConfig, node, "optim")
 
 
-def learner_config(config, tok) -> LearnerConfig:
-    return dataclass_from(LearnerConfig, dict(
-        max_steps=config.max_steps, save_steps=config.save_steps, logging_steps=config.logging_steps,
-        save_total_limit=config.save_total_limit, gradient_accumulation_steps=config.gradient_accumulation_steps,
+def train_config(config, max_steps: int | None = None) -> TrainConfig:
+    """The loop's settings; max_steps: the run's length when the job computes it (SFT's epochs)."""
+    return dataclass_from(TrainConfig, dict(
+        max_steps=config.max_steps if max_steps is None else max_steps, save_steps=config.save_steps,
+        logging_steps=config.logging_steps, save_total_limit=config.save_total_limit,
+        gradient_accumulation_steps=config.gradient_accumulation_steps), "train")
+
+
+def rollout_config(config, tok) -> RolloutConfig:
+    return dataclass_from(RolloutConfig, dict(
         seed=config.seed, filter_zero_std_groups=config.filter_zero_std_groups,
-        allowed_token_ids=allowed_token_ids(config, tok)), "learner")
+        allowed_token_ids=allowed_token_ids(config, tok)), "rollout")
 
 
 def write_resolved_config(config, workdir: str) -> str:

@@ -1,4 +1,4 @@
-"""The SFT job (`config.mode = "sft"`): build the pieces from the recipe, run the SFT learner.
+"""The SFT job (`config.mode = "sft"`): build the pieces from the recipe, run the Trainer with the SFT objective.
 
 The data is the GRPO pipeline's (source, task transform, `ProcessSample`, the prompt
 `Batcher`) plus the answer tokens (`mmjax.data.sft`), repeated `config.sft.num_epochs`
@@ -19,7 +19,8 @@ from mmjax.difficulty import selection as selection_lib
 from mmjax.jobs import setup
 from mmjax.processing import special_token_ids
 from mmjax.train.optim import OptimizerConfig
-from mmjax.train.sft_learner import SFTLearner, SFTLoopConfig
+from mmjax.train.sft import SFTObjective
+from mmjax.train.trainer import Trainer
 
 log = logging.getLogger(__name__)
 
@@ -66,15 +67,8 @@ def optimizer_config(config, steps: int) -> OptimizerConfig:
     return setup.dataclass_from(OptimizerConfig, node, "optim")
 
 
-def loop_config(config, steps: int) -> SFTLoopConfig:
-    return setup.dataclass_from(SFTLoopConfig, dict(
-        max_steps=steps, save_steps=config.save_steps, logging_steps=config.logging_steps,
-        save_total_limit=config.save_total_limit,
-        gradient_accumulation_steps=config.gradient_accumulation_steps), "sft loop")
-
-
-def build_learner(config, workdir: str, tok=None, holder=None, source=None) -> SFTLearner:
-    """Tokenizer, model, data and the SFT learner for `config` (no step taken yet)."""
+def build_trainer(config, workdir: str, tok=None, holder=None, source=None) -> Trainer:
+    """Tokenizer, model, data and the SFT Trainer for `config` (no step taken yet)."""
     tok = tok if tok is not None else setup.tokenizer(config)
     holder = holder if holder is not None else setup.model(config, tok)
     source = source if source is not None else setup.selected_source(config.data)  # SPEC 2.4 SFT(X)
@@ -83,20 +77,26 @@ def build_learner(config, workdir: str, tok=None, holder=None, source=None) -> S
         log.info("SFT data: %s (rows in %s)", chosen.describe(), selection_lib.REPORT)
     steps = num_steps(config, len(source))
     data = dataset(config, tok, holder, source)
-    return SFTLearner(holder, data, optimizer=optimizer_config(config, steps), loop=loop_config(config, steps),
-                      workdir=workdir, mesh=holder.mesh)
+    objective = SFTObjective(holder.module, pad_token_id=special_token_ids(tok).pad_token_id, mesh=holder.mesh,
+                             skips=pipeline.skip_counter(data))
+    return Trainer(holder, data, objective, optimizer=optimizer_config(config, steps),
+                   config=setup.train_config(config, max_steps=steps), workdir=workdir, mesh=holder.mesh)
 
 
 def run(config, workdir: str) -> dict:
     from mmjax.train import checkpoints
     setup.write_resolved_config(config, workdir)
     tok = setup.tokenizer(config)
-    learner = build_learner(config, workdir, tok=tok)
-    n_params = sum(x.size for x in jax.tree.leaves(learner.model.params))
+    trainer = build_trainer(config, workdir, tok=tok)
+    n_params = sum(x.size for x in jax.tree.leaves(trainer.model.params))
     log.info("SFT: %.2f M params on %s, %d steps, workdir %s", n_params / 1e6, jax.devices(),
-             learner.cfg.max_steps, workdir)
-    metrics = learner.train()
+             trainer.cfg.max_steps, workdir)
+    metrics = trainer.train()
+    skips = trainer.objective.skips.counts if trainer.objective.skips is not None else {}
+    if skips:  # the whole run's count, the end of the data's included
+        log.warning("SFT: %d samples skipped in all (%s)", sum(skips.values()),
+                    ", ".join(f"{reason} {n}" for reason, n in sorted(skips.items())))
     # The model to evaluate or serve, as the demo leaves it; a resumed run replaces it whole.
-    out = checkpoints.export_hf(workdir, learner.model, savers=(tok, setup.image_config(config)))
+    out = checkpoints.export_hf(workdir, trainer.model, savers=(tok, setup.image_config(config)))
     log.info("SFT: HF export in %s", out)
     return metrics

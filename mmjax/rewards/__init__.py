@@ -27,7 +27,7 @@ from mmjax.rewards import (  # noqa: F401
     repetition,
 )
 from mmjax.rewards.combine import CombinedReward, RewardOutput, combine
-from mmjax.rewards.jigsaw import JIGSAW_PRESETS, JigsawScore, jigsaw_score
+from mmjax.rewards.jigsaw import JIGSAW_PRESETS, JigsawOptions, JigsawScore, jigsaw_score
 from mmjax.containers import ANSWER, BOXED, CONTAINERS, wrap_answer
 from mmjax.rewards.parsing import extract_answer, think_format_ok
 from mmjax.rewards.math_check import MathBudget
@@ -40,6 +40,7 @@ __all__ = [
     "JIGSAW_PRESETS",
     "BadTarget",
     "CombinedReward",
+    "JigsawOptions",
     "JigsawScore",
     "MathBudget",
     "RewardFn",

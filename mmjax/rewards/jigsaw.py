@@ -39,6 +39,7 @@ instead of a dict. Range: [min(0, repetition_penalty), format_score + 1].
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import operator
 import re
@@ -55,6 +56,31 @@ _MAX_DIGITS = 12  # longer numbers cannot be piece indices; avoids huge int pars
 MMJAX, RELEASED = "mmjax", "released"
 PARSERS = (MMJAX, RELEASED)
 
+
+
+@dataclasses.dataclass(frozen=True)
+class JigsawOptions:
+    """The jigsaw reward's options (module doc); the defaults are the paper's reward."""
+
+    container: str = parsing.ANSWER
+    gamma: float = 0.2  # partial credit: gamma * (#correct positions / K)
+    format_score: float = 0.2
+    partial_min_pieces: int = 0  # partial credit only when K >= this
+    repetition_penalty: float = 0.0
+    repetition_min_words: int = 7
+    repetition_max_run: int = 3
+    think: bool = True  # False: the completion is the bare answer, format reward 0
+    parser: str = MMJAX
+
+    def check(self) -> JigsawOptions:
+        """self, once container and parser are known and fit together (ValueError otherwise)."""
+        check_parser(self.parser, parsing.check_container(self.container))
+        return self
+
+
+_DEFAULTS = JigsawOptions()
+
+# Keyword overrides of the defaults, as `rewards.get("jigsaw", **JIGSAW_PRESETS[name])` takes them.
 JIGSAW_PRESETS: dict[str, dict[str, Any]] = {
     "paper": {},
     "code": {"container": parsing.BOXED, "partial_min_pieces": 5, "repetition_penalty": -0.5,
@@ -192,61 +218,36 @@ def is_permutation(order: Sequence[int], k: int) -> bool:
     return len(order) == k and sorted(order) == list(range(1, k + 1))
 
 
-def jigsaw_score(
-    text: str,
-    target: Any,
-    *,
-    container: str = parsing.ANSWER,
-    gamma: float = 0.2,
-    format_score: float = 0.2,
-    partial_min_pieces: int = 0,
-    repetition_penalty: float = 0.0,
-    repetition_min_words: int = 7,
-    repetition_max_run: int = 3,
-    think: bool = True,
-    parser: str = MMJAX,
-) -> JigsawScore:
-    """The reward of one completion, split into its parts (see module doc)."""
+def jigsaw_score(text: str, target: Any, options: JigsawOptions = _DEFAULTS, **overrides: Any) -> JigsawScore:
+    """The reward of one completion, split into its parts (see module doc).
+
+    overrides: JigsawOptions fields that replace those of `options` (e.g. ``think=False``).
+    """
+    opt = dataclasses.replace(options, **overrides) if overrides else options
     goal = parse_target_order(target)
-    format_ok, order = _read(text, container, think, parser)
+    format_ok, order = _read(text, opt.container, opt.think, opt.parser)
     if not format_ok:
         return JigsawScore(0.0, 0.0, 0.0, False)
-    fmt = format_score if think else 0.0
-    penalty = repetition_penalty if repetition_penalty and has_repetition(
-        text, repetition_min_words, repetition_max_run) else 0.0
+    fmt = opt.format_score if opt.think else 0.0
+    penalty = opt.repetition_penalty if opt.repetition_penalty and has_repetition(
+        text, opt.repetition_min_words, opt.repetition_max_run) else 0.0
     k = len(goal)
     if order == goal:
         return JigsawScore(fmt, 1.0, penalty, True)
     accuracy = 0.0
-    if order is not None and k >= partial_min_pieces and is_permutation(order, k):
-        accuracy = gamma * sum(o == g for o, g in zip(order, goal)) / k
+    if order is not None and k >= opt.partial_min_pieces and is_permutation(order, k):
+        accuracy = opt.gamma * sum(o == g for o, g in zip(order, goal)) / k
     return JigsawScore(fmt, accuracy, penalty, False)
 
 
-@registry.register("jigsaw")
-def jigsaw_reward(
-    completions: Sequence[str],
-    targets: Sequence[Any],
-    *,
-    container: str = parsing.ANSWER,
-    gamma: float = 0.2,
-    format_score: float = 0.2,
-    partial_min_pieces: int = 0,
-    repetition_penalty: float = 0.0,
-    repetition_min_words: int = 7,
-    repetition_max_run: int = 3,
-    think: bool = True,
-    parser: str = MMJAX,
-    **kwargs: Any,
-) -> list[float]:
-    """Total jigsaw reward per completion; targets are orders (``target[i]`` = shown index of piece i)."""
-    check_parser(parser, parsing.check_container(container))
-    opts = dict(
-        container=container, gamma=gamma, format_score=format_score, partial_min_pieces=partial_min_pieces,
-        repetition_penalty=repetition_penalty, repetition_min_words=repetition_min_words,
-        repetition_max_run=repetition_max_run, think=think, parser=parser,
-    )
-    return registry.score_rows("jigsaw", lambda text, target: jigsaw_score(text, target, **opts).total,
+@registry.register("jigsaw", options=JigsawOptions)
+def jigsaw_reward(completions: Sequence[str], targets: Sequence[Any], **kwargs: Any) -> list[float]:
+    """Total jigsaw reward per completion; targets are orders (``target[i]`` = shown index of piece i).
+
+    kwargs: JigsawOptions fields; any other keyword (a dataset column) is ignored.
+    """
+    opts = registry.pick_options(JigsawOptions, kwargs).check()
+    return registry.score_rows("jigsaw", lambda text, target: jigsaw_score(text, target, opts).total,
                                completions, targets)
 
 
@@ -255,18 +256,17 @@ def jigsaw_exact_reward(
     completions: Sequence[str],
     targets: Sequence[Any],
     *,
-    container: str = parsing.ANSWER,
-    think: bool = True,
-    parser: str = MMJAX,
+    container: str = _DEFAULTS.container,
+    think: bool = _DEFAULTS.think,
+    parser: str = _DEFAULTS.parser,
     **kwargs: Any,
-) -> list[float]:
+) -> list[float]:  # only the options that say how an answer is read: a solve has no weights
     """1.0 if the format holds and the order is exactly right, else 0.0: the solve rate to log.
 
     Give it weight 0 in ``combine`` to log it without changing the training reward. With
     ``parser="released"`` it is the released ``acc``.
     """
-    check_parser(parser, parsing.check_container(container))
-    opts = dict(container=container, think=think, parser=parser)
+    opts = JigsawOptions(container=container, think=think, parser=parser).check()
     return registry.score_rows(
-        "jigsaw_exact", lambda text, target: float(jigsaw_score(text, target, **opts).exact),
+        "jigsaw_exact", lambda text, target: float(jigsaw_score(text, target, opts).exact),
         completions, targets)

@@ -4,8 +4,10 @@ A reward function is batched and TRL-like::
 
     fn(completions: Sequence[str], targets: Sequence[Any] | None, **kwargs) -> list[float]
 
-Keyword-only parameters with defaults are its options (bound with ``get(name, **opts)``);
-any other keyword (e.g. dataset columns passed along by the learner) is ignored.
+Keyword-only parameters with defaults are its options (bound with ``get(name, **opts)``),
+or, for a reward registered with ``options=`` a frozen dataclass, that dataclass's fields
+(the function takes them in ``**kwargs`` and reads them with ``pick_options``); any other
+keyword (e.g. dataset columns passed along by the learner) is ignored.
 
 Every registered reward is total: whatever the text and the target, each row gets a
 finite float. Rows are scored one by one through ``score_rows``, which turns an
@@ -24,17 +26,19 @@ wait, process-wide, for ``pop_metrics()``, which returns and clears them.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import inspect
 import logging
 import math
 import threading
-from collections.abc import Callable, Iterator, Sequence
-from typing import Any
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any, TypeVar
 
 logger = logging.getLogger(__name__)
 
 RewardFn = Callable[..., list[float]]
+T = TypeVar("T")
 
 
 class BadTarget(ValueError):
@@ -42,15 +46,22 @@ class BadTarget(ValueError):
 
 
 _REGISTRY: dict[str, RewardFn] = {}
+_OPTIONS: dict[str, type] = {}  # name -> options dataclass, for rewards registered with one
 
 
-def register(name: str) -> Callable[[RewardFn], RewardFn]:
-    """Decorator registering a batched reward function under ``name``."""
+def register(name: str, options: type | None = None) -> Callable[[RewardFn], RewardFn]:
+    """Decorator registering a batched reward function under ``name``.
+
+    options: a dataclass whose fields (and defaults) are the reward's options, for a function
+    that takes them as ``**kwargs`` rather than writing each one in its signature.
+    """
 
     def decorator(fn: RewardFn) -> RewardFn:
         if name in _REGISTRY and _REGISTRY[name] is not fn:
             raise ValueError(f"reward {name!r} is already registered ({_REGISTRY[name].__qualname__})")
         _REGISTRY[name] = fn
+        if options is not None:
+            _OPTIONS[name] = options
         return fn
 
     return decorator
@@ -64,6 +75,8 @@ def names() -> list[str]:
 def options(name: str) -> dict[str, Any]:
     """The options of reward ``name`` with their defaults."""
     fn = _lookup(name)
+    if name in _OPTIONS:
+        return {f.name: f.default for f in dataclasses.fields(_OPTIONS[name])}
     return {
         p.name: p.default
         for p in inspect.signature(fn).parameters.values()
@@ -78,6 +91,13 @@ def get(name: str, **opts: Any) -> RewardFn:
     if unknown:
         raise TypeError(f"reward {name!r} has no option(s) {unknown}; its options are {sorted(options(name))}")
     return functools.partial(fn, **opts) if opts else fn
+
+
+def pick_options(cls: type[T], keywords: Mapping[str, Any]) -> T:
+    """``cls`` (an options dataclass) from those of ``keywords`` that are its fields; the others
+    (dataset columns a reward is also called with) are left out."""
+    fields = {f.name for f in dataclasses.fields(cls)}
+    return cls(**{k: v for k, v in keywords.items() if k in fields})
 
 
 def _lookup(name: str) -> RewardFn:

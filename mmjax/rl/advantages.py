@@ -30,7 +30,7 @@ import jax
 import jax.numpy as jnp
 
 from mmjax.rl import registry
-from mmjax.rl.losses import Weighted
+from mmjax.train.weighted import Weighted
 
 STD_EPS = 1e-4  # TRL: advantages / (std_rewards + 1e-4)
 SCALE_REWARDS = ("group", "batch", "none")

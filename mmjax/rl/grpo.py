@@ -3,7 +3,7 @@
     cfg = GRPOConfig(**GRPO_PRESETS["jigsaw"])            # or GRPOConfig(num_generations=8, ...)
     adv = grpo.advantages(cfg, rewards)                   # [N*G], prompt-major, outside grad
     out = grpo.loss(cfg, logp, old_logp, adv, completion_mask, ref_logp=None)
-    # per micro-batch: grad of out.loss.total; sum grads and `out` (losses.accumulate) over
+    # per micro-batch: grad of out.loss.total; sum grads and `out` (mmjax.train.weighted.accumulate) over
     # micro-batches and devices, then divide grads by the summed out.loss.count, once.
 
 Field names and defaults are TRL's `GRPOConfig` (trl/trainer/grpo_config.py, v1.x) unless
@@ -22,7 +22,7 @@ import jax
 
 from mmjax.rl import advantages as advantages_lib
 from mmjax.rl import losses, registry
-from mmjax.config_help import help_text
+from mmjax.config_help import choice_errors, help_text
 
 logger = logging.getLogger(__name__)
 
@@ -45,7 +45,7 @@ class GRPOConfig:
         "KL coefficient, 0 = no reference model; TRL 0.0, SPEC 1.6 0 (no KL), SPEC 2.4 0.001"))
     kl_estimator: str = dataclasses.field(default="k3", metadata=help_text(
         "k1 | k2 | k3 (k3 = exp(ref - new) - (ref - new) - 1); TRL uses k3 only (no such knob), "
-        "Tunix's default is k1 ('kl'); SPEC 3"))
+        "Tunix's default is k1 ('kl'); SPEC 3", choices=lambda: registry.names("kl")))
     epsilon: float = dataclasses.field(default=0.2, metadata=help_text(
         "lower clip: ratio >= 1 - epsilon; TRL 0.2, SPEC 1.6 0.2"))
     epsilon_high: float | None = dataclasses.field(default=None, metadata=help_text(
@@ -56,12 +56,13 @@ class GRPOConfig:
         "which is required"))
     loss_type: str = dataclasses.field(default="dapo", metadata=help_text(
         "grpo | bnpo | dapo | dr_grpo (bnpo = dapo under mmjax's exact accumulation); TRL default dapo, "
-        "SPEC 1.6 token-mean = dapo"))
+        "SPEC 1.6 token-mean = dapo", choices=lambda: registry.names("loss_agg")))
     scale_rewards: str = dataclasses.field(default="group", metadata=help_text(
         "group | batch | none: divide the centred reward by the group std, the batch std, or not "
-        "(TRL's True / False are 'group' / 'none'); TRL default group"))
+        "(TRL's True / False are 'group' / 'none'); TRL default group", choices=lambda: registry.names("advantage")))
     importance_sampling_level: str = dataclasses.field(default="token", metadata=help_text(
-        "token (GRPO) | sequence (GSPO: the row's mean log-ratio); TRL default token"))
+        "token (GRPO) | sequence (GSPO: the row's mean log-ratio); TRL default token",
+        choices=losses.IMPORTANCE_SAMPLING_LEVELS))
     num_iterations: int = dataclasses.field(default=1, metadata=help_text(
         "mu, optimizer updates per rollout batch; 1 = the sampler's log-probs are old_logp; "
         "TRL 1, SPEC 1.6 1"))
@@ -90,22 +91,15 @@ class GRPOConfig:
         check(is_int(self.max_completion_length) and self.max_completion_length >= 1,
               "max_completion_length", "must be an int >= 1")
         check(is_num(self.beta) and self.beta >= 0, "beta", "must be >= 0 (0 = no KL term)")
-        check(self.kl_estimator in registry.names("kl"), "kl_estimator",
-              f"expected one of {registry.names('kl')}")
         check(is_num(self.epsilon) and 0 <= self.epsilon < 1, "epsilon", "must be in [0, 1)")
         check(self.epsilon_high is None or (is_num(self.epsilon_high) and self.epsilon_high >= 0),
               "epsilon_high", "must be None (= epsilon) or >= 0")
         if self.delta is not None and not errors:
             check(is_num(self.delta) and self.delta > 1 + self.clip_high, "delta",
                   f"the dual clip must be None or > 1 + epsilon_high = {1 + self.clip_high}")
-        check(self.loss_type in registry.names("loss_agg"), "loss_type",
-              f"expected one of {registry.names('loss_agg')}")
-        check(self.scale_rewards in registry.names("advantage"), "scale_rewards",
-              f"expected one of {registry.names('advantage')} (TRL's True = 'group', False = 'none')")
-        check(self.importance_sampling_level in losses.IMPORTANCE_SAMPLING_LEVELS, "importance_sampling_level",
-              f"expected one of {losses.IMPORTANCE_SAMPLING_LEVELS}")
         check(is_int(self.num_iterations) and self.num_iterations >= 1, "num_iterations", "must be an int >= 1")
         check(isinstance(self.mask_truncated_completions, bool), "mask_truncated_completions", "must be a bool")
+        errors.extend(choice_errors(self))  # kl_estimator, loss_type, scale_rewards, importance_sampling_level
         if errors:
             raise ValueError("GRPOConfig: " + "; ".join(errors))
         if self.importance_sampling_level == "sequence" and self.loss_type != "grpo":

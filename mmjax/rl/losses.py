@@ -86,6 +86,7 @@ import jax
 import jax.numpy as jnp
 
 from mmjax.rl import registry
+from mmjax.train.weighted import Weighted
 
 LOG_RATIO_CLIP = 20.0  # Tunix algo_core: clip(logp - old_logp, -20, 20) before exp
 LOSS_TYPES = ("grpo", "bnpo", "dapo", "dr_grpo")
@@ -94,37 +95,9 @@ IMPORTANCE_SAMPLING_LEVELS = ("token", "sequence")
 METRIC_NAMES = ("clip_ratio/low_mean", "clip_ratio/high_mean", "clip_ratio/region_mean", "kl")
 
 
-class Weighted(NamedTuple):
-    """A sum and the count it is to be divided by, once, after all accumulation.
-
-    A pytree: ``jax.tree.map(jnp.add, a, b)`` adds two (or two whole ``LossOutput``s),
-    ``jax.lax.psum`` sums over devices.
-    """
-
-    total: jax.Array
-    count: jax.Array
-
-    def value(self) -> jax.Array:
-        """total / count, 0 where count is 0 (every count here is an integer >= 0)."""
-        total = jnp.asarray(self.total)
-        # Integer sums (the clip-ratio counts) divide in the default float type.
-        dtype = total.dtype if jnp.issubdtype(total.dtype, jnp.floating) else jnp.result_type(float)
-        return total.astype(dtype) / jnp.maximum(jnp.asarray(self.count), 1).astype(dtype)
-
-
 class LossOutput(NamedTuple):
     loss: Weighted
     metrics: dict[str, Weighted]
-
-
-def accumulate(a, b):
-    """Adds two pytrees of Weighted (e.g. two micro-batches' LossOutput) leaf by leaf."""
-    return jax.tree.map(jnp.add, a, b)
-
-
-def finalize(tree):
-    """Every Weighted in ``tree`` -> its value (total / count)."""
-    return jax.tree.map(lambda w: w.value(), tree, is_leaf=lambda x: isinstance(x, Weighted))
 
 
 def mask_truncated_completions(completion_mask: jax.Array, truncated: jax.Array) -> jax.Array:

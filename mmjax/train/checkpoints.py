@@ -43,9 +43,10 @@ import numpy as np
 import orbax.checkpoint as ocp
 from etils import epath
 
+from mmjax import atomic_dir
 from mmjax.models.qwen2_5_vl.config import Qwen25VLConfig
 from mmjax.models.qwen2_5_vl import hf
-from mmjax.models.qwen2_5_vl.hf import HUB_LAYOUT, MODULE_LAYOUT, CheckpointError
+from mmjax.models.qwen2_5_vl.hf_keys import HUB_LAYOUT, MODULE_LAYOUT, CheckpointError
 
 log = logging.getLogger(__name__)
 
@@ -156,12 +157,12 @@ def save_model(path: str, params, config: Qwen25VLConfig, hf_layout: str = HUB_L
 
     assets: {file name: source path}. Leaves may be numpy or jax arrays; dtypes are kept.
     With overwrite, the new checkpoint is written beside the old one and swapped in by
-    renames (`hf.replace_path`), so a kill at any moment leaves at `path` the complete old
+    renames (`atomic_dir.replace_path`), so a kill at any moment leaves at `path` the complete old
     or the complete new checkpoint (or, between the two renames, nothing, with the old one
     at `<path>.old-<pid>`, which this function puts back on its next call).
     """
     path = os.path.realpath(path)
-    hf.recover_replace(path)  # what a killed save left beside `path`
+    atomic_dir.recover_replace(path)  # what a killed save left beside `path`
     replacing = os.path.exists(path) and (not os.path.isdir(path) or os.listdir(path))
     if replacing and not overwrite:
         raise FileExistsError(f"{path}: exists and is not empty (pass overwrite=True / --overwrite)")
@@ -173,11 +174,11 @@ def save_model(path: str, params, config: Qwen25VLConfig, hf_layout: str = HUB_L
     items = _model_items(params, config, hf_layout, streaming=True)
     if assets:
         items[HF_ASSETS] = FilesSave(dict(assets))
-    target = hf.staging_path(path) if replacing else path
+    target = atomic_dir.staging_path(path) if replacing else path
     with _checkpointer() as ckptr:
         ckptr.save(target, ocp.args.Composite(**items), force=True)
     if replacing:
-        hf.replace_path(target, path)
+        atomic_dir.replace_path(target, path)
     return path
 
 
@@ -203,7 +204,7 @@ def _check_finalized(path: str) -> None:
     missing += [f"{item}/{_COMMITTED}" if os.path.isdir(os.path.join(path, item)) else f"{item}/"
                 for item in items if not os.path.isfile(os.path.join(path, item, _COMMITTED))]
     if missing:
-        olds, partial = hf.replace_leftovers(path)
+        olds, partial = atomic_dir.replace_leftovers(path)
         beside = f"; beside it: {[os.path.basename(p) for p in olds + partial]}" if olds or partial else ""
         raise CheckpointError(f"{path}: incomplete checkpoint (missing {missing}): its save was interrupted "
                               f"or it was partly deleted; save or convert it again{beside}")
@@ -213,7 +214,7 @@ def _raise_missing(path: str) -> None:
     parent, name = os.path.split(os.path.abspath(path))
     partial = [n for n in (os.listdir(parent) if os.path.isdir(parent) else [])
                if n.startswith(name + ".orbax-checkpoint-tmp")]
-    olds, _ = hf.replace_leftovers(os.path.abspath(path))
+    olds, _ = atomic_dir.replace_leftovers(os.path.abspath(path))
     if olds and not os.path.lexists(path):
         raise CheckpointError(f"{path}: missing; an interrupted overwrite left the previous checkpoint at "
                               f"{olds[0]} (the next save to {path} puts it back, or rename it yourself)")
@@ -278,13 +279,13 @@ def restore_model(path: str, target=None) -> ModelCheckpoint:
 def check_out_dir(out: str, source: str, overwrite: bool, flag: str = "--out") -> None:
     """Refuse a non-empty `out` (unless overwrite) and any `out` that would clobber `source`.
 
-    Puts back first what a killed save left beside `out` (`hf.recover_replace`), so the
+    Puts back first what a killed save left beside `out` (`atomic_dir.recover_replace`), so the
     emptiness check sees the old version that the save was replacing.
     """
     out, source = os.path.realpath(out), os.path.realpath(source)
     if out == source or source.startswith(out + os.sep) or out.startswith(source + os.sep):
         raise ValueError(f"{flag} {out}: must not be, contain or lie inside the input {source}")
-    hf.recover_replace(out)
+    atomic_dir.recover_replace(out)
     if os.path.exists(out) and (not os.path.isdir(out) or os.listdir(out)) and not overwrite:
         raise FileExistsError(f"{flag} {out}: exists and is not empty (pass --overwrite to replace it)")
 

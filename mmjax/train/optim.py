@@ -32,7 +32,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import optax
-from mmjax.config_help import help_text
+from mmjax.config_help import choice_errors, help_text
 
 SCHEDULES = ("constant", "cosine", "linear")
 TRAINABLE, FROZEN = "trainable", "frozen"
@@ -47,7 +47,7 @@ class OptimizerConfig:
         "peak learning rate; SPEC 1.6 (Visual Jigsaw GRPO) and TRL GRPOConfig default 1e-6, SPEC 2.4 GRPO 5e-7"))
     schedule: str = dataclasses.field(default="constant", metadata=help_text(
         "constant | cosine | linear (after the warmup); SPEC 1.6 constant, SPEC 2.4 SFT cosine, "
-        "HF TrainingArguments.lr_scheduler_type"))
+        "HF TrainingArguments.lr_scheduler_type", choices=SCHEDULES))
     warmup_ratio: float = dataclasses.field(default=0.0, metadata=help_text(
         "warmup length as a fraction of total_steps, ceil-rounded as HF get_warmup_steps; SPEC 2.4 SFT 0.1"))
     warmup_steps: int = dataclasses.field(default=0, metadata=help_text(
@@ -69,9 +69,7 @@ class OptimizerConfig:
         "no updates (and no optimizer state) for the projector params['visual']['merger']; SPEC 2.4 SFT freezes it"))
 
     def __post_init__(self):
-        errors = []
-        if self.schedule not in SCHEDULES:
-            errors.append(f"schedule={self.schedule!r}: expected one of {SCHEDULES}")
+        errors = choice_errors(self)  # schedule
         if not self.learning_rate >= 0:
             errors.append(f"learning_rate={self.learning_rate}: must be >= 0")
         if not 0 <= self.warmup_ratio < 1:

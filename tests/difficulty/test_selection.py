@@ -12,7 +12,8 @@ from PIL import Image
 
 from mmjax.data import sources
 from mmjax.difficulty import selection as sel
-from mmjax.difficulty.score_file import ScoreWriter
+from mmjax.difficulty import selection_levels, selection_source
+from mmjax.difficulty.score_file import ScoreWriter, read_scores
 from mmjax.jobs import recipe, setup
 
 NAN = math.nan
@@ -110,7 +111,7 @@ def test_pism_value_thresholds_relevel_from_lambda_star():
 
     def levels(**kw):
         config = sel.SelectionConfig(threshold_mode="value", **kw)
-        return sel.method_levels(sel._columns(records, ""), "pism", config).tolist()
+        return selection_levels.method_levels(selection_levels.score_columns(records, ""), "pism", config).tolist()
 
     # SPEC 2.1 table: hard <= 0.4 < medium <= 0.7 < easy; 0.1 * 7 = 0.7000000000000001 is still 0.7.
     assert levels() == ["unsolved", "easy", "medium", "hard", "medium", "medium", "easy"]
@@ -230,12 +231,12 @@ def _score_file(tmp_path, rows, levels=None, ids=None, name="score"):
 
 def test_selected_source_exposes_only_the_selected_rows(tiny_jsonl):
     source = sources.JsonlSource(tiny_jsonl, decode_images=False)
-    picked = sel.SelectedSource(source, [4, 1, 2])
+    picked = selection_source.SelectedSource(source, [4, 1, 2])
     assert len(picked) == 3 and "3 of 6 rows" in repr(picked)
     assert [picked[i]["id"] for i in range(3)] == ["e", "b", "c"]
     assert picked[0]["where"] == f"{tiny_jsonl}:6"  # the row's own line (after the blank one)
     with pytest.raises(IndexError, match=r"6 rows; selected rows \[6\] are outside"):
-        sel.SelectedSource(source, [0, 6])
+        selection_source.SelectedSource(source, [0, 6])
 
 
 def test_a_score_file_missing_rows_names_both_files_and_the_counts(tiny_jsonl, tmp_path):
@@ -248,7 +249,7 @@ def test_a_score_file_missing_rows_names_both_files_and_the_counts(tiny_jsonl, t
     assert path in message and tiny_jsonl in message
     assert "scores 4 of the data's 6 rows; 2 are missing (e.g. rows [3, 5]); finish" in message
     # The scoring job's summary beside the file says why rows are missing, when it skipped some.
-    summary = tmp_path / "score" / sel.SCORING_SUMMARY
+    summary = tmp_path / "score" / selection_source.SCORING_SUMMARY
     summary.write_text(json.dumps({"skipped_total": 2, "skipped": {"no_image": 2}}))
     with pytest.raises(sel.SelectionError, match=r"missing .*its scoring job skipped 2 rows: .*score_summary.json"):
         sel.apply(source, cfg)
@@ -267,11 +268,11 @@ def test_a_score_file_of_another_dataset_is_caught(tiny_jsonl, tmp_path):
     with pytest.raises(sel.SelectionError, match=r"2 of its 6 ids differ.*row 2 is 'c' in the data and 'x'"):
         sel.apply(source, sel.SelectionConfig(score_file=other))
     longer = _score_file(tmp_path, range(6), name="longer")
-    records = sel.read_scores(longer) + [_record(9, "hard", id_="z")]
+    records = read_scores(longer) + [_record(9, "hard", id_="z")]
     with pytest.raises(sel.SelectionError, match=r"7 records, 1 of them for rows the data's 6 rows lack.*\[9\]"):
-        sel.check_rows(records, source, longer)
+        selection_source.check_rows(records, source, longer)
     with pytest.raises(sel.SelectionError, match=r"1 source rows have more than one record.*\[3\]"):
-        sel.select(sel.read_scores(longer) + [_record(3, "hard", id_="d")], sel.SelectionConfig())
+        sel.select(read_scores(longer) + [_record(3, "hard", id_="d")], sel.SelectionConfig())
 
 
 def test_ids_of_a_parquet_source_are_read_from_its_id_column(tmp_path):
@@ -280,7 +281,7 @@ def test_ids_of_a_parquet_source_are_read_from_its_id_column(tmp_path):
 
     path = tmp_path / "d.parquet"
     pq.write_table(pa.table({"id": ["p", None, "r"], "solution": ["1", "2", "3"]}), path)
-    assert sel.source_ids(sources.ParquetSource(str(path))) == ["p", "1", "r"]  # no id: the row index
+    assert selection_source.source_ids(sources.ParquetSource(str(path))) == ["p", "1", "r"]  # no id: the row index
 
 
 def _data_config(tiny_jsonl, **selection):
@@ -346,7 +347,7 @@ def test_the_grpo_job_writes_the_selection_to_its_workdir(tiny_jsonl, tiny_model
     c.grpo.num_generations = 2
     workdir = tmp_path / "run"
     tok, holder = tiny_model
-    grpo_job.build_learner(c, str(workdir), tok=tok, holder=holder)
+    grpo_job.build_trainer(c, str(workdir), tok=tok, holder=holder)
     written = json.loads((workdir / sel.REPORT).read_text())
     assert (written["selected"], written["total"], written["source_rows"]) == (2, 6, [0, 5])
     assert written["mix"] == {"pism": {"medium": 1, "hard": 1}} and written["available"]["pism"]["easy"] == 4
@@ -379,7 +380,7 @@ def test_stored_levels_a_method_may_hold_and_the_columns_checked(tmp_path):
     records[3]["cmab_level"] = "Hard"
     path = tmp_path / "scores.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in records))
-    got = sel.read_scores(str(path))
+    got = read_scores(str(path))
     config = dict(score_file=str(path), subset="levels", levels="easy")
     with pytest.raises(sel.SelectionError, match=re.escape(f"score file {path}: row 4 (id 'r3', source row 3) "
                                                            "has cmab_level 'Hard'") + ".*'unscored' or ''"):

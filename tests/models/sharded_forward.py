@@ -193,7 +193,7 @@ def check_learner(model, rng):
         config.data.batch_size, config.grpo.num_generations = 4, 4
         config.mesh.data, config.mesh.fsdp, config.mesh.tensor = mesh
         with tempfile.TemporaryDirectory() as workdir:
-            learner = grpo_job.build_learner(config, workdir)
+            learner = grpo_job.build_trainer(config, workdir)
             metrics = learner.train()
         return learner.model.params, metrics
 

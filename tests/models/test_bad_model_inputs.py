@@ -219,7 +219,7 @@ def test_4x_layout_errors_name_the_top_level_field(tmp_path):
 ])
 def test_index_with_a_bad_weight_map_names_the_file_and_field(tmp_path, index, message):
     (tmp_path / "model.safetensors.index.json").write_text(json.dumps(index))
-    with pytest.raises(hf.CheckpointError, match=message) as e:
+    with pytest.raises(qwen.CheckpointError, match=message) as e:
         hf.safetensors_files(str(tmp_path))
     assert "model.safetensors.index.json" in str(e.value)
 
@@ -238,7 +238,7 @@ def _write_checkpoint(path, cfg, dtype_of=None):
 def test_integer_tensor_in_the_checkpoint_is_refused(tmp_path, dtype):
     key = "model.layers.1.mlp.up_proj.weight"
     _write_checkpoint(tmp_path, TINY, {key: dtype})
-    with pytest.raises(hf.CheckpointError, match=rf"model\.safetensors: tensor '{key}' has dtype "
+    with pytest.raises(qwen.CheckpointError, match=rf"model\.safetensors: tensor '{key}' has dtype "
                                                  rf"{np.dtype(dtype)}.*floating point"):
         hf.load_params(str(tmp_path), TINY, progress=False)
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import mmjax.models.qwen2_5_vl as qwen
-from mmjax.models.qwen2_5_vl import hf
+from mmjax.models.qwen2_5_vl import hf, hf_keys
 from mmjax.models.qwen2_5_vl.logprobs import completion_logprobs
 from oracle import IMAGE, VIDEO, build_hf_model, pad_batch, pixels, sample_ids
 
@@ -115,7 +115,7 @@ def test_logprobs_and_gradients_equal_torch_autograd(pair, kind):
     assert (np.asarray(lp)[comp_mask] < -1).all()  # real log-probs, not zeros
 
     torch_grads = {k: p.grad.numpy() for k, p in hf_model.named_parameters() if p.grad is not None}
-    ours_hf = dict(hf.iter_params_as_hf(jax.tree.map(np.asarray, grads), model.config, hf.MODULE_LAYOUT))
+    ours_hf = dict(hf.iter_params_as_hf(jax.tree.map(np.asarray, grads), model.config, hf_keys.MODULE_LAYOUT))
     needs_vision = kind != "text"
     checked = 0
     for key, ref_grad in torch_grads.items():

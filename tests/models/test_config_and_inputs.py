@@ -8,7 +8,7 @@ import torch
 from flax import traverse_util
 
 import mmjax.models.qwen2_5_vl as qwen
-from mmjax.models.qwen2_5_vl import hf
+from mmjax.models.qwen2_5_vl import hf_keys
 from mmjax.models.qwen2_5_vl.params import abstract_params
 from oracle import build_hf_model, pad_batch, pixels, sample_ids
 
@@ -25,8 +25,8 @@ def test_presets_have_transformers_shapes(name):
         key = key.replace("model.visual.", "visual.").replace("model.language_model.", "model.")
         if cfg.tie_word_embeddings and key == "lm_head.weight":
             continue
-        path, kind = hf.hf_key_to_path(key, hf.HUB_LAYOUT)
-        ref_shapes[path] = hf.mmjax_shape(kind, tuple(p.shape), cfg)
+        path, kind = hf_keys.hf_key_to_path(key, hf_keys.HUB_LAYOUT)
+        ref_shapes[path] = hf_keys.mmjax_shape(kind, tuple(p.shape), cfg)
     ours = {k: tuple(v.shape) for k, v in traverse_util.flatten_dict(abstract_params(cfg)).items()}
     assert ours == ref_shapes
     if name == "7b":  # the published parameter count of Qwen2.5-VL-7B-Instruct

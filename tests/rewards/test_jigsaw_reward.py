@@ -1,5 +1,7 @@
 """Tiered jigsaw reward, hand-computed against SPEC 1.5 and the released code's options."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -120,3 +122,48 @@ def test_score_parts():
 def test_has_repetition(text, expected):
     assert has_repetition(text) is expected
     assert rewards.get("repetition")([text]) == [-0.5 if expected else 0.0]
+
+
+# ---- JigsawOptions: the one place the options and their defaults are written --------------
+
+PAPER_OPTIONS = {"container": "answer", "gamma": 0.2, "format_score": 0.2, "partial_min_pieces": 0,
+                 "repetition_penalty": 0.0, "repetition_min_words": 7, "repetition_max_run": 3, "think": True,
+                 "parser": "mmjax"}
+
+
+def test_options_dataclass_is_the_rewards_options():
+    assert dataclasses.asdict(rewards.JigsawOptions()) == PAPER_OPTIONS
+    assert rewards.options("jigsaw") == PAPER_OPTIONS and list(rewards.options("jigsaw")) == list(PAPER_OPTIONS)
+    assert rewards.options("jigsaw_exact") == {k: PAPER_OPTIONS[k] for k in ("container", "think", "parser")}
+    with pytest.raises(TypeError, match=r"no option\(s\) \['gamma'\]"):
+        rewards.get("jigsaw_exact", gamma=0.5)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        rewards.JigsawOptions().gamma = 0.5
+
+
+@pytest.mark.parametrize("preset", sorted(rewards.JIGSAW_PRESETS))
+def test_presets_as_options_and_as_keywords_agree(preset):
+    opts = rewards.JigsawOptions(**rewards.JIGSAW_PRESETS[preset])
+    boxed = f"<think>\n{REPEATED}\n</think>\nThe order is \\boxed{{{csv(FIVE_RIGHT)}}}."
+    completions = [boxed, think(csv(FIVE_RIGHT)), think(csv(TARGET9))]
+    want = [jigsaw.jigsaw_score(c, TARGET9, opts).total for c in completions]
+    assert rewards.get("jigsaw", **rewards.JIGSAW_PRESETS[preset])(completions, [TARGET9] * 3) == want
+    assert [jigsaw.jigsaw_score(c, TARGET9, **rewards.JIGSAW_PRESETS[preset]).total for c in completions] == want
+
+
+def test_score_keywords_override_the_options():
+    text = csv(FIVE_RIGHT)
+    assert jigsaw.jigsaw_score(text, TARGET9, think=False) == jigsaw.jigsaw_score(
+        text, TARGET9, rewards.JigsawOptions(think=False))
+    base = rewards.JigsawOptions(think=False, gamma=0.5)
+    assert jigsaw.jigsaw_score(text, TARGET9, base, gamma=1.0).accuracy == pytest.approx(5 / 9)
+    assert base.gamma == 0.5  # the override leaves the given options as they were
+
+
+def test_options_are_checked_and_other_keywords_ignored():
+    with pytest.raises(ValueError, match="needs container='boxed'"):
+        rewards.get("jigsaw", parser="released")(["x"], [TARGET9])
+    with pytest.raises(ValueError, match="needs container='boxed'"):
+        rewards.JigsawOptions(parser="released").check()
+    fn = rewards.get("jigsaw", gamma=0.5)
+    assert fn([think(csv(FIVE_RIGHT))], [TARGET9], image_id=[7]) == pytest.approx([0.2 + 0.5 * 5 / 9])

@@ -24,6 +24,7 @@ import pytest
 
 from mmjax.rl import advantages as adv_lib
 from mmjax.rl import grpo, losses, registry
+from mmjax.train import weighted
 
 LOSS_TYPES = ("grpo", "bnpo", "dapo", "dr_grpo")
 LEVELS = ("token", "sequence")
@@ -124,7 +125,7 @@ def test_loss_and_metrics_match_trl_reference(loss_type, beta, kl, level, delta)
     want, want_metrics = trl_loss(logp, old, ref, adv, mask, loss_type=loss_type, beta=beta, kl=kl,
                                   level=level, delta=delta)
     np.testing.assert_allclose(out.loss.value(), want, rtol=1e-9, atol=1e-12)
-    got_metrics = losses.finalize(out.metrics)
+    got_metrics = weighted.finalize(out.metrics)
     assert sorted(got_metrics) == sorted(want_metrics)
     for name, value in want_metrics.items():
         np.testing.assert_allclose(got_metrics[name], value, rtol=1e-9, atol=1e-12, err_msg=name)
@@ -136,7 +137,7 @@ def test_fixture_exercises_every_branch(seed):
     # both clip sides and the dual clip at both levels, and the row lengths matter.
     logp, old, ref, adv, mask = make_batch(seed)
     for level in LEVELS:
-        m = losses.finalize(jax_loss(logp, old, ref, adv, mask, loss_type="dapo",
+        m = weighted.finalize(jax_loss(logp, old, ref, adv, mask, loss_type="dapo",
                                      importance_sampling_level=level).metrics)
         assert m["clip_ratio/low_mean"] > 0 and m["clip_ratio/high_mean"] > 0, level
         plain = jax_loss(logp, old, ref, adv, mask, loss_type="dapo", importance_sampling_level=level)
@@ -217,7 +218,7 @@ def test_hand_computed_example(loss_type, delta, value, count, grads):
     (loss, out), grad = jax.value_and_grad(f, has_aux=True)(jnp.asarray(logp))
     np.testing.assert_allclose(loss, value, rtol=1e-12)
     assert int(out.loss.count) == count
-    m = losses.finalize(out.metrics)
+    m = weighted.finalize(out.metrics)
     np.testing.assert_allclose([m["clip_ratio/low_mean"], m["clip_ratio/high_mean"], m["clip_ratio/region_mean"]],
                                [0.1, 0.1, 0.2], rtol=1e-12)
     for (i, j), g in grads.items():
@@ -246,7 +247,7 @@ def test_micro_batches_sum_to_the_full_batch(loss_type, level):
     total, grads = None, []
     for a, b in SPLITS:
         g, out = jax.grad(numerator, has_aux=True)(jnp.asarray(logp[a:b]), (a, b))
-        total = out if total is None else losses.accumulate(total, out)
+        total = out if total is None else weighted.accumulate(total, out)
         grads.append(g)
     micro_grad = jnp.concatenate(grads) / total.loss.count
 
@@ -270,7 +271,7 @@ def test_matches_trl_reference_on_the_whole_step_when_split():
     total = None
     for a, b in SPLITS:
         out = jax_loss(logp[a:b], old[a:b], ref[a:b], adv[a:b], mask[a:b], loss_type="dapo")
-        total = out if total is None else losses.accumulate(total, out)
+        total = out if total is None else weighted.accumulate(total, out)
     np.testing.assert_allclose(total.loss.value(), trl_loss(logp, old, ref, adv, mask, loss_type="dapo")[0],
                                rtol=1e-12)
 

@@ -79,6 +79,7 @@ def _same_run(reference, resumed) -> None:
         assert a.read_bytes() == b.read_bytes(), a.name  # the exported model, bit for bit
 
 
+@pytest.mark.slow  # GRPO jobs from the CLI, killed and rerun
 def test_sigkill_at_random_moments_then_resume_gives_identical_params(tmp_path, reference):
 
     interrupted = tmp_path / "interrupted"
@@ -93,6 +94,7 @@ def test_sigkill_at_random_moments_then_resume_gives_identical_params(tmp_path, 
     _same_run(reference, interrupted)
 
 
+@pytest.mark.slow  # GRPO jobs from the CLI, stopped and rerun
 def test_sigterm_saves_the_step_in_flight_exits_75_and_the_rerun_equals_an_uninterrupted_run(tmp_path, reference):
     workdir = tmp_path / "preempted"
     # Checkpoints only at the end: whatever is saved mid-run is the preemption's own save.

@@ -1,4 +1,5 @@
-"""The GRPO learner end to end on the tiny model: images reach the update, metrics, exact resume."""
+"""The GRPO objective in the Trainer, end to end on the tiny model: images reach the update,
+metrics, exact resume, online filtering, the loss normaliser, compile counts."""
 
 import json
 import os
@@ -14,7 +15,8 @@ from mmjax.jobs import grpo as grpo_job
 from mmjax.jobs import setup
 from mmjax.models import sampler
 from mmjax.processing.buckets import bucket_size
-from mmjax.rl import update as update_lib
+from mmjax.rl.update import GRPOLoss, GRPOMicroBatch
+from mmjax.train import update as update_lib
 from mmjax.train import checkpoints
 
 TRL_NAMES = ("reward", "reward_std", "rewards/accuracy_choice/mean", "rewards/accuracy_choice/std",
@@ -44,28 +46,41 @@ def pieces():
     return config, tok, holder, batch
 
 
-def _micro(holder, batch, config, pixels_scale=1.0):
+def _micro(holder, batch, config, pixels_scale=1.0) -> GRPOMicroBatch:
     device = arrays(batch)
     if pixels_scale != 1.0:
         device = {**device, "image": {**device["image"], "pixel_values": device["image"]["pixel_values"] * pixels_scale}}
     g = config.grpo.num_generations
     out = sampler.generate(holder.module, holder.params, arrays(batch), max_new_tokens=1, num_generations=g,
                            sampling=sampler.SamplingParams(1.0), seed=3)
-    rollout = dict(tokens=jnp.asarray(out.tokens), mask=jnp.asarray(out.mask),
-                   positions=jnp.asarray(out.completion_positions), sampler_logp=jnp.asarray(out.logprobs),
-                   old_logp=jnp.asarray(out.logprobs),
-                   advantages=jnp.asarray(np.tile([1.0, -1.0], len(out.tokens) // 2), jnp.float32))
-    return out.prompt_batch(device), rollout
+    n = len(out.tokens)
+    return GRPOMicroBatch(batch=out.prompt_batch(device), tokens=jnp.asarray(out.tokens), mask=jnp.asarray(out.mask),
+                          positions=jnp.asarray(out.completion_positions), sampler_logp=jnp.asarray(out.logprobs),
+                          old_logp=jnp.asarray(out.logprobs), row_mask=jnp.ones(n, bool),
+                          advantages=jnp.asarray(np.tile([1.0, -1.0], n // 2), jnp.float32))
+
+
+def _grads_fn(holder, config, freeze=False):
+    """The Trainer's jitted gradient function for the GRPO loss."""
+    loss = GRPOLoss(holder.module, setup.grpo_config(config))
+    return lambda p, micro: update_lib.microbatch_grads(p, micro, loss_fn=loss, freeze_vision=freeze,
+                                                        freeze_merger=freeze)
+
+
+def _prepare(trainer, params, iterator, step=0):
+    """The objective's example for one step, drawing from `iterator` as the Trainer does."""
+    batches = [next(iterator) for _ in range(trainer.cfg.gradient_accumulation_steps)]
+    return trainer.objective.prepare(params, batches, step, lambda: next(iterator))
 
 
 def test_images_reach_the_update(pieces):
     config, _, holder, batch = pieces
-    grpo = setup.grpo_config(config)
-    grads_fn = jax.jit(lambda p, b, r: update_lib.microbatch_grads(holder.module, p, b, r, config=grpo))
-    b1, r = _micro(holder, batch, config)
-    b2, _ = _micro(holder, batch, config, pixels_scale=-1.0)  # only the pixels differ
-    g1, s1, _ = grads_fn(holder.params, b1, r)
-    g2, s2, _ = grads_fn(holder.params, b2, r)
+    grads_fn = _grads_fn(holder, config)
+    m1 = _micro(holder, batch, config)
+    m2 = _micro(holder, batch, config, pixels_scale=-1.0)  # only the pixels differ
+    m2 = m1.replace(batch=m2.batch)
+    g1, s1 = grads_fn(holder.params, m1)
+    g2, s2 = grads_fn(holder.params, m2)
     visual = np.concatenate([np.ravel(x) for x in jax.tree.leaves(g1["visual"])])
     assert np.abs(visual).max() > 0  # the vision tower gets gradients
     diff = max(float(np.abs(a - b).max()) for a, b in zip(jax.tree.leaves(g1), jax.tree.leaves(g2)))
@@ -77,13 +92,10 @@ def test_images_reach_the_update(pieces):
 def test_frozen_vision_tower_does_not_move(pieces, freeze, tmp_path):
     config, tok, _, _ = pieces
     config = _config(**{"optim.freeze_vision": freeze, "optim.freeze_merger": freeze, "max_steps": 1})
-    learner = grpo_job.build_learner(config, workdir=str(tmp_path), tok=tok)
-    before = jax.tree.map(np.asarray, learner.model.params)
-    params, opt_state, _, iterator = learner._restore_or_init()
-    micros = learner._rollouts(params, iterator, 0)
-    learner._advantages(micros)
-    learner._to_device(params, None, micros)
-    params, *_ = learner._update(params, opt_state, micros)
+    trainer = grpo_job.build_trainer(config, workdir=str(tmp_path), tok=tok)
+    before = jax.tree.map(np.asarray, trainer.model.params)
+    params, opt_state, _, iterator, _ = trainer._restore_or_init()
+    params, *_ = trainer._update(params, opt_state, _prepare(trainer, params, iterator))
     moved = lambda key: max(float(np.abs(np.asarray(a) - b).max())  # noqa: E731
                             for a, b in zip(jax.tree.leaves(params[key]), jax.tree.leaves(before[key])))
     assert moved("language_model") > 0
@@ -93,13 +105,10 @@ def test_frozen_vision_tower_does_not_move(pieces, freeze, tmp_path):
 def test_a_frozen_vision_tower_is_cut_from_the_backward_pass(pieces):
     """With freeze_vision the ViT's gradients are exact zeros (stop_gradient), not computed and masked."""
     config, _, holder, batch = pieces
-    micro_batch, rollout = _micro(holder, batch, config)
-    grpo = setup.grpo_config(config)
+    micro = _micro(holder, batch, config)
     grads = {}
-    for freeze in (False, True):  # jitted, as the learner runs it (op by op it took 40 s)
-        step = jax.jit(lambda p, b, r, freeze=freeze: update_lib.microbatch_grads(
-            holder.module, p, b, r, config=grpo, freeze_vision=freeze, freeze_merger=freeze))
-        grads[freeze], _, _ = step(holder.params, micro_batch, rollout)
+    for freeze in (False, True):  # jitted, as the Trainer runs it (op by op it took 40 s)
+        grads[freeze], _ = _grads_fn(holder, config, freeze)(holder.params, micro)
     largest = lambda tree: max(float(np.abs(np.asarray(x)).max()) for x in jax.tree.leaves(tree))  # noqa: E731
     assert largest(grads[False]["visual"]) > 0 and largest(grads[True]["visual"]) == 0
     np.testing.assert_allclose(np.asarray(jax.tree.leaves(grads[True]["language_model"])[0]),
@@ -112,17 +121,17 @@ def test_rollouts_keep_the_pipelines_explicit_prompt_buckets(pieces, tmp_path):
     _, tok, _, batch = pieces
     t = arrays(batch)["input_ids"].shape[1]
     own = next(n for n in range(t + 1, 2 * t) if bucket_size(n) != n)  # a length the rule never picks
-    learner = grpo_job.build_learner(_config(**{"data.bucket_lengths": (own,)}), str(tmp_path), tok=tok)
-    data_batch = next(iter(learner.data))
+    trainer = grpo_job.build_trainer(_config(**{"data.bucket_lengths": (own,)}), str(tmp_path), tok=tok)
+    data_batch = next(iter(trainer.data))
     assert arrays(data_batch)["input_ids"].shape[1] == own
-    micro = learner._rollout(learner.model.params, data_batch, seed=0)
-    assert micro.rollout.prompt_ids.shape[1] == micro.batch["input_ids"].shape[1] == own
+    scored, prompts = trainer.objective._rollout(trainer.model.params, data_batch, seed=0)
+    assert scored.rollout.prompt_ids.shape[1] == prompts["input_ids"].shape[1] == own
 
 
 def _train(config, workdir, tok):
-    learner = grpo_job.build_learner(config, workdir, tok=tok)
-    learner.train()
-    return jax.tree.map(np.asarray, learner.model.params)
+    trainer = grpo_job.build_trainer(config, workdir, tok=tok)
+    trainer.train()
+    return jax.tree.map(np.asarray, trainer.model.params)
 
 
 def test_metrics_and_exact_resume(pieces, tmp_path):
@@ -160,29 +169,33 @@ def test_a_corrupt_newest_checkpoint_falls_back_to_the_one_before(pieces, tmp_pa
 
 
 def test_kl_iterations_and_online_filtering_run_and_are_logged(pieces, tmp_path):
-    """beta > 0 keeps a reference policy (kl logged), num_iterations = 2 recomputes the old
-    log-probs once, and online filtering drops zero-signal groups and refills the step."""
+    """beta > 0 keeps a reference policy (kl logged, and > 0 once the policy moved),
+    num_iterations = 2 recomputes the old log-probs once, and online filtering drops the
+    zero-signal groups (there are some) and draws more micro-batches to refill the step."""
     config, tok, _, _ = pieces
     config = _config(**{"max_steps": 2, "grpo.beta": 0.04, "grpo.num_iterations": 2,
                         "filter_zero_std_groups": True})
-    learner = grpo_job.build_learner(config, str(tmp_path), tok=tok)
-    assert learner.recompute_old
-    params, opt_state, _, iterator = learner._restore_or_init()
-    micros = learner._rollouts(params, iterator, 0)
-    groups = np.concatenate([m.rewards for m in micros]).reshape(-1, config.grpo.num_generations)
+    trainer = grpo_job.build_trainer(config, str(tmp_path), tok=tok)
+    grpo = trainer.objective
+    assert grpo.recompute_old
+    params, opt_state, _, iterator, _ = trainer._restore_or_init()
+    grpo.start(params)
+    example = _prepare(trainer, params, iterator)
+    scored = example.rollouts
+    groups = np.concatenate([s.rewards for s in scored]).reshape(-1, config.grpo.num_generations)
     zero = np.all(groups == groups[:, :1], axis=1)
-    keep = np.concatenate([m.keep for m in micros]).reshape(groups.shape)[:, 0]
+    keep = np.concatenate([s.keep for s in scored]).reshape(groups.shape)[:, 0]
     np.testing.assert_array_equal(keep, ~zero)  # exactly the zero-signal groups are dropped
-    if zero.sum() and len(micros) == 1:
-        pytest.fail("filtering dropped groups but drew no extra micro-batch")
-    learner._advantages(micros)
-    learner._to_device(params, params, micros)
-    for m in micros:  # old log-probs recomputed by the trainer equal the sampler's (same params)
-        kept = np.asarray(m.device["mask"])
-        np.testing.assert_allclose(np.asarray(m.device["old_logp"])[kept], m.rollout.logprobs[kept], atol=1e-5)
-        assert not np.asarray(m.device["old_logp"])[~kept].any()  # dropped rows take no part
-    metrics = learner.train()
-    assert metrics["kl"] >= 0 and "filter/dropped_groups" in metrics and metrics["filter/micro_batches"] >= 1
+    assert zero.sum() > 0 and len(scored) > 1  # the filter really ran and refilled the step
+    for s, micro in zip(scored, example.micro_batches):  # recomputed old log-probs equal the sampler's
+        kept = np.asarray(micro.mask)
+        old = np.asarray(micro.old_logp)
+        np.testing.assert_allclose(old[kept], s.rollout.logprobs[kept], atol=1e-5)
+        assert not old[~kept].any()  # dropped rows take no part
+    metrics = trainer.train()
+    first = json.loads(open(tmp_path / "metrics.jsonl").readline())  # the step prepared above, logged
+    assert first["filter/dropped_groups"] == zero.sum() and first["filter/micro_batches"] == len(scored)
+    assert metrics["kl"] > 0 and "filter/dropped_groups" in metrics
 
 
 @pytest.mark.parametrize("loss_type", ["grpo", "dr_grpo"])
@@ -193,22 +206,20 @@ def test_masked_truncated_rows_still_count_in_the_loss_denominator(pieces, tmp_p
     max_len = 2
     config = _config(**{"grpo.mask_truncated_completions": True, "grpo.loss_type": loss_type,
                         "grpo.max_completion_length": max_len, "sample.allow_eos": True, "max_steps": 1})
-    learner = grpo_job.build_learner(config, str(tmp_path), tok=tok)
-    params, _, _, iterator = learner._restore_or_init()
-    micros = learner._rollouts(params, iterator, 0)
-    learner._advantages(micros)
-    learner._to_device(params, None, micros)
-    (m,) = micros
-    stopped, n = m.rollout.stopped, len(m.rollout.stopped)
+    trainer = grpo_job.build_trainer(config, str(tmp_path), tok=tok)
+    params, _, _, iterator, _ = trainer._restore_or_init()
+    example = _prepare(trainer, params, iterator)
+    (s,), (micro,) = example.rollouts, example.micro_batches
+    stopped, n = s.rollout.stopped, len(s.rollout.stopped)
     assert 0 < stopped.sum() < n  # some rows truncated, some not
-    _, stats, _ = learner._grads(params, m.batch, m.device)
+    _, stats = trainer._grads(params, micro)
     # TRL's formula on the same numbers: per_token = -A * ratio (no clipping at ratio ~ 1), the
     # truncated rows' tokens zeroed, then grpo: mean over all n rows of the row's token mean;
     # dr_grpo: the token sum / (n * max_completion_length).
-    logp = np.asarray(learner._logprobs(params, m.batch, m.device))
-    old = np.asarray(m.device["old_logp"])
-    mask = m.rollout.mask & stopped[:, None]
-    per_token = -np.asarray(m.device["advantages"])[:, None] * np.exp(logp - old) * mask
+    logp = np.asarray(trainer.objective._logprobs(params, micro))
+    old = np.asarray(micro.old_logp)
+    mask = s.rollout.mask & stopped[:, None]
+    per_token = -np.asarray(micro.advantages)[:, None] * np.exp(logp - old) * mask
     if loss_type == "grpo":
         want = np.mean(per_token.sum(1) / np.maximum(mask.sum(1), 1))
     else:
@@ -222,19 +233,20 @@ def test_a_bucket_that_appears_late_is_a_counted_and_named_compile(pieces, tmp_p
     next reuse them, and prompts padded to a new bucket at step 4 compile again, with a
     warning naming the step and the new shapes."""
     _, tok, _, batch = pieces
-    learner = grpo_job.build_learner(_config(max_steps=4, save_steps=100), str(tmp_path), tok=tok)
+    trainer = grpo_job.build_trainer(_config(max_steps=4, save_steps=100), str(tmp_path), tok=tok)
     t = arrays(batch)["input_ids"].shape[1]
     late = next(n for n in range(t + 1, 2 * t) if bucket_size(n) != n)  # a bucket no earlier step used
-    rollouts = learner._rollouts
+    grpo = trainer.objective
+    rollouts = grpo._rollouts
 
-    def new_bucket_at_step_4(params, iterator, step):
+    def new_bucket_at_step_4(params, batches, step, more):
         if step == 3:
-            learner.bucket_lengths = (late,)
-        return rollouts(params, iterator, step)
+            grpo.bucket_lengths = (late,)
+        return rollouts(params, batches, step, more)
 
-    learner._rollouts = new_bucket_at_step_4
+    grpo._rollouts = new_bucket_at_step_4
     with caplog.at_level("WARNING", logger="mmjax.train.compiles"):
-        learner.train()
+        trainer.train()
     counts = [r["perf/compiles"] for r in map(json.loads, open(tmp_path / "metrics.jsonl"))]
     assert counts[0] > 0 and counts[1:3] == [0, 0] and counts[3] > 0, counts
     late_warnings = [r.getMessage() for r in caplog.records if r.name == "mmjax.train.compiles"]

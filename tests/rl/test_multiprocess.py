@@ -53,13 +53,13 @@ def _free_port() -> int:
 class Run:
     """The processes of one launch of the job; logs in workdir/<name>.<process>.log."""
 
-    def __init__(self, name: str, workdir, num_processes: int, *, env=None):
+    def __init__(self, name: str, workdir, num_processes: int, *, env=None, extra=()):
         self.name, self.workdir = name, workdir
         os.makedirs(workdir, exist_ok=True)
         port = _free_port()
         args = [sys.executable, WORKER, "--config", CONFIG, f"--config.max_steps={STEPS}",
                 f"--config.data.batch_size={PROMPTS // num_processes}", "--workdir", str(workdir),
-                "--config.save_steps=1000"]  # no periodic saves: mid-run checkpoints are the preemption's
+                "--config.save_steps=1000", *extra]  # no periodic saves: mid-run checkpoints are the preemption's
         self.logs, self.procs = [], []
         for i in range(num_processes):
             child = {k: v for k, v in os.environ.items() if k not in _DISTRIBUTED}
@@ -186,3 +186,38 @@ def test_two_processes_stopped_by_sigterm_and_resumed_equal_uninterrupted_runs(t
     for i in range(2):  # fsdp spans both processes: each wrote its own half of the params
         written = os.path.join(step_dir, checkpoints.PARAMS, f"ocdbt.process_{i}")
         assert os.path.isdir(written) and os.listdir(written), os.listdir(os.path.join(step_dir, "params"))
+
+
+SFT = ("--config.mode=sft", "--config.sft.num_epochs=100")  # the demo's colour rows, cut at max_steps
+
+
+@pytest.mark.slow  # about a minute on 2 cores: 3 processes
+def test_sft_on_two_processes_equals_one_process_on_8_devices(tmp_path):
+    """The same Trainer loop for SFT: 2 processes x 4 devices (fsdp over both) give the numbers
+    of 1 process x 8 devices, and each process's share of params and data state is saved."""
+    single_dir, multi_dir = tmp_path / "single", tmp_path / "multi"
+    runs = []
+    try:
+        single = Run("single", single_dir, 1, extra=SFT)
+        runs.append(single)
+        multi = Run("multi", multi_dir, 2, extra=SFT)
+        runs.append(multi)
+        multi.wait()
+        single.wait()
+    finally:
+        for run in runs:
+            run.kill()
+    got, want = _metrics(multi_dir), _metrics(single_dir)
+    assert [r["step"] for r in got] == [r["step"] for r in want] == list(range(1, STEPS + 1))
+    for key in ("tokens/prompt", "tokens/answer", "data/epoch"):  # the same global batches
+        assert [r[key] for r in got] == [r[key] for r in want], key
+    for key in ("loss", "grad_norm", "entropy"):
+        np.testing.assert_allclose([r[key] for r in got], [r[key] for r in want], rtol=1e-6, err_msg=key)
+    start = _params(single_dir, 1)
+    for g, w, s in zip(_params(multi_dir, STEPS), _params(single_dir, STEPS), start):
+        np.testing.assert_allclose(g, w, rtol=0, atol=1e-6 * max(1.0, float(np.abs(w).max())))
+    assert max(float(np.abs(w - s).max()) for w, s in zip(_params(single_dir, STEPS), start)) > 1e-4
+    step_dir = os.path.join(checkpoints.checkpoint_dir(str(multi_dir)), str(STEPS))
+    with open(os.path.join(step_dir, checkpoints.DATA_STATE, "metadata")) as f:
+        assert len(json.load(f)[checkpoints.PER_PROCESS]) == 2
+    assert _export(multi_dir)  # process 0 wrote the HF export of the gathered params

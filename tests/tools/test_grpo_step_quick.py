@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
 BENCH = ROOT / "tools" / "bench"
 sys.path.insert(0, str(BENCH))
@@ -17,6 +19,7 @@ import grpo_step  # noqa: E402
 import trl_reference  # noqa: E402
 
 
+@pytest.mark.slow  # a benchmark script in a subprocess
 def test_grpo_step_quick_prints_the_step_time():
     env = dict(os.environ, JAX_PLATFORMS="cpu", TOKENIZERS_PARALLELISM="false")
     # --no-trl: the test never depends on TRL's venv, even where it exists.
@@ -24,7 +27,7 @@ def test_grpo_step_quick_prints_the_step_time():
                          text=True, timeout=240, cwd=ROOT, env=env)
     assert res.returncode == 0, f"exit {res.returncode}:\n{res.stdout[-3000:]}\n{res.stderr[-3000:]}"
     out = res.stdout
-    step = re.search(r"mmjax GRPOLearner: step median ([0-9.]+) ms \(rollout ([0-9.]+) ms, update ([0-9.]+) ms\)", out)
+    step = re.search(r"mmjax Trainer \(GRPO\): step median ([0-9.]+) ms \(rollout ([0-9.]+) ms, update ([0-9.]+) ms\)", out)
     assert step, f"no step time line in:\n{out}"
     assert all(float(x) > 0 for x in step.groups())
     assert re.search(r"update model FLOP/s: .* = [0-9.]+ GFLOP/s", out), out

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from flax import traverse_util
 
+from mmjax import atomic_dir
 from mmjax.models.qwen2_5_vl import CheckpointError, Qwen2_5_VL, hf, load_hf, preset
 from mmjax.train import checkpoints
 
@@ -104,7 +105,7 @@ def test_a_killed_overwrite_leaves_the_old_or_the_new_checkpoint(tmp_path, monke
         with pytest.raises(CheckpointError, match=r"ckpt: missing; an interrupted overwrite left the previous "
                                                   r"checkpoint at .*ckpt\.old-\d+"):
             checkpoints.restore_model(path)
-        hf.recover_replace(path)
+        atomic_dir.recover_replace(path)
         assert _complete(path, 1)
     # the next save cleans up whatever the killed one left
     checkpoints.save_model(path, _params(3), CFG, assets=assets, overwrite=True)

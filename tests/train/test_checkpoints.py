@@ -161,6 +161,7 @@ print("SHARDED_OK")
 """
 
 
+@pytest.mark.slow  # a subprocess with 8 devices
 def test_sharded_save_and_restore_on_8_devices(tmp_path):
     env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8", JAX_PLATFORMS="cpu")
     proc = subprocess.run([sys.executable, "-c", _SHARDED, str(tmp_path / "run")], env=env, check=False,

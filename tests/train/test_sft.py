@@ -22,7 +22,9 @@ from mmjax.jobs import setup
 from mmjax.jobs import sft as sft_job
 from mmjax.models import sampler
 from mmjax.processing import ImageProcessorConfig, special_token_ids
-from mmjax.train import checkpoints, preemption, sft_learner
+from mmjax.train import checkpoints, preemption
+from mmjax.train import update as update_lib
+from mmjax.train.sft import SFTLoss, SFTMicroBatch
 from mmjax.train.metrics import read_metrics
 
 STEPS = 60  # 4 fixed samples, one batch a step: 60 epochs
@@ -62,17 +64,17 @@ def _host(params):
     return jax.tree.map(np.asarray, params)
 
 
-def _learner(config, workdir, tok, holder):
-    """A learner on a copy of the initial params (a run donates its params' buffers; a copy
-    also spares the seconds a fresh random init compiles for)."""
+def _trainer(config, workdir, tok, holder):
+    """An SFT Trainer on a copy of the initial params (a run donates its params' buffers; a
+    copy also spares the seconds a fresh random init compiles for)."""
     fresh = holder.replace(params=jax.tree.map(jnp.copy, holder.params))
-    return sft_job.build_learner(config, str(workdir), tok=tok, holder=fresh)
+    return sft_job.build_trainer(config, str(workdir), tok=tok, holder=fresh)
 
 
 def _train(config, workdir, tok, holder):
-    learner = _learner(config, workdir, tok, holder)
-    last = learner.train()
-    return learner, read_metrics(str(workdir)), last
+    trainer = _trainer(config, workdir, tok, holder)
+    last = trainer.train()
+    return trainer, read_metrics(str(workdir)), last
 
 
 @pytest.fixture(scope="module")
@@ -80,8 +82,8 @@ def trained(tok, holder, tmp_path_factory):
     """One uninterrupted SFT run of STEPS steps on 4 fixed samples."""
     workdir = tmp_path_factory.mktemp("sft_full")
     setup.write_resolved_config(_config(), str(workdir))  # as the job does: a workdir has a config.json too
-    learner, rows, _ = _train(_config(), workdir, tok, holder)
-    return workdir, learner, rows
+    trainer, rows, _ = _train(_config(), workdir, tok, holder)
+    return workdir, trainer, rows
 
 
 def _processed(tok, holder, rows):
@@ -107,10 +109,10 @@ def _batcher(tok, holder):
 # ---- the loss ------------------------------------------------------------------------------
 
 def _loss(holder, batch):
-    """The SFT step's own loss (sum, count) of a batch: the learner's jitted gradient function."""
-    answers = {k: jnp.asarray(batch[k]) for k in ("targets", "target_mask")}
-    _, stats = sft_learner._grads(holder.params, arrays(batch), answers, module=holder.module,
-                                  freeze_vision=True, freeze_merger=True, mesh=None)
+    """The SFT step's own loss (sum, count) of a batch: the Trainer's jitted gradient function."""
+    micro = SFTMicroBatch(batch=arrays(batch), answers={k: jnp.asarray(batch[k]) for k in ("targets", "target_mask")})
+    _, stats = update_lib.microbatch_grads(holder.params, micro, loss_fn=SFTLoss(holder.module),
+                                           freeze_vision=True, freeze_merger=True)
     return stats["loss"]
 
 
@@ -175,13 +177,15 @@ def test_one_or_two_micro_batches_give_the_same_step(tok, holder, tmp_path):
     processed[0] = {**processed[0], "target": np.asarray(tok.encode("A, the red one", add_special_tokens=False)
                                                          + [eos], np.int32)}
     batcher = _batcher(tok, holder)
-    learner = _learner(_config(), tmp_path, tok, holder)
-    one = learner._micro_batches(iter([batcher(processed)]))
-    two = [m for half in (processed[:2], processed[2:]) for m in learner._micro_batches(iter([batcher(half)]))]
-    assert one[0].answer_tokens == two[0].answer_tokens + two[1].answer_tokens != 4 * two[1].answer_tokens
+    trainer = _trainer(_config(), tmp_path, tok, holder)
+    prepare = lambda batches: trainer.objective.prepare(holder.params, batches, 0, None)  # noqa: E731
+    one = prepare([batcher(processed)])
+    two = prepare([batcher(half) for half in (processed[:2], processed[2:])])
+    halves = [prepare([batcher(half)]).answer_tokens for half in (processed[:2], processed[2:])]
+    assert one.answer_tokens == two.answer_tokens == sum(halves) != 4 * halves[1]
 
-    def grads(micros):  # what the learner divides once: the summed numerators' gradients / tokens
-        out = [learner._grads(holder.params, m.batch, m.answers) for m in micros]
+    def grads(example):  # what the Trainer divides once: the summed numerators' gradients / tokens
+        out = [trainer._grads(holder.params, m) for m in example.micro_batches]
         count = sum(int(s["loss"].count) for _, s in out)
         return jax.tree.map(lambda *g: np.asarray(sum(g)) / count, *[g for g, _ in out])
 
@@ -190,9 +194,9 @@ def test_one_or_two_micro_batches_give_the_same_step(tok, holder, tmp_path):
         np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-4 * np.abs(a).max())  # float32 sums, reordered
     assert not any(np.any(g) for g in jax.tree.leaves(full["visual"]))  # frozen: cut from the backward pass
 
-    def step(micros):
+    def step(example):
         params = jax.tree.map(jnp.copy, holder.params)  # the update donates them
-        _, _, stats, grad_norm = learner._update(params, learner.optimizer.init(params), micros)
+        _, _, stats, grad_norm = trainer._update(params, trainer.optimizer.init(params), example)
         return float(stats["loss"].value()), float(grad_norm)
 
     (loss1, norm1), (loss2, norm2) = step(one), step(two)
@@ -203,7 +207,7 @@ def test_one_or_two_micro_batches_give_the_same_step(tok, holder, tmp_path):
 # ---- training ------------------------------------------------------------------------------
 
 def test_sft_learns_the_answers_with_the_vision_tower_frozen(trained, holder, tok):
-    workdir, learner, rows = trained
+    workdir, trainer, rows = trained
     assert [r["step"] for r in rows] == list(range(1, STEPS + 1))  # sft.num_epochs passes, one step each
     assert rows[-1]["data/epoch"] == STEPS - 1
     first, last = rows[0]["loss"], rows[-1]["loss"]
@@ -211,7 +215,7 @@ def test_sft_learns_the_answers_with_the_vision_tower_frozen(trained, holder, to
     for name in ("loss", "entropy", "grad_norm", "learning_rate", "tokens/answer", "data/skipped"):
         assert name in rows[-1], name
 
-    before, after = _host(holder.params), _host(learner.model.params)
+    before, after = _host(holder.params), _host(trainer.model.params)
     for a, b in zip(jax.tree.leaves(before["visual"]), jax.tree.leaves(after["visual"])):
         np.testing.assert_array_equal(a, b)  # vision tower and merger: not a bit moved
     moved = max(float(np.abs(a - b).max()) for a, b in
@@ -220,8 +224,8 @@ def test_sft_learns_the_answers_with_the_vision_tower_frozen(trained, holder, to
 
     # Greedy answers to the 4 training prompts are the targets, EOS included.
     ids = special_token_ids(tok)
-    batch = next(iter(sft_job.dataset(_config(), tok, learner.model)))
-    out = sampler.generate(learner.model.module, learner.model.params, arrays(batch), max_new_tokens=4,
+    batch = next(iter(sft_job.dataset(_config(), tok, trainer.model)))
+    out = sampler.generate(trainer.model.module, trainer.model.params, arrays(batch), max_new_tokens=4,
                            eos_token_ids=ids.eos_token_ids, pad_token_id=ids.pad_token_id)
     for row in range(len(out.tokens)):
         n = int(batch["target_mask"][row].sum())
@@ -240,8 +244,8 @@ def test_a_run_killed_mid_step_resumes_to_the_same_params(trained, tok, holder, 
     step is logged twice: the same run (schedule of 60 steps) cut at max_steps 20."""
     full_workdir, _, full_rows = trained
     config = _config(max_steps=20, save_steps=10, **{"optim.total_steps": STEPS})
-    learner = _learner(config, tmp_path, tok, holder)
-    real, calls = learner._update, []
+    trainer = _trainer(config, tmp_path, tok, holder)
+    real, calls = trainer._update, []
 
     def update(*args):
         calls.append(1)
@@ -249,9 +253,9 @@ def test_a_run_killed_mid_step_resumes_to_the_same_params(trained, tok, holder, 
             raise _Killed
         return real(*args)
 
-    monkeypatch.setattr(learner, "_update", update)
+    monkeypatch.setattr(trainer, "_update", update)
     with pytest.raises(_Killed):
-        learner.train()
+        trainer.train()
     assert checkpoints.restore_latest(str(tmp_path)).step == 10
     resumed, rows, _ = _train(config, tmp_path, tok, holder)
     reference = checkpoints.restore_params(os.path.join(checkpoints.checkpoint_dir(str(full_workdir)), "20"))
@@ -268,8 +272,8 @@ def test_sigterm_mid_step_saves_that_step_exits_and_resumes_to_the_same_params(t
     20 equals the uninterrupted run's bit for bit, and no step is logged twice."""
     full_workdir, _, full_rows = trained
     config = _config(max_steps=20, save_steps=10, **{"optim.total_steps": STEPS})
-    learner = _learner(config, tmp_path, tok, holder)
-    real, calls = learner._update, []
+    trainer = _trainer(config, tmp_path, tok, holder)
+    real, calls = trainer._update, []
 
     def update(*args):
         calls.append(1)
@@ -277,10 +281,10 @@ def test_sigterm_mid_step_saves_that_step_exits_and_resumes_to_the_same_params(t
             os.kill(os.getpid(), signal.SIGTERM)  # as a scheduler would, in the middle of a step
         return real(*args)
 
-    monkeypatch.setattr(learner, "_update", update)
+    monkeypatch.setattr(trainer, "_update", update)
     before = signal.getsignal(signal.SIGTERM)
     with pytest.raises(preemption.Preempted) as stopped:
-        learner.train()
+        trainer.train()
     assert stopped.value.step == 13 and len(calls) == 13  # the step in flight finished, no other began
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # a second signal would kill at once
     signal.signal(signal.SIGTERM, before)
@@ -330,8 +334,8 @@ def test_bad_rows_are_skipped_counted_and_named(tok, holder, tmp_path, caplog):
     stops, with a checkpoint, where the data ends."""
     path = _jsonl(tmp_path, BAD)
     c = _jsonl_config(path, **{"sft.num_epochs": 2, "save_steps": 100})
-    learner, rows, last = _train(c, tmp_path / "w", tok, holder)
-    assert learner.cfg.max_steps == 3  # 2 passes over 7 rows, in batches of 4 ...
+    trainer, rows, last = _train(c, tmp_path / "w", tok, holder)
+    assert trainer.cfg.max_steps == 3  # 2 passes over 7 rows, in batches of 4 ...
     assert [r["step"] for r in rows] == [1, 2]  # ... but only the 8 good samples make batches
     assert checkpoints.restore_latest(str(tmp_path / "w")).step == 2  # saved where the data ended
     assert 0 < rows[0]["data/skipped"] <= rows[-1]["data/skipped"] < 6  # logged as they happen
@@ -375,11 +379,11 @@ def test_the_sft_recipe_follows_spec_2_4_and_runs(arg, tok, holder, tmp_path):
     c.data.batch_size, c.data.worker_count, c.data.system_prompt = 4, 0, False
     c.data.min_vision_rows, c.data.min_pixels, c.data.max_pixels = 16, 56 * 56, 56 * 56
     c.sft.num_epochs = 2
-    learner, rows, _ = _train(c, tmp_path / "w", tok, holder)
-    assert learner.cfg.max_steps == 2 and learner.optim_config.total_steps == 2
+    trainer, rows, _ = _train(c, tmp_path / "w", tok, holder)
+    assert trainer.cfg.max_steps == 2 and trainer.optim_config.total_steps == 2
     assert [r["step"] for r in rows] == [1, 2]
     np.testing.assert_allclose([r["learning_rate"] for r in rows], [0.0, 1e-6])  # warmup: ceil(0.1 x 2) = 1 step
-    before, after = _host(holder.params)["visual"], _host(learner.model.params)["visual"]
+    before, after = _host(holder.params)["visual"], _host(trainer.model.params)["visual"]
     for a, b in zip(jax.tree.leaves(before), jax.tree.leaves(after)):
         np.testing.assert_array_equal(a, b)
 
@@ -410,8 +414,8 @@ def test_grpo_starts_from_the_sft_checkpoint_or_an_hf_folder(trained, holder, to
     sft_workdir, done, _ = trained
     sft_params = _host(done.model.params)
     assert not np.array_equal(_leaf(sft_params), _leaf(_host(holder.params)))
-    grpo = grpo_job.build_learner(_grpo_config(sft_workdir), str(tmp_path / "grpo"), tok=tok)
-    params, opt_state, step, _ = grpo._restore_or_init()
+    grpo = grpo_job.build_trainer(_grpo_config(sft_workdir), str(tmp_path / "grpo"), tok=tok)
+    params, opt_state, step, _, _ = grpo._restore_or_init()
     assert step == 0  # a fresh run: the SFT run's step and optimizer state stay behind
     for a, b in zip(jax.tree.leaves(sft_params), jax.tree.leaves(_host(params))):
         np.testing.assert_array_equal(a, b)
@@ -523,14 +527,14 @@ def test_the_sft_job_writes_an_hf_export_and_a_resumed_run_replaces_it(holder, t
 def test_the_grpo_job_writes_an_hf_export_of_its_trained_model(holder, tmp_path, monkeypatch):
     trained_params = jax.tree.map(lambda a: a * 2, holder.params)
 
-    class Learner:  # what run() uses of a learner: train(), then the trained model
+    class Trainer:  # what run() uses of a trainer: train(), then the trained model
         model = holder
 
         def train(self):
             self.model = holder.replace(params=trained_params)
             return {"reward": 1.0}
 
-    monkeypatch.setattr(grpo_job, "build_learner", lambda config, workdir, tok=None: Learner())
+    monkeypatch.setattr(grpo_job, "build_trainer", lambda config, workdir, tok=None: Trainer())
     assert grpo_job.run(_grpo_config(""), str(tmp_path)) == {"reward": 1.0}
     _assert_export_is(tmp_path / "hf_export", _host(trained_params))
     assert {"tokenizer.json", "preprocessor_config.json"} <= set(os.listdir(tmp_path / "hf_export"))

@@ -1,4 +1,4 @@
-"""One GRPO step (rollout + update): mmjax's GRPOLearner vs TRL's GRPOTrainer, on the tiny VLM.
+"""One GRPO step (rollout + update): mmjax's Trainer (GRPO objective) vs TRL's GRPOTrainer, on the tiny VLM.
 
     python tools/bench/grpo_step.py [--steps 10] [--warmup 1] [--trl_python /tmp/trl_venv/bin/python]
     python tools/bench/grpo_step.py --quick      # mmjax only, 1 step after the warm-up: a smoke test
@@ -23,8 +23,8 @@ suppresses it). TRL defaults otherwise: beta 0 (no reference model), loss dapo, 
 temperature 1, AdamW lr 1e-6 with HF's linear schedule, weight decay 0, grad clip 1.0 (and
 TRL's own default gradient_checkpointing=True, kept: it is what a TRL user gets).
 
-Timing: mmjax's step is what `GRPOLearner.train()` runs per step, called piece by piece
-(`_rollouts` + `_advantages` + `_to_device` + `_update` + `_metrics`), blocking on the
+Timing: mmjax's step is what `Trainer.train()` runs per step with the GRPO objective, called
+piece by piece (`_draw` + `objective.prepare` + `_update` + `_metrics`), blocking on the
 device after the rollout and after the update so the two are timed apart; no checkpoint
 (TRL saves none either). TRL's step is the time between consecutive on_step_end callbacks.
 The first --warmup steps on each side are left out (mmjax's first step compiles; its time
@@ -125,18 +125,18 @@ def mmjax_config(args, model_dir: str, data_path: str):
     return c
 
 
-def build_learner(args, model_dir: str, data_path: str, workdir: str):
-    from mmjax.jobs.grpo import build_learner as build
+def build_trainer(args, model_dir: str, data_path: str, workdir: str):
+    from mmjax.jobs.grpo import build_trainer as build
     register_rewards()
-    learner = build(mmjax_config(args, model_dir, data_path), workdir)
-    cfg = learner.model.config
+    trainer = build(mmjax_config(args, model_dir, data_path), workdir)
+    cfg, grpo = trainer.model.config, trainer.objective
     # TRL's rollout never samples the image token (suppress_tokens) nor, with min_new_tokens,
     # EOS: the same support here, so every completion is exactly new_tokens long. mmjax also
     # stops on <|endoftext|>, so that id goes too (TRL may sample it without stopping).
-    banned = {cfg.image_token_id, *learner.eos}
+    banned = {cfg.image_token_id, *grpo.eos}
     allowed = tuple(i for i in range(cfg.text.vocab_size) if i not in banned)
-    learner.cfg = dataclasses.replace(learner.cfg, allowed_token_ids=allowed)
-    return learner
+    grpo.cfg = dataclasses.replace(grpo.cfg, allowed_token_ids=allowed)
+    return trainer
 
 
 def update_counts(micros, cfg) -> dict[str, int]:
@@ -149,37 +149,36 @@ def update_counts(micros, cfg) -> dict[str, int]:
     prompt = sum(int(k.sum()) for k in masks)
     merged = sum(int(((np.asarray(m.batch["input_ids"]) == cfg.image_token_id) & k).sum())
                  for m, k in zip(micros, masks))
-    completion = sum(int(np.asarray(m.device["mask"]).sum()) for m in micros)
+    completion = sum(int(np.asarray(m.mask).sum()) for m in micros)
     return {"text_tokens": prompt + completion, "head_tokens": completion,
             "patches": merged * cfg.vision.spatial_merge_size ** 2, "merged": merged}
 
 
 def run_mmjax(args, model_dir: str, data_path: str, workdir: str) -> dict:
-    """Warm-up + timed steps of the learner's own loop body; seconds per piece."""
+    """Warm-up + timed steps of the Trainer's own loop body; seconds per piece."""
     import jax
-    learner = build_learner(args, model_dir, data_path, workdir)
-    params, opt_state, step, iterator = learner._restore_or_init()
+    trainer = build_trainer(args, model_dir, data_path, workdir)
+    params, opt_state, step, iterator, _ = trainer._restore_or_init()
     rollout_s, update_s, step_s, lengths, rewards = [], [], [], [], []
-    micros = None
+    example = None
     for _ in range(args.warmup + args.steps):
         start = time.perf_counter()
-        micros = learner._rollouts(params, iterator, step)
-        learner._advantages(micros)
-        learner._to_device(params, None, micros)  # beta 0: no reference log-probs
-        jax.block_until_ready([m.device for m in micros])
+        example = trainer.objective.prepare(params, trainer._draw(iterator), step, lambda: next(iterator))
+        jax.block_until_ready(example.micro_batches)  # beta 0: no reference log-probs
         mid = time.perf_counter()
-        params, opt_state, stats, grad_norm = learner._update(params, opt_state, micros)
+        params, opt_state, stats, grad_norm = trainer._update(params, opt_state, example)
         jax.block_until_ready((params, opt_state, grad_norm))
         end = time.perf_counter()
         step += 1
-        metrics = learner._metrics(micros, stats, grad_norm, step, end - start)  # train() logs these too
+        metrics = trainer._metrics(example, stats, grad_norm, step, end - start)  # train() logs these too
         step_s.append(time.perf_counter() - start)
         rollout_s.append(mid - start)
         update_s.append(end - mid)
         lengths.append(metrics["completions/mean_length"])
         rewards.append(metrics["reward"])
+    micros = example.micro_batches
     w = args.warmup
-    cfg = learner.model.config
+    cfg = trainer.model.config
     groups = common.param_groups(params, cfg)
     counts = update_counts(micros, cfg)
     return {"step_s": common.median(step_s[w:]), "rollout_s": common.median(rollout_s[w:]),
@@ -289,7 +288,7 @@ def report(args, mm: dict, refs: list[dict], gemm: float) -> None:
           f"per prompt, prompt {mm['prompt_len']} tokens; {args.steps} timed steps after {args.warmup} warm-up; "
           f"mmjax on {mm['platform']}, attention {mm['attention']}; params "
           f"{common.fmt_params(mm['params']['total'])}")
-    print(f"  mmjax GRPOLearner: step median {mm['step_s'] * 1e3:.1f} ms (rollout {mm['rollout_s'] * 1e3:.1f} ms, "
+    print(f"  mmjax Trainer (GRPO): step median {mm['step_s'] * 1e3:.1f} ms (rollout {mm['rollout_s'] * 1e3:.1f} ms, "
           f"update {mm['update_s'] * 1e3:.1f} ms); first step {mm['first_step_s']:.1f} s (compile included, "
           f"apart); completion lengths {sorted(set(mm['completion_length']))}")
     print(f"  update model FLOP/s: 6ND {mm['flops_6nd'] / 1e6:.1f} MFLOP (text {c['text_tokens']}, head "

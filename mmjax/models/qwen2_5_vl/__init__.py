@@ -12,7 +12,7 @@ functions of `Qwen25VLModule` (model.py), which the sampler and the learner call
 from mmjax.models.qwen2_5_vl.config import ConfigError, Qwen25VLConfig, TextConfig, VisionConfig
 from mmjax.models.qwen2_5_vl.presets import PRESETS, preset
 from mmjax.models.qwen2_5_vl.holder import Qwen2_5_VL, load_hf
-from mmjax.models.qwen2_5_vl.hf import CheckpointError
+from mmjax.models.qwen2_5_vl.hf_keys import CheckpointError
 from mmjax.models.qwen2_5_vl.model import Qwen25VLModule
 
 __all__ = ["CheckpointError", "ConfigError", "PRESETS", "Qwen25VLModule", "Qwen25VLConfig", "Qwen2_5_VL", "TextConfig",

@@ -1,12 +1,9 @@
-"""Hugging Face safetensors <-> mmjax parameter pytrees for Qwen2.5-VL.
+"""Hugging Face safetensors folders <-> mmjax parameter pytrees for Qwen2.5-VL: the file side.
 
-Every HF tensor maps to exactly one mmjax leaf through a reversible rule (rename, and
-transpose for Linear weights / reshape for the patch Conv3d / split of the decoder's
-attention projections into [heads, head_dim]), so HF -> mmjax -> HF is bit exact and keeps
-the key set. Checkpoints use one of two key layouts: the hub layout
-(`visual.*`, `model.*`, `lm_head.*`) or transformers 5's module layout
-(`model.visual.*`, `model.language_model.*`); the layout read is remembered and written
-back. Reading and writing go tensor by tensor.
+Reading (`load_params`) and writing (`save_safetensors`) go tensor by tensor, each tensor
+mapped by `hf_keys`; the key layout read is returned so it can be written back. An export
+replaces its folder as a whole (`replace_folder`, built on `mmjax.atomic_dir`), and refuses
+a folder holding anything an export does not write.
 """
 
 from __future__ import annotations
@@ -23,154 +20,10 @@ import numpy as np
 from safetensors import SafetensorError, safe_open
 from tqdm.auto import tqdm
 
+from mmjax import atomic_dir
+from mmjax.models.qwen2_5_vl import hf_keys
 from mmjax.models.qwen2_5_vl.config import Qwen25VLConfig
-
-HUB_LAYOUT = "hub"          # visual.*, model.layers.*, lm_head.weight
-MODULE_LAYOUT = "module"    # model.visual.*, model.language_model.*, lm_head.weight
-
-_PREFIXES = {
-    HUB_LAYOUT: {"visual": "visual.", "language_model": "model.", "lm_head": "lm_head."},
-    MODULE_LAYOUT: {"visual": "model.visual.", "language_model": "model.language_model.",
-                    "lm_head": "lm_head."},
-}
-_NORMS = ("norm1", "norm2", "ln_q", "input_layernorm", "post_attention_layernorm", "norm")
-# The decoder's attention projections keep heads as an axis of their own (language.SelfAttention):
-# q/k/v kernels [embed, heads, head_dim] and biases [heads, head_dim]; o_proj [heads, head_dim, embed].
-_HEADS_IN, _HEADS_OUT = ("q_proj", "k_proj", "v_proj"), ("o_proj",)
-
-
-class CheckpointError(ValueError):
-    """A missing, corrupt or mismatched safetensors checkpoint."""
-
-
-def detect_layout(keys) -> str:
-    return MODULE_LAYOUT if any(k.startswith("model.language_model.") for k in keys) else HUB_LAYOUT
-
-
-def hf_key_to_path(key: str, layout: str) -> tuple[tuple[str, ...], str]:
-    """('visual','blocks_0','attn','qkv','kernel'), kind  for  'visual.blocks.0.attn.qkv.weight'.
-
-    kind says how the array changes: 'linear' (transpose), 'patch' (Conv3d -> matmul),
-    'heads_in' (transpose, then out features -> [heads, head_dim]), 'heads_bias' ([heads,
-    head_dim]), 'heads_out' (transpose, then in features -> [heads, head_dim]), 'copy'.
-    """
-    for top, prefix in sorted(_PREFIXES[layout].items(), key=lambda kv: -len(kv[1])):
-        if key.startswith(prefix):
-            rest = key[len(prefix):]
-            break
-    else:
-        raise CheckpointError(f"tensor {key!r} is not part of a Qwen2.5-VL checkpoint ({layout} layout)")
-    if top == "lm_head":
-        if rest != "weight":
-            raise CheckpointError(f"tensor {key!r}: unexpected lm_head parameter")
-        return ("lm_head", "kernel"), "linear"
-    if top == "visual" and rest == "patch_embed.proj.weight":
-        return ("visual", "patch_embed"), "patch"
-    # blocks.3 -> blocks_3, layers.3 -> layers_3, mlp.0 -> mlp_0
-    parts = re.sub(r"\.(\d+)(?=\.)", r"_\1", rest).split(".")
-    *modules, leaf = parts
-    heads = _heads_kind(top, modules)
-    if leaf == "bias":
-        return (top, *modules, "bias"), ("heads_bias" if heads == "heads_in" else "copy")
-    if leaf != "weight":
-        raise CheckpointError(f"tensor {key!r}: unexpected parameter {leaf!r}")
-    if modules and modules[-1] in _NORMS:
-        return (top, *modules, "scale"), "copy"
-    if modules == ["embed_tokens"]:
-        return (top, "embed_tokens", "embedding"), "copy"
-    return (top, *modules, "kernel"), heads or "linear"
-
-
-def _heads_kind(top: str, modules) -> str | None:
-    """'heads_in' / 'heads_out' for the decoder's attention projections, else None."""
-    if top != "language_model" or len(modules) < 2 or modules[-2] != "self_attn":
-        return None
-    if modules[-1] in _HEADS_IN:
-        return "heads_in"
-    return "heads_out" if modules[-1] in _HEADS_OUT else None
-
-
-def path_to_hf_key(path: tuple[str, ...], layout: str) -> tuple[str, str]:
-    top, *rest = path
-    prefix = _PREFIXES[layout][top]
-    if path == ("lm_head", "kernel"):
-        return "lm_head.weight", "linear"
-    if path == ("visual", "patch_embed"):
-        return prefix + "patch_embed.proj.weight", "patch"
-    *modules, leaf = rest
-    name = ".".join(re.sub(r"^(blocks|layers|mlp)_(\d+)$", r"\1.\2", m) for m in modules)
-    heads = _heads_kind(top, modules)
-    if leaf == "bias":
-        return f"{prefix}{name}.bias", ("heads_bias" if heads == "heads_in" else "copy")
-    return f"{prefix}{name}.weight", ((heads or "linear") if leaf == "kernel" else "copy")
-
-
-def _split_heads(features: int, cfg: Qwen25VLConfig | None, kind: str) -> tuple[int, ...]:
-    """(heads, head_dim); (features,) when they are not whole heads, a shape no leaf has, so a
-    wrong checkpoint gets the usual 'has shape ..., config.json implies ...' error."""
-    if cfg is None:
-        raise TypeError(f"mmjax_shape: kind {kind!r} needs the config (its head_dim) to split heads")
-    hd = cfg.text.head_dim
-    return (features // hd, hd) if features % hd == 0 else (features,)
-
-
-def mmjax_shape(kind: str, hf_shape: tuple[int, ...], cfg: Qwen25VLConfig | None = None) -> tuple[int, ...]:
-    """The shape `to_mmjax` gives an HF tensor of `hf_shape` (the heads kinds need `cfg`)."""
-    if kind == "linear":
-        return tuple(reversed(hf_shape))
-    if kind == "patch":
-        return (int(np.prod(hf_shape[1:])), hf_shape[0])
-    if kind == "heads_in" and len(hf_shape) == 2:  # [heads * head_dim, embed] -> [embed, heads, head_dim]
-        return (hf_shape[1], *_split_heads(hf_shape[0], cfg, kind))
-    if kind == "heads_bias" and len(hf_shape) == 1:
-        return _split_heads(hf_shape[0], cfg, kind)
-    if kind == "heads_out" and len(hf_shape) == 2:  # [embed, heads * head_dim] -> [heads, head_dim, embed]
-        return (*_split_heads(hf_shape[1], cfg, kind), hf_shape[0])
-    return tuple(hf_shape)
-
-
-def to_mmjax(kind: str, array: np.ndarray, cfg: Qwen25VLConfig | None = None) -> np.ndarray:
-    """An HF tensor in mmjax's layout (a copy whenever the layout differs)."""
-    if kind in ("linear", "heads_in", "heads_out"):
-        out = np.ascontiguousarray(array.T)
-    elif kind == "patch":
-        out = np.ascontiguousarray(array.reshape(array.shape[0], -1).T)
-    else:
-        out = array
-    if kind.startswith("heads"):
-        out = out.reshape(mmjax_shape(kind, array.shape, cfg))  # contiguous: a view, no copy
-    return out
-
-
-def _hf_shapes(kind: str, shape: tuple[int, ...], cfg: Qwen25VLConfig) -> tuple[int, ...]:
-    if kind == "linear":
-        return tuple(reversed(shape))
-    if kind == "patch":
-        v = cfg.vision
-        return (v.hidden_size, v.in_channels, v.temporal_patch_size, v.patch_size, v.patch_size)
-    if kind == "heads_in":
-        return (shape[1] * shape[2], shape[0])
-    if kind == "heads_bias":
-        return (shape[0] * shape[1],)
-    if kind == "heads_out":
-        return (shape[2], shape[0] * shape[1])
-    return tuple(shape)
-
-
-def to_hf(kind: str, array: np.ndarray, cfg: Qwen25VLConfig) -> np.ndarray:
-    if kind == "linear":
-        return np.ascontiguousarray(array.T)
-    if kind == "patch":
-        v = cfg.vision
-        return np.ascontiguousarray(array.T).reshape(
-            v.hidden_size, v.in_channels, v.temporal_patch_size, v.patch_size, v.patch_size)
-    if kind == "heads_in":  # [embed, heads, head_dim] -> [heads * head_dim, embed]
-        return np.ascontiguousarray(array.reshape(array.shape[0], -1).T)
-    if kind == "heads_out":  # [heads, head_dim, embed] -> [embed, heads * head_dim]
-        return np.ascontiguousarray(array.reshape(-1, array.shape[-1]).T)
-    if kind == "heads_bias":
-        return array.reshape(-1)
-    return array
+from mmjax.models.qwen2_5_vl.hf_keys import CheckpointError
 
 
 # ---- files -----------------------------------------------------------------------------
@@ -262,40 +115,40 @@ def load_params(hf_dir: str, cfg: Qwen25VLConfig, dtype=None, progress: bool = T
     from flax import traverse_util
     shapes = expected_shapes(cfg)
     keys = safetensors_files(hf_dir)
-    layout = detect_layout(keys)
+    layout = hf_keys.detect_layout(keys)
     flat: dict[tuple[str, ...], Any] = {}
     for key, array in iter_hf_tensors(hf_dir, progress):
         if cfg.tie_word_embeddings and key == "lm_head.weight":
             continue  # tied: the head is the embedding
-        path, kind = hf_key_to_path(key, layout)
+        path, kind = hf_keys.hf_key_to_path(key, layout)
         if path not in shapes:
             raise CheckpointError(f"{keys[key]}: tensor {key!r} has no place in a model with this "
                                   f"config.json (mapped to {'/'.join(path)})")
         if not _is_floating(array.dtype):  # a cast to float would hide a wrong or quantized file
             raise CheckpointError(f"{keys[key]}: tensor {key!r} has dtype {array.dtype}; every "
                                   "Qwen2.5-VL parameter is floating point (float32 / bfloat16 / float16)")
-        if mmjax_shape(kind, array.shape, cfg) != shapes[path]:
-            implied = _hf_shapes(kind, shapes[path], cfg)
+        if hf_keys.mmjax_shape(kind, array.shape, cfg) != shapes[path]:
+            implied = hf_keys.hf_shape_of(kind, shapes[path], cfg)
             raise CheckpointError(f"{keys[key]}: tensor {key!r} has shape {tuple(array.shape)}, config.json "
                                   f"implies {tuple(implied)}")
-        value = to_mmjax(kind, array, cfg)
+        value = hf_keys.to_mmjax(kind, array, cfg)
         del array  # with `place`, the converted tensor must be the only host copy left
         value = value if dtype is None else value.astype(dtype, copy=False)
         flat[path] = value if place is None else place(path, value)
         del value
-    missing = sorted(path_to_hf_key(p, layout)[0] for p in shapes if p not in flat)
+    missing = sorted(hf_keys.path_to_hf_key(p, layout)[0] for p in shapes if p not in flat)
     if missing:
         raise CheckpointError(f"{hf_dir}: checkpoint lacks {len(missing)} tensors that config.json "
                               f"implies, e.g. {missing[:5]}")
     return traverse_util.unflatten_dict(flat), layout
 
 
-def iter_params_as_hf(params, cfg: Qwen25VLConfig, layout: str = HUB_LAYOUT):
+def iter_params_as_hf(params, cfg: Qwen25VLConfig, layout: str = hf_keys.HUB_LAYOUT):
     """Yield (hf_key, numpy array) for every leaf of an mmjax params tree."""
     from flax import traverse_util
     for path, value in traverse_util.flatten_dict(params).items():
-        key, kind = path_to_hf_key(path, layout)
-        yield key, to_hf(kind, np.asarray(value), cfg)
+        key, kind = hf_keys.path_to_hf_key(path, layout)
+        yield key, hf_keys.to_hf(kind, np.asarray(value), cfg)
 
 
 def _parse_size(size: int | str) -> int:
@@ -369,78 +222,8 @@ def write_generation_config(cfg: Qwen25VLConfig, out_dir: str, extra: dict[str, 
         json.dump(gen, f, indent=2)
 
 
-# ---- replacing a folder as a whole ----------------------------------------------------------
-# A new version of `path` is built beside it (`<path>.tmp-<pid>`) and swapped in by two renames:
-# `path` -> `<path>.old-<pid>`, new -> `path`; only then is the old one deleted. So at every
-# instant `path` is the complete old version or the complete new one, except between the two
-# renames, when it is absent and the complete old version sits at `<path>.old-<pid>`;
-# `recover_replace` (run by the next save) puts that back and deletes the rest.
 
-_STAGING, _ASIDE = "tmp", "old"
-# Leftovers of older mmjax versions, removed like a `.tmp-<pid>`: export_hf's staging folder,
-# save_model's `.replacement`.
-_LEGACY_STAGING = (r"\.export-tmp", r"\.replacement")
-_ORBAX_TMP = r"(?:\.orbax-checkpoint-tmp[^/]*)?"  # Orbax builds each directory under this suffix
-
-
-def staging_path(path: str) -> str:
-    """Where this process builds the next version of `path`."""
-    return f"{path}.{_STAGING}-{os.getpid()}"
-
-
-def replace_leftovers(path: str) -> tuple[list[str], list[str]]:
-    """(moved-aside complete old versions, unfinished new versions) found beside `path`."""
-    parent, name = os.path.split(path)
-    if not os.path.isdir(parent):
-        return [], []
-    stem = re.escape(name)
-    aside = re.compile(rf"{stem}\.{_ASIDE}-\d+")
-    staging = re.compile(rf"{stem}(?:\.{_STAGING}-\d+|{'|'.join(_LEGACY_STAGING)})?{_ORBAX_TMP}")
-    olds, partial = [], []
-    for n in sorted(os.listdir(parent)):
-        if n == name:
-            continue
-        if aside.fullmatch(n):
-            olds.append(os.path.join(parent, n))
-        elif staging.fullmatch(n):
-            partial.append(os.path.join(parent, n))
-    return olds, partial
-
-
-def recover_replace(path: str) -> None:
-    """Undo what an interrupted `replace_path` (a killed save) left beside `path`.
-
-    If `path` is absent but its moved-aside old version exists, that (complete) version is
-    renamed back; every other leftover (unfinished new versions, an old version that was
-    being deleted) is removed. Saves to one path must not run concurrently.
-    """
-    olds, partial = replace_leftovers(path)
-    if olds and not os.path.lexists(path):
-        if len(olds) > 1:
-            raise FileExistsError(f"{path}: missing, and interrupted saves left several old versions "
-                                  f"beside it: {olds}; rename the one to keep to {path}")
-        os.rename(olds.pop(), path)
-    for leftover in olds + partial:
-        _remove(leftover)
-
-
-def replace_path(new: str, path: str) -> None:
-    """Put the finished folder `new` at `path`, replacing what is there (see above)."""
-    if not os.path.lexists(path):
-        os.rename(new, path)
-        return
-    old = f"{path}.{_ASIDE}-{os.getpid()}"
-    os.rename(path, old)
-    os.rename(new, path)
-    _remove(old)
-
-
-def _remove(path: str) -> None:
-    if os.path.isdir(path) and not os.path.islink(path):
-        shutil.rmtree(path)
-    else:
-        os.remove(path)
-
+# ---- an export folder, replaced as a whole ----------------------------------------------
 
 _EXPORT_FILE = re.compile(r"model(?:-\d{5}-of-\d{5})?\.safetensors|model\.safetensors\.index\.json"
                           r"|config\.json|generation_config\.json|\.tmp-shard-\d{5}\.safetensors")
@@ -474,14 +257,14 @@ def replace_folder(out_dir: str, write: Callable[[str], Any], side_files: Iterab
     out_dir as it was. Returns the names of the files in the new out_dir.
     """
     out_dir = os.path.realpath(out_dir)
-    recover_replace(out_dir)
+    atomic_dir.recover_replace(out_dir)
     check_replaceable(out_dir, side_files)
-    tmp = staging_path(out_dir)
+    tmp = atomic_dir.staging_path(out_dir)
     os.makedirs(tmp)
     try:
         write(tmp)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    replace_path(tmp, out_dir)
+    atomic_dir.replace_path(tmp, out_dir)
     return sorted(os.listdir(out_dir))

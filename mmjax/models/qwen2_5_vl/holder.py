@@ -13,7 +13,7 @@ import numpy as np
 
 from mmjax import sharding
 from mmjax.models import sampler
-from mmjax.models.qwen2_5_vl import hf, logprobs
+from mmjax.models.qwen2_5_vl import hf, hf_keys, logprobs
 from mmjax.models.qwen2_5_vl.config import Qwen25VLConfig
 from mmjax.models.qwen2_5_vl.model import Qwen25VLModule
 from mmjax.models.qwen2_5_vl.params import init_params
@@ -53,7 +53,7 @@ class Qwen2_5_VL:
     `replace` return a new one.
     """
 
-    def __init__(self, config: Qwen25VLConfig, params, dtype=None, hf_layout: str = hf.HUB_LAYOUT,
+    def __init__(self, config: Qwen25VLConfig, params, dtype=None, hf_layout: str = hf_keys.HUB_LAYOUT,
                  source_dir: str | None = None, *, attention: str = "auto", remat: str = "none",
                  vision_remat: str = "none", mesh=None):
         self.config = config
