@@ -5,8 +5,9 @@ what it changes and says why.
 config dataclass come from that dataclass (grpo: mmjax.rl.grpo.GRPOConfig, optim:
 mmjax.train.optim.OptimizerConfig, data.selection: SelectionConfig, score: ScoreConfig /
 PismLevels / CmabConfig, eval: the mmjax.eval options), and the sections their consumer
-(mmjax.jobs.setup) reads field by field have their dataclass here (RunOptions, LoopOptions,
-ModelOptions, MeshConfig, DataConfig, RewardsConfig, SampleConfig, SftOptions). Each default,
+(mmjax.jobs.setup) reads field by field have their dataclass here (RunOptions, ModelOptions,
+MeshConfig, DataConfig, RewardsConfig, SampleConfig, SftOptions); the top-level loop fields
+are mmjax.train.trainer.TrainConfig's and GRPO's sampling options RolloutConfig's. Each default,
 one-line help (with its source) and allowed set is written once, in its dataclass; `schema()`
 is the whole tree, which `mmjax.main` checks a config against before anything loads and prints
 with --help_config.
@@ -88,22 +89,6 @@ class RunOptions:
                                 "fresh), one checkpoint directory, or an HF folder; '' = off (mmjax.jobs.setup.model)")
     force_unlock: bool = _field(False, "take over a workdir lock left by a run on another host "
                                        "(mmjax.jobs.workdir_lock)")
-
-
-@dataclasses.dataclass(frozen=True)
-class LoopOptions:
-    """Top-level loop fields (mmjax.jobs.setup and mmjax.jobs.sft build the loop's config from them).
-
-    To become mmjax.train.trainer.TrainConfig's section once the GRPO and SFT loops are one.
-    """
-
-    max_steps: int = _field(100, "optimizer steps (TRL max_steps); SFT: 0 = sft.num_epochs passes")
-    save_steps: int = _field(50, "checkpoint every N steps, and at the end (TRL save_steps)")
-    logging_steps: int = _field(1, "metrics every N steps (TRL logging_steps)")
-    save_total_limit: int = _field(3, "checkpoints kept (TRL save_total_limit)")
-    gradient_accumulation_steps: int = _field(1, "micro-batches per optimizer step (TRL gradient_accumulation_steps)")
-    filter_zero_std_groups: bool = _field(False, "online filtering: drop groups whose rewards all match and draw "
-                                                 "more micro-batches (DAPO)")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -254,9 +239,13 @@ SCORE_JOB_HELP = {
 def base_schema() -> config_schema.Section:
     """The sections every recipe has (what base() builds)."""
     from mmjax.rl.grpo import GRPOConfig  # pylint: disable=g-import-not-at-top
+    from mmjax.rl.objective import RolloutConfig  # pylint: disable=g-import-not-at-top
     from mmjax.train.optim import OptimizerConfig  # pylint: disable=g-import-not-at-top
+    from mmjax.train.trainer import TrainConfig  # pylint: disable=g-import-not-at-top
     S = config_schema.section  # noqa: N806
-    return S(RunOptions, LoopOptions,
+    # The loop's fields (TrainConfig) and GRPO's sampling options sit at the top level, as in TRL;
+    # the sampling seed is the run's seed (RunOptions') and the allowed tokens come from config.sample.
+    return S(RunOptions, TrainConfig, RolloutConfig, exclude=("allowed_token_ids",),
              model=S(ModelOptions), mesh=S(MeshConfig), data=S(DataConfig),
              grpo=S(GRPOConfig),
              optim=S(OptimizerConfig, exclude=("total_steps",)),  # total_steps: the job's (max_steps, SFT's epochs)

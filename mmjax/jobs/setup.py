@@ -321,13 +321,14 @@ def train_config(config, max_steps: int | None = None) -> TrainConfig:
     return dataclass_from(TrainConfig, dict(
         max_steps=config.max_steps if max_steps is None else max_steps, save_steps=config.save_steps,
         logging_steps=config.logging_steps, save_total_limit=config.save_total_limit,
-        gradient_accumulation_steps=config.gradient_accumulation_steps), "train")
+        gradient_accumulation_steps=config.gradient_accumulation_steps,
+        async_checkpoint=config.async_checkpoint), "train")
 
 
 def rollout_config(config, tok) -> RolloutConfig:
     return dataclass_from(RolloutConfig, dict(
         seed=config.seed, filter_zero_std_groups=config.filter_zero_std_groups,
-        allowed_token_ids=allowed_token_ids(config, tok)), "rollout")
+        filter_max_retries=config.filter_max_retries, allowed_token_ids=allowed_token_ids(config, tok)), "rollout")
 
 
 def write_resolved_config(config, workdir: str) -> str:

@@ -43,7 +43,8 @@ COMPILE_WARMUP_STEPS = 2  # steps that compile as expected (the first builds eve
 class TrainConfig:
     """How the loop runs, for every objective (the optimiser is OptimizerConfig)."""
     max_steps: int = dataclasses.field(default=100, metadata=help_text(
-        "optimizer steps to run at most; the loop also stops when the data ends (TRL / HF max_steps)"))
+        "optimizer steps to run at most; the loop also stops when the data ends (TRL / HF max_steps); "
+        "SFT recipes: 0 = as many as sft.num_epochs passes take"))
     save_steps: int = dataclasses.field(default=50, metadata=help_text(
         "checkpoint every N steps, and at the end (TRL / HF save_steps)"))
     save_total_limit: int | None = dataclasses.field(default=3, metadata=help_text(
