@@ -1,38 +1,21 @@
 """The batched PISM / CMAB scoring engine behind `mode=score` (SPEC.md 2.1, 2.2).
 
 The host builds masked images, their pixels and the prompts (numpy, PIL); the device
-work is the sampler's (`mmjax.models.sampler.generate`). For a batch of B samples, mask
-ratios R (ratios[0] = 0) and K attempts, PISM sends:
-
-  * B clean prompts with num_generations=K: ratio 0 needs no mask, so its K answers
-    share one prefill and one vision encoding;
-  * B x (R-1) x K masked prompts with num_generations=1: a fresh mask for every attempt,
-    the paper's protocol (SPEC 2.1). With `shared_mask` (NOT the paper's protocol) it is
-    B x (R-1) prompts, one mask per ratio, with num_generations=K sharing its prefill.
-
-and CMAB B clean prompts, one answer each, generated with capture="cmab" (its
-correctness comes from that same answer). Prompts with the same num_generations run in
-sub-batches of a fixed prompt count, the last one padded with copies of its last prompt
-whose answers are dropped, so every call of a run has one shape per (prompt-length
-bucket, vision bucket) and compiles once. Each prompt of a call is encoded once, so each
-masked image goes through the vision tower once. While the device samples one
-sub-batch, a host thread builds the next one.
+work is the sampler's (`mmjax.models.sampler.generate`). PISM answers K times per mask
+ratio with a fresh mask for every attempt (the paper's protocol, SPEC 2.1; `shared_mask`
+is not); CMAB answers once per clean sample with capture="cmab". Every sampler call of a
+run has one shape per (prompt-length bucket, vision bucket), so it compiles once, and a
+host thread builds the next sub-batch while the device samples. What each call sends:
+`Scorer`.
 
 Correct: the configured reward (SPEC 2.3: the one accuracy reward) is >= correct_threshold
 (0.5: accuracy rewards are 0 or 1; for grounding, whose reward is an area-weighted IoU,
 0.5 is the usual detection criterion).
 
-Determinism: the masks of a sample at a ratio come from an rng seeded by (seed, the
-sample's source row, ratio index), attempt a being the a-th mask drawn; the sampler's key
-for each answer comes from (seed, kind of call, the sample's source row, ratio index,
-attempt, answer index) through `sampler.generate`'s `row_seeds`. So a record is a function
-of the seed and its sample alone, not of the samples it is batched with or the batch sizes
-(up to float rounding: differently padded batches may round a logit differently), and a
-resumed job writes the same records as a job that never stopped.
-
-Early stop (`stop_at_first_failure`): the ratios are scored one at a time, and a sample
-stops after its first failing ratio; its later ratios hold `pism.NOT_RUN`. Off by default:
-survival need not be monotone (SPEC 2.1).
+A record is a function of the seed and its sample alone (masks and sampler keys are
+seeded by the sample's source row; see `Scorer`), not of the samples it is batched with,
+so a resumed job writes the same records as a job that never stopped. Early stop
+(`stop_at_first_failure`) is off by default: survival need not be monotone (SPEC 2.1).
 """
 
 from __future__ import annotations
@@ -170,6 +153,33 @@ class Scorer:
     batch); reward: texts, targets, task=... -> RewardOutput (`mmjax.rewards.combine`).
     Samples it cannot score are recorded in `skips` (reason, file:line) and left out, or
     raise `DataError` naming the row when `strict`.
+
+    For a batch of B samples, mask ratios R (ratios[0] = 0) and K attempts, PISM sends:
+
+      * B clean prompts with num_generations=K: ratio 0 needs no mask, so its K answers
+        share one prefill and one vision encoding;
+      * B x (R-1) x K masked prompts with num_generations=1: a fresh mask for every attempt,
+        the paper's protocol (SPEC 2.1). With `shared_mask` (NOT the paper's protocol) it is
+        B x (R-1) prompts, one mask per ratio, with num_generations=K sharing its prefill.
+
+    and CMAB B clean prompts, one answer each, generated with capture="cmab" (its
+    correctness comes from that same answer). Prompts with the same num_generations run in
+    sub-batches of a fixed prompt count, the last one padded with copies of its last prompt
+    whose answers are dropped, so every call of a run has one shape per (prompt-length
+    bucket, vision bucket) and compiles once. Each prompt of a call is encoded once, so each
+    masked image goes through the vision tower once. While the device samples one
+    sub-batch, a host thread builds the next one.
+
+    Determinism: the masks of a sample at a ratio come from an rng seeded by (seed, the
+    sample's source row, ratio index), attempt a being the a-th mask drawn; the sampler's key
+    for each answer comes from (seed, kind of call, the sample's source row, ratio index,
+    attempt, answer index) through `sampler.generate`'s `row_seeds`. So a record is a function
+    of the seed and its sample alone, not of the samples it is batched with or the batch sizes
+    (up to float rounding: differently padded batches may round a logit differently), and a
+    resumed job writes the same records as a job that never stopped.
+
+    Early stop (`stop_at_first_failure`): the ratios are scored one at a time, and a sample
+    stops after its first failing ratio; its later ratios hold `pism.NOT_RUN`.
     """
 
     def __init__(self, holder, decode: Callable[[Sequence[int]], str], process, batcher, reward,

@@ -2,33 +2,12 @@
 
 Every format is a JSON-lines file, one object per line (blank lines ignored); image paths
 are relative to a data root (default: the file's folder). Field names follow the public
-benchmarks' own releases where they have one; a field in brackets is optional.
-
-mathvista (MathVista testmini, AI4Math/MathVista)
-    pid, question, image, answer, question_type ("multi_choice" | "free_form"),
-    choices (list, required for multi_choice; `answer` is the text of one of them, as
-    released), [answer_type "integer" | "float" | "text" | "list"], [precision], [unit],
-    [metadata {category, task, skills: [...], ...}]. Multi-choice rows are scored by
-    option letter, free-form rows by math-verify. Groups: category, task, skill.
-ocrbench (OCRBench, echo840/OCRBench)
-    question, answer or answers (a string or a list of accepted strings), image or
-    image_path, [type or question_type] (the category), [dataset_name or dataset], [id].
-    Scored by mmjax's OCR match (SPEC 2.3) against any accepted string. Groups: type, dataset.
-mmstar (MMStar, Lin-Chen/MMStar)
-    question (with its "Options: A: ..., B: ..." text), answer (the letter), image,
-    [index], [category], [l2_category]. Scored by option letter. Groups: category, l2_category.
-mmvp (MMVP, MMVP/MMVP)
-    question, options (a string "(a) Open (b) Closed" or a list), answer ("(a)", "a", "A"),
-    image, pair_id, [index], [category]. Each pair_id holds exactly two rows (MMVP's pairs
-    are the images 1-2, 3-4, ...); a pair counts only if both are right. Groups: category.
-da2k (DA-2K relative depth, the Visual Jigsaw evaluation)
-    image, point1 and point2 ([row, col] pixels, DA-2K's [h, w]), closer_point ("point1" |
-    "point2"), [id], [category] (DA-2K's scene type). The points are drawn as SPEC 1.3
-    markers labelled A and B; the model names the closer one, scored by option letter.
-jigsaw (image jigsaw solve rate)
-    image, [id], [rows], [cols] (default: the options' grid), [category]. The image is cut
-    by mmjax's own task (`mmjax.data.jigsaw.ImageJigsaw`, SPEC 1.1) with the permutation of
-    record_rng(seed, epoch 0, row index); solved = the exact permutation.
+benchmarks' own releases where they have one. The formats (`FORMATS`): mathvista
+(MathVista testmini), ocrbench (OCRBench, scored by the OCR match of SPEC 2.3), mmstar,
+mmvp (pairs of rows, a pair counts only if both are right), da2k (DA-2K relative depth,
+points drawn as SPEC 1.3 markers) and jigsaw (the image jigsaw solve rate, cut by
+`mmjax.data.jigsaw.ImageJigsaw`, SPEC 1.1). Each format's fields, scoring and groups are
+listed on `read_benchmark`.
 
 A malformed row is an error, never a skip: skipping would silently change what a score
 is out of. `BenchmarkError` names the file, the line and the field; a missing file, bad
@@ -417,7 +396,36 @@ def format_of(name: str) -> str:
 
 
 def read_benchmark(name: str, path: str, opts: ReadOptions = ReadOptions()) -> list[Item]:
-    """Every row of benchmark file `path` as a checked Item (BenchmarkError on the first bad row)."""
+    """Every row of benchmark file `path` as a checked Item (BenchmarkError on the first bad row).
+
+    The format is `format_of(name)`. Fields per format (a field in brackets is optional):
+
+    mathvista (MathVista testmini, AI4Math/MathVista)
+        pid, question, image, answer, question_type ("multi_choice" | "free_form"),
+        choices (list, required for multi_choice; `answer` is the text of one of them, as
+        released), [answer_type "integer" | "float" | "text" | "list"], [precision], [unit],
+        [metadata {category, task, skills: [...], ...}]. Multi-choice rows are scored by
+        option letter, free-form rows by math-verify. Groups: category, task, skill.
+    ocrbench (OCRBench, echo840/OCRBench)
+        question, answer or answers (a string or a list of accepted strings), image or
+        image_path, [type or question_type] (the category), [dataset_name or dataset], [id].
+        Scored by mmjax's OCR match (SPEC 2.3) against any accepted string. Groups: type, dataset.
+    mmstar (MMStar, Lin-Chen/MMStar)
+        question (with its "Options: A: ..., B: ..." text), answer (the letter), image,
+        [index], [category], [l2_category]. Scored by option letter. Groups: category, l2_category.
+    mmvp (MMVP, MMVP/MMVP)
+        question, options (a string "(a) Open (b) Closed" or a list), answer ("(a)", "a", "A"),
+        image, pair_id, [index], [category]. Each pair_id holds exactly two rows (MMVP's pairs
+        are the images 1-2, 3-4, ...); a pair counts only if both are right. Groups: category.
+    da2k (DA-2K relative depth, the Visual Jigsaw evaluation)
+        image, point1 and point2 ([row, col] pixels, DA-2K's [h, w]), closer_point ("point1" |
+        "point2"), [id], [category] (DA-2K's scene type). The points are drawn as SPEC 1.3
+        markers labelled A and B; the model names the closer one, scored by option letter.
+    jigsaw (image jigsaw solve rate)
+        image, [id], [rows], [cols] (default: the options' grid), [category]. The image is cut
+        by mmjax's own task (`mmjax.data.jigsaw.ImageJigsaw`, SPEC 1.1) with the permutation of
+        record_rng(seed, epoch 0, row index); solved = the exact permutation.
+    """
     fmt = format_of(name)
     path = os.fspath(path)
     root = opts.data_root or os.path.dirname(os.path.abspath(path))

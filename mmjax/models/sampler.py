@@ -7,29 +7,16 @@ Three jitted pieces, each compiled for a handful of shapes:
   * `_encode`: the vision tower, its output padded to a bucketed number of tokens;
   * `_prefill`: the prompt (left-padded to a bucketed length) through the decoder once, in
     chunks of `prefill_chunk` tokens (attention buffers [chunk, T], not [T, T]); the first
-    token of every completion. With G > 1 completions per prompt, they read the prompt's KV
-    cache as a shared prefix (`mmjax.models.attention_prefix`: the prompt's keys are stored and
-    read once per prompt, not G times) and write their tokens to a cache of max_new_tokens
-    slots of their own; with G = 1 or capture, each row's cache is the prompt's padded to
-    prompt + max_new_tokens slots;
+    token of every completion. G > 1 completions read the prompt's KV cache as a shared
+    prefix instead of G copies (the cache layouts: `generate`);
   * `_decode`: a `lax.while_loop` over the remaining tokens with the loop state donated,
     stopping early once every row has produced an end-of-sequence token.
 
-Positions: a generated token's M-RoPE position is its index among the row's non-pad tokens
-plus the prompt's rope_delta, the same on all three axes (as transformers' generate does);
-`completion_positions` makes them, for the sampler and the learner alike, and the Rollout
-carries them with the bucketed prompt arrays so a learner derives nothing again.
-
-Randomness: row n (prompt n // G, completion n % G) draws its token at step i with
-fold_in(fold_in(key(seed), n), i), so a row's samples do not depend on the other rows, and
-greedy decoding uses no randomness at all. A caller may give each row its own id in place of
-n (`row_seeds`), so that a row's samples do not depend on where it sits in the batch either.
-
-With capture="cmab" the attention masses of every generated token's query row on the key
-groups of `mmjax.models.capture` are returned ([N, max_new, layers, heads, groups]); they are
-reduced inside the attention, never stored as maps. Row t of a completion is the query that
-produced token t: the last prompt position for t = 1 (from the prefill), the previous
-generated token afterwards.
+A generated token's M-RoPE position comes from `completion_positions`, for the sampler and
+the learner alike, and the Rollout carries it with the bucketed prompt arrays so a learner
+derives nothing again. A row's samples depend on the seed and its row id alone, not on the
+other rows; greedy decoding uses no randomness. The keys and capture="cmab": `generate`;
+README "Sampling".
 """
 
 from __future__ import annotations
@@ -295,6 +282,22 @@ def generate(module, params, batch: dict[str, Any], *, max_new_tokens: int,
     bucket_lengths: the prompt-length buckets the batch was padded to (the pipeline's
     `config.data.bucket_lengths`); None uses `mmjax.processing.buckets`' rule. A batch already
     at one of them is not padded again.
+
+    Randomness: row n (prompt n // G, completion n % G) draws its token at step i with
+    fold_in(fold_in(key(seed), n), i) (n replaced by row_seeds[n] when given), so a row's
+    samples do not depend on the other rows, and greedy decoding uses no randomness at all.
+
+    Caches: with G > 1 completions per prompt, they read the prompt's KV cache as a shared
+    prefix (`mmjax.models.attention_prefix`: the prompt's keys are stored and read once per
+    prompt, not G times) and write their tokens to a cache of max_new_tokens slots of their
+    own; with G = 1 or capture, each row's cache is the prompt's padded to prompt +
+    max_new_tokens slots.
+
+    capture="cmab": the attention masses of every generated token's query row on the key
+    groups of `mmjax.models.capture` are returned ([N, max_new, layers, heads, groups]); they
+    are reduced inside the attention, never stored as maps. Row t of a completion is the
+    query that produced token t: the last prompt position for t = 1 (from the prefill), the
+    previous generated token afterwards.
     """
     if max_new_tokens < 1:
         raise ValueError(f"max_new_tokens must be >= 1; got {max_new_tokens}")

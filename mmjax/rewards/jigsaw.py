@@ -3,29 +3,9 @@
 Default = paper: format 0.2 (and total 0 when the format is wrong); accuracy 1 if the
 parsed order equals the target, ``gamma * (#correct positions / K)`` if it is a valid
 permutation of 1..K (length K, each of 1..K once), else 0; total = format + accuracy.
-The paper preset reads completions with mmjax's rule (``parser="mmjax"``,
-``parsing.think_format_ok`` and ``parsing.extract_answer``).
-
-Options from the released code (``JIGSAW_PRESETS["code"]``, its ``compute_score``):
-``container="boxed"``, partial credit only when K >= ``partial_min_pieces`` (5, i.e.
-K > 4), a repetition penalty of -0.5 added when a 7+ word line repeats consecutively more
-than 3 times (never applied when the format is wrong, whose total stays 0; lines compared
-with ``str.lower``, see ``repetition``), and ``parser="released"``, which reads a
-completion exactly as the released code does:
-
-- format (``released_format_ok``): the raw text, not stripped, starts with ``<think>``
-  and has a later ``</think>``, then a later ``\\boxed{``, then a later ``}``. Braces need
-  not balance and the box may sit before a later ``</think>``. Leading whitespace fails
-  the check, as in the released code, which gets the decoded response unstripped; mmjax
-  keeps that rather than guess at a tokenizer's spacing;
-- answer (``released_boxed_answer``): the content of the LAST ``\\boxed{``, read by plain
-  depth counting (``\\{`` and ``\\}`` count as braces), stripped; an unclosed last box
-  reads as ``"None"`` (no order, accuracy 0, the format reward still 0.2);
-- order: the answer split at commas, each piece read by ``int(piece.strip())`` (so
-  ``+1`` and non-ASCII digits count, as in Python); any unreadable piece gives no order.
-
-``think=False`` is the released "no-think" variant: the whole completion is the bare
-answer, format reward 0 (read with ``int()`` per piece under ``parser="released"``).
+``JIGSAW_PRESETS["code"]`` is the released code's ``compute_score``: ``\\boxed{}``
+answers read exactly as released (``parser="released"``), partial credit only for K > 4,
+and a -0.5 repetition penalty. Each option is described on ``JigsawOptions``.
 
 Where the released code is wrong (SPEC 4), mmjax does not follow it, in either preset:
 the released code gives partial credit to any answer with K distinct integers (numbers
@@ -60,7 +40,34 @@ PARSERS = (MMJAX, RELEASED)
 
 @dataclasses.dataclass(frozen=True)
 class JigsawOptions:
-    """The jigsaw reward's options (module doc); the defaults are the paper's reward."""
+    """The jigsaw reward's options; the defaults are the paper's reward (scoring: module doc).
+
+    The code preset (``JIGSAW_PRESETS["code"]``, the released ``compute_score``) sets
+    ``container="boxed"``; ``partial_min_pieces=5``: partial credit only when K >= 5, i.e.
+    K > 4; ``repetition_penalty=-0.5``, added when a line of ``repetition_min_words`` (7)+
+    words repeats consecutively more than ``repetition_max_run`` (3) times (never applied
+    when the format is wrong, whose total stays 0; lines compared with ``str.lower``, see
+    ``mmjax.rewards.repetition``); and ``parser="released"``.
+
+    ``parser="mmjax"`` (the paper preset) reads completions with mmjax's rule:
+    ``parsing.think_format_ok`` and ``parsing.extract_answer``. ``parser="released"``
+    (needs ``container="boxed"``) reads a completion exactly as the released code does:
+
+    - format (``released_format_ok``): the raw text, not stripped, starts with ``<think>``
+      and has a later ``</think>``, then a later ``\\boxed{``, then a later ``}``. Braces need
+      not balance and the box may sit before a later ``</think>``. Leading whitespace fails
+      the check, as in the released code, which gets the decoded response unstripped; mmjax
+      keeps that rather than guess at a tokenizer's spacing;
+    - answer (``released_boxed_answer``): the content of the LAST ``\\boxed{``, read by plain
+      depth counting (``\\{`` and ``\\}`` count as braces), stripped; an unclosed last box
+      reads as ``"None"`` (no order, accuracy 0, the format reward still 0.2);
+    - order (``released_order``): the answer split at commas, each piece read by
+      ``int(piece.strip())`` (so ``+1`` and non-ASCII digits count, as in Python); any
+      unreadable piece gives no order.
+
+    ``think=False`` is the released "no-think" variant: the whole completion is the bare
+    answer, format reward 0 (read with ``int()`` per piece under ``parser="released"``).
+    """
 
     container: str = parsing.ANSWER
     gamma: float = 0.2  # partial credit: gamma * (#correct positions / K)

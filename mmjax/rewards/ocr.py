@@ -15,15 +15,7 @@ Where the released code is wrong (SPEC 4), mmjax does not follow it: an answer t
 normalises to nothing (an empty ``\\boxed{}`` included) scores 0.0, where the released
 check counts the empty string as a substring of every solution. Counting rows are not
 routed through this check (``accuracy`` routes each row by its task column; SPEC 4).
-
-Other differences from the released ``_calculate_ocr_reward`` / ``_extract_ocr``, all
-kept on purpose: the released code rewrites both sides when they hold a digit or an
-English number word (to the first digit run, or the number the words spell), mmjax does
-not; it lower-cases and deletes newlines (``a\\nb`` -> ``ab``) but keeps punctuation, where
-mmjax case-folds, turns newlines into spaces and drops punctuation; it unboxes the first
-``\\boxed{`` up to the first ``}`` (nested braces cut the content short), mmjax the last
-complete, brace-balanced box (the same on the data's ``\\boxed{X}``); and it reads the
-first ``<answer>`` block where mmjax reads the last.
+The other differences from the released code, all kept on purpose: ``ocr_score``.
 """
 
 from __future__ import annotations
@@ -66,6 +58,17 @@ def unbox(text: str) -> str:
 
 def ocr_score(text: str, target: Any, *, container: str = parsing.ANSWER, min_ratio: float = 0.5,
               allow_substring: bool = True) -> float:
+    """1.0 if the completion's answer reads as ``target`` under the OCR rules (module doc), else 0.0.
+
+    Differences from the released ``_calculate_ocr_reward`` / ``_extract_ocr`` besides the
+    SPEC 4 fix, all kept on purpose: the released code rewrites both sides when they hold a
+    digit or an English number word (to the first digit run, or the number the words spell),
+    mmjax does not; it lower-cases and deletes newlines (``a\\nb`` -> ``ab``) but keeps
+    punctuation, where mmjax case-folds, turns newlines into spaces and drops punctuation; it
+    unboxes the first ``\\boxed{`` up to the first ``}`` (nested braces cut the content short),
+    mmjax the last complete, brace-balanced box (the same on the data's ``\\boxed{X}``); and
+    it reads the first ``<answer>`` block where mmjax reads the last.
+    """
     gold = unbox(target_text(target, container))
     if not normalise_text(gold):
         raise registry.BadTarget(f"OCR target {gold[:80]!r} is only punctuation/whitespace")

@@ -6,24 +6,12 @@ rewards): ``"answer"`` = ``<answer>...</answer>`` (paper, default) and ``"boxed"
 ``\\boxed{...}`` (released Visual Jigsaw code). Prompts take their instruction from
 ``CONTAINERS`` so that the prompt and the checker always agree.
 
-Format rule (``think_format_ok``), whitespace = any Unicode whitespace:
-
-- the text, after stripping leading/trailing whitespace, starts with ``<think>``;
-- it contains ``</think>``; everything up to the LAST ``</think>`` is the reasoning
-  (any content, may be empty, may span lines);
-- ``"answer"``: after the last ``</think>`` come optional whitespace, exactly one
-  ``<answer>...</answer>`` block (content without nested answer tags, may be empty),
-  optional whitespace, and nothing else (the paper's ``<think>.*</think>`` followed by
-  the container);
-- ``"boxed"``: after the last ``</think>`` there is at least one complete, brace-balanced
-  ``\\boxed{...}``; other text before and after it is allowed.
-
-The ``"boxed"`` rule is mmjax's, stricter than the released Visual Jigsaw check
-(``<think>.*</think>.*\\boxed{.*}.*`` on the unstripped text: braces need not balance
-and the box may sit before a later ``</think>``), and ``last_boxed`` skips a truncated
-last box where the released extraction reads it as ``"None"``. The released reading is
-``mmjax.rewards.jigsaw.released_format_ok`` / ``released_boxed_answer``, used by the
-jigsaw ``code`` preset (``parser="released"``).
+The format rule is on ``think_format_ok``. Its ``"boxed"`` rule is mmjax's, stricter than
+the released Visual Jigsaw check (``<think>.*</think>.*\\boxed{.*}.*`` on the unstripped
+text: braces need not balance and the box may sit before a later ``</think>``), and
+``last_boxed`` skips a truncated last box where the released extraction reads it as
+``"None"``. The released reading is ``mmjax.rewards.jigsaw.released_format_ok`` /
+``released_boxed_answer``, used by the jigsaw ``code`` preset (``parser="released"``).
 """
 
 from __future__ import annotations
@@ -111,7 +99,20 @@ def answer_or_text(text: str, container: str = ANSWER) -> str:
 
 
 def think_format_ok(text: str, container: str = ANSWER) -> bool:
-    """True if ``text`` is ``<think>...</think>`` followed by the container (see module doc)."""
+    """True if ``text`` is ``<think>...</think>`` followed by the container.
+
+    The rule, whitespace = any Unicode whitespace:
+
+    - the text, after stripping leading/trailing whitespace, starts with ``<think>``;
+    - it contains ``</think>``; everything up to the LAST ``</think>`` is the reasoning
+      (any content, may be empty, may span lines);
+    - ``"answer"``: after the last ``</think>`` come optional whitespace, exactly one
+      ``<answer>...</answer>`` block (content without nested answer tags, may be empty),
+      optional whitespace, and nothing else (the paper's ``<think>.*</think>`` followed by
+      the container);
+    - ``"boxed"``: after the last ``</think>`` there is at least one complete, brace-balanced
+      ``\\boxed{...}``; other text before and after it is allowed.
+    """
     check_container(container)
     body = text.strip()
     if not body.startswith(_THINK_OPEN):

@@ -5,77 +5,18 @@
     out.loss      -> Weighted(total, count): the loss is total / count
     out.metrics   -> {"clip_ratio/low_mean": Weighted, ..., "kl": Weighted (beta > 0)}
 
-Shapes: ``logp``, ``old_logp``, ``ref_logp``, ``completion_mask`` are [B, T] (completion
-tokens only; T may be a padded bucket <= max_completion_length); ``advantages`` is [B]
-(one per completion, broadcast over its tokens) or [B, T]; ``row_mask`` is [B].
+Nothing here divides. Every numerator and denominator is a sum over rows (denominators are
+int32 counts, so they add up exactly): summing the numerators, and separately the
+denominators, over the micro-batches and data-parallel shards of one optimizer step gives
+the full-batch loss for every loss_type. Gradients likewise: sum the numerators'
+gradients, divide once by the summed denominator (as Tunix's GradientAccumulator does).
+TRL's dapo instead divides by the token count of the whole generation batch, which
+mis-scales the step when steps_per_generation differs from gradient_accumulation_steps
+(TRL PR #6024, issue #5619); each aggregation function says how it compares with TRL.
 
-Per token (TRL `GRPOTrainer._compute_loss`, ANCHORS-TRAINING section 4; Tunix
-`algo_core.grpo_loss_fn`, section 1):
-    log_ratio  = clip(logp - old_logp, -20, 20)      (Tunix clips before exp; TRL does not.
-                                                      |log_ratio| < 20 gives TRL's numbers;
-                                                      beyond, exp would overflow to inf in
-                                                      float32 around 88, and the clip also
-                                                      stops that token's gradient.)
-    importance_sampling_level "token":    w = log_ratio
-                              "sequence": w = sum_t(log_ratio * mask) / max(len, 1) per row,
-                                          broadcast over its tokens (GSPO). As in TRL the
-                                          gradient flows through that mean, so d/d logp_t
-                                          of row i is the sequence term / len_i.
-    ratio      = exp(w)
-    pg         = max(-ratio * A, -clip(ratio, 1 - epsilon, 1 + epsilon_high) * A)
-                 = -min(ratio * A, clip(...) * A)     (the clipped surrogate)
-    delta (dual clip c, Tunix `epsilon_c`, Ye et al. 2020): where A < 0,
-                 pg = min(pg, -delta * A). For delta > 1 + epsilon_high this is the same
-                 value and gradient as TRL's `delta` (INTELLECT-2 two-sided clipping,
-                 coef_1 = min(ratio, delta)): for A < 0 both cap the loss at -delta * A,
-                 for A > 0 TRL's cap never binds. mmjax requires delta > 1 + epsilon_high.
-    per_token  = pg + beta * kl_estimator(logp, ref_logp)   (TRL adds beta * k3 per token)
-
-KL estimators (with d = ref_logp - logp, samples from the policy):
-    k1 = logp - ref_logp = -d      k2 = 0.5 * d**2      k3 = exp(d) - d - 1
-TRL uses k3 only; Tunix names them kl / mse_kl / low_var_kl. No clamp (TRL has none).
-beta = 0: no KL term, ``ref_logp`` may be None, no "kl" metric.
-
-Aggregation (``loss_type``) -> (numerator, denominator), never divided here:
-    "grpo":       sum over rows of (sum_t per_token * mask) / max(len_row, 1),
-                  / number of rows                       (mean per sequence, then mean)
-    "bnpo","dapo": sum over tokens / number of active tokens          (token mean)
-    "dr_grpo":    sum over tokens / (number of rows * max_completion_length)
-"Rows" are the rows of ``row_mask``; by default the rows with at least one active token,
-so padding rows (all-zero mask) added to fill a bucket or a shard count nowhere. TRL
-divides by every row of the local batch, including rows whose mask
-`mask_truncated_completions` zeroed: pass ``row_mask`` = the real rows to reproduce that
-(then such a row adds 0 to the numerator and 1 to the row count). A False row of
-``row_mask`` is excluded entirely (its tokens are masked too).
-
-EXACT ACCUMULATION. Every numerator and denominator is a sum over rows, so splitting the
-rows of one optimizer step into micro-batches and data-parallel shards and summing the
-numerators, and separately the denominators, gives the full-batch loss for every
-loss_type: sum_k num_k / sum_k den_k. Gradients likewise: sum the gradients of the
-numerators, divide once by the summed denominator (Tunix's GradientAccumulator does
-this). Denominators are int32 counts, so they add up exactly. Against TRL:
-  * grpo and dr_grpo: TRL divides per micro-batch and then by the accumulation steps,
-    equal to this when every micro-batch has the same number of rows (TRL's case).
-  * bnpo: TRL averages per-micro-batch token means; mmjax's bnpo is the token mean of the
-    whole step, identical to mmjax's dapo (the two names are kept for TRL configs).
-  * dapo: TRL divides by the active-token count of the whole *generation* batch
-    (`num_items_in_batch`), which mis-scales the step when steps_per_generation differs
-    from gradient_accumulation_steps (TRL PR #6024, issue #5619). Summing (sum, count)
-    over exactly the micro-batches of one step gives that step's token mean.
-
-Metrics (TRL names), each a (sum, count) pair that accumulates the same way:
-    clip_ratio/low_mean     ratio < 1 - epsilon and A < 0
-    clip_ratio/high_mean    ratio > 1 + epsilon_high and A > 0
-    clip_ratio/region_mean  either
-        fraction of active tokens at the token level; at the sequence level, as TRL's
-        `masked_batch_mean` (x.mean() on the [B, 1] ratio), fraction of rows.
-    kl                      mean of the KL estimate over active tokens (beta > 0 only)
-TRL's low_min / high_max are min / max over processes of per-process means: not sums, so
-not here; log them from per-shard values if wanted.
-
-Inputs are computed in at least float32 (bfloat16 log-probs are upcast). Positions where
-the mask is 0 may hold anything, -inf or NaN included: they are replaced before any
-arithmetic, so they reach neither the values nor the gradients.
+The per-token formulas, masking and metrics are on `policy_loss`. Sources: TRL
+`GRPOTrainer._compute_loss` (ANCHORS-TRAINING section 4) and Tunix
+`algo_core.grpo_loss_fn` (section 1); the knobs: README "Training with GRPO".
 """
 
 from __future__ import annotations
@@ -139,7 +80,11 @@ def _row_count(row_mask: jax.Array) -> jax.Array:
 @registry.register("loss_agg", "grpo")
 def aggregate_grpo(per_token: jax.Array, mask: jax.Array, row_mask: jax.Array,
                    max_completion_length: int | None = None) -> Weighted:
-    """(sum of per-row token means, number of rows)."""
+    """(sum of per-row token means, number of rows).
+
+    TRL divides per micro-batch and then by the accumulation steps: equal to this when every
+    micro-batch has the same number of rows (TRL's case).
+    """
     lengths = jnp.sum(mask, axis=-1)
     row_means = jnp.sum(per_token * mask, axis=-1) / jnp.maximum(lengths, 1)
     return Weighted(jnp.sum(jnp.where(row_mask, row_means, 0)), _row_count(row_mask))
@@ -149,14 +94,26 @@ def aggregate_grpo(per_token: jax.Array, mask: jax.Array, row_mask: jax.Array,
 @registry.register("loss_agg", "dapo")
 def aggregate_token_mean(per_token: jax.Array, mask: jax.Array, row_mask: jax.Array,
                          max_completion_length: int | None = None) -> Weighted:
-    """(sum over active tokens, number of active tokens)."""
+    """(sum over active tokens, number of active tokens): the token mean of the whole step.
+
+    bnpo: TRL averages per-micro-batch token means; mmjax's bnpo is the token mean of the
+    whole step, identical to mmjax's dapo (the two names are kept for TRL configs).
+    dapo: TRL divides by the active-token count of the whole *generation* batch
+    (`num_items_in_batch`), which mis-scales the step when steps_per_generation differs
+    from gradient_accumulation_steps (TRL PR #6024, issue #5619). Summing (sum, count)
+    over exactly the micro-batches of one step gives that step's token mean.
+    """
     return Weighted(jnp.sum(per_token * mask), jnp.sum(mask, dtype=jnp.int32))
 
 
 @registry.register("loss_agg", "dr_grpo")
 def aggregate_dr_grpo(per_token: jax.Array, mask: jax.Array, row_mask: jax.Array,
                       max_completion_length: int | None = None) -> Weighted:
-    """(sum over active tokens, rows * max_completion_length)."""
+    """(sum over active tokens, rows * max_completion_length).
+
+    TRL divides per micro-batch and then by the accumulation steps: equal to this when every
+    micro-batch has the same number of rows (TRL's case).
+    """
     if not isinstance(max_completion_length, int) or max_completion_length < 1:
         raise ValueError("loss_type='dr_grpo' needs max_completion_length, the static int the "
                          f"sum is normalised by (TRL GRPOConfig.max_completion_length); got {max_completion_length!r}")
@@ -226,22 +183,74 @@ def policy_loss(
     importance_sampling_level: str = "token",
     max_completion_length: int | None = None,
 ) -> LossOutput:
-    """GRPO clipped-surrogate loss (+ beta KL) as (sum, count); see the module docstring.
+    """GRPO clipped-surrogate loss (+ beta KL) as (sum, count), never divided here.
+
+    Per token, A the advantage (TRL `GRPOTrainer._compute_loss`, ANCHORS-TRAINING
+    section 4; Tunix `algo_core.grpo_loss_fn`, section 1):
+        log_ratio  = clip(logp - old_logp, -20, 20)      (Tunix clips before exp; TRL does not.
+                                                          |log_ratio| < 20 gives TRL's numbers;
+                                                          beyond, exp would overflow to inf in
+                                                          float32 around 88, and the clip also
+                                                          stops that token's gradient.)
+        importance_sampling_level "token":    w = log_ratio
+                                  "sequence": w = sum_t(log_ratio * mask) / max(len, 1) per row,
+                                              broadcast over its tokens (GSPO). As in TRL the
+                                              gradient flows through that mean, so d/d logp_t
+                                              of row i is the sequence term / len_i.
+        ratio      = exp(w)
+        pg         = max(-ratio * A, -clip(ratio, 1 - epsilon, 1 + epsilon_high) * A)
+                     = -min(ratio * A, clip(...) * A)     (the clipped surrogate)
+        delta (dual clip c, Tunix `epsilon_c`, Ye et al. 2020): where A < 0,
+                     pg = min(pg, -delta * A). For delta > 1 + epsilon_high this is the same
+                     value and gradient as TRL's `delta` (INTELLECT-2 two-sided clipping,
+                     coef_1 = min(ratio, delta)): for A < 0 both cap the loss at -delta * A,
+                     for A > 0 TRL's cap never binds. mmjax requires delta > 1 + epsilon_high.
+        per_token  = pg + beta * kl_estimator(logp, ref_logp)   (TRL adds beta * k3 per token)
+
+    KL estimators (with d = ref_logp - logp, samples from the policy):
+        k1 = logp - ref_logp = -d      k2 = 0.5 * d**2      k3 = exp(d) - d - 1
+    TRL uses k3 only; Tunix names them kl / mse_kl / low_var_kl. No clamp (TRL has none).
+    beta = 0: no KL term, ``ref_logp`` may be None, no "kl" metric.
+
+    Aggregation (``loss_type``) -> (numerator, denominator), never divided here:
+        "grpo":       sum over rows of (sum_t per_token * mask) / max(len_row, 1),
+                      / number of rows                       (mean per sequence, then mean)
+        "bnpo","dapo": sum over tokens / number of active tokens          (token mean)
+        "dr_grpo":    sum over tokens / (number of rows * max_completion_length)
+
+    Inputs are computed in at least float32 (bfloat16 log-probs are upcast). Positions where
+    the mask is 0 may hold anything, -inf or NaN included: they are replaced before any
+    arithmetic, so they reach neither the values nor the gradients.
 
     Args:
-      logp: [B, T] log-probs of the completion tokens under the policy being trained
-        (the only differentiable input).
+      logp: [B, T] log-probs of the completion tokens only (T may be a padded bucket <=
+        max_completion_length) under the policy being trained (the only differentiable input).
       old_logp: [B, T] log-probs under the policy that sampled (num_iterations > 1) or the
         sampler's own log-probs; None means on-policy: stop_gradient(logp), ratio 1 (TRL).
-      advantages: [B] (or [B, T]); constants.
+      advantages: [B] (one per completion, broadcast over its tokens) or [B, T]; constants.
       completion_mask: [B, T], nonzero = the token counts.
       ref_logp: [B, T] reference-policy log-probs; needed only when beta > 0.
-      row_mask: [B] rows that count; default: rows with at least one active token.
+      row_mask: [B] rows that count: the "rows" of the grpo / dr_grpo denominators. Default:
+        the rows with at least one active token, so padding rows (all-zero mask) added to
+        fill a bucket or a shard count nowhere. TRL divides by every row of the local batch,
+        including rows whose mask `mask_truncated_completions` zeroed: pass ``row_mask`` =
+        the real rows to reproduce that (then such a row adds 0 to the numerator and 1 to
+        the row count). A False row is excluded entirely (its tokens are masked too).
       loss_type, epsilon, epsilon_high (None = epsilon), delta, beta, kl_estimator,
       importance_sampling_level, max_completion_length: TRL GRPOConfig knobs (static);
         max_completion_length is required by "dr_grpo".
     Returns:
-      LossOutput(loss=Weighted, metrics={name: Weighted}).
+      LossOutput(loss=Weighted, metrics={name: Weighted}). Metrics (TRL names), each a
+      (sum, count) pair that accumulates like the loss:
+        clip_ratio/low_mean     ratio < 1 - epsilon and A < 0
+        clip_ratio/high_mean    ratio > 1 + epsilon_high and A > 0
+        clip_ratio/region_mean  either
+            fraction of active tokens at the token level; at the sequence level with [B]
+            advantages, as TRL's `masked_batch_mean` (x.mean() on the [B, 1] ratio),
+            fraction of rows.
+        kl                      mean of the KL estimate over active tokens (beta > 0 only)
+      TRL's low_min / high_max are min / max over processes of per-process means: not sums,
+      so not here; log them from per-shard values if wanted.
     """
     epsilon_high = epsilon if epsilon_high is None else epsilon_high
     _check_options(loss_type, epsilon, epsilon_high, delta, beta, kl_estimator,

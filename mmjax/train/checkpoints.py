@@ -16,16 +16,8 @@ that exists under its final name is complete; an interrupted save leaves only a
 An overwrite builds the new checkpoint beside the old one and swaps it in by renames.
 Restore checks Orbax's commit markers of the checkpoint and of every item it lists, so
 a partly deleted checkpoint fails with "incomplete checkpoint" instead of loading.
-A training step that cannot be read is skipped for the one before (`restore_newest`); a
-resumed run moves it aside to `<step>.corrupt`, a name Orbax does not take for a step.
-Array dtypes are stored as they are (bf16 stays bf16); restore can place arrays straight
-into the NamedShardings of an abstract target.
-
-Several processes (`jax.distributed`): every process calls save and restore at the same
-steps; Orbax writes each process's shards of the arrays and finalizes once all are written.
-The data iterators differ per process, so a training step's data_state item holds
-{"per_process": [state of process 0, state of process 1, ...]} (gathered at save time),
-and each process restores its own; a run resumed with another process count is refused.
+Unreadable steps: `restore_newest`; dtypes and shardings: `restore_params`; several
+processes: `TrainCheckpointer`; README "Long runs".
 """
 
 from __future__ import annotations
@@ -324,6 +316,12 @@ class TrainCheckpointer:
         with TrainCheckpointer(workdir, save_every=100) as ckpt:
             for step in ...:
                 ckpt.save(step, params, opt_state, data_iter.get_state(), cfg)
+
+    Several processes (`jax.distributed`): every process calls save and restore at the same
+    steps; Orbax writes each process's shards of the arrays and finalizes once all are written.
+    The data iterators differ per process, so a training step's data_state item holds
+    {"per_process": [state of process 0, state of process 1, ...]} (gathered at save time),
+    and each process restores its own; a run resumed with another process count is refused.
     """
 
     def __init__(self, workdir: str, save_every: int, max_to_keep: int | None = 3,

@@ -15,31 +15,8 @@ Every compile after the first `warmup_steps` calls of `step_done` is warned abou
 (function, argument shapes), naming the step, the function (JAX's module name, e.g.
 `jit(train_step)`), and its argument shapes; for a function compiled before, the arguments whose
 shapes changed. Warm-up counts the calls of this watch, not the step numbers, so a run resumed
-at step 1000 (which compiles everything again) warms up too.
-
-How compiles are seen (jax 0.10/0.11):
-
-- Counting: the `jax.monitoring` duration event "/jax/core/compile/backend_compile_duration".
-  JAX records it around `compiler.compile_or_get_cached` each time a jit cache miss needs a new
-  executable (pxla._cached_compilation), with `fun_name=` the module name. It spans the
-  persistent compilation cache lookup, so it fires for a real XLA compile and for an executable
-  loaded from JAX_COMPILATION_CACHE_DIR alike: both are a jit cache miss that stalls the step, and
-  counting them the same keeps `perf/compiles` independent of the cache's state. The tracing
-  event ("/jax/core/compile/jaxpr_trace_duration") would be wrong: it also fires for tracing that
-  compiles nothing (eval_shape, `.lower()`, a cached trace lowered for new shardings is missed),
-  and the cache events ("/jax/compilation_cache/cache_hits", "cache_misses") fire only when the
-  persistent cache is enabled. A cache hit ("/jax/compilation_cache/cache_hits", recorded inside
-  the compile's span, on the same thread) only marks the event as `cached`.
-- Shapes: the events carry no shapes. JAX logs "Compiling <module> with global shapes and types
-  <avals>. Argument mapping: <shardings>." through the logger `jax._src.interpreters.pxla` right
-  before lowering each new executable (at DEBUG; at WARNING with jax_log_compiles). While a watch
-  is active a logging.Filter on that logger reads the record's arguments, and the logger is
-  opened to DEBUG for it; the filter drops every record the logger's previous level would have
-  dropped, so nothing new reaches any handler. The logger logs nothing else, so this costs one
-  LogRecord per compile and nothing per step. If a JAX version stops logging this, the count is
-  unaffected and warnings say the shapes are unknown.
-
-Compiles are counted on whatever thread they happen; counts are kept under a lock.
+at step 1000 (which compiles everything again) warms up too. A load from the persistent
+compilation cache counts as a compile. How JAX's events and logs are read (jax 0.10/0.11): `_Hub`.
 """
 
 from __future__ import annotations
@@ -105,7 +82,31 @@ class _ShapeCapture(logging.Filter):
 
 class _Hub:
     """The one set of JAX listeners, installed while at least one CompileWatch is active, and
-    fanning each compile out to the active watches."""
+    fanning each compile out to the active watches. Compiles are counted on whatever thread
+    they happen; counts are kept under a lock.
+
+    How compiles are seen (jax 0.10/0.11):
+
+    - Counting: the `jax.monitoring` duration event "/jax/core/compile/backend_compile_duration".
+      JAX records it around `compiler.compile_or_get_cached` each time a jit cache miss needs a new
+      executable (pxla._cached_compilation), with `fun_name=` the module name. It spans the
+      persistent compilation cache lookup, so it fires for a real XLA compile and for an executable
+      loaded from JAX_COMPILATION_CACHE_DIR alike: both are a jit cache miss that stalls the step, and
+      counting them the same keeps `perf/compiles` independent of the cache's state. The tracing
+      event ("/jax/core/compile/jaxpr_trace_duration") would be wrong: it also fires for tracing that
+      compiles nothing (eval_shape, `.lower()`, a cached trace lowered for new shardings is missed),
+      and the cache events ("/jax/compilation_cache/cache_hits", "cache_misses") fire only when the
+      persistent cache is enabled. A cache hit ("/jax/compilation_cache/cache_hits", recorded inside
+      the compile's span, on the same thread) only marks the event as `cached`.
+    - Shapes: the events carry no shapes. JAX logs "Compiling <module> with global shapes and types
+      <avals>. Argument mapping: <shardings>." through the logger `jax._src.interpreters.pxla` right
+      before lowering each new executable (at DEBUG; at WARNING with jax_log_compiles). While a watch
+      is active a logging.Filter on that logger reads the record's arguments, and the logger is
+      opened to DEBUG for it; the filter drops every record the logger's previous level would have
+      dropped, so nothing new reaches any handler. The logger logs nothing else, so this costs one
+      LogRecord per compile and nothing per step. If a JAX version stops logging this, the count is
+      unaffected and warnings say the shapes are unknown.
+    """
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
