@@ -5,6 +5,7 @@ import pytest
 
 # Test helpers (tests/models/oracle.py, ...) are imported by name from any test directory.
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "models"))
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "rl"))  # the multi-process launcher
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
