@@ -30,6 +30,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
       "expected one of ('bnpo', 'dapo', 'dr_grpo', 'grpo'); config.score.mask_mode='circles': expected one of "
       "('patches', 'pixels', 'rectangle')"]),
 ])
+@pytest.mark.slow  # CLI subprocesses
 def test_cli_mistakes_are_one_line(tmp_path, args, expected):
     proc = subprocess.run([sys.executable, "-m", "mmjax.main", *args, "--workdir", str(tmp_path)],
                           cwd=ROOT, capture_output=True, text=True, timeout=300)
@@ -59,6 +60,7 @@ def test_validate_checks_the_schemas_fields_only_where_present():
     ("--config.optim.learnig_rate=1e-5", "did you mean config.optim.learning_rate"),
     ("--config.data.selection.treshold_mode=value", "did you mean config.data.selection.threshold_mode"),
 ])
+@pytest.mark.slow  # CLI subprocesses
 def test_a_mistyped_override_names_the_closest_fields_before_anything_loads(tmp_path, override, closest):
     workdir = tmp_path / "w"
     line, took = _error_line(["--config", "configs/jigsaw_image.py:tiny", override], workdir)
@@ -83,6 +85,7 @@ def _error_line(args, workdir) -> tuple[str, float]:
     return lines[0], took
 
 
+@pytest.mark.slow  # CLI subprocesses
 def test_a_workdir_that_is_a_file_is_one_line(tmp_path):
     workdir = tmp_path / "w"
     workdir.write_text("not a folder")
@@ -101,6 +104,7 @@ def test_a_workdir_that_is_a_file_is_one_line(tmp_path):
     (["--config.data.selection.score_file={missing}/scores.parquet"],
      "config.data.selection.score_file='{missing}/scores.parquet': no such file or directory"),
 ])
+@pytest.mark.slow  # CLI subprocesses
 def test_a_missing_input_fails_fast_naming_the_field(tmp_path, overrides, expected):
     missing = tmp_path / "missing"
     workdir = tmp_path / "w"
@@ -111,6 +115,7 @@ def test_a_missing_input_fails_fast_naming_the_field(tmp_path, overrides, expect
     assert took < 10, took  # a model build alone took 8-28 s before the path was read
 
 
+@pytest.mark.slow  # CLI subprocesses
 def test_a_missing_benchmark_file_is_one_line(tmp_path):
     line, _ = _error_line(["--config", "configs/eval.py:tiny", "--config.eval.benchmarks.mmstar=nope/mmstar.jsonl"],
                           tmp_path / "w")

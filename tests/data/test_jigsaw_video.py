@@ -61,11 +61,61 @@ def test_video_jigsaw_clips_frame_counts_and_chronology(long_video):
     assert "Clip 6: " in text and containers.CONTAINERS[containers.BOXED] in text
 
 
-def test_clip_frames_are_the_planned_frames(long_video):
-    frames = synthetic.moving_shapes_video(30, 4, (64, 64))
-    decoded = video.read_frames(long_video, [0, 9, 119])
-    # mpeg4 at qscale 2 is near-lossless on flat colour: mean error of a few levels.
-    assert np.abs(decoded.astype(int) - frames[[0, 9, 119]]).mean() < 3
+# The frame index, drawn into every frame as an 8-bit binary code of flat 16 x 16 px blocks
+# (black = 0, white = 1; bits 0-3 along the top row, 4-7 along the bottom row), over the
+# moving-shapes picture (its square moves through rows 26-37, clear of the code). Flat
+# 0 / 255 blocks survive mpeg4 and the jigsaw's bicubic resize: measured, the centre of a
+# decoded block is within 4 levels of 0 or 255, so a frame one off cannot decode right.
+CODE_BITS, CODE_BLOCK = 8, 16
+
+
+def _code_cells(height: int, width: int, centre: bool = False):
+    """(rows, cols) of each bit's block in a frame of this size (the code scales with the frame)."""
+    block_h, block_w = height * CODE_BLOCK // 64, width * CODE_BLOCK // 64
+    inset_h, inset_w = (block_h // 4, block_w // 4) if centre else (0, 0)
+    for bit in range(CODE_BITS):
+        row, col = divmod(bit, 4)
+        top = 0 if row == 0 else height - block_h
+        yield (slice(top + inset_h, top + block_h - inset_h),
+               slice(col * block_w + inset_w, (col + 1) * block_w - inset_w))
+
+
+def _index_coded_video(seconds: float, fps: float) -> np.ndarray:
+    frames = synthetic.moving_shapes_video(seconds, fps, (64, 64))
+    assert len(frames) <= 2 ** CODE_BITS
+    for t, frame in enumerate(frames):
+        for bit, (rows, cols) in enumerate(_code_cells(64, 64)):
+            frame[rows, cols] = 255 if t >> bit & 1 else 0
+    return frames
+
+
+def _decoded_indices(frames: np.ndarray) -> list[int]:
+    """The index each frame's code spells; every block must read clearly black or white."""
+    out = []
+    for frame in frames:
+        levels = [frame[rows, cols].mean() for rows, cols in _code_cells(*frame.shape[:2], centre=True)]
+        assert all(v < 20 or v > 235 for v in levels), levels
+        out.append(sum(int(v > 128) << bit for bit, v in enumerate(levels)))
+    return out
+
+
+def test_clip_frames_are_the_planned_frames(tmp_path):
+    path = str(tmp_path / "coded.mp4")
+    video.write_video(path, _index_coded_video(30, 4), 4)  # 120 frames at 4 fps, as long_video
+    # The code itself: every frame of the file spells its own index.
+    assert _decoded_indices(video.read_frames(path, range(120))) == list(range(120))
+    # read_frames returns exactly the frames asked for, in the order asked (not a neighbour).
+    assert _decoded_indices(video.read_frames(path, [0, 9, 119, 1, 118, 64])) == [0, 9, 119, 1, 118, 64]
+    # The jigsaw's clips: 20 frames per clip, 2 trimmed per end, 16 left (4 s) -> 8 frames at
+    # 2 fps at offsets round(linspace(0, 15, 8)) = 0, 2, 4, 6, 9, 11, 13, 15 (by hand).
+    sample = video_jigsaw.VideoJigsaw().apply({"videos": [path], "where": "v"}, np.random.default_rng(1))
+    assert not isinstance(sample, Skipped), sample
+    offsets = [0, 2, 4, 6, 9, 11, 13, 15]
+    target = [int(t) for t in sample["solution"].split(",")]
+    # target[i] names the clip shown for the i-th earliest segment; it holds that segment's frames.
+    shown = [_decoded_indices(sample["videos"][t - 1]) for t in target]
+    assert shown == [[20 * i + 2 + o for o in offsets] for i in range(6)]
+    assert shown == [list(i) for i in video_jigsaw.plan_clips(120, 4.0).indices]
 
 
 def test_short_missing_and_corrupt_videos_are_skipped(short_video, tmp_path):

@@ -132,6 +132,7 @@ def test_a_failing_transform_skips_the_sample_unless_strict():
         list(strict_source)
 
 
+@pytest.mark.slow  # worker processes
 def test_worker_processes_give_the_same_batches_and_restore():
     source = synthetic.ShapesVqaSource(12, size=(96, 96), background="plain")
     in_process = iter(_dataset(source))

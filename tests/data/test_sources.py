@@ -8,7 +8,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from PIL import Image
+from PIL import Image, ImageOps
 
 from mmjax.data import images as images_lib
 from mmjax.data import rows, sources, synthetic
@@ -140,8 +140,28 @@ def test_video_folder_and_jsonl_video_paths(tmp_path, long_video):
 
 
 def test_exif_orientation_is_applied(tmp_path):
-    image = Image.fromarray(np.zeros((10, 20, 3), np.uint8))
-    exif = image.getexif()
-    exif[0x0112] = 6  # rotate 90 degrees on display
-    image.save(tmp_path / "rotated.jpg", exif=exif)
-    assert images_lib.decode_image(str(tmp_path / "rotated.jpg")).shape == (20, 10, 3)
+    # Stored 10 x 20 (H x W), grey, with a red 4 x 4 block in its top-left corner. The EXIF
+    # orientation says how to turn the stored pixels for display (PIL's exif_transpose):
+    # 3 = 180 degrees, 6 = 90 degrees clockwise, 8 = 90 degrees anticlockwise.
+    stored = np.full((10, 20, 3), 90, np.uint8)
+    stored[:4, :4] = (230, 20, 20)
+    turns = {3: 2, 6: -1, 8: 1}  # np.rot90's k: anticlockwise quarter turns
+    for orientation, k in turns.items():
+        path = tmp_path / f"rotated{orientation}.jpg"
+        image = Image.fromarray(stored)
+        exif = image.getexif()
+        exif[0x0112] = orientation
+        image.save(path, exif=exif, quality=95)
+        raw = np.asarray(Image.open(path).convert("RGB"))  # the stored pixels, as decoded, unturned
+        decoded = images_lib.decode_image(str(path))
+        assert decoded.shape == np.rot90(raw, k).shape == ((10, 20, 3) if k == 2 else (20, 10, 3))
+        # Turning is lossless: exactly the decoded stored pixels turned, as PIL turns them.
+        np.testing.assert_array_equal(decoded, np.rot90(raw, k))
+        with Image.open(path) as pil:
+            np.testing.assert_array_equal(decoded, np.asarray(ImageOps.exif_transpose(pil).convert("RGB")))
+        # The red block moved from the stored top-left corner; ignoring the tag would leave it there.
+        corner = {3: decoded[-4:, -4:], 6: decoded[:4, -4:], 8: decoded[-4:, :4]}[orientation]
+        # (JPEG blurs the block's colour at its edges: compare the block's mean colour.)
+        assert corner[..., 0].mean() > 180 and corner[..., 1:].mean() < 60, corner.mean(axis=(0, 1))
+        assert abs(decoded[:4, :4].astype(int).mean(axis=(0, 1)) - 90).max() < 20
+        assert not np.array_equal(decoded[:10, :10], raw[:10, :10])

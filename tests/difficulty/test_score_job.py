@@ -118,6 +118,7 @@ def _same(a: list[dict], b: list[dict]) -> None:
                 assert u == v, (column, x, y)
 
 
+@pytest.mark.slow  # score job runs on the tiny model
 def test_records_curves_and_levels(reference, data):
     workdir, summary, _ = reference
     records = score_file.read_scores(workdir)
@@ -150,6 +151,7 @@ def test_records_curves_and_levels(reference, data):
     _same(records, score_file.read_scores(os.path.join(workdir, "scores.jsonl")))
 
 
+@pytest.mark.slow  # score job runs on the tiny model
 def test_bad_rows_are_counted_and_named(reference, data):
     workdir, summary, _ = reference
     assert summary["skipped"] == {"image_unreadable": 1, "missing_field": 1, "reward_error": 1}
@@ -160,6 +162,7 @@ def test_bad_rows_are_counted_and_named(reference, data):
     assert json.load(open(os.path.join(workdir, "score_summary.json")))["skipped"] == summary["skipped"]
 
 
+@pytest.mark.slow  # score job runs on the tiny model
 def test_plots_exist(reference):
     workdir, _, _ = reference
     for name in ("pism_survival.png", "levels.png", "cmab_scores.png"):
@@ -168,6 +171,7 @@ def test_plots_exist(reference):
         assert Image.open(path).size[0] > 500
 
 
+@pytest.mark.slow  # score job runs on the tiny model
 def test_one_compile_per_call_kind_and_padding_compiles_nothing(reference):
     _, summary, compiles = reference
     # 4 batches (the last with one sample): a CMAB call, a clean call (num_generations=K) and a
@@ -176,6 +180,7 @@ def test_one_compile_per_call_kind_and_padding_compiles_nothing(reference):
     assert len(compiles) == 4 and compiles[1:] == [compiles[0]] * 3
 
 
+@pytest.mark.slow  # score job runs on the tiny model
 def test_resume_after_a_stop_and_a_crash_equals_one_run(reference, data, pieces, tmp_path):
     ref_dir, _, _ = reference
     tok, holder = pieces
@@ -193,6 +198,7 @@ def test_resume_after_a_stop_and_a_crash_equals_one_run(reference, data, pieces,
     _same(score_file.read_scores(workdir), score_file.read_scores(ref_dir))
 
 
+@pytest.mark.slow  # score job runs on the tiny model
 def test_sigterm_mid_batch_writes_that_batch_and_the_rerun_equals_one_run(reference, data, pieces, tmp_path,
                                                                          monkeypatch):
     ref_dir, _, _ = reference
@@ -215,6 +221,7 @@ def test_sigterm_mid_batch_writes_that_batch_and_the_rerun_equals_one_run(refere
     _same(score_file.read_scores(workdir), score_file.read_scores(ref_dir))
 
 
+@pytest.mark.slow  # score job runs on the tiny model
 def test_records_do_not_depend_on_how_samples_are_batched(reference, data, pieces, tmp_path):
     # Three samples a batch instead of two: every sample shares its sampler calls with other
     # samples, at other rows, yet each answer's key follows (sample, ratio, attempt, answer).
@@ -225,6 +232,7 @@ def test_records_do_not_depend_on_how_samples_are_batched(reference, data, piece
     _same(score_file.read_scores(str(tmp_path)), score_file.read_scores(ref_dir))
 
 
+@pytest.mark.slow  # score job runs on the tiny model
 def test_explicit_prompt_buckets_reach_the_sampler_and_change_no_record(reference, data, pieces, tmp_path,
                                                                          sampler_prompt_lengths):
     # 100 is no bucket of the default rule (it would pad again to 128).
@@ -244,6 +252,7 @@ def test_strict_mode_raises_naming_the_row(data, pieces, tmp_path):
         score_job.run(_config(data, **{"data.strict": True}), str(tmp_path), tok=tok, holder=holder)
 
 
+@pytest.mark.slow  # score job runs on the tiny model
 def test_options_early_stop_and_shared_masks(data, pieces, tmp_path):
     tok, holder = pieces
     c = _config(data, **{"score.methods": ("pism",), "score.shared_mask": True,
@@ -262,6 +271,7 @@ def test_options_early_stop_and_shared_masks(data, pieces, tmp_path):
     assert not os.path.exists(os.path.join(tmp_path, "cmab_scores.png"))
 
 
+@pytest.mark.slow  # score job runs on the tiny model
 def test_cmab_alone_with_quantile_levels_over_the_whole_set(data, pieces, tmp_path):
     tok, holder = pieces
     c = _config(data, **{"score.methods": ("cmab",), "score.cmab.mode": "quantile",
@@ -310,6 +320,7 @@ def test_config_errors_name_the_field(data, pieces, tmp_path):
         score_job.run(c, str(tmp_path), tok=tok, holder=holder)
 
 
+@pytest.mark.slow  # score job runs on the tiny model
 def test_a_truncated_part_is_moved_aside_and_its_rows_scored_again(reference, data, pieces, tmp_path, caplog):
     ref_dir, _, _ = reference
     tok, holder = pieces

@@ -17,6 +17,7 @@ from PIL import Image
 from configs import eval as eval_config
 from mmjax.eval import benchmarks as bench_lib
 from mmjax.eval import metrics as metrics_lib
+from mmjax.eval import runner as runner_lib
 from mmjax.jobs import eval as eval_job
 from mmjax.jobs import setup
 
@@ -246,6 +247,7 @@ def tiny_model():
     return c, tok, setup.model(c, tok)
 
 
+@pytest.mark.slow  # the eval job on the tiny model; the job's wiring runs fast in the hand-checked test below
 def test_eval_job_end_to_end(bench_dir, tiny_model, tmp_path, monkeypatch, sampler_prompt_lengths):
     _, paths = bench_dir
     monkeypatch.setattr(setup, "model", lambda config, tok: tiny_model[2])  # what setup.model gives for c
@@ -290,3 +292,71 @@ def test_the_model_comes_from_init_from_when_set(tiny_model, tmp_path):
     loaded = eval_job.load_model(c, tok)
     for a, b in zip(jax.tree.leaves(loaded.params), jax.tree.leaves(trained)):
         np.testing.assert_array_equal(np.asarray(a), b)
+
+
+# The job's scores against answers worked out by hand: the model's answers are scripted (the
+# runner is replaced; everything else, reading, scoring, the files written, is the job's).
+# Each benchmark's published rule applied by hand to the rows of FILES, in file order:
+HAND_CHECKED = {  # name: (answers, right or wrong per row, headline score)
+    # MathVista: gold B (145°) and B ("no"), 0.5, 7. B right; A wrong; 1/2 = 0.5 right; 8 wrong.
+    "mathvista": ([_ans("B"), _ans("A"), _ans("\\frac{1}{2}"), _ans("8")], [1, 0, 1, 0], 2 / 4),
+    # OCRBench: any accepted answer, case-folded, contained in the reply: CUMBERLAND yes; 42 yes
+    # (a bare reply is read whole); STOP is not in "yield".
+    "ocrbench": ([_ans("cumberland"), "the number is 42", _ans("yield")], [1, 1, 0], 2 / 3),
+    # MMStar: gold A, C, B. A right; C wrong (B); "The answer is B" reads B, right.
+    "mmstar": ([_ans("A"), _ans("B"), _ans("The answer is B")], [1, 0, 1], 2 / 3),
+    # MMVP: gold A, B per pair; a pair counts only with both right: pair 1 (A, B) right,
+    # pair 2 (A, A) and pair 3 (B, B) each one wrong: 1 of 3 pairs (4 of 6 questions).
+    "mmvp": ([_ans("A"), _ans("(B) Closed"), _ans("A"), _ans("A"), _ans("B"), _ans("B")],
+             [1, 1, 1, 0, 0, 1], 1 / 3),
+    # DA-2K: point1 closer (A), then point2 closer (B): both right.
+    "da2k": ([_ans("A"), _ans("B")], [1, 1], 2 / 2),
+    # Jigsaw: the gold order in <think>/<answer> format solves row 1 (reward 1.2); row 2 gives
+    # the reversed order: not solved (reward: format 0.2 only, the jigsaw part 0).
+    "jigsaw": (None, [1, 0], 1 / 2),
+}
+
+
+def test_eval_job_scores_equal_hand_checked_answers(bench_dir, tmp_path, monkeypatch):
+    _, paths = bench_dir
+    answered = {}
+
+    class Scripted:
+        """The runner, with the answers above instead of a model's."""
+
+        def __init__(self, holder, tok, image_cfg, cfg):
+            pass
+
+        def run(self, items, render, desc=""):
+            texts = HAND_CHECKED[desc][0]
+            if desc == "jigsaw":  # the right order for row 1, the reverse for row 2
+                texts = [_ans(items[0].gold), _ans(",".join(reversed(items[1].gold.split(","))))]
+            answered[desc] = texts
+            return [runner_lib.Generation(text=t, num_tokens=7, stopped=True) for t in texts]
+
+    monkeypatch.setattr(setup, "model", lambda config, tok: None)  # no model: the runner is scripted
+    monkeypatch.setattr(runner_lib, "Runner", Scripted)
+    c = eval_config.get_config("tiny")
+    for name, path in paths.items():
+        c.eval.benchmarks[name] = path
+    results = eval_job.run(c, str(tmp_path))
+
+    out = tmp_path / "eval"
+    on_disk = json.load(open(out / "results.json"))["benchmarks"]
+    assert set(answered) == set(on_disk) == set(FILES)
+    for name, (_, right, score) in HAND_CHECKED.items():
+        rows = [json.loads(line) for line in open(out / f"{name}.jsonl")]
+        assert [r["answer"] for r in rows] == answered[name]  # in file order
+        assert [r["correct"] for r in rows] == right, name
+        assert on_disk[name]["score"] == results[name]["score"] == pytest.approx(score), name
+        assert on_disk[name]["n"] == len(FILES[name])
+    assert on_disk["mmvp"]["metric"] == "pair_accuracy"
+    assert on_disk["mmvp"]["metrics"]["question_accuracy"] == pytest.approx(4 / 6)
+    assert on_disk["jigsaw"]["metrics"]["mean_reward"] == pytest.approx((1.2 + 0.2) / 2)
+    assert on_disk["mathvista"]["by"]["category"] == {"math-targeted-vqa": {"score": 1.0, "n": 2},
+                                                      "general-vqa": {"score": 0.0, "n": 2}}
+    # results.md in percent, two decimals: 50.00, 66.67, 66.67, 33.33, 100.00, 50.00
+    table = [line.split("|")[1:-1] for line in open(out / "results.md").read().split("\n\n")[2].splitlines()[2:]]
+    assert {row[0].strip(): row[3].strip() for row in table} == {
+        "mathvista": "50.00", "ocrbench": "66.67", "mmstar": "66.67", "mmvp": "33.33", "da2k": "100.00",
+        "jigsaw": "50.00"}

@@ -313,6 +313,7 @@ def test_blockwise_bfloat16_close_to_explicit():
     assert_close(out.astype(jnp.float32), ref.astype(jnp.float32), tol=2e-2)
 
 
+@pytest.mark.slow  # a benchmark script in a subprocess
 def test_bench_quick_runs():
     env = dict(os.environ, JAX_PLATFORMS="cpu")
     res = subprocess.run([sys.executable, str(ROOT / "tools/bench/attention.py"), "--quick"],

@@ -36,13 +36,18 @@ def test_bf16_compute_on_f32_master_weights(f32_model):
     assert got.dtype == np.float32
     valid = mask.astype(bool)
     err = np.abs(got - ref)[valid].max()
-    assert 1e-4 < err < 0.05 * np.abs(ref[valid]).max()  # really computed in bf16, and close
+    # Measured: max |error| 0.0049 against max |logit| 0.67, 0.73% of it (bf16 keeps 8 bits
+    # of mantissa: 0.4% per rounding); the bound is 2.7x that.
+    assert 1e-4 < err < 0.02 * np.abs(ref[valid]).max()  # really computed in bf16, and close
 
     comp = np.random.default_rng(1).integers(3, 200, (4, 6))
     lp, _ = mixed.completion_logprobs(ids, mask, comp, np.ones_like(comp), pv, grid, num_generations=2)
     lp32, _ = f32_model.completion_logprobs(ids, mask, comp, np.ones_like(comp), pv, grid, num_generations=2)
     assert lp.dtype == np.float32
-    np.testing.assert_allclose(lp, lp32, atol=0.05)
+    # Measured: max |error| 0.0012 on log-probs of -6.7 .. -7.5, relative 1.7e-4 at worst
+    # (the float32 head and log-softmax keep it small); the bound is 3x that, relative.
+    assert np.abs(lp - lp32).max() > 1e-5  # the compute really was bf16
+    np.testing.assert_allclose(lp, lp32, rtol=5e-4, atol=0)
 
     out = mixed.generate(ids, mask, pv, grid, max_new_tokens=4, temperature=1.0, seed=0)
     assert out.logprobs.dtype == np.float32 and np.isfinite(out.logprobs).all()
@@ -63,7 +68,11 @@ def test_bf16_params_for_inference(f32_model):
     ids, mask, pv, grid = _inputs(f32_model.config, np.random.default_rng(2))
     logits = bf16.logits(ids, mask, pv, grid)
     assert logits.dtype == np.float32  # the head runs in float32 whatever the params
-    np.testing.assert_allclose(logits, f32_model.logits(ids, mask, pv, grid), atol=0.1)
+    ref = f32_model.logits(ids, mask, pv, grid)
+    err = np.abs(logits - ref).max()
+    # Measured: max |error| 0.0048 against max |logit| 0.64, 0.74% of it; the bound is 2.7x
+    # that, relative to the logits' scale. Above 1e-4: the weights really are bf16.
+    assert 1e-4 < err < 0.02 * np.abs(ref).max(), (err, np.abs(ref).max())
 
 
 def _activation_bytes(model, remat: str, tokens: int) -> int:

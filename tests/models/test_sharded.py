@@ -21,6 +21,7 @@ def run():
 
 
 @pytest.mark.parametrize("check", CHECKS)
+@pytest.mark.slow  # a subprocess with 8 devices running every check
 def test_sharded_equals_single_device(run, check):
     """forward: logits; training: value_and_grad of completion_logprobs on 3 mesh shapes, params
     and grads in their shards; generate: sampled tokens and log-probs; global: global_batch;

@@ -1,13 +1,12 @@
-"""Rewards stay bounded on adversarial policy text: linear parsing, time-boxed math checks.
+"""Rewards stay right on adversarial policy text: parsing past thousands of truncated boxes,
+math checks cut by their budgets in worker processes.
 
-Timings are ratios only: 4x the input against 1x, or a batch against its per-row budget
-and the pool's start-up measured in the same test.
+The behaviour only: how fast (linear parsing, batches within their budgets, a hung worker
+given up early) is measured by tools/bench/rewards.py against references in the same run.
 """
 
-import gc
 import math
 import signal
-import time
 
 import pytest
 from hypothesis import given, settings
@@ -65,44 +64,6 @@ def test_last_boxed_matches_the_rescanning_definition(text):
     assert parsing.last_boxed(text) == _rescanning_last_boxed(text)
 
 
-class _TooSlow(BaseException):
-    """Not an Exception, so the rewards' own error handling cannot swallow it."""
-
-
-def _cpu_seconds(call, guard_seconds):
-    """CPU time of one call (a busy shared host delays it, not this); GC paused.
-
-    ``guard_seconds`` of wall time stop the call (a quadratic parser on a big input).
-    """
-
-    def stop(signum, frame):
-        raise _TooSlow
-
-    previous = signal.signal(signal.SIGALRM, stop)
-    gc.disable()
-    signal.setitimer(signal.ITIMER_REAL, guard_seconds)
-    start = time.process_time()
-    try:
-        call()
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        gc.enable()
-        signal.signal(signal.SIGALRM, previous)
-    return time.process_time() - start
-
-
-def _cost_ratio(cheap, costly, rounds=5, guard_factor=40.0):
-    """Fastest ``costly`` over fastest ``cheap``, timed in turns so both see the same host."""
-    best_cheap = best_costly = math.inf
-    for _ in range(rounds):
-        best_cheap = min(best_cheap, _cpu_seconds(cheap, guard_seconds=1e6))
-        try:
-            best_costly = min(best_costly, _cpu_seconds(costly, guard_seconds=guard_factor * best_cheap + 0.05))
-        except _TooSlow:
-            return math.inf
-    return best_costly / best_cheap
-
-
 # (reward, options, boxed answer, target, expected value)
 BOXED_REWARDS = [
     ("format", {"container": "boxed"}, "1", None, 1.0),
@@ -120,8 +81,11 @@ BASE_REPEATS = 20_000  # the rescanning parser needs minutes for this; linear: ~
 
 
 @pytest.mark.parametrize("name, opts, answer, target, expected", BOXED_REWARDS, ids=[r[0] for r in BOXED_REWARDS])
-def test_boxed_rewards_scale_linearly(name, opts, answer, target, expected):
-    """A complete box followed by thousands of truncated ones (a policy can emit this)."""
+def test_boxed_rewards_read_the_complete_box_before_thousands_of_truncated_ones(name, opts, answer, target, expected):
+    """A complete box followed by thousands of truncated ones (a policy can emit this).
+
+    The cost at 4x the input against 1x (linear: ~4x) is tools/bench/rewards.py's to measure.
+    """
     opts = dict(opts)
     task = opts.pop("task", None)
     fn = rewards.get(name, **opts)
@@ -133,18 +97,19 @@ def test_boxed_rewards_scale_linearly(name, opts, answer, target, expected):
     small, big = text(BASE_REPEATS), text(4 * BASE_REPEATS)
     assert fn([small], [target], **columns) == [expected]
     assert fn([big], [target], **columns) == [expected]
-    ratio = _cost_ratio(lambda: fn([small], [target], **columns), lambda: fn([big], [target], **columns))
-    assert ratio <= 8, f"{name}: 4x the input took {ratio:.1f}x the time"
 
 
-def test_ocr_fuzzy_match_costs_about_one_read_of_the_answer():
-    """A long rambling answer against a short target: no len(answer) x len(target) matching."""
+def test_ocr_fuzzy_match_of_a_long_answer_against_a_short_target():
+    """A long rambling answer against a short target (its cost against one read of the answer:
+    tools/bench/rewards.py)."""
     target = "the quick brown fox jumps over the lazy dog " * 3  # under difflib's autojunk size
     answer = "a quick brown cat naps under the lazy sun " * 2000
     fn = rewards.get("accuracy_ocr")
     assert fn([f"<answer>{answer}</answer>"], [target]) == [0.0]
-    ratio = _cost_ratio(lambda: ocr.normalise_text(answer), lambda: fn([f"<answer>{answer}</answer>"], [target]))
-    assert ratio <= 5, f"scoring took {ratio:.1f}x the time of normalising the answer"
+    # The target inside the long answer: the substring rule reads it; without that rule the
+    # fuzzy ratio (at most 2 * 132 / (84000 + 2 * 132) = 0.003) is far below 0.5.
+    assert fn([f"<answer>{answer}{target}</answer>"], [target]) == [1.0]
+    assert not ocr.ocr_match(answer + target, target, allow_substring=False)
 
 
 def test_ocr_bounds_keep_the_fuzzy_rule():
@@ -168,17 +133,19 @@ NORMAL = [  # (answer, target, expected): quick for math-verify
 ]
 
 
-def _start_pool(workers):
-    """Seconds from no pool to a first answer: the start-up a batch may add to its budget."""
-    math_check._pool.close()
-    start = time.perf_counter()
+def _no_check_in_this_process(pred, gold, timeout_seconds):
+    raise AssertionError(f"math-verify ran in the test process on {pred!r}")
+
+
+def test_adversarial_rows_time_out_in_workers_and_normal_rows_score(monkeypatch):
+    """Each bad row is cut by its row budget in a worker, never run in this process (unbounded,
+    each held the main thread for up to 6 x 5 s); the wall time against the budget is
+    tools/bench/rewards.py's to measure."""
+    # 1 s per row: the normal rows take 1-50 ms on a warm worker (20x margin on a loaded host,
+    # where 0.3 s was seen to cut one); each bad row runs past 3 s (measured: all 8 timed out).
+    budget, workers = 1.0, 2
+    monkeypatch.setattr(math_check, "verify_in_process", _no_check_in_this_process)
     assert math_check.check_batch([("1", "1.0")], MathBudget(row_seconds=5.0, workers=workers)) == [True]
-    return time.perf_counter() - start
-
-
-def test_adversarial_batch_is_bounded_by_the_row_budget():
-    budget, workers = 0.3, 2
-    startup = _start_pool(workers)
     rewards.pop_metrics()
     completions, targets, expected = [], [], []
     for bomb, (answer, target, value) in zip(ADVERSARIAL, NORMAL):
@@ -187,11 +154,7 @@ def test_adversarial_batch_is_bounded_by_the_row_budget():
         expected += [0.0, value]
     options = {"accuracy_math": {"timeout_seconds": budget, "workers": workers}}
     combined = rewards.combine({"accuracy_math": 1.0}, options)
-    start = time.perf_counter()
     out = combined(completions, targets)
-    took = time.perf_counter() - start
-    # Unbounded, each bomb alone held the main thread for up to 6 x 5 s.
-    assert took < 20 * budget + startup, f"{len(completions)} rows took {took:.2f} s"
     assert out.per_function["accuracy_math"] == expected
     assert out.metrics == {"accuracy_math/math_timeouts": len(ADVERSARIAL), "accuracy_math/math_checks": 16}
     assert rewards.pop_metrics() == {}  # combine's counts are in its output only
@@ -203,38 +166,51 @@ def test_hung_worker_is_killed_and_replaced(monkeypatch, caplog):
     before = list(math_check._pool.workers)
     # The parent gives up at 0.2 s, long before the worker's own 3 s timer: as if stuck in C.
     monkeypatch.setattr(math_check, "_kill_after", lambda row_seconds: 0.2)
-    start = time.perf_counter()
     assert math_check.check_batch([(ADVERSARIAL[0], "3")], budget) == [None]
-    assert time.perf_counter() - start < budget.row_seconds
     killed = [w for w in before if w.poll() is not None]
     assert len(killed) == 1 and killed[0] not in math_check._pool.workers
+    # Killed by the parent (SIGKILL), not ended by its own 3 s timer (which replies, and lives on).
+    assert killed[0].poll() == -signal.SIGKILL
     assert len(math_check._pool.workers) == 2
-    assert "killed and replaced" in caplog.text
+    assert "killed and replaced" in caplog.text and "past a 3.00 s budget (row 0)" in caplog.text
     monkeypatch.undo()
     assert math_check.check_batch([("\\frac{1}{2}", "0.5"), ("0.5", "1/3")], budget) == [True, False]
 
 
-def test_batch_deadline_scores_unfinished_rows_as_timeouts():
+def test_batch_deadline_scores_unfinished_rows_as_timeouts(monkeypatch):
     row, batch, workers = 0.3, 0.5, 2
     assert math_check.check_batch([("1", "1.0")], MathBudget(workers=workers)) == [True]
+    sent = []  # (worker, answer) of every row sent
+    send = math_check._Worker.send
+
+    def counting_send(worker, pred, gold, budget_seconds):
+        sent.append((worker, pred))
+        return send(worker, pred, gold, budget_seconds)
+
+    monkeypatch.setattr(math_check._Worker, "send", counting_send)
     rewards.pop_metrics()
     bombs = ADVERSARIAL * 2
     fn = rewards.get("accuracy_math", timeout_seconds=row, batch_timeout_seconds=batch, workers=workers)
-    start = time.perf_counter()
     scores = fn([f"<answer>{b}</answer>" for b in bombs] + ["<answer>7</answer>"], ["3"] * len(bombs) + ["7"])
-    took = time.perf_counter() - start
     assert scores == [0.0] * len(bombs) + [1.0]  # the exact-string row needs no math-verify
-    # Without the deadline the rows would take len(bombs) * row / workers = 2.4 s.
-    assert took < 3 * batch, f"took {took:.2f} s"
     assert rewards.pop_metrics() == {"accuracy_math/math_timeouts": len(bombs), "accuracy_math/math_checks": len(bombs)}
-    # Workers busy at the deadline were replaced: no late reply reaches the next batch.
+    # Every row timed out (none answered), so each took its worker at least `row` seconds: by the
+    # 0.5 s deadline a worker finished at most 1 row and started a 2nd. The other rows were never
+    # sent (without the deadline all 16 are, taking len(bombs) * row / workers = 2.4 s).
+    assert 1 <= len(sent) <= workers * (math.floor(batch / row) + 1) == 4, len(sent)
+    # A worker that had a row always had one in flight at the deadline (a freed worker takes the
+    # next row at once): each was replaced, so no late reply reaches the next batch. (A worker
+    # still starting up from an earlier test gets no row.)
+    busy = {worker for worker, _ in sent}
+    assert busy and all(w not in math_check._pool.workers and w.poll() is not None for w in busy)
+    monkeypatch.undo()
     pairs = [(a, t) for a, t, _ in NORMAL]
     assert math_check.check_batch(pairs, MathBudget(row_seconds=2.0, workers=workers)) == [e == 1.0 for *_, e in NORMAL]
 
 
 def test_mixed_accuracy_checks_math_rows_together():
     rewards.pop_metrics()
-    fn = rewards.get("accuracy", math_timeout_seconds=0.3)
+    fn = rewards.get("accuracy", math_timeout_seconds=1.0)  # as above: the normal row well inside it
     answers = ["(10^{10})!", "3", "\\frac{1}{2}", "B"]
     scores = fn([f"<answer>{a}</answer>" for a in answers], ["3", "3", "0.5", "B"],
                 task=["math", "count", "math", "choice"])

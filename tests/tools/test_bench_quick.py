@@ -10,6 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
 BENCH = ROOT / "tools" / "bench"
 
@@ -33,6 +35,7 @@ def ratio(stdout: str, label: str) -> float:
     return float(m.group(1))
 
 
+@pytest.mark.slow  # a benchmark script in a subprocess
 def test_train_step_quick():
     out = run("train_step.py", "--quick")
     assert ratio(out, "ratio torch / mmjax:") > 0
@@ -45,6 +48,7 @@ def test_train_step_quick():
     assert res["tokens"]["mmjax"]["text_tokens"] < res["tokens"]["torch"]["text_tokens"]
 
 
+@pytest.mark.slow  # a benchmark script in a subprocess
 def test_forward_quick():
     out = run("forward.py", "--quick", "--attention", "blockwise")
     assert ratio(out, "ratio mmjax / transformers:") > 0
@@ -53,6 +57,7 @@ def test_forward_quick():
     assert "attention blockwise" in out
 
 
+@pytest.mark.slow  # a benchmark script in a subprocess
 def test_generate_quick():
     out = run("generate.py", "--quick")
     lines = [line for line in out.splitlines() if line.startswith("batch")]
@@ -62,6 +67,7 @@ def test_generate_quick():
     assert ratio(lines[0], "-> ratio") > 0
 
 
+@pytest.mark.slow  # a benchmark script in a subprocess
 def test_gpu_check_tiny():
     out = run("gpu_check.py", "--tiny")
     assert "cudnn check SKIPPED" in out  # the CPU has no cuDNN, and says so
@@ -77,3 +83,28 @@ def test_gpu_check_tiny():
     assert roll["prompts"] * roll["generations"] == 8 and math.isfinite(roll["decode_ms_per_step"])
     assert roll["logprobs_finite"]
     assert roll["g1_first_token_agreement"] == 1.0  # the first token comes from the same prefill
+
+
+@pytest.mark.slow  # a benchmark script in a subprocess
+def test_rewards_quick():
+    out = run("rewards.py", "--quick")
+    assert ratio(out, "ratio reference / mmjax:") > 0  # last_boxed against the rescanning definition
+    assert ratio(out, "ratio mmjax / reference:") > 0  # OCR scoring against one read of the answer
+    assert ratio(out, "ratio mmjax / budget:") > 0
+    res = last_json(out)
+    # What each side computed, not how fast: every reward scores the complete box at N and at
+    # 4N truncated boxes after it (values by hand, as in tests/rewards/test_reward_bounds.py).
+    expected = {"format": 1.0, "jigsaw": 1.2, "jigsaw_code": 0.2, "accuracy_math": 1.0, "accuracy_choice": 1.0,
+                "accuracy_ocr": 1.0, "accuracy_count": 1.0, "accuracy_grounding": 1.0, "accuracy": 1.0}
+    assert {name: r["scores"] for name, r in res["parsing"]["rewards"].items()} == {
+        name: [value, value] for name, value in expected.items()}
+    assert res["ocr"]["score"] == 0.0
+    math = res["math"]
+    # Each bad row scores 0 and counts as a timeout; the normal rows keep their scores.
+    assert math["adversarial"]["scores"] == [v for normal in (1, 1, 1, 0, 1, 1, 1, 1) for v in (0.0, normal)]
+    assert math["adversarial"]["metrics"] == {"accuracy_math/math_timeouts": 8, "accuracy_math/math_checks": 16}
+    for run_ in ("deadline", "no_deadline"):
+        assert math["deadline"][run_]["scores"] == [0.0] * 16 + [1.0]
+        assert math["deadline"][run_]["metrics"] == {"accuracy_math/math_timeouts": 16,
+                                                     "accuracy_math/math_checks": 16}
+    assert math["hung"]["results"] == [None, None] and math["hung"]["replaced"] == 1

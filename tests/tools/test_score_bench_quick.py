@@ -9,9 +9,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
+@pytest.mark.slow  # a benchmark script in a subprocess
 def test_score_bench_quick_compares_the_batched_scorer_with_the_loop():
     env = dict(os.environ, JAX_PLATFORMS="cpu", TOKENIZERS_PARALLELISM="false")
     res = subprocess.run([sys.executable, str(ROOT / "tools" / "bench" / "score.py"), "--quick"], capture_output=True,
