@@ -57,6 +57,7 @@ def test_demo_export_loads_in_transformers_with_the_same_logits(demo_run):
     np.testing.assert_allclose(ours.logits(ids), ref, atol=1e-4)
 
 
+@pytest.mark.slow  # a CLI subprocess
 def test_unknown_mode_is_a_usage_error(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "mmjax.main", "--config", "configs/demo.py",
                            "--workdir", str(tmp_path), "--config.mode=nope"],
@@ -64,6 +65,7 @@ def test_unknown_mode_is_a_usage_error(tmp_path):
     assert proc.returncode != 0 and "config.mode='nope'" in proc.stderr
 
 
+@pytest.mark.slow  # a CLI subprocess
 def test_help_config_prints_every_field_and_runs_nothing(tmp_path):
     """--help_config: each field's value, default, allowed values, help and source; exit 0, no job."""
     from mmjax.jobs import recipe

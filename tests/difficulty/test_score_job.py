@@ -246,6 +246,7 @@ def test_explicit_prompt_buckets_reach_the_sampler_and_change_no_record(referenc
         assert x == {c: pytest.approx(v, rel=1e-5, nan_ok=True) if isinstance(v, float) else v for c, v in y.items()}
 
 
+@pytest.mark.slow  # score job runs on the tiny model
 def test_strict_mode_raises_naming_the_row(data, pieces, tmp_path):
     tok, holder = pieces
     with pytest.raises(DataError, match=r"image_unreadable at .*qa\.jsonl:3 \(qa2\.png\)"):

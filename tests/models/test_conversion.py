@@ -294,6 +294,7 @@ print(json.dumps({"base": base, "peak": peak[0]}))
 """
 
 
+@pytest.mark.slow  # tools/convert_hf.py in a subprocess, its memory measured
 def test_conversion_streams(tmp_path):
     """Peak anonymous memory while converting stays well below two copies of the model."""
     from flax import traverse_util

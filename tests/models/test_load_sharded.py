@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 from flax import traverse_util
 
 from mmjax.models.qwen2_5_vl import hf, preset
@@ -54,6 +55,7 @@ print(json.dumps({"base": base, "peak": peak, "per_device": per_device, "shards"
 """
 
 
+@pytest.mark.slow  # a subprocess with several devices
 def test_load_hf_on_a_mesh_streams_into_shards(tmp_path):
     cfg = preset("bench")
     cfg = cfg.replace(text=dataclasses.replace(cfg.text, num_hidden_layers=4))  # ~95 MB in float32
