@@ -261,6 +261,7 @@ def tok():
     return setup.tokenizer(recipe.base())  # the tiny tokenizer, shared by every run
 
 
+@pytest.mark.slow  # a whole run of the job
 @pytest.mark.parametrize("name,arg", RUNS, ids=[f"{n}:{a}" for n, a in RUNS])
 def test_two_grpo_steps(name, arg, tok, shared_compiles, tmp_path):
     c = _module(name).get_config(arg)
@@ -286,6 +287,7 @@ def test_two_grpo_steps(name, arg, tok, shared_compiles, tmp_path):
         assert r["num_tokens"] == total, (r["step"], prompt_tokens)
 
 
+@pytest.mark.slow  # a whole run of the job
 def test_the_tiny_recipes_of_the_other_jobs_run_from_the_command_line(tmp_path):
     """`configs/sft.py:tiny,steps=2` trains two SFT steps as the recipe is written, from the CLI."""
     proc = subprocess.run([sys.executable, "-m", "mmjax.main", "--config", "configs/sft.py:tiny,steps=2",
@@ -320,6 +322,7 @@ _MESH_CHECK = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow  # a whole run of the job
 def test_a_mesh_axis_of_minus_one_shards_the_model():
     """The TPU layouts give fsdp=-1 ("all the devices"): on 8 devices the weights are in 8 shards."""
     from mmjax.models.qwen2_5_vl import preset

@@ -134,6 +134,7 @@ def _train(config, workdir, tok):
     return jax.tree.map(np.asarray, trainer.model.params)
 
 
+@pytest.mark.slow  # a whole run of the job
 def test_metrics_and_exact_resume(pieces, tmp_path):
     config, tok, _, _ = pieces
     full = _train(_config(max_steps=6, save_steps=2), str(tmp_path / "full"), tok)
@@ -153,6 +154,7 @@ def test_metrics_and_exact_resume(pieces, tmp_path):
     assert [r["step"] for r in rows] == list(range(1, 7))  # no duplicated steps after the resume
 
 
+@pytest.mark.slow  # a whole run of the job
 def test_a_corrupt_newest_checkpoint_falls_back_to_the_one_before(pieces, tmp_path, caplog):
     config, tok, holder, _ = pieces
     workdir = str(tmp_path / "w")
@@ -168,6 +170,7 @@ def test_a_corrupt_newest_checkpoint_falls_back_to_the_one_before(pieces, tmp_pa
     assert "cannot be restored" in caplog.text and newest in caplog.text
 
 
+@pytest.mark.slow  # a whole run of the job
 def test_kl_iterations_and_online_filtering_run_and_are_logged(pieces, tmp_path):
     """beta > 0 keeps a reference policy (kl logged, and > 0 once the policy moved),
     num_iterations = 2 recomputes the old log-probs once, and online filtering drops the

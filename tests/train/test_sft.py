@@ -206,6 +206,7 @@ def test_one_or_two_micro_batches_give_the_same_step(tok, holder, tmp_path):
 
 # ---- training ------------------------------------------------------------------------------
 
+@pytest.mark.slow  # a whole run of the job
 def test_sft_learns_the_answers_with_the_vision_tower_frozen(trained, holder, tok):
     workdir, trainer, rows = trained
     assert [r["step"] for r in rows] == list(range(1, STEPS + 1))  # sft.num_epochs passes, one step each
@@ -238,6 +239,7 @@ class _Killed(Exception):
     pass
 
 
+@pytest.mark.slow  # a whole run of the job
 def test_a_run_killed_mid_step_resumes_to_the_same_params(trained, tok, holder, tmp_path, monkeypatch):
     """Crash inside step 15 (checkpoint at 10), start again: at step 20 the params and the
     logged losses equal the uninterrupted run's (its step-20 checkpoint), bit for bit, and no
@@ -265,6 +267,7 @@ def test_a_run_killed_mid_step_resumes_to_the_same_params(trained, tok, holder, 
     assert [r["loss"] for r in rows] == [r["loss"] for r in full_rows[:20]]
 
 
+@pytest.mark.slow  # a whole run of the job
 def test_sigterm_mid_step_saves_that_step_exits_and_resumes_to_the_same_params(trained, tok, holder, tmp_path,
                                                                               monkeypatch):
     """SIGTERM inside step 13 (checkpoints every 10): the step finishes, is saved as checkpoint
@@ -410,6 +413,7 @@ def _adam_count(opt_state):
     return max(np.asarray(c).max() for c in counts)
 
 
+@pytest.mark.slow  # a whole run of the job
 def test_grpo_starts_from_the_sft_checkpoint_or_an_hf_folder(trained, holder, tok, tmp_path):
     sft_workdir, done, _ = trained
     sft_params = _host(done.model.params)
@@ -498,6 +502,7 @@ def _assert_export_is(out_dir, params):
         np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.slow  # a whole run of the job
 def test_the_sft_job_writes_an_hf_export_and_a_resumed_run_replaces_it(holder, tmp_path, monkeypatch):
     from transformers import AutoTokenizer
     fresh = lambda config, tok: holder.replace(params=jax.tree.map(jnp.copy, holder.params))  # noqa: E731
@@ -524,6 +529,7 @@ def test_the_sft_job_writes_an_hf_export_and_a_resumed_run_replaces_it(holder, t
     assert [n for n in os.listdir(workdir) if n.startswith("hf_export")] == ["hf_export"]  # nothing left beside
 
 
+@pytest.mark.slow  # a whole run of the job
 def test_the_grpo_job_writes_an_hf_export_of_its_trained_model(holder, tmp_path, monkeypatch):
     trained_params = jax.tree.map(lambda a: a * 2, holder.params)
 
