@@ -38,7 +38,7 @@ def get_config(arg: str | None = None):
     c = recipe.base()
     c.mode = "score"
 
-    c.data.source = "jsonl"  # jsonl | parquet (mmjax.jobs.setup.SOURCES); data.path must be set
+    c.data.source = "jsonl"  # jsonl | parquet (mmjax.jobs.build.SOURCES); data.path must be set
     c.data.task = "qa"  # SPEC 2.3 rows: question, images, solution, task
     c.data.container = "answer"  # SPEC 2.3: the checkers read the <answer> content
     c.data.system_prompt = True  # SPEC 2.3 system prompt: <think> reasoning, <answer> final answer

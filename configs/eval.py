@@ -6,10 +6,12 @@
         --config.eval.benchmarks.mathvista=/data/mathvista/testmini.jsonl
 
 Trained weights instead: `--config.init_from=<training workdir | checkpoint | HF folder>`
-(mmjax.jobs.setup.model); the tokenizer is config.tokenizer's (`qwen2` for a Qwen2.5-VL
+(mmjax.jobs.build.model); the tokenizer is config.tokenizer's (`qwen2` for a Qwen2.5-VL
 checkpoint without model.hf_dir).
 `configs/eval.py:tiny` is a random tiny model with the local tokenizer (recipe.shrink_to_tiny),
-short answers, for smoke tests: give it benchmark files as above.
+short answers, for smoke tests; it needs no files: its mmstar and jigsaw benchmarks are
+"synthetic", a few rows of each format written from synthetic data
+(mmjax.eval.synthetic_benchmarks). Benchmark files given as above replace them.
 
 Benchmark files: JSON lines plus image files, one reader per format, named by the
 benchmark's name (or its part before the first "_"); fields as the public releases name
@@ -43,7 +45,7 @@ def get_config(arg: str | None = None):
     args = recipe.parse_args(arg, "configs/eval.py", HELP, **ARGS)
     c = recipe.base()
     c.mode = "eval"
-    c.tokenizer = "hf"  # the model's own tokenizer, from model.hf_dir (mmjax.jobs.setup.tokenizer)
+    c.tokenizer = "hf"  # the model's own tokenizer, from model.hf_dir (mmjax.jobs.build.tokenizer)
     c.model.dtype = "bfloat16"  # mmjax: inference keeps the released bf16 weights (no fp32 master copy)
     c.model.compute_dtype = "bfloat16"  # mmjax: bf16 matmuls, as the models are served
 
@@ -63,4 +65,7 @@ def get_config(arg: str | None = None):
         c.eval.max_new_tokens = 8
         c.eval.batch_size = 2
         c.eval.progress = False
+        # Rows in the benchmarks' own formats made from synthetic data (mmjax.jobs.build.SYNTHETIC_BENCHMARK).
+        c.eval.benchmarks.mmstar = "synthetic"
+        c.eval.benchmarks.jigsaw = "synthetic"
     return c

@@ -34,7 +34,7 @@ def get_config(arg: str | None = None):
     recipe.visual_jigsaw(c, reward_preset="code" if args.code else "paper")  # SPEC 1.5 / 1.6
     c.max_steps = 800  # SPEC 1.6 (3D)
 
-    c.data.source = "rgbd_folder"  # the only source with depth maps (mmjax.jobs.setup.TASK_SOURCES)
+    c.data.source = "rgbd_folder"  # the only source with depth maps (mmjax.jobs.build.TASK_SOURCES)
     c.data.task = "jigsaw_3d"  # SPEC 1.3
     c.data.jigsaw_points = 6  # SPEC 1.3 default K
     c.data.system_prompt = False  # the jigsaw prompt carries its own format instruction (SPEC 1.4)

@@ -34,7 +34,7 @@ def get_config(arg: str | None = None):
     recipe.visual_jigsaw(c, reward_preset="code" if args.code else "paper")  # SPEC 1.5 / 1.6
     c.max_steps = 1000  # SPEC 1.6 (image)
 
-    c.data.source = "image_folder"  # mmjax.jobs.setup.SOURCES; data.path must be set
+    c.data.source = "image_folder"  # mmjax.jobs.build.SOURCES; data.path must be set
     c.data.task = "jigsaw_image"  # SPEC 1.1
     c.data.jigsaw_rows = 3  # SPEC 1.1 default 3x3 (2x2 in the paper's ablations)
     c.data.jigsaw_cols = 3

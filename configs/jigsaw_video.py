@@ -35,7 +35,7 @@ def get_config(arg: str | None = None):
     recipe.visual_jigsaw(c, reward_preset="code" if args.code else "paper")  # SPEC 1.5 / 1.6
     c.max_steps = 1000  # SPEC 1.6 (video)
 
-    c.data.source = "video_folder"  # mmjax.jobs.setup.SOURCES; data.path must be set
+    c.data.source = "video_folder"  # mmjax.jobs.build.SOURCES; data.path must be set
     c.data.task = "jigsaw_video"  # SPEC 1.2
     c.data.video_clips = 6  # SPEC 1.2 default K (4 in the paper's ablations)
     c.data.video_trim = 0.10  # SPEC 1.2: released code 10% per end (default); paper 5%

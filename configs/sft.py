@@ -53,7 +53,7 @@ def get_config(arg: str | None = None):
     c.sft.answer_format = "plain"  # mmjax (SPEC 2.4 does not say): the solution as the row gives it
     c.sft.max_answer_length = 1024  # SPEC 2.4 max completion 1024; longer answers are skipped, never truncated
 
-    c.data.source = "jsonl"  # jsonl | parquet (mmjax.jobs.setup.SOURCES); data.path must be set
+    c.data.source = "jsonl"  # jsonl | parquet (mmjax.jobs.build.SOURCES); data.path must be set
     c.data.task = "qa"  # SPEC 2.3 rows: question, images, solution, task
     c.data.container = "answer"  # SPEC 2.3: the <answer> container GRPO's checker reads (answer_format think)
     c.data.system_prompt = True  # SPEC 2.3 system prompt, the same prompt GRPO trains on afterwards

@@ -188,7 +188,7 @@ def main(argv):
     except workdir_lock.WorkdirLocked as e:
         _fail(str(e))
     logging.info("mode=%s workdir=%s", config.mode, workdir)
-    from mmjax.jobs.setup import ConfigFieldError
+    from mmjax.jobs.build import ConfigFieldError
     from mmjax.train.preemption import PREEMPTED_EXIT_CODE, Preempted
     with lock:
         try:

@@ -17,7 +17,7 @@ import pytest
 
 from mmjax import config_schema
 from mmjax.config_help import choice_error, help_text
-from mmjax.jobs import recipe
+from mmjax.jobs import build, recipe
 
 MODES = ("", *recipe.MODES)
 
@@ -59,16 +59,14 @@ def test_mode_sections_build_their_dataclasses_default_instances():
     from mmjax.eval.benchmarks import ReadOptions
     from mmjax.eval.metrics import ScoreOptions
     from mmjax.eval.runner import RunnerConfig
-    from mmjax.jobs import eval as eval_job
-    from mmjax.jobs import score as score_job
     c = recipe.base()
     c.mode, c.score = "score", recipe.mode_section("score", "score")
-    assert score_job.configs(c) == (ScoreConfig(), PismLevels(), CmabConfig(), score_job.JobOptions())
+    assert build.score_configs(c) == (ScoreConfig(), PismLevels(), CmabConfig(), build.ScoreJobOptions())
     c.mode, c.eval = "eval", recipe.mode_section("eval", "eval")
-    assert eval_job.read_options(c) == ReadOptions()
-    assert eval_job.score_options(c) == ScoreOptions()
+    assert build.eval_read_options(c) == ReadOptions()
+    assert build.eval_score_options(c) == ScoreOptions()
     # min_vision_rows and bucket_lengths come from config.data; the rest is the eval section's
-    assert eval_job.runner_config(c) == RunnerConfig(min_vision_rows=c.data.min_vision_rows)
+    assert build.eval_runner_config(c) == RunnerConfig(min_vision_rows=c.data.min_vision_rows)
     assert recipe.mode_section("demo", "eval").to_dict() == dataclasses.asdict(recipe.DemoEval())
 
 
@@ -109,15 +107,15 @@ def test_the_dataclasses_check_their_choices_with_the_same_function():
     from mmjax.difficulty.scoring import ScoreConfig
     from mmjax.rl.grpo import GRPOConfig
     from mmjax.train.optim import OptimizerConfig
-    for build, match in [(lambda: GRPOConfig(loss_type="x"), r"loss_type='x': expected one of \('bnpo', "),
-                         (lambda: GRPOConfig(kl_estimator="kl"), r"kl_estimator='kl': expected one of \('k1', "),
-                         (lambda: OptimizerConfig(schedule="step"), r"schedule='step': expected one of \("),
-                         (lambda: ScoreConfig(mask_mode="x"), r"mask_mode='x': expected one of \("),
-                         (lambda: ScoreConfig(methods=("pism", "x")), r"methods=\('pism', 'x'\): 'x' is not one of"),
-                         (lambda: CmabConfig(definition="x"), r"definition='x': expected one of \('code', 'paper'\)"),
-                         (lambda: CmabConfig(mode="x"), r"mode='x': expected one of \('fixed', 'quantile'\)")]:
+    for make, match in [(lambda: GRPOConfig(loss_type="x"), r"loss_type='x': expected one of \('bnpo', "),
+                        (lambda: GRPOConfig(kl_estimator="kl"), r"kl_estimator='kl': expected one of \('k1', "),
+                        (lambda: OptimizerConfig(schedule="step"), r"schedule='step': expected one of \("),
+                        (lambda: ScoreConfig(mask_mode="x"), r"mask_mode='x': expected one of \("),
+                        (lambda: ScoreConfig(methods=("pism", "x")), r"methods=\('pism', 'x'\): 'x' is not one of"),
+                        (lambda: CmabConfig(definition="x"), r"definition='x': expected one of \('code', 'paper'\)"),
+                        (lambda: CmabConfig(mode="x"), r"mode='x': expected one of \('fixed', 'quantile'\)")]:
         with pytest.raises(ValueError, match=match):
-            build()
+            make()
 
 
 def test_check_names_every_field_outside_its_choices_and_skips_absent_ones():

@@ -172,7 +172,7 @@ def test_preflight_skips_the_inputs_a_mode_does_not_read(tmp_path):
 
 def test_preflight_knows_every_source_and_the_score_file_name():
     from mmjax.difficulty import score_file
-    from mmjax.jobs import preflight, setup
-    assert set(preflight.PATH_KINDS) | set(setup.SYNTHETIC_SOURCES) == set(setup.SOURCES)  # these read no path
-    assert not set(preflight.PATH_KINDS) & set(setup.SYNTHETIC_SOURCES)
+    from mmjax.jobs import preflight, build
+    assert set(preflight.PATH_KINDS) | set(build.SYNTHETIC_SOURCES) == set(build.SOURCES)  # these read no path
+    assert not set(preflight.PATH_KINDS) & set(build.SYNTHETIC_SOURCES)
     assert preflight.SCORES == score_file.SCORES

@@ -23,8 +23,7 @@ from jax.experimental.compilation_cache import compilation_cache
 
 from mmjax import config_schema
 from mmjax.jobs import grpo as grpo_job
-from mmjax.jobs import recipe, setup
-from mmjax.jobs import sft as sft_job
+from mmjax.jobs import recipe, build
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RECIPES = sorted(os.path.basename(p)[:-3] for p in glob.glob(os.path.join(ROOT, "configs", "*.py"))
@@ -65,17 +64,15 @@ def _prompts_per_step(c, processes: int) -> int:
 
 def _build_sections(c) -> None:
     """The job-side conversions of every section the recipe's mode reads (each builds its dataclass)."""
-    setup.reward(c)
+    build.reward(c)
     if c.mode in ("grpo", "demo"):
-        setup.grpo_config(c), setup.optimizer_config(c)
+        build.grpo_config(c), build.optimizer_config(c)
     if c.mode == "sft":  # an SFT run's length is its data's sft.num_epochs passes: any count builds it here
-        sft_job.optimizer_config(c, steps=100)
+        build.optimizer_config(c, total_steps=100)
     if c.mode == "score":
-        from mmjax.jobs import score as score_job
-        score_job.configs(c)
+        build.score_configs(c)
     if c.mode == "eval":
-        from mmjax.jobs import eval as eval_job
-        eval_job.read_options(c), eval_job.score_options(c), eval_job.runner_config(c)
+        build.eval_read_options(c), build.eval_score_options(c), build.eval_runner_config(c)
 
 
 @pytest.mark.parametrize("name,arg", CASES, ids=[f"{n}:{a}" for n, a in CASES])
@@ -124,7 +121,7 @@ def test_the_container_is_one_field(name):
     c = _module(name).get_config()
     c.data.container = "boxed"
     assert {o.container for o in c.rewards.options.values()} == {"boxed"}
-    assert {f.keywords["container"] for f in setup.reward(c).fns.values()} == {"boxed"}
+    assert {f.keywords["container"] for f in build.reward(c).fns.values()} == {"boxed"}
 
 
 # ---- recipe arguments: typed, as big_vision's parse_arg ---------------------------------------
@@ -162,18 +159,18 @@ def test_arguments_are_typed_by_their_defaults():
 def test_setup_errors_name_the_field(tmp_path):
     c = _module("jigsaw_3d").get_config()
     c.data.source = "video_folder"
-    with pytest.raises(setup.ConfigFieldError, match=r"data.task='jigsaw_3d' needs config.data.source"):
-        setup.transforms(c.data, None, None)
+    with pytest.raises(build.ConfigFieldError, match=r"data.task='jigsaw_3d' needs config.data.source"):
+        build.transforms(c.data, None, None)
     c = _module("jigsaw_video").get_config()
     c.data.path = str(tmp_path)  # a folder without videos
-    with pytest.raises(setup.ConfigFieldError, match=r"config.data.path=.*video_folder.*no video files"):
-        setup.source(c.data)
+    with pytest.raises(build.ConfigFieldError, match=r"config.data.path=.*video_folder.*no video files"):
+        build.source(c.data)
     c.data.path = str(tmp_path / "x.mp4")
-    with pytest.raises(setup.ConfigFieldError, match=r"needs config.data.path to be a folder"):
-        setup.source(c.data)
+    with pytest.raises(build.ConfigFieldError, match=r"needs config.data.path to be a folder"):
+        build.source(c.data)
     c.data.video_trim = 0.5
-    with pytest.raises(setup.ConfigFieldError, match=r"config.data.*trim"):
-        setup.transforms(c.data, None, None)
+    with pytest.raises(build.ConfigFieldError, match=r"config.data.*trim"):
+        build.transforms(c.data, None, None)
 
 
 # ---- `tiny`: each full-scale recipe as written, at laptop scale ---------------------------------
@@ -189,7 +186,8 @@ SCALE_FIELDS = {
     "score.ratios", "score.attempts", "score.max_new_tokens", "score.sampler_batch", "score.cmab_batch",
     "score.host_threads", "score.progress", "score.cmab.definition", "score.cmab.layer",
 }
-EVAL_TINY = {"model.attention", "eval.max_new_tokens", "eval.batch_size", "eval.progress"}
+EVAL_TINY = {"model.attention", "eval.max_new_tokens", "eval.batch_size", "eval.progress",
+             "eval.benchmarks"}  # one field (a dict): its mmstar and jigsaw files become "synthetic"
 
 
 def _flat(c) -> dict:
@@ -205,10 +203,10 @@ def test_tiny_is_the_recipe_at_laptop_scale(name):
     assert changed <= SCALE_FIELDS | (EVAL_TINY if name == "eval" else set()), changed - SCALE_FIELDS
     assert (tiny.tokenizer, tiny.model.preset, tiny.model.hf_dir) == ("tiny", "tiny", "")
     assert (tiny.mesh.data, tiny.mesh.fsdp, tiny.mesh.tensor) == (1, 1, 1)
-    assert tiny.data.source in setup.SYNTHETIC_SOURCES and not tiny.data.path
+    assert tiny.data.source in build.SYNTHETIC_SOURCES and not tiny.data.path
     assert tiny.data.task == full.data.task  # the task's own format
-    if tiny.data.task in setup.TASK_SOURCES:
-        assert tiny.data.source in setup.TASK_SOURCES[tiny.data.task]
+    if tiny.data.task in build.TASK_SOURCES:
+        assert tiny.data.source in build.TASK_SOURCES[tiny.data.task]
 
 
 # ---- two GRPO steps per recipe, by its `tiny` argument -----------------------------------------
@@ -258,7 +256,7 @@ def shared_compiles(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def tok():
-    return setup.tokenizer(recipe.base())  # the tiny tokenizer, shared by every run
+    return build.tokenizer(recipe.base())  # the tiny tokenizer, shared by every run
 
 
 @pytest.mark.slow  # a whole run of the job
@@ -278,7 +276,7 @@ def test_two_grpo_steps(name, arg, tok, shared_compiles, tmp_path):
     # again from the same config: each prompt counts once per completion (G), each completion
     # its own length (N x G x the logged mean length).
     g, n = c.grpo.num_generations, c.data.batch_size * c.gradient_accumulation_steps
-    batches = iter(setup.dataset(c, tok, trainer.model))
+    batches = iter(build.dataset(c, tok, trainer.model))
     total = 0
     for r in rows:
         prompt_tokens = sum(int(np.asarray(next(batches)["attention_mask"]).sum())
@@ -302,17 +300,17 @@ def test_the_tiny_recipes_of_the_other_jobs_run_from_the_command_line(tmp_path):
 
 _MESH_CHECK = textwrap.dedent("""
     import os
-    os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=8"
+    os.environ["XLA_FLAGS"] = os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
     import json, sys
     sys.path.insert(0, os.getcwd())
     import jax
     from configs import jigsaw_image
-    from mmjax.jobs import setup
+    from mmjax.jobs import build
     c = jigsaw_image.get_config("tpu,tiny")
     c.mesh.data, c.mesh.fsdp, c.mesh.tensor = 1, -1, 1  # the TPU layout's axes, on 8 host devices
-    holder = setup.model(c, setup.tokenizer(c))
-    lm = holder.params["language_model"]
-    out = {"devices": jax.device_count(), "mesh": dict(holder.mesh.shape)}
+    model = build.model(c, build.tokenizer(c), build.mesh(c))
+    lm = model.params["language_model"]
+    out = {"devices": jax.device_count(), "mesh": dict(model.mesh.shape)}
     for name, leaf in [("embedding", lm["embed_tokens"]["embedding"]),
                        ("gate_proj", lm["layers_0"]["mlp"]["gate_proj"]["kernel"])]:
         out[name] = {"shape": list(leaf.shape), "spec": [str(s) for s in leaf.sharding.spec],

@@ -1,4 +1,4 @@
-"""One run per workdir (mmjax.jobs.workdir_lock): a second run is refused naming the holder, a
+"""One run per workdir (mmjax.jobs.workdir_lock): a second run is refused naming the owner, a
 stale lock is taken over with a warning, and two real CLI runs on one workdir do not mix."""
 
 import json
@@ -21,12 +21,12 @@ def _lock_path(workdir) -> str:
     return os.path.join(workdir, wl.LOCK_NAME)
 
 
-def _write_holder(workdir, **fields) -> dict:
+def _write_owner(workdir, **fields) -> dict:
     """A lock file as another run would have left it: this process's details, then `fields`."""
-    holder = {**wl.describe_this_process("grpo", ["mmjax.main", "--other"]), **fields}
+    owner = {**wl.describe_this_process("grpo", ["mmjax.main", "--other"]), **fields}
     with open(_lock_path(workdir), "w") as f:
-        json.dump(holder, f)
-    return holder
+        json.dump(owner, f)
+    return owner
 
 
 def _read_lock(workdir) -> dict:
@@ -53,7 +53,7 @@ def test_released_on_an_exception(tmp_path):
     assert not os.path.exists(_lock_path(tmp_path))
 
 
-def test_a_second_acquire_is_refused_naming_the_holder(tmp_path):
+def test_a_second_acquire_is_refused_naming_the_owner(tmp_path):
     with wl.acquire(str(tmp_path), mode="grpo") as first:
         with pytest.raises(wl.WorkdirLocked) as err:
             wl.acquire(str(tmp_path), force=True)  # force does not take a lock whose process is alive here
@@ -66,7 +66,7 @@ def test_a_second_acquire_is_refused_naming_the_holder(tmp_path):
 
 
 def test_a_lock_whose_pid_is_gone_is_taken_over_with_a_warning(tmp_path, caplog):
-    _write_holder(tmp_path, pid=NO_SUCH_PID)
+    _write_owner(tmp_path, pid=NO_SUCH_PID)
     with caplog.at_level(logging.WARNING, logger=wl.__name__):
         with wl.acquire(str(tmp_path)) as lock:
             assert _read_lock(tmp_path)["token"] == lock.content["token"]
@@ -76,7 +76,7 @@ def test_a_lock_whose_pid_is_gone_is_taken_over_with_a_warning(tmp_path, caplog)
 def test_a_killed_run_not_yet_reaped_is_gone(tmp_path, caplog):
     proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
     try:
-        _write_holder(tmp_path, pid=proc.pid, pid_start_ticks=wl.process_start_ticks(proc.pid))
+        _write_owner(tmp_path, pid=proc.pid, pid_start_ticks=wl.process_start_ticks(proc.pid))
         with pytest.raises(wl.WorkdirLocked, match=f"pid {proc.pid} "):
             wl.acquire(str(tmp_path))  # alive
         proc.kill()
@@ -94,8 +94,8 @@ def test_a_killed_run_not_yet_reaped_is_gone(tmp_path, caplog):
 
 
 def test_a_reused_pid_with_another_start_time_is_taken_over(tmp_path, caplog):
-    # The pid is alive (it is ours) but its process started at another time than the holder's.
-    _write_holder(tmp_path, pid=os.getpid(), pid_start_ticks=wl.process_start_ticks(os.getpid()) - 1)
+    # The pid is alive (it is ours) but its process started at another time than the owner's.
+    _write_owner(tmp_path, pid=os.getpid(), pid_start_ticks=wl.process_start_ticks(os.getpid()) - 1)
     with caplog.at_level(logging.WARNING, logger=wl.__name__):
         with wl.acquire(str(tmp_path)) as lock:
             assert _read_lock(tmp_path)["token"] == lock.content["token"]
@@ -103,7 +103,7 @@ def test_a_reused_pid_with_another_start_time_is_taken_over(tmp_path, caplog):
 
 
 def test_a_lock_from_before_a_reboot_is_taken_over(tmp_path, caplog):
-    _write_holder(tmp_path, boot_id="00000000-0000-0000-0000-000000000000")
+    _write_owner(tmp_path, boot_id="00000000-0000-0000-0000-000000000000")
     with caplog.at_level(logging.WARNING, logger=wl.__name__):
         with wl.acquire(str(tmp_path)):
             pass
@@ -111,13 +111,13 @@ def test_a_lock_from_before_a_reboot_is_taken_over(tmp_path, caplog):
 
 
 def test_a_lock_from_another_host_is_refused_and_force_takes_it(tmp_path, caplog):
-    holder = _write_holder(tmp_path, host="other-host.example", pid=NO_SUCH_PID)  # its pid means nothing here
+    owner = _write_owner(tmp_path, host="other-host.example", pid=NO_SUCH_PID)  # its pid means nothing here
     with pytest.raises(wl.WorkdirLocked) as err:
         wl.acquire(str(tmp_path))
     message = str(err.value)
-    assert f"pid {NO_SUCH_PID} on host other-host.example, started {holder['started']}" in message
+    assert f"pid {NO_SUCH_PID} on host other-host.example, started {owner['started']}" in message
     assert "--config.force_unlock=True" in message and "\n" not in message
-    assert _read_lock(tmp_path)["token"] == holder["token"]
+    assert _read_lock(tmp_path)["token"] == owner["token"]
     with caplog.at_level(logging.WARNING, logger=wl.__name__):
         with wl.acquire(str(tmp_path), force=True) as lock:
             assert _read_lock(tmp_path)["token"] == lock.content["token"]
@@ -135,14 +135,14 @@ def test_a_lock_file_that_is_not_json_is_refused_unless_forced(tmp_path):
 
 def test_release_leaves_a_successors_lock_alone(tmp_path):
     lock = wl.acquire(str(tmp_path))
-    successor = _write_holder(tmp_path, host="other-host.example")  # took it over, e.g. with force_unlock
+    successor = _write_owner(tmp_path, host="other-host.example")  # took it over, e.g. with force_unlock
     lock.release()
     assert _read_lock(tmp_path) == successor
 
 
 def test_only_process_0_takes_the_lock(tmp_path):
     config = ml_collections.ConfigDict({"mode": "grpo", "force_unlock": False})
-    other = _write_holder(tmp_path, host="other-host.example")
+    other = _write_owner(tmp_path, host="other-host.example")
     with wl.hold(str(tmp_path), config, process_index=1):  # would be refused as process 0
         assert _read_lock(tmp_path) == other
     os.remove(_lock_path(tmp_path))
@@ -184,7 +184,7 @@ except wl.WorkdirLocked as e:
 
 
 def test_of_several_processes_racing_for_a_stale_lock_exactly_one_wins(tmp_path):
-    _write_holder(tmp_path, pid=NO_SUCH_PID)
+    _write_owner(tmp_path, pid=NO_SUCH_PID)
     go = time.time() + 2
     procs = [subprocess.Popen([sys.executable, "-c", _CONTENDER, str(tmp_path), str(go)], cwd=ROOT,
                               stdout=subprocess.PIPE, text=True) for _ in range(6)]
@@ -208,7 +208,7 @@ ARGS = ["--config", "configs/demo.py", "--config.mode=grpo", "--config.max_steps
 
 
 @pytest.mark.slow  # one 3-step GRPO run: 30-90 s on 2 shared cores, most of it compiling
-def test_a_second_run_on_a_busy_workdir_exits_2_naming_the_holder(tmp_path):
+def test_a_second_run_on_a_busy_workdir_exits_2_naming_the_owner(tmp_path):
     workdir = tmp_path / "w"
     command = [sys.executable, "-m", "mmjax.main", *ARGS, "--workdir", str(workdir)]
     first = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)

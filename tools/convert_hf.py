@@ -21,7 +21,7 @@ import numpy as np
 
 from mmjax.models.qwen2_5_vl import hf
 from mmjax.models.qwen2_5_vl.config import Qwen25VLConfig
-from mmjax.models.qwen2_5_vl.holder import SIDE_FILES
+from mmjax.models.qwen2_5_vl.api import SIDE_FILES
 from mmjax.train import checkpoints
 
 DTYPES = ("bfloat16", "float32", "float16")

@@ -26,7 +26,7 @@ import numpy as np
 from flax import traverse_util
 
 from mmjax.models.qwen2_5_vl import CheckpointError, hf
-from mmjax.models.qwen2_5_vl.holder import SIDE_FILES
+from mmjax.models.qwen2_5_vl.api import SIDE_FILES
 from mmjax.train import checkpoints
 
 

@@ -41,7 +41,9 @@ def photo(name: str) -> np.ndarray:
     return getattr(skimage.data, name)()
 
 
-def _background(rng: np.random.Generator, size: tuple[int, int], kind: str) -> np.ndarray:
+def background(rng: np.random.Generator, size: tuple[int, int], kind: str) -> np.ndarray:
+    """A (height, width, 3) uint8 background: "plain" (one random colour) or "photos" (a random
+    bundled photo, scaled to cover `size` and cropped at a random place); drawn from `rng`."""
     height, width = size
     if kind == "plain":
         colour = rng.integers(90, 200, size=3)
@@ -67,7 +69,12 @@ class Shape:
     radius: int
 
 
-def _place_shapes(rng: np.random.Generator, size: tuple[int, int], count: int) -> list[Shape]:
+def place_shapes(rng: np.random.Generator, size: tuple[int, int], count: int) -> list[Shape]:
+    """Up to `count` shapes of random kind and colour inside a `size` image, none overlapping.
+
+    Radius min(size) // 12 (at least 6), centres at least 2.2 radii apart; drawn from `rng` by
+    rejection sampling, so fewer than `count` come back only when they do not fit.
+    """
     height, width = size
     radius = max(6, min(height, width) // 12)
     shapes: list[Shape] = []
@@ -140,9 +147,9 @@ class ShapesVqaSource:
         if not 0 <= index < self.num_samples:
             raise IndexError(index)
         rng = record_rng(self.seed, 0, index)
-        image = _background(rng, self.size, self.background)
+        image = background(rng, self.size, self.background)
         low, high = self.shapes_per_image
-        shapes = _place_shapes(rng, self.size, int(rng.integers(low, high + 1)))
+        shapes = place_shapes(rng, self.size, int(rng.integers(low, high + 1)))
         question, solution, task = shapes_question(rng, shapes, self.size[1])
         return {
             "id": f"shapes-{index}", "where": f"ShapesVqaSource(seed={self.seed})[{index}]",
@@ -181,7 +188,7 @@ class ColourChoiceSource:
         question, solution = _choice(self.QUESTION, list(COLOURS), colour)
         return {
             "id": f"colour-{self.seed}-{index}", "where": f"ColourChoiceSource(seed={self.seed})[{index}]",
-            "images": [draw_shapes(_background(rng, self.size, self.background), [shape])], "videos": [],
+            "images": [draw_shapes(background(rng, self.size, self.background), [shape])], "videos": [],
             "messages": None, "prompt": "<image>" + question, "solution": solution, "task": "choice",
             "extra": {"colour": colour},
         }

@@ -35,6 +35,7 @@ from mmjax.data.batching import arrays
 from mmjax.data.skips import DataError, SkipCounter, Skipped, skip_or_raise
 from mmjax.difficulty import cmab as cmab_lib
 from mmjax.difficulty import pism as pism_lib
+from mmjax.models import batched_generation as batched
 from mmjax.models import sampler
 from mmjax.models.sampling import SamplingParams
 from mmjax.processing.image import preprocess_images
@@ -147,7 +148,7 @@ def mesh_rows(mesh) -> int:
 class Scorer:
     """Scores batches of task samples; one record (score_file.COLUMNS) per usable sample.
 
-    holder: the model (`mmjax.models.qwen2_5_vl` holder: .module, .params, .config, .mesh);
+    model: a `mmjax.models.qwen2_5_vl.Qwen2_5_VL` (.module, .params, .config);
     decode: token ids -> text; process: `mmjax.data.batching.ProcessSample` (tokens and
     pixels of the clean sample); batcher: `mmjax.data.batching.Batcher` (prompts -> model
     batch); reward: texts, targets, task=... -> RewardOutput (`mmjax.rewards.combine`).
@@ -182,17 +183,17 @@ class Scorer:
     stops after its first failing ratio; its later ratios hold `pism.NOT_RUN`.
     """
 
-    def __init__(self, holder, decode: Callable[[Sequence[int]], str], process, batcher, reward,
+    def __init__(self, model, decode: Callable[[Sequence[int]], str], process, batcher, reward,
                  config: ScoreConfig = ScoreConfig(), pism_levels: pism_lib.PismLevels = pism_lib.PismLevels(),
                  cmab_config: cmab_lib.CmabConfig = cmab_lib.CmabConfig(), *, eos_token_ids: Sequence[int],
                  pad_token_id: int, allowed_token_ids: Sequence[int] | None = None, seed: int = 0,
                  strict: bool = False, skips: SkipCounter | None = None):
-        self.holder, self.decode, self.process, self.batcher, self.reward = holder, decode, process, batcher, reward
+        self.model, self.decode, self.process, self.batcher, self.reward = model, decode, process, batcher, reward
         self.cfg, self.pism_levels, self.cmab_cfg = config, pism_levels, cmab_config
         self.eos, self.pad, self.allowed = tuple(eos_token_ids), int(pad_token_id), allowed_token_ids
         self.seed, self.strict = int(seed), strict
         self.skips = skips if skips is not None else SkipCounter()
-        self.num_layers = holder.config.text.num_hidden_layers
+        self.num_layers = model.config.text.num_hidden_layers
         if "cmab" in config.methods:
             cmab_lib.check_layer(cmab_config.layer, self.num_layers)
             if cmab_config.definition == "paper" and self.num_layers < 3:
@@ -201,18 +202,16 @@ class Scorer:
             if self.num_layers < 3:
                 log.warning("CMAB: the model has %d decoder layers; the `paper` score (layers 2..L-1) is "
                             "undefined and recorded as NaN, levels use `code`", self.num_layers)
-        rows = mesh_rows(holder.mesh)
+        rows = mesh_rows(model.mesh)
         k = config.attempts
         self.prompts_single = _round_up(config.sampler_batch, rows)           # num_generations = 1
         self.prompts_shared = _round_up(max(1, config.sampler_batch // k), rows)  # num_generations = K
         self.prompts_cmab = _round_up(config.cmab_batch, rows)
         self._pool = concurrent.futures.ThreadPoolExecutor(config.host_threads)
-        self._builder = concurrent.futures.ThreadPoolExecutor(1)  # the next sub-batch, while the device works
         self.calls = 0  # sampler calls made (for the benchmark and tests)
 
     def close(self) -> None:
         self._pool.shutdown()
-        self._builder.shutdown()
 
     # ---- the batch ------------------------------------------------------------------------
 
@@ -332,21 +331,18 @@ class Scorer:
     def _generate(self, slots, requests: list[_Request], prompts: int, generations: int,
                   sampling: SamplingParams, capture: str | None, kind: int):
         """Yields (requests of the sub-batch, its Rollout) for fixed-size sub-batches of `requests`."""
-        chunks = [requests[i:i + prompts] for i in range(0, len(requests), prompts)]
-        if not chunks:
-            return
-        cache: dict[tuple[int, int], list[np.ndarray]] = {}
-        pending = self._builder.submit(self._build, slots, chunks[0], prompts, cache)
-        for index, chunk in enumerate(chunks):
-            batch = pending.result()
-            if index + 1 < len(chunks):
-                pending = self._builder.submit(self._build, slots, chunks[index + 1], prompts, cache)
-            rollout = sampler.generate(
-                self.holder.module, self.holder.params, batch, max_new_tokens=self.cfg.max_new_tokens,
+        cache: dict[tuple[int, int], list[np.ndarray]] = {}  # only the build thread touches it
+
+        def generate(_, chunk, batch):
+            return sampler.generate(
+                self.model.module, self.model.params, batch, max_new_tokens=self.cfg.max_new_tokens,
                 sampling=sampling, num_generations=generations, seed=self.seed,
                 row_seeds=self._row_seeds(slots, chunk, prompts, generations, kind),
                 eos_token_ids=self.eos, pad_token_id=self.pad, allowed_token_ids=self.allowed,
-                capture=capture, mesh=self.holder.mesh, bucket_lengths=self.batcher.bucket_lengths)
+                capture=capture, mesh=self.model.mesh, bucket_lengths=self.batcher.bucket_lengths)
+
+        for _, chunk, rollout in batched.generate_batches(
+                batched.chunks(requests, prompts), lambda chunk: self._build(slots, chunk, prompts, cache), generate):
             self.calls += 1
             yield chunk, rollout
 
@@ -375,8 +371,7 @@ class Scorer:
             clean = slots[req.slot].processed
             inputs = clean["inputs"] if pv is None else {**clean["inputs"], "pixel_values": pv}
             processed.append({"inputs": inputs, "meta": clean["meta"]})
-        processed += [processed[-1]] * (prompts - len(processed))
-        return arrays(self.batcher(processed))
+        return arrays(self.batcher(batched.pad_rows(processed, prompts)))
 
     def _variants(self, slots, req: _Request, cache) -> list[np.ndarray]:
         """Masked copies [1, A, H, W, C] of each image of the request's sample at its ratio."""

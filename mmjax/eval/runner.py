@@ -7,7 +7,8 @@ batch to a bucketed prompt length and vision size (`mmjax.processing.buckets`), 
 compiles the sampler for a handful of shapes. Decoding is greedy unless a temperature is
 set (`SamplingParams`); row n of batch b samples with seed `seed + b`.
 
-Images are decoded batch by batch, not all up front: a benchmark's images need not fit in
+Images are decoded batch by batch (the next one on a host thread while the device samples,
+`mmjax.models.batched_generation`), not all up front: a benchmark's images need not fit in
 memory. A failure on an item (an unreadable image, a prompt the processor refuses) raises
 `BenchmarkError` naming its file and line.
 """
@@ -25,6 +26,7 @@ from mmjax.data import batching
 from mmjax.data import images as images_lib
 from mmjax.data.skips import DataError
 from mmjax.eval.benchmarks import BenchmarkError, Item
+from mmjax.models import batched_generation as batched
 from mmjax.models import sampler
 from mmjax.models.sampling import SamplingParams
 from mmjax.processing import ImageProcessorConfig, special_token_ids
@@ -66,13 +68,13 @@ Render = Callable[[Item, list[np.ndarray]], dict[str, Any]]
 class Runner:
     """Answers of one model to lists of items (one `run` per benchmark)."""
 
-    def __init__(self, holder, tok, image_cfg: ImageProcessorConfig, cfg: RunnerConfig = RunnerConfig()):
-        self.holder, self.tok, self.cfg = holder, tok, cfg
+    def __init__(self, model, tok, image_cfg: ImageProcessorConfig, cfg: RunnerConfig = RunnerConfig()):
+        self.model, self.tok, self.cfg = model, tok, cfg
         ids = special_token_ids(tok)
         self.eos, self.pad = tuple(ids.eos_token_ids), int(ids.pad_token_id)
         self.process = batching.ProcessSample(tok, image_cfg=image_cfg, token_ids=ids, strict=True,
-                                              tokens_per_second=holder.config.vision.tokens_per_second)
-        spec = holder.config.input_spec(min_vision_rows=cfg.min_vision_rows, max_pixels=image_cfg.max_pixels)
+                                              tokens_per_second=model.config.vision.tokens_per_second)
+        spec = model.config.input_spec(min_vision_rows=cfg.min_vision_rows, max_pixels=image_cfg.max_pixels)
         self.batcher = batching.Batcher(pad_id=self.pad, spec=spec, bucket_lengths=cfg.bucket_lengths)
         self.sampling = SamplingParams(cfg.temperature, cfg.top_p)
 
@@ -82,29 +84,26 @@ class Runner:
 
         order = sorted(range(len(items)), key=lambda i: _shape_key(items[i]))
         out: list[Generation | None] = [None] * len(items)
-        size = self.cfg.batch_size
+
+        def build(chunk: list[int]) -> dict[str, Any]:
+            processed = [self._processed(items[i], render) for i in chunk]
+            return batching.arrays(self.batcher(batched.pad_rows(processed, self.cfg.batch_size)))
+
+        def generate(number: int, _, batch: dict[str, Any]):
+            model = self.model
+            return sampler.generate(model.module, model.params, batch, max_new_tokens=self.cfg.max_new_tokens,
+                                    sampling=self.sampling, seed=self.cfg.seed + number, eos_token_ids=self.eos,
+                                    pad_token_id=self.pad, mesh=model.mesh, bucket_lengths=self.cfg.bucket_lengths)
+
         with tqdm(total=len(items), desc=desc or None, unit="q", disable=not self.cfg.progress) as bar:
-            for b, start in enumerate(range(0, len(order), size)):
-                chunk = order[start:start + size]
-                for i, generation in zip(chunk, self._batch([items[i] for i in chunk], render, b)):
-                    out[i] = generation
+            for _, chunk, rollout in batched.generate_batches(batched.chunks(order, self.cfg.batch_size),
+                                                              build, generate):
+                answers = rollout.completion_ids()  # without the stop token: it is not text
+                for row, i in enumerate(chunk):  # the padding copies' rows are dropped
+                    out[i] = Generation(self.tok.decode(answers[row]), int(rollout.lengths[row]),
+                                        bool(rollout.stopped[row]))
                 bar.update(len(chunk))
         return out
-
-    def _batch(self, items: list[Item], render: Render, number: int) -> list[Generation]:
-        processed = [self._processed(item, render) for item in items]
-        processed += [processed[-1]] * (self.cfg.batch_size - len(processed))  # same rows every batch
-        batch = self.batcher(processed)
-        holder = self.holder
-        rollout = sampler.generate(holder.module, holder.params, batching.arrays(batch),
-                                   max_new_tokens=self.cfg.max_new_tokens, sampling=self.sampling,
-                                   seed=self.cfg.seed + number, eos_token_ids=self.eos, pad_token_id=self.pad,
-                                   mesh=holder.mesh, bucket_lengths=self.cfg.bucket_lengths)
-        generations, answers = [], rollout.completion_ids()  # without the stop token: it is not text
-        for row in range(len(items)):
-            n, stopped = int(rollout.lengths[row]), bool(rollout.stopped[row])
-            generations.append(Generation(self.tok.decode(answers[row]), n, stopped))
-        return generations
 
     def _processed(self, item: Item, render: Render) -> dict[str, Any]:
         decoded = []

@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import time
@@ -17,27 +18,35 @@ import numpy as np
 
 from mmjax.data.batching import arrays
 from mmjax.jobs import grpo as grpo_job
-from mmjax.jobs import setup
+from mmjax.jobs import build
 from mmjax.models import qwen2_5_vl, sampler
+from mmjax.models.batched_generation import generate_batches
 from mmjax.train import checkpoints
 from mmjax.train.metrics import read_metrics
 
 
-def evaluate(holder, data, reward, decode, *, num_batches: int, allowed_token_ids, max_new_tokens: int,
+def evaluate(model, data, reward, decode, *, num_batches: int, allowed_token_ids, max_new_tokens: int,
              blank_images: bool = False, bucket_lengths=None) -> float:
     """Mean reward of greedy answers over `num_batches` batches (images zeroed if blank_images)."""
-    scores = []
-    iterator = iter(data)
-    for _ in range(num_batches):
-        batch = next(iterator)
+
+    def device_batch(batch):
         device = arrays(batch)
         if blank_images and device["image"] is not None:  # zero pixels = the mean image after normalising
             device = {**device, "image": {**device["image"],
                                           "pixel_values": np.zeros_like(device["image"]["pixel_values"])}}
-        out = sampler.generate(holder.module, holder.params, device, max_new_tokens=max_new_tokens,
-                               allowed_token_ids=allowed_token_ids, bucket_lengths=bucket_lengths)
+        return device
+
+    def generate(_, __, device):
+        return sampler.generate(model.module, model.params, device, max_new_tokens=max_new_tokens,
+                                allowed_token_ids=allowed_token_ids, bucket_lengths=bucket_lengths)
+
+    scores, seen = [], 0
+    for _, batch, out in generate_batches(itertools.islice(data, num_batches), device_batch, generate):
         texts = [decode(ids) for ids in out.completion_ids()]
         scores += reward(texts, batch["meta"]["solution"], task=batch["meta"]["task"]).total
+        seen += 1
+    if seen < num_batches:
+        raise ValueError(f"the held-out data has {seen} batches, fewer than num_batches={num_batches}")
     return float(np.mean(scores))
 
 
@@ -81,19 +90,19 @@ def _report(workdir: str, before: dict, after: dict, chance: float, seconds: flo
 
 def run(config, workdir: str) -> dict:
     t0 = time.perf_counter()
-    setup.write_resolved_config(config, workdir)
-    tok = setup.tokenizer(config)
+    build.write_resolved_config(config, workdir)
+    tok = build.tokenizer(config)
     trainer = grpo_job.build_trainer(config, workdir, tok=tok)
     grpo = trainer.objective
-    held_out = setup.dataset(config, tok, trainer.model, seed_offset=config.eval.seed_offset, num_epochs=1,
+    held_out = build.dataset(config, tok, trainer.model, seed_offset=config.eval.seed_offset, num_epochs=1,
                              shuffle=False)
-    allowed = setup.allowed_token_ids(config, tok)
+    allowed = build.allowed_token_ids(config, tok)
     kw = dict(num_batches=config.eval.num_batches, allowed_token_ids=allowed,
               max_new_tokens=config.grpo.max_completion_length, bucket_lengths=grpo.bucket_lengths)
 
-    def both(holder):
-        return {"images": evaluate(holder, held_out, grpo.reward, tok.decode, **kw),
-                "blank": evaluate(holder, held_out, grpo.reward, tok.decode, blank_images=True, **kw)}
+    def both(model):
+        return {"images": evaluate(model, held_out, grpo.reward, tok.decode, **kw),
+                "blank": evaluate(model, held_out, grpo.reward, tok.decode, blank_images=True, **kw)}
 
     n_params = sum(x.size for x in jax.tree.leaves(trainer.model.params))
     print(f"model: {config.model.preset or config.model.hf_dir} {n_params / 1e6:.2f} M params on {jax.devices()}")
@@ -105,7 +114,7 @@ def run(config, workdir: str) -> dict:
     chance = 1.0 / max(1, len(config.sample.allowed_tokens) or 4)
     print(_report(workdir, before, after, chance, time.perf_counter() - t0))
 
-    out_dir = checkpoints.export_hf(workdir, trainer.model, savers=(tok, setup.image_config(config)))
+    out_dir = checkpoints.export_hf(workdir, trainer.model, savers=(tok, build.image_config(config)))
     again = qwen2_5_vl.load_hf(out_dir, progress=False)
     same = all(np.array_equal(np.asarray(a), np.asarray(b))
                for a, b in zip(jax.tree.leaves(again.params), jax.tree.leaves(trainer.model.params)))

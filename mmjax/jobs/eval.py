@@ -3,7 +3,7 @@
 1. read and check every benchmark file of `config.eval.benchmarks` (formats:
    `mmjax.eval.benchmarks`), before any model is loaded: a missing file or a malformed row
    stops the job with the file and line (rows are never skipped: that would change a score);
-2. load the model (`mmjax.jobs.setup.model`): `config.init_from` if set (a training workdir,
+2. load the model (`mmjax.jobs.build.model`): `config.init_from` if set (a training workdir,
    a checkpoint or an HF folder), else `model.hf_dir`, else a random `model.preset`;
 3. per benchmark, answer every question (`mmjax.eval.runner`: greedy unless
    `eval.temperature` > 0) and score the answers (`mmjax.eval.metrics`);
@@ -22,66 +22,9 @@ from typing import Any
 from mmjax.eval import benchmarks as bench_lib
 from mmjax.eval import metrics as metrics_lib
 from mmjax.eval import runner as runner_lib
-from mmjax.jobs import setup
+from mmjax.jobs import build
 
 RESULTS_JSON, RESULTS_MD = "results.json", "results.md"
-
-
-# ---- config -> pieces ----------------------------------------------------------------------
-
-def benchmark_files(config) -> dict[str, str]:
-    """Benchmark name -> file, for every name given a path (an empty path = not run)."""
-    named = {name: str(path) for name, path in config.eval.benchmarks.items() if path}
-    if not named:
-        raise setup.ConfigFieldError(
-            f"config.eval.benchmarks: no benchmark file given; set one of {sorted(config.eval.benchmarks)}, e.g. "
-            "--config.eval.benchmarks.mmstar=/data/mmstar.jsonl")
-    for name in named:
-        try:
-            bench_lib.format_of(name)
-        except bench_lib.BenchmarkError as e:
-            raise setup.ConfigFieldError(f"config.eval.benchmarks.{name}: {e}") from None
-    return named
-
-
-def read_options(config) -> bench_lib.ReadOptions:
-    e = config.eval
-    return bench_lib.ReadOptions(data_root=e.data_root or None, jigsaw_rows=e.jigsaw_rows, jigsaw_cols=e.jigsaw_cols,
-                                 seed=e.seed, container=e.container, limit=e.limit)
-
-
-def score_options(config) -> metrics_lib.ScoreOptions:
-    e = config.eval
-    return metrics_lib.ScoreOptions(container=e.container, math_timeout_seconds=e.math_timeout_seconds,
-                                    math_workers=e.math_workers, ocr_min_ratio=e.ocr_min_ratio,
-                                    ocr_allow_substring=e.ocr_allow_substring, jigsaw_think=e.jigsaw_think)
-
-
-def runner_config(config) -> runner_lib.RunnerConfig:
-    e, d = config.eval, config.data
-    try:
-        return runner_lib.RunnerConfig(batch_size=e.batch_size, max_new_tokens=e.max_new_tokens,
-                                       temperature=e.temperature, top_p=e.top_p, seed=e.seed,
-                                       min_vision_rows=d.min_vision_rows,
-                                       bucket_lengths=tuple(d.bucket_lengths) or None, progress=e.progress)
-    except ValueError as err:
-        raise setup.ConfigFieldError(f"config.eval: {err}") from None
-
-
-def read_all(config) -> dict[str, list[bench_lib.Item]]:
-    """Every benchmark's checked items; the first bad file or row raises ConfigFieldError naming it."""
-    opts, out = read_options(config), {}
-    for name, path in benchmark_files(config).items():
-        try:
-            out[name] = bench_lib.read_benchmark(name, path, opts)
-        except bench_lib.BenchmarkError as e:
-            raise setup.ConfigFieldError(f"config.eval.benchmarks.{name}: {e}") from None
-    return out
-
-
-def load_model(config, tok):
-    """The model to evaluate: config.init_from's weights if set, else model.hf_dir / the preset."""
-    return setup.model(config, tok)  # init_from: a training workdir, a checkpoint or an HF folder
 
 
 # ---- outputs ---------------------------------------------------------------------------------
@@ -139,18 +82,18 @@ def write_results(out_dir: str, results: dict[str, dict[str, Any]], header: dict
 # ---- the job ---------------------------------------------------------------------------------
 
 def run(config, workdir: str) -> dict[str, dict[str, Any]]:
-    setup.write_resolved_config(config, workdir)
-    items = read_all(config)  # every file checked before the (slow) model load
-    opts, scoring, run_cfg = read_options(config), score_options(config), runner_config(config)
-    tok = setup.tokenizer(config)
-    holder = load_model(config, tok)
-    runner = runner_lib.Runner(holder, tok, setup.image_config(config), run_cfg)
+    build.write_resolved_config(config, workdir)
+    items = build.eval_read_all(config)  # every file checked before the (slow) model load
+    opts, scoring, run_cfg = build.eval_read_options(config), build.eval_score_options(config), build.eval_runner_config(config)
+    tok = build.tokenizer(config)
+    model = build.eval_model(config, tok)
+    runner = runner_lib.Runner(model, tok, build.image_config(config), run_cfg)
     out_dir = os.path.join(workdir, "eval")
     os.makedirs(out_dir, exist_ok=True)
     header = {"model": config.get("init_from") or config.model.hf_dir or f"random preset {config.model.preset!r}",
               "temperature": run_cfg.temperature, "max_new_tokens": run_cfg.max_new_tokens,
               "container": opts.container, **({"limit": opts.limit} if opts.limit else {})}
-    files = benchmark_files(config)
+    files = build.eval_benchmark_files(config)
     results: dict[str, dict[str, Any]] = {}
     for name, bench_items in items.items():
         t0 = time.perf_counter()

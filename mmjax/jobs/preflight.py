@@ -6,7 +6,7 @@ config names is checked to exist and to be a file or a folder as its reader want
 first one that is not raises PreflightError: one line naming the field and the path.
 
 Only existence and kind are checked: what is inside a file (rows, columns, weights) is left to
-the readers in mmjax.jobs.setup and mmjax.eval, which report it better. This module imports
+the readers in mmjax.jobs.build and mmjax.eval, which report it better. This module imports
 nothing heavy, so the checks run in well under a second.
 """
 
@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 
-# config.data.source -> what its config.data.path must be (mmjax.jobs.setup.source). The
+# config.data.source -> what its config.data.path must be (mmjax.jobs.build.source). The
 # synthetic sources (colour_choice, shapes_vqa) read no path and are not listed.
 PATH_KINDS = {
     "jsonl": "file",
@@ -28,6 +28,9 @@ PATH_KINDS = {
 # A mode not named here is checked for everything it may read.
 IGNORED = {"eval": ("data", "selection"), "score": ("selection",)}
 SCORES = "scores.parquet"  # what a scoring workdir holds (mmjax.difficulty.score_file.SCORES)
+# config.eval.benchmarks.<name> = this: no file, but synthetic rows of the benchmark's format that
+# the job writes itself (mmjax.jobs.build.SYNTHETIC_BENCHMARK, which is this value).
+SYNTHETIC_BENCHMARK = "synthetic"
 
 
 class PreflightError(ValueError):
@@ -46,7 +49,8 @@ def check_inputs(config, workdir: str) -> None:
         _check_score_file(_get(config, "data.selection.score_file"))
     if config.get("mode") == "eval":
         for name, path in (_get(config, "eval.benchmarks") or {}).items():
-            _check(f"config.eval.benchmarks.{name}", path, "file")
+            if path != SYNTHETIC_BENCHMARK:  # an unsupported format is build.py's to report
+                _check(f"config.eval.benchmarks.{name}", path, "file")
         _check("config.eval.data_root", _get(config, "eval.data_root"), "folder")
 
 
@@ -66,7 +70,7 @@ def check_workdir(workdir: str) -> None:
 def _check_data(config) -> None:
     source = _get(config, "data.source")
     kind = PATH_KINDS.get(source)
-    if kind is not None:  # an unknown source is setup's to report, with the allowed ones
+    if kind is not None:  # an unknown source is build.py's to report, with the allowed ones
         path = _get(config, "data.path")
         if not path:
             raise PreflightError(f"config.data.source={source!r} needs config.data.path (a {kind})")

@@ -5,7 +5,7 @@ what it changes and says why.
 config dataclass come from that dataclass (grpo: mmjax.rl.grpo.GRPOConfig, optim:
 mmjax.train.optim.OptimizerConfig, data.selection: SelectionConfig, score: ScoreConfig /
 PismLevels / CmabConfig, eval: the mmjax.eval options), and the sections their consumer
-(mmjax.jobs.setup) reads field by field have their dataclass here (RunOptions, ModelOptions,
+(mmjax.jobs.build) reads field by field have their dataclass here (RunOptions, ModelOptions,
 MeshConfig, DataConfig, RewardsConfig, SampleConfig, SftOptions); the top-level loop fields
 are mmjax.train.trainer.TrainConfig's and GRPO's sampling options RolloutConfig's. Each default,
 one-line help (with its source) and allowed set is written once, in its dataclass; `schema()`
@@ -41,11 +41,11 @@ def _field(default, text: str, choices=None):
     return dataclasses.field(default=default, metadata=help_text(text, choices))
 
 
-def _setup(name: str):
-    """A name of mmjax.jobs.setup, imported only when a value is checked (setup imports the models)."""
+def _build(name: str):
+    """A name of mmjax.jobs.build, imported only when a value is checked (build imports the models)."""
     def get():
-        from mmjax.jobs import setup  # pylint: disable=g-import-not-at-top
-        return getattr(setup, name)
+        from mmjax.jobs import build  # pylint: disable=g-import-not-at-top
+        return getattr(build, name)
     return get
 
 
@@ -74,26 +74,26 @@ def _answer_formats():
     return ANSWER_FORMATS
 
 
-# ---- the sections mmjax.jobs.setup reads field by field ----------------------------------------
+# ---- the sections mmjax.jobs.build reads field by field ----------------------------------------
 
 @dataclasses.dataclass(frozen=True)
 class RunOptions:
-    """Top-level fields: the job, its seed and tokenizer, where its weights start (mmjax.main, mmjax.jobs.setup)."""
+    """Top-level fields: the job, its seed and tokenizer, where its weights start (mmjax.main, mmjax.jobs.build)."""
 
     mode: str = _field("grpo", "which job mmjax.main runs: mmjax.jobs.<mode>.run (mmjax)", MODES)
     seed: int = _field(0, "params init, data order, sampling keys (mmjax)")
     tokenizer: str = _field("tiny", "tiny (tests, demo) | qwen2 (the real BPE, offline) | hf (model.hf_dir's own); "
-                                    "mmjax.jobs.setup.tokenizer", _setup("TOKENIZERS"))
+                                    "mmjax.jobs.build.tokenizer", _build("TOKENIZERS"))
     init_from: str = _field("", "start from these weights instead of model.hf_dir / the preset (SPEC 2.4: GRPO after "
                                 "SFT): a training workdir (its newest checkpoint's params; the optimizer starts "
-                                "fresh), one checkpoint directory, or an HF folder; '' = off (mmjax.jobs.setup.model)")
+                                "fresh), one checkpoint directory, or an HF folder; '' = off (mmjax.jobs.build.model)")
     force_unlock: bool = _field(False, "take over a workdir lock left by a run on another host "
                                        "(mmjax.jobs.workdir_lock)")
 
 
 @dataclasses.dataclass(frozen=True)
 class ModelOptions:
-    """config.model: which weights, their precision, attention and remat (mmjax.jobs.setup.model)."""
+    """config.model: which weights, their precision, attention and remat (mmjax.jobs.build.model)."""
 
     preset: str = _field("tiny", "mmjax.models.qwen2_5_vl.PRESETS (BENCH.md tiny), used without hf_dir", _presets)
     hf_dir: str = _field("", "a Hugging Face Qwen2.5-VL folder, e.g. Qwen2.5-VL-7B-Instruct; '' = the preset, random")
@@ -134,18 +134,18 @@ _D = _data_fields()
 
 @dataclasses.dataclass(frozen=True)
 class DataConfig:
-    """config.data: rows, task, prompt and batches (mmjax.jobs.setup.source / transforms / dataset)."""
+    """config.data: rows, task, prompt and batches (mmjax.jobs.build.source / transforms / dataset)."""
 
-    source: str = _field("colour_choice", "mmjax.jobs.setup.SOURCES: synthetic (colour_choice, shapes_vqa: QA rows; "
-                                          "synthetic_video; synthetic_rgbd) or read from data.path", _setup("SOURCES"))
+    source: str = _field("colour_choice", "mmjax.jobs.build.SOURCES: synthetic (colour_choice, shapes_vqa: QA rows; "
+                                          "synthetic_video; synthetic_rgbd) or read from data.path", _build("SOURCES"))
     path: str = _field("", "a JSONL / parquet file or a *_folder source's folder (rgbd_folder: index.jsonl or its "
                            "folder)")
     data_root: str = _field("", "image paths are relative to this ('' = the file's folder)")
     num_samples: int = _field(1024, "synthetic sources only: rows")
     image_size: tuple = _field((112, 112), "synthetic sources only: (height, width) of each image or video frame")
     seed: int = borrowed(_D.PipelineConfig, "seed", "shuffle and task randomness (mmjax.data.pipeline)")
-    task: str = _field("qa", "mmjax.jobs.setup.TASKS: qa (SPEC 2.3 rows) | jigsaw_image (SPEC 1.1) | jigsaw_video "
-                             "(SPEC 1.2) | jigsaw_3d (SPEC 1.3)", _setup("TASKS"))
+    task: str = _field("qa", "mmjax.jobs.build.TASKS: qa (SPEC 2.3 rows) | jigsaw_image (SPEC 1.1) | jigsaw_video "
+                             "(SPEC 1.2) | jigsaw_3d (SPEC 1.3)", _build("TASKS"))
     jigsaw_rows: int = borrowed(_D.ImageJigsaw, "rows", "image jigsaw grid rows; SPEC 1.1 default 3x3")
     jigsaw_cols: int = borrowed(_D.ImageJigsaw, "cols", "image jigsaw grid columns; SPEC 1.1")
     video_clips: int = borrowed(_D.VideoJigsaw, "num_clips", "SPEC 1.2 K clips (4 in the paper's ablations)")
@@ -179,7 +179,7 @@ class DataConfig:
 
 @dataclasses.dataclass(frozen=True)
 class RewardsConfig:
-    """config.rewards: the reward functions, by name (mmjax.rewards registry; mmjax.jobs.setup.reward)."""
+    """config.rewards: the reward functions, by name (mmjax.rewards registry; mmjax.jobs.build.reward)."""
 
     weights: dict = _field({"accuracy": 1.0}, "reward name -> weight, summed (TRL reward_weights); weight 0 = "
                                               "logged only; SPEC 2.3: one accuracy reward")
@@ -188,7 +188,7 @@ class RewardsConfig:
 
 @dataclasses.dataclass(frozen=True)
 class SampleConfig:
-    """config.sample: restrictions of the rollout's vocabulary (mmjax.jobs.setup.allowed_token_ids)."""
+    """config.sample: restrictions of the rollout's vocabulary (mmjax.jobs.build.allowed_token_ids)."""
 
     allowed_tokens: tuple = _field((), "restrict sampling to these one-token strings (() = everything)")
     allow_eos: bool = _field(True, "with allowed_tokens: EOS stays allowed")
@@ -225,7 +225,7 @@ class DemoEval:
     seed_offset: int = _field(1000, "held-out split: data.seed + this (a different synthetic seed)")
 
 
-# The score job's own fields (mmjax.jobs.score.JobOptions, whose defaults they are, carries no help).
+# The score job's own fields (mmjax.jobs.build.ScoreJobOptions, whose defaults they are, carries no help).
 SCORE_JOB_HELP = {
     "write_jsonl": "scores.jsonl beside scores.parquet (mmjax.jobs.score)",
     "max_batches": "0 = the whole dataset; N stops after N batches, a rerun resumes (mmjax.jobs.score)",
@@ -254,13 +254,13 @@ def base_schema() -> config_schema.Section:
 
 @functools.cache
 def score_schema() -> config_schema.Section:
-    """config.score (mode "score", configs/difficulty_score.py): mmjax.jobs.score.configs reads it."""
+    """config.score (mode "score", configs/difficulty_score.py): mmjax.jobs.build.score_configs reads it."""
     from mmjax.difficulty.cmab import CmabConfig  # pylint: disable=g-import-not-at-top
     from mmjax.difficulty.pism import PismLevels  # pylint: disable=g-import-not-at-top
     from mmjax.difficulty.scoring import ScoreConfig  # pylint: disable=g-import-not-at-top
-    from mmjax.jobs.score import JobOptions  # pylint: disable=g-import-not-at-top
+    from mmjax.jobs.build import ScoreJobOptions  # pylint: disable=g-import-not-at-top
     S = config_schema.section  # noqa: N806
-    return S(ScoreConfig, JobOptions, help=SCORE_JOB_HELP, pism=S(PismLevels), cmab=S(CmabConfig))
+    return S(ScoreConfig, ScoreJobOptions, help=SCORE_JOB_HELP, pism=S(PismLevels), cmab=S(CmabConfig))
 
 
 @functools.cache
@@ -382,7 +382,7 @@ TINY_HELP = ("the recipe as written at laptop-CPU scale (recipe.shrink_to_tiny):
              "tokenizer, synthetic data in the task's format, a 1-device mesh, 10 steps")
 STEPS_HELP = "optimizer steps (max_steps); 0 = the recipe's (10 with tiny)"
 
-# Synthetic rows in each task's format (mmjax.jobs.setup.SOURCES) and what a tiny prompt holds.
+# Synthetic rows in each task's format (mmjax.jobs.build.SOURCES) and what a tiny prompt holds.
 TINY_DATA = {
     # 84 px images (the smallest a 3x3 jigsaw takes, SPEC 1.1): 28 px tiles, one vision token each.
     "jigsaw_image": dict(source="shapes_vqa", image_size=(84, 84), min_pixels=28 * 28, max_pixels=28 * 28),
@@ -470,7 +470,7 @@ def qwen7b_layout(c: ml_collections.ConfigDict, tpu: bool = False) -> ml_collect
     The weights come from `--config.model.hf_dir=/path/Qwen2.5-VL-7B-Instruct` (SPEC: both
     papers train Qwen2.5-VL-7B-Instruct); the tokenizer is read from the same folder.
     """
-    c.tokenizer = "hf"  # the model's own tokenizer, from model.hf_dir (mmjax.jobs.setup.tokenizer)
+    c.tokenizer = "hf"  # the model's own tokenizer, from model.hf_dir (mmjax.jobs.build.tokenizer)
     c.model.preset = "7b"  # only used without hf_dir: a random 7B, e.g. to measure throughput
     c.model.dtype = "float32"  # mmjax: fp32 master weights, so 1e-6 / 5e-7 updates are not lost to bf16 rounding
     c.model.compute_dtype = "bfloat16"  # mmjax mixed precision: bf16 matmuls and activations (as both papers)

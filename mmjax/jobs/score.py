@@ -39,16 +39,14 @@ import numpy as np
 from mmjax.data import batching, pipeline
 from mmjax.data.skips import SkipCounter, Skipped, skip_or_raise
 from mmjax.difficulty import cmab as cmab_lib
-from mmjax.difficulty import pism as pism_lib
 from mmjax.difficulty import plots, score_file, scoring
-from mmjax.jobs import setup
+from mmjax.jobs import build
 from mmjax.processing import special_token_ids
 from mmjax.train import preemption
 
 log = logging.getLogger(__name__)
 
 SUMMARY = "score_summary.json"
-JOB_FIELDS = ("write_jsonl", "max_batches", "progress")
 KEEP_SKIPPED = 1000  # skipped rows named in the summary (all are counted)
 
 
@@ -64,30 +62,6 @@ class NamingSkipCounter(SkipCounter):
         super().record(skipped)
         if len(self.rows) < self.keep:
             self.rows.append(str(skipped))
-
-
-@dataclasses.dataclass(frozen=True)
-class JobOptions:
-    write_jsonl: bool = False  # scores.jsonl beside scores.parquet
-    max_batches: int = 0       # stop after this many batches (0 = the whole dataset); a rerun resumes
-    progress: bool = True      # a tqdm bar over the rows
-
-
-def configs(config) -> tuple[scoring.ScoreConfig, pism_lib.PismLevels, cmab_lib.CmabConfig, JobOptions]:
-    """The `score` section as its dataclasses; a bad field raises ConfigFieldError naming it."""
-    if "score" not in config:
-        raise setup.ConfigFieldError("config.score is missing: mode=score needs a score section "
-                                     "(configs/difficulty_score.py)")
-    node = config.score.to_dict()
-    job = {k: node.pop(k) for k in JOB_FIELDS if k in node}
-    pism_node = node.pop("pism", {})
-    cmab_node = node.pop("cmab", {})
-    if not cmab_node.get("target_mix"):
-        cmab_node["target_mix"] = None  # () in a recipe: fixed thresholds need none
-    score = setup.dataclass_from(scoring.ScoreConfig, node, "score")
-    levels = setup.dataclass_from(pism_lib.PismLevels, pism_node, "score.pism")
-    cmab = setup.dataclass_from(cmab_lib.CmabConfig, cmab_node, "score.cmab")
-    return score, levels, cmab, setup.dataclass_from(JobOptions, job, "score")
 
 
 def _batches(samples: Iterable[dict], done: set[str], size: int, strict: bool, read_skips: SkipCounter,
@@ -135,38 +109,39 @@ def _progress(total: int, enabled: bool):
     return tqdm(total=total, unit="row", dynamic_ncols=True, disable=not enabled, desc="scoring")
 
 
-def run(config, workdir: str, *, tok=None, holder=None,
+def run(config, workdir: str, *, tok=None, model=None,
         on_batch: Callable[[int, list[dict]], None] | None = None) -> dict:
     """Score config.data into workdir; returns the summary (also in workdir/score_summary.json).
 
-    tok / holder: a tokenizer and model already built (tests); on_batch(index, records) is
+    tok / model: a tokenizer and model already built (tests); on_batch(index, records) is
     called after each batch's part is written.
     """
     t0 = time.perf_counter()
     os.makedirs(workdir, exist_ok=True)
-    score_cfg, levels_cfg, cmab_cfg, job = configs(config)
+    score_cfg, levels_cfg, cmab_cfg, job = build.score_configs(config)
     if jax.process_count() > 1:
-        raise setup.ConfigFieldError("mode=score runs on one process (its score file parts would collide); "
+        raise build.ConfigFieldError("mode=score runs on one process (its score file parts would collide); "
                                      f"this job has {jax.process_count()}")
-    setup.write_resolved_config(config, workdir)
+    build.write_resolved_config(config, workdir)
     data = config.data
-    tok = tok if tok is not None else setup.tokenizer(config)
-    holder = holder if holder is not None else setup.model(config, tok)
-    source = setup.source(data)  # every row: scoring rates the whole set, selection comes after
-    task, process = setup.transforms(data, tok, holder)
+    tok = tok if tok is not None else build.tokenizer(config)
+    mesh = build.mesh(config)
+    model = build.place(model, mesh) if model is not None else build.model(config, tok, mesh)
+    source = build.source(data)  # every row: scoring rates the whole set, selection comes after
+    task, process = build.transforms(data, tok, model)
     process = dataclasses.replace(process, strict=bool(data.strict))
-    spec = holder.config.input_spec(min_vision_rows=data.min_vision_rows, max_pixels=data.max_pixels)
+    spec = model.config.input_spec(min_vision_rows=data.min_vision_rows, max_pixels=data.max_pixels)
     batcher = batching.Batcher(pad_id=special_token_ids(tok).pad_token_id, spec=spec,
                                bucket_lengths=tuple(data.bucket_lengths) or None)
-    eos, pad = setup.eos_and_pad(tok)
+    eos, pad = build.eos_and_pad(tok)
     read_skips, skips = NamingSkipCounter(), NamingSkipCounter()  # rows the pipeline drops; the scorer's
     try:
-        scorer = scoring.Scorer(holder, tok.decode, process, batcher, setup.reward(config), score_cfg, levels_cfg,
+        scorer = scoring.Scorer(model, tok.decode, process, batcher, build.reward(config), score_cfg, levels_cfg,
                                 cmab_cfg, eos_token_ids=eos, pad_token_id=pad,
-                                allowed_token_ids=setup.allowed_token_ids(config, tok), seed=config.seed,
+                                allowed_token_ids=build.allowed_token_ids(config, tok), seed=config.seed,
                                 strict=bool(data.strict), skips=skips)
     except ValueError as e:
-        raise setup.ConfigFieldError(f"config.score: {e}") from None
+        raise build.ConfigFieldError(f"config.score: {e}") from None
     # One pass in source order, unbatched (this job batches after dropping the ids already scored);
     # batch_size only sizes grain's read-ahead here (2 x batch_size rows, at least its 4 threads).
     pipe = pipeline.PipelineConfig(seed=data.seed, shuffle=False, num_epochs=1, batch_size=max(2, data.batch_size),

@@ -2,12 +2,12 @@
 
 Two runs writing one workdir corrupt each other (both save the same checkpoint steps and
 append to the same metrics file), so a run takes this lock first and a second run is refused
-with one line naming the holder. The file is JSON: host, pid, the pid's start time in clock
+with one line naming the owner. The file is JSON: host, pid, the pid's start time in clock
 ticks since boot (/proc/<pid>/stat field 22) and the boot id, so that a pid the kernel has
-since given to another process is not mistaken for the holder, plus when and how the run was
-started and a random token that tells a holder its own file from a successor's.
+since given to another process is not mistaken for the owner, plus when and how the run was
+started and a random token that tells an owner its own file from a successor's.
 
-A lock is stale, and is taken over with a warning, when its holder ran on this host and that
+A lock is stale, and is taken over with a warning, when its owner ran on this host and that
 process is gone: the pid does not exist, it started at another time, or the host has rebooted
 since. Whether a process on another host is alive cannot be told from here, so such a lock is
 refused unless `--config.force_unlock=True` says that run is gone.
@@ -108,28 +108,28 @@ def describe_this_process(mode: str = "", argv: list[str] | None = None) -> dict
     }
 
 
-def stale_reason(holder: dict) -> str | None:
+def stale_reason(owner: dict) -> str | None:
     """Why a lock held on this host is stale (its process is gone), or None if it is alive.
 
-    Only meaningful for a holder whose host is this one.
+    Only meaningful for a owner whose host is this one.
     """
-    pid = holder.get("pid")
+    pid = owner.get("pid")
     if not isinstance(pid, int) or pid <= 0:
         return f"its pid {pid!r} is not a process id"
     mine = boot_id()
-    if holder.get("boot_id") and mine and holder["boot_id"] != mine:
+    if owner.get("boot_id") and mine and owner["boot_id"] != mine:
         return "this host has rebooted since it was taken"
     if not pid_alive(pid):
         return f"pid {pid} is no longer running"
-    ticks, now = holder.get("pid_start_ticks"), process_start_ticks(pid)
+    ticks, now = owner.get("pid_start_ticks"), process_start_ticks(pid)
     if ticks is not None and now is not None and ticks != now:
         return f"pid {pid} now belongs to another process (it started at another time)"
     return None
 
 
-def _holder_text(holder: dict) -> str:
-    mode = f", mode {holder['mode']}" if holder.get("mode") else ""
-    return f"pid {holder.get('pid')} on host {holder.get('host')}, started {holder.get('started')}{mode}"
+def _owner_text(owner: dict) -> str:
+    mode = f", mode {owner['mode']}" if owner.get("mode") else ""
+    return f"pid {owner.get('pid')} on host {owner.get('host')}, started {owner.get('started')}{mode}"
 
 
 class WorkdirLock:
@@ -148,12 +148,12 @@ class WorkdirLock:
         self._held = False
         try:
             with _guard(self.workdir):
-                holder = _read(self.path)
-                if isinstance(holder, dict) and holder.get("token") == self.content["token"]:
+                owner = _read(self.path)
+                if isinstance(owner, dict) and owner.get("token") == self.content["token"]:
                     os.unlink(self.path)
-                elif holder is not None:
+                elif owner is not None:
                     log.warning("%s is no longer this run's lock (now %s); left as it is", self.path,
-                                _holder_text(holder) if isinstance(holder, dict) else "unreadable")
+                                _owner_text(owner) if isinstance(owner, dict) else "unreadable")
         except OSError as e:  # the workdir was removed or unmounted under us: nothing left to release
             log.warning("could not release %s: %s", self.path, e)
 
@@ -167,7 +167,7 @@ class WorkdirLock:
 def acquire(workdir: str, *, force: bool = False, mode: str = "", argv: list[str] | None = None) -> WorkdirLock:
     """Take `workdir`'s lock, taking over a stale one (and, with `force`, one from another host).
 
-    Raises WorkdirLocked naming the holder when another run has it. The workdir must exist.
+    Raises WorkdirLocked naming the owner when another run has it. The workdir must exist.
     """
     path = os.path.join(workdir, LOCK_NAME)
     content = describe_this_process(mode, argv)
@@ -175,34 +175,34 @@ def acquire(workdir: str, *, force: bool = False, mode: str = "", argv: list[str
         for _ in range(_TRIES):
             if _create(path, content):
                 return WorkdirLock(workdir, content)
-            holder = _read(path)
-            if holder is None:
+            owner = _read(path)
+            if owner is None:
                 continue  # released just now
-            reason = _takeover_reason(holder, content["host"], force, path, workdir)
+            reason = _takeover_reason(owner, content["host"], force, path, workdir)
             log.warning("taking over the lock %s of %s: %s", path,
-                        _holder_text(holder) if isinstance(holder, dict) else "unknown", reason)
+                        _owner_text(owner) if isinstance(owner, dict) else "unknown", reason)
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(path)
     raise WorkdirLocked(f"could not take the lock {path}: it kept reappearing ({_TRIES} tries)")
 
 
-def _takeover_reason(holder, host: str, force: bool, path: str, workdir: str) -> str:
-    """Why the lock `holder` may be taken over, or raise WorkdirLocked saying why not."""
-    if not isinstance(holder, dict):
+def _takeover_reason(owner, host: str, force: bool, path: str, workdir: str) -> str:
+    """Why the lock `owner` may be taken over, or raise WorkdirLocked saying why not."""
+    if not isinstance(owner, dict):
         if force:
             return "it is unreadable and config.force_unlock=True"
         raise WorkdirLocked(f"workdir {workdir} has a lock file {path} that is not an mmjax lock (not JSON); if no "
                             "run uses this workdir, pass --config.force_unlock=True or delete that file")
-    if holder.get("host") != host:
+    if owner.get("host") != host:
         if force:
-            return f"config.force_unlock=True (it was taken on host {holder.get('host')})"
-        raise WorkdirLocked(f"workdir {workdir} is in use by {_holder_text(holder)} (lock file {path}); this host "
+            return f"config.force_unlock=True (it was taken on host {owner.get('host')})"
+        raise WorkdirLocked(f"workdir {workdir} is in use by {_owner_text(owner)} (lock file {path}); this host "
                             f"({host}) cannot tell whether that run is still alive: wait for it to end, use another "
                             "--workdir, or, if it is gone, pass --config.force_unlock=True")
-    reason = stale_reason(holder)
+    reason = stale_reason(owner)
     if reason is None:  # alive on this host: force would let two runs write one workdir
-        raise WorkdirLocked(f"workdir {workdir} is in use by {_holder_text(holder)} (lock file {path}), which is "
-                            f"still running on this host: wait for it to end, stop it (kill {holder.get('pid')}), "
+        raise WorkdirLocked(f"workdir {workdir} is in use by {_owner_text(owner)} (lock file {path}), which is "
+                            f"still running on this host: wait for it to end, stop it (kill {owner.get('pid')}), "
                             "or use another --workdir")
     return reason
 

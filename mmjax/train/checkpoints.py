@@ -503,7 +503,7 @@ HF_EXPORT = "hf_export"
 
 
 def export_hf(workdir: str, model, savers=()) -> str:
-    """Write the trained `model` (a Qwen2_5_VL holder) to <workdir>/hf_export as an HF folder,
+    """Write the trained `model` (a Qwen2_5_VL) to <workdir>/hf_export as an HF folder,
     to evaluate or serve; returns its path.
 
     savers: objects with `save_pretrained(folder)` (the tokenizer, the image processor config)
@@ -515,7 +515,7 @@ def export_hf(workdir: str, model, savers=()) -> str:
     collective); process 0 alone writes, and all return once the folder is in place.
     """
     import tempfile
-    from mmjax.models.qwen2_5_vl.holder import SIDE_FILES, copy_side_files
+    from mmjax.models.qwen2_5_vl.api import SIDE_FILES, copy_side_files
     out_dir = os.path.join(os.path.abspath(workdir), HF_EXPORT)
     # On every process, before the collectives: a folder save_hf would refuse (a file of the
     # user's in it) then stops them all, not process 0 alone with the others left waiting.

@@ -20,7 +20,7 @@ from mmjax import rewards
 from mmjax.data.skips import DataError
 from mmjax.difficulty import cmab, score_file, scoring
 from mmjax.jobs import score as score_job
-from mmjax.jobs import setup
+from mmjax.jobs import build
 from mmjax.models import sampler
 from mmjax.train import preemption
 
@@ -89,8 +89,8 @@ def _config(path: str, **overrides):
 @pytest.fixture(scope="module")
 def pieces(data):
     c = _config(data)
-    tok = setup.tokenizer(c)
-    return tok, setup.model(c, tok)
+    tok = build.tokenizer(c)
+    return tok, build.model(c, tok)
 
 
 def _compiles():
@@ -100,9 +100,9 @@ def _compiles():
 @pytest.fixture(scope="module")
 def reference(data, pieces, tmp_path_factory):
     workdir = str(tmp_path_factory.mktemp("reference"))
-    tok, holder = pieces
+    tok, model = pieces
     compiles = []
-    summary = score_job.run(_config(data), workdir, tok=tok, holder=holder,
+    summary = score_job.run(_config(data), workdir, tok=tok, model=model,
                             on_batch=lambda i, records: compiles.append(_compiles()))
     return workdir, summary, compiles
 
@@ -183,17 +183,17 @@ def test_one_compile_per_call_kind_and_padding_compiles_nothing(reference):
 @pytest.mark.slow  # score job runs on the tiny model
 def test_resume_after_a_stop_and_a_crash_equals_one_run(reference, data, pieces, tmp_path):
     ref_dir, _, _ = reference
-    tok, holder = pieces
+    tok, model = pieces
     workdir = str(tmp_path)
-    first = score_job.run(_config(data, **{"score.max_batches": 1}), workdir, tok=tok, holder=holder)
+    first = score_job.run(_config(data, **{"score.max_batches": 1}), workdir, tok=tok, model=model)
     assert first["scored_this_run"] == 2 and len(score_file.read_scores(workdir)) == 2
 
     def crash(index, records):
         raise RuntimeError("killed after a batch")
 
     with pytest.raises(RuntimeError, match="killed"):  # dies once its second batch's part is written
-        score_job.run(_config(data), workdir, tok=tok, holder=holder, on_batch=crash)
-    last = score_job.run(_config(data), workdir, tok=tok, holder=holder)
+        score_job.run(_config(data), workdir, tok=tok, model=model, on_batch=crash)
+    last = score_job.run(_config(data), workdir, tok=tok, model=model)
     assert last["already_scored"] == 4 and last["scored_this_run"] == 2
     _same(score_file.read_scores(workdir), score_file.read_scores(ref_dir))
 
@@ -202,7 +202,7 @@ def test_resume_after_a_stop_and_a_crash_equals_one_run(reference, data, pieces,
 def test_sigterm_mid_batch_writes_that_batch_and_the_rerun_equals_one_run(reference, data, pieces, tmp_path,
                                                                          monkeypatch):
     ref_dir, _, _ = reference
-    tok, holder = pieces
+    tok, model = pieces
     workdir = str(tmp_path)
     score = scoring.Scorer.score
 
@@ -212,11 +212,11 @@ def test_sigterm_mid_batch_writes_that_batch_and_the_rerun_equals_one_run(refere
 
     monkeypatch.setattr(scoring.Scorer, "score", signalled_while_scoring)
     with pytest.raises(preemption.Preempted, match="after step 1"):
-        score_job.run(_config(data), workdir, tok=tok, holder=holder)
+        score_job.run(_config(data), workdir, tok=tok, model=model)
     monkeypatch.setattr(scoring.Scorer, "score", score)
     assert len(score_file.ScoreWriter(workdir).done_ids()) == 2  # the batch in flight was finished and kept
     assert not os.path.exists(os.path.join(workdir, "scores.parquet"))  # no merge of a stopped run
-    last = score_job.run(_config(data), workdir, tok=tok, holder=holder)
+    last = score_job.run(_config(data), workdir, tok=tok, model=model)
     assert last["already_scored"] == 2 and last["scored_this_run"] == 4
     _same(score_file.read_scores(workdir), score_file.read_scores(ref_dir))
 
@@ -226,8 +226,8 @@ def test_records_do_not_depend_on_how_samples_are_batched(reference, data, piece
     # Three samples a batch instead of two: every sample shares its sampler calls with other
     # samples, at other rows, yet each answer's key follows (sample, ratio, attempt, answer).
     ref_dir, _, _ = reference
-    tok, holder = pieces
-    summary = score_job.run(_config(data, **{"data.batch_size": 3}), str(tmp_path), tok=tok, holder=holder)
+    tok, model = pieces
+    summary = score_job.run(_config(data, **{"data.batch_size": 3}), str(tmp_path), tok=tok, model=model)
     assert summary["batches_this_run"] == 3
     _same(score_file.read_scores(str(tmp_path)), score_file.read_scores(ref_dir))
 
@@ -237,8 +237,8 @@ def test_explicit_prompt_buckets_reach_the_sampler_and_change_no_record(referenc
                                                                          sampler_prompt_lengths):
     # 100 is no bucket of the default rule (it would pad again to 128).
     ref_dir, _, _ = reference
-    tok, holder = pieces
-    score_job.run(_config(data, **{"data.bucket_lengths": (100,)}), str(tmp_path), tok=tok, holder=holder)
+    tok, model = pieces
+    score_job.run(_config(data, **{"data.bucket_lengths": (100,)}), str(tmp_path), tok=tok, model=model)
     assert sampler_prompt_lengths and set(sampler_prompt_lengths) == {100}
     ours, ref = score_file.read_scores(str(tmp_path)), score_file.read_scores(ref_dir)
     assert len(ours) == len(ref)
@@ -248,17 +248,17 @@ def test_explicit_prompt_buckets_reach_the_sampler_and_change_no_record(referenc
 
 @pytest.mark.slow  # score job runs on the tiny model
 def test_strict_mode_raises_naming_the_row(data, pieces, tmp_path):
-    tok, holder = pieces
+    tok, model = pieces
     with pytest.raises(DataError, match=r"image_unreadable at .*qa\.jsonl:3 \(qa2\.png\)"):
-        score_job.run(_config(data, **{"data.strict": True}), str(tmp_path), tok=tok, holder=holder)
+        score_job.run(_config(data, **{"data.strict": True}), str(tmp_path), tok=tok, model=model)
 
 
 @pytest.mark.slow  # score job runs on the tiny model
 def test_options_early_stop_and_shared_masks(data, pieces, tmp_path):
-    tok, holder = pieces
+    tok, model = pieces
     c = _config(data, **{"score.methods": ("pism",), "score.shared_mask": True,
                          "score.stop_at_first_failure": True})
-    summary = score_job.run(c, str(tmp_path), tok=tok, holder=holder)
+    summary = score_job.run(c, str(tmp_path), tok=tok, model=model)
     records = score_file.read_scores(str(tmp_path))
     assert len(records) == len(GOOD)
     for r in records:
@@ -274,10 +274,10 @@ def test_options_early_stop_and_shared_masks(data, pieces, tmp_path):
 
 @pytest.mark.slow  # score job runs on the tiny model
 def test_cmab_alone_with_quantile_levels_over_the_whole_set(data, pieces, tmp_path):
-    tok, holder = pieces
+    tok, model = pieces
     c = _config(data, **{"score.methods": ("cmab",), "score.cmab.mode": "quantile",
                          "score.cmab.target_mix": (1, 1, 1)})
-    score_job.run(c, str(tmp_path), tok=tok, holder=holder)
+    score_job.run(c, str(tmp_path), tok=tok, model=model)
     records = score_file.read_scores(str(tmp_path))
     assert len(records) == len(GOOD)
     assert all(r["ratios"] == [] and r["passes"] == [] and r["attempts"] == 0 and r["pism_level"] == ""
@@ -298,7 +298,7 @@ def test_recipe_arguments_pick_the_cmab_definition_and_its_layout():
     assert (paper.score.cmab.definition, paper.data.prompt_layout) == ("paper", "image_first")
     assert (code.score.cmab.definition, code.data.prompt_layout) == ("code", "question_first")
     for c in (paper, code):
-        score, levels, cmab_cfg, job = score_job.configs(c)
+        score, levels, cmab_cfg, job = build.score_configs(c)
         assert (score.ratios, score.attempts, score.temperature, score.mask_mode) == (
             tuple(round(0.1 * i, 1) for i in range(10)), 10, 0.7, "rectangle")
         assert not score.shared_mask and not score.stop_at_first_failure
@@ -308,23 +308,23 @@ def test_recipe_arguments_pick_the_cmab_definition_and_its_layout():
 
 
 def test_config_errors_name_the_field(data, pieces, tmp_path):
-    tok, holder = pieces
-    with pytest.raises(setup.ConfigFieldError, match=r"config.score: .*needs >= 3 decoder layers"):
-        score_job.run(_config(data, **{"score.cmab.definition": "paper"}), str(tmp_path), tok=tok, holder=holder)
-    with pytest.raises(setup.ConfigFieldError, match=r"config.score: cmab layer 20 is outside the model's 2"):
-        score_job.run(_config(data, **{"score.cmab.layer": 20}), str(tmp_path), tok=tok, holder=holder)
-    with pytest.raises(setup.ConfigFieldError, match=r"config.score: .*ratios must start with 0"):
-        score_job.run(_config(data, **{"score.ratios": (0.1, 0.5)}), str(tmp_path), tok=tok, holder=holder)
-    with pytest.raises(setup.ConfigFieldError, match=r"config.score has unknown fields \['ratio'\]"):
+    tok, model = pieces
+    with pytest.raises(build.ConfigFieldError, match=r"config.score: .*needs >= 3 decoder layers"):
+        score_job.run(_config(data, **{"score.cmab.definition": "paper"}), str(tmp_path), tok=tok, model=model)
+    with pytest.raises(build.ConfigFieldError, match=r"config.score: cmab layer 20 is outside the model's 2"):
+        score_job.run(_config(data, **{"score.cmab.layer": 20}), str(tmp_path), tok=tok, model=model)
+    with pytest.raises(build.ConfigFieldError, match=r"config.score: .*ratios must start with 0"):
+        score_job.run(_config(data, **{"score.ratios": (0.1, 0.5)}), str(tmp_path), tok=tok, model=model)
+    with pytest.raises(build.ConfigFieldError, match=r"config.score has unknown fields \['ratio'\]"):
         c = _config(data)
         c.score.ratio = 0.5
-        score_job.run(c, str(tmp_path), tok=tok, holder=holder)
+        score_job.run(c, str(tmp_path), tok=tok, model=model)
 
 
 @pytest.mark.slow  # score job runs on the tiny model
 def test_a_truncated_part_is_moved_aside_and_its_rows_scored_again(reference, data, pieces, tmp_path, caplog):
     ref_dir, _, _ = reference
-    tok, holder = pieces
+    tok, model = pieces
     workdir = str(tmp_path)
     parts = os.path.join(workdir, score_file.PARTS_DIR)
     shutil.copytree(os.path.join(ref_dir, score_file.PARTS_DIR), parts)  # a finished run's parts
@@ -334,7 +334,7 @@ def test_a_truncated_part_is_moved_aside_and_its_rows_scored_again(reference, da
     with open(bad, "wb") as f:
         f.write(whole[: len(whole) // 2])  # a disk that filled up, a copy cut short
     with caplog.at_level(logging.WARNING, logger=score_file.__name__):
-        summary = score_job.run(_config(data), workdir, tok=tok, holder=holder)
+        summary = score_job.run(_config(data), workdir, tok=tok, model=model)
     # Kept aside byte for byte, never deleted; no live part took its name.
     assert open(bad + ".corrupt", "rb").read() == whole[: len(whole) // 2] and not os.path.exists(bad)
     assert f"score file part {bad} is unreadable" in caplog.text and f"moved it to {bad}.corrupt" in caplog.text

@@ -14,7 +14,7 @@ from mmjax.data import sources
 from mmjax.difficulty import selection as sel
 from mmjax.difficulty import selection_levels, selection_source
 from mmjax.difficulty.score_file import ScoreWriter, read_scores
-from mmjax.jobs import recipe, setup
+from mmjax.jobs import recipe, build
 
 NAN = math.nan
 
@@ -299,43 +299,43 @@ def _data_config(tiny_jsonl, **selection):
 @pytest.fixture(scope="module")
 def tiny_model():
     c = recipe.base()
-    tok = setup.tokenizer(c)
-    return tok, setup.model(c, tok)
+    tok = build.tokenizer(c)
+    return tok, build.model(c, tok)
 
 
 def test_setup_dataset_yields_only_the_selected_rows(tiny_jsonl, tiny_model, tmp_path):
     path = _score_file(tmp_path, range(6), levels={1: "hard", 3: "medium", 4: "hard"})
     c = _data_config(tiny_jsonl, score_file=path, subset="levels", levels="mid+hard")
-    tok, holder = tiny_model
-    batches = list(setup.dataset(c, tok, holder, num_epochs=1, shuffle=False))
+    tok, model = tiny_model
+    batches = list(build.dataset(c, tok, model, num_epochs=1, shuffle=False))
     assert [b["meta"]["id"][0] for b in batches] == ["b", "d", "e"]
     assert [b["meta"]["where"][0] for b in batches] == [f"{tiny_jsonl}:{n}" for n in (2, 5, 6)]
     # Without a score file: every row.
     c.data.selection.score_file = ""
-    assert len(setup.selected_source(c.data)) == 6
+    assert len(build.selected_source(c.data)) == 6
 
 
 def test_setup_turns_selection_problems_into_one_line_config_errors(tiny_jsonl, tmp_path):
     c = _data_config(tiny_jsonl, score_file=str(tmp_path / "nothing.parquet"))
-    with pytest.raises(setup.ConfigFieldError, match=r"config.data.selection: .*nothing.parquet: no such score"):
-        setup.selected_source(c.data)
+    with pytest.raises(build.ConfigFieldError, match=r"config.data.selection: .*nothing.parquet: no such score"):
+        build.selected_source(c.data)
     c.data.selection.score_file = _score_file(tmp_path, range(6))  # every row "easy"
     c.data.selection.subset = "levels"
-    with pytest.raises(setup.ConfigFieldError, match=r"config.data.selection: .*data.jsonl.*empty.*easy 6"):
-        setup.selected_source(c.data)
+    with pytest.raises(build.ConfigFieldError, match=r"config.data.selection: .*data.jsonl.*empty.*easy 6"):
+        build.selected_source(c.data)
     c.data.selection.levels = "hardest"
-    with pytest.raises(setup.ConfigFieldError, match=r"config.data.selection: levels='hardest'"):
-        setup.selected_source(c.data)
+    with pytest.raises(build.ConfigFieldError, match=r"config.data.selection: levels='hardest'"):
+        build.selected_source(c.data)
     c.data.selection.lvls = "hard"
-    with pytest.raises(setup.ConfigFieldError, match=r"config.data.selection has unknown fields \['lvls'\]"):
-        setup.selected_source(c.data)
+    with pytest.raises(build.ConfigFieldError, match=r"config.data.selection has unknown fields \['lvls'\]"):
+        build.selected_source(c.data)
 
 
 def test_the_recipes_selection_fields_are_selection_config_fields():
     from configs import difficulty_grpo
 
-    assert setup.dataclass_from(sel.SelectionConfig, recipe.base().data.selection, "x") == sel.SelectionConfig()
-    got = setup.dataclass_from(sel.SelectionConfig, difficulty_grpo.get_config().data.selection, "x")
+    assert build.dataclass_from(sel.SelectionConfig, recipe.base().data.selection, "x") == sel.SelectionConfig()
+    got = build.dataclass_from(sel.SelectionConfig, difficulty_grpo.get_config().data.selection, "x")
     assert (got.subset, got.wanted_levels(), got.method) == ("levels", ("medium", "hard"), "pism")  # SPEC 2.4
 
 
@@ -346,8 +346,8 @@ def test_the_grpo_job_writes_the_selection_to_its_workdir(tiny_jsonl, tiny_model
     c = _data_config(tiny_jsonl, score_file=path, subset="levels", levels="mid+hard")
     c.grpo.num_generations = 2
     workdir = tmp_path / "run"
-    tok, holder = tiny_model
-    grpo_job.build_trainer(c, str(workdir), tok=tok, holder=holder)
+    tok, model = tiny_model
+    grpo_job.build_trainer(c, str(workdir), tok=tok, model=model)
     written = json.loads((workdir / sel.REPORT).read_text())
     assert (written["selected"], written["total"], written["source_rows"]) == (2, 6, [0, 5])
     assert written["mix"] == {"pism": {"medium": 1, "hard": 1}} and written["available"]["pism"]["easy"] == 4
@@ -368,8 +368,8 @@ def test_an_unknown_stored_level_is_an_error_naming_the_file_row_id_and_value(ti
         sel.apply(source, sel.SelectionConfig(score_file=str(tmp_path / "score"), threshold_mode="value"))
     # The jobs turn it into one config error line.
     c = _data_config(tiny_jsonl, score_file=path, subset="levels", levels="mid+hard")
-    with pytest.raises(setup.ConfigFieldError, match=r"config.data.selection: score file .*row 4 .*'EASY!'"):
-        setup.selected_source(c.data)
+    with pytest.raises(build.ConfigFieldError, match=r"config.data.selection: score file .*row 4 .*'EASY!'"):
+        build.selected_source(c.data)
 
 
 def test_stored_levels_a_method_may_hold_and_the_columns_checked(tmp_path):

@@ -19,7 +19,7 @@ from mmjax.eval import benchmarks as bench_lib
 from mmjax.eval import metrics as metrics_lib
 from mmjax.eval import runner as runner_lib
 from mmjax.jobs import eval as eval_job
-from mmjax.jobs import setup
+from mmjax.jobs import build
 
 
 def _image(path, seed: int, size=(56, 56)):
@@ -229,12 +229,12 @@ def test_inconsistent_rows_and_missing_files(bench_dir):
     # Through the job: the config field and the row, before any model is built.
     c = eval_config.get_config("tiny")
     c.eval.benchmarks.mmstar = _write(root / "mmstar_broken.jsonl", [json.dumps(MMSTAR[0]), "{oops"])
-    with pytest.raises(setup.ConfigFieldError,
+    with pytest.raises(build.ConfigFieldError,
                        match=r"config.eval.benchmarks.mmstar: .*mmstar_broken.jsonl:2: not valid"):
-        eval_job.read_all(c)
-    c.eval.benchmarks.mmstar = ""
-    with pytest.raises(setup.ConfigFieldError, match=r"config.eval.benchmarks: no benchmark file"):
-        eval_job.read_all(c)
+        build.eval_read_all(c)
+    c.eval.benchmarks.mmstar = c.eval.benchmarks.jigsaw = ""  # tiny's other benchmark ("synthetic") too
+    with pytest.raises(build.ConfigFieldError, match=r"config.eval.benchmarks: no benchmark file"):
+        build.eval_read_all(c)
 
 
 # ---- the job end to end on the tiny random model ------------------------------------------------
@@ -243,14 +243,14 @@ def test_inconsistent_rows_and_missing_files(bench_dir):
 def tiny_model():
     """The tiny random model of configs/eval.py:tiny, built once (each build compiles its init)."""
     c = eval_config.get_config("tiny")
-    tok = setup.tokenizer(c)
-    return c, tok, setup.model(c, tok)
+    tok = build.tokenizer(c)
+    return c, tok, build.model(c, tok)
 
 
 @pytest.mark.slow  # the eval job on the tiny model; the job's wiring runs fast in the hand-checked test below
 def test_eval_job_end_to_end(bench_dir, tiny_model, tmp_path, monkeypatch, sampler_prompt_lengths):
     _, paths = bench_dir
-    monkeypatch.setattr(setup, "model", lambda config, tok: tiny_model[2])  # what setup.model gives for c
+    monkeypatch.setattr(build, "model", lambda config, tok, mesh=None: tiny_model[2])  # what build.model gives for c
     c = eval_config.get_config("tiny")
     for name, path in paths.items():
         c.eval.benchmarks[name] = path
@@ -284,12 +284,12 @@ def test_eval_job_end_to_end(bench_dir, tiny_model, tmp_path, monkeypatch, sampl
 def test_the_model_comes_from_init_from_when_set(tiny_model, tmp_path):
     from mmjax.train import checkpoints
 
-    c, tok, holder = tiny_model
-    trained = jax.tree.map(lambda x: np.asarray(x) * 2 + 1, holder.params)  # unlike the preset's weights
-    checkpoints.save_model(str(tmp_path / "ckpt"), trained, holder.config)
+    c, tok, model = tiny_model
+    trained = jax.tree.map(lambda x: np.asarray(x) * 2 + 1, model.params)  # unlike the preset's weights
+    checkpoints.save_model(str(tmp_path / "ckpt"), trained, model.config)
     c = eval_config.get_config("tiny")
     c.init_from = str(tmp_path / "ckpt")
-    loaded = eval_job.load_model(c, tok)
+    loaded = build.eval_model(c, tok)
     for a, b in zip(jax.tree.leaves(loaded.params), jax.tree.leaves(trained)):
         np.testing.assert_array_equal(np.asarray(a), b)
 
@@ -324,7 +324,7 @@ def test_eval_job_scores_equal_hand_checked_answers(bench_dir, tmp_path, monkeyp
     class Scripted:
         """The runner, with the answers above instead of a model's."""
 
-        def __init__(self, holder, tok, image_cfg, cfg):
+        def __init__(self, model, tok, image_cfg, cfg):
             pass
 
         def run(self, items, render, desc=""):
@@ -334,7 +334,7 @@ def test_eval_job_scores_equal_hand_checked_answers(bench_dir, tmp_path, monkeyp
             answered[desc] = texts
             return [runner_lib.Generation(text=t, num_tokens=7, stopped=True) for t in texts]
 
-    monkeypatch.setattr(setup, "model", lambda config, tok: None)  # no model: the runner is scripted
+    monkeypatch.setattr(build, "model", lambda config, tok, mesh=None: None)  # no model: the runner is scripted
     monkeypatch.setattr(runner_lib, "Runner", Scripted)
     c = eval_config.get_config("tiny")
     for name, path in paths.items():

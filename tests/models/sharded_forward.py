@@ -5,14 +5,14 @@ for each that passed; test_sharded.py runs it once and reads those lines. Checks
   forward   - logits with sharded params and batch;
   training  - value_and_grad of completion_logprobs (images in the batch, G=2), params and
               batch sharded, activation constraints bound; params and grads stay in shards;
-  generate  - the sampler on a sharded holder;
+  generate  - the sampler on a sharded model;
   global    - sharding.global_batch on one process equals device_put with batch sharding;
   bind      - inside activation_rules the decoder's logical constraints reach the program.
 """
 
 import os
 
-os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=8"
+os.environ["XLA_FLAGS"] = os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
 
 import sys  # noqa: E402
 import traceback  # noqa: E402
@@ -75,7 +75,7 @@ def assert_in_shards(tree, mesh, what):
 def check_forward(model, rng):
     ids, mask, pv, grids = inputs(rng, [[(1, 4, 4)], [], [(1, 4, 6)], [(1, 6, 4), (1, 4, 4)]])
     single = model.logits(ids, mask, pv, grids)
-    for shape in MESHES[1:2]:  # training covers every mesh; this is the holder's own batch placement
+    for shape in MESHES[1:2]:  # training covers every mesh; this is the model's own batch placement
         mesh = sharding.make_mesh(**shape)
         out = model.shard(mesh).logits(ids, mask, pv, grids)
         err = np.abs(out - single)[mask.astype(bool)].max()

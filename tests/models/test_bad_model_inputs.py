@@ -25,7 +25,7 @@ PATCH_DIM = TINY.vision.patch_dim
 
 
 @pytest.fixture(scope="module")
-def holder():
+def no_params():
     """prepare() needs no params: checks only, nothing is run."""
     return qwen.Qwen2_5_VL(TINY, params=None)
 
@@ -43,18 +43,18 @@ def image_prompt(n_tokens=4, token=IMAGE):
 
 @pytest.mark.parametrize("bad,dtype", [(V, np.int64), (V + 5000, np.int32), (-1, np.int64),
                                        (2**32 + 6, np.int64), (2**16 + 6, np.uint64)])
-def test_out_of_vocabulary_id_names_row_position_and_id(holder, bad, dtype):
+def test_out_of_vocabulary_id_names_row_position_and_id(no_params, bad, dtype):
     ids = np.array([[3, 4, 5, 6], [7, 8, 9, 10]], dtype)
     ids[1, 2] = bad  # 2**32 + 6 would be 6 after astype(int32); -1 would be V - 1 to a gather
     with pytest.raises(ValueError, match=rf"input_ids row 1, position 2: id {bad} .*vocab_size={V}"):
-        holder.prepare(ids, None)
+        no_params.prepare(ids, None)
 
 
-def test_padding_positions_are_checked_too(holder):
+def test_padding_positions_are_checked_too(no_params):
     """A padded slot still goes through the embedding gather, so a bad id there is refused too."""
     ids, mask = np.array([[V, 4, 5]]), np.array([[0, 1, 1]])
     with pytest.raises(ValueError, match="row 0, position 0: id 1024"):
-        holder.prepare(ids, mask)
+        no_params.prepare(ids, mask)
 
 
 def test_generate_refuses_out_of_vocabulary_prompt(model):
@@ -94,36 +94,36 @@ def test_generate_names_the_config_when_its_eos_is_outside_the_vocabulary(model)
     ([[1.0, 4.0, 4.0]], r"image_grid_thw must be an integer array.*dtype float64"),
     ([[2, 2, 3]], r"image_grid_thw row 0 = \[2, 2, 3\]: h and w must be multiples of spatial_merge_size=2"),
 ])
-def test_bad_image_grid_names_the_field_row_and_values(holder, grid, message):
+def test_bad_image_grid_names_the_field_row_and_values(no_params, grid, message):
     with pytest.raises(ValueError, match=message):
-        holder.prepare(image_prompt(), None, np.zeros((16, PATCH_DIM), np.float32), np.array(grid))
+        no_params.prepare(image_prompt(), None, np.zeros((16, PATCH_DIM), np.float32), np.array(grid))
 
 
-def test_bad_video_grid_names_its_field_and_row(holder):
+def test_bad_video_grid_names_its_field_and_row(no_params):
     grid = np.array([[1, 4, 4], [2, -2, -4]])  # row 1: 16 patches, 4 tokens
     ids = np.array([[5, VSTART] + [VIDEO] * 4 + [VEND, VSTART] + [VIDEO] * 4 + [VEND]])
     with pytest.raises(ValueError, match=r"video_grid_thw row 1 = \[2, -2, -4\]"):
-        holder.prepare(ids, None, pixel_values_videos=np.zeros((32, PATCH_DIM), np.float32), video_grid_thw=grid)
+        no_params.prepare(ids, None, pixel_values_videos=np.zeros((32, PATCH_DIM), np.float32), video_grid_thw=grid)
 
 
 @pytest.mark.parametrize("seconds", [[1.0, 0.5], [], [[1.0]]])
-def test_second_per_grid_ts_needs_one_value_per_video(holder, seconds):
+def test_second_per_grid_ts_needs_one_value_per_video(no_params, seconds):
     ids = np.array([[5, VSTART] + [VIDEO] * 4 + [VEND]])
     with pytest.raises(ValueError, match=r"second_per_grid_ts has shape .* holds 1 videos"):
-        holder.prepare(ids, None, pixel_values_videos=np.zeros((16, PATCH_DIM), np.float32),
+        no_params.prepare(ids, None, pixel_values_videos=np.zeros((16, PATCH_DIM), np.float32),
                        video_grid_thw=np.array([[1, 4, 4]]), second_per_grid_ts=np.array(seconds))
 
 
-def test_second_per_grid_ts_without_videos_is_refused(holder):
+def test_second_per_grid_ts_without_videos_is_refused(no_params):
     with pytest.raises(ValueError, match=r"second_per_grid_ts has shape \(1,\) but video_grid_thw holds 0"):
-        holder.prepare(np.array([[3, 4]]), None, second_per_grid_ts=np.array([1.0]))
+        no_params.prepare(np.array([[3, 4]]), None, second_per_grid_ts=np.array([1.0]))
 
 
-def test_good_inputs_still_prepare(holder):
-    x = holder.prepare(image_prompt(), None, np.zeros((16, PATCH_DIM), np.uint8), np.array([[1, 4, 4]]))
+def test_good_inputs_still_prepare(no_params):
+    x = no_params.prepare(image_prompt(), None, np.zeros((16, PATCH_DIM), np.uint8), np.array([[1, 4, 4]]))
     assert x["input_ids"].dtype == np.int32 and x["positions"].shape == (3, 1, 8)
     ids = np.array([[5, VSTART] + [VIDEO] * 4 + [VEND]], np.uint16)  # unsigned ids: deltas stay signed
-    x = holder.prepare(ids, np.ones(ids.shape, bool), pixel_values_videos=np.zeros((16, PATCH_DIM), np.float32),
+    x = no_params.prepare(ids, np.ones(ids.shape, bool), pixel_values_videos=np.zeros((16, PATCH_DIM), np.float32),
                        video_grid_thw=np.array([[1, 4, 4]]), second_per_grid_ts=np.float32([0.5]))
     assert x["rope_deltas"].dtype == np.int32 and x["rope_deltas"][0, 0] == -2
 
@@ -136,28 +136,28 @@ def test_good_inputs_still_prepare(holder):
     np.full((16, PATCH_DIM), "0.5"),
     np.zeros((16, PATCH_DIM), object),
 ], ids=["bool", "complex", "str", "object"])
-def test_pixel_values_of_a_non_real_dtype_are_refused(holder, pixels):
+def test_pixel_values_of_a_non_real_dtype_are_refused(no_params, pixels):
     with pytest.raises(ValueError, match=rf"pixel_values must be a real floating or integer array, got dtype "
                                          rf"{pixels.dtype}"):
-        holder.prepare(image_prompt(), None, pixels, np.array([[1, 4, 4]]))
+        no_params.prepare(image_prompt(), None, pixels, np.array([[1, 4, 4]]))
     with pytest.raises(ValueError, match="pixel_values_videos must be a real"):
-        holder.prepare(image_prompt(token=VIDEO), None, pixel_values_videos=pixels, video_grid_thw=np.array([[1, 4, 4]]))
+        no_params.prepare(image_prompt(token=VIDEO), None, pixel_values_videos=pixels, video_grid_thw=np.array([[1, 4, 4]]))
 
 
 @pytest.mark.parametrize("ids", [[[3, 6.7]], [[3.0, 6.0]]], ids=["fractional", "whole"])
-def test_float_input_ids_are_refused(holder, ids):
+def test_float_input_ids_are_refused(no_params, ids):
     # 6.7 used to become 6; whole-valued floats are refused too, and the message says why.
     with pytest.raises(ValueError, match=r"input_ids must be an integer array, got dtype float64.*whole numbers"):
-        holder.prepare(np.array(ids), None)
+        no_params.prepare(np.array(ids), None)
 
 
 @pytest.mark.parametrize("mask,message", [
     (np.array([[1.0, 1.0]]), r"attention_mask must be an integer or bool array, got dtype float64"),
     (np.array([[1, 2]]), r"attention_mask must hold only 0 and 1"),
 ])
-def test_bad_attention_mask(holder, mask, message):
+def test_bad_attention_mask(no_params, mask, message):
     with pytest.raises(ValueError, match=message):
-        holder.prepare(np.array([[3, 4]]), mask)
+        no_params.prepare(np.array([[3, 4]]), mask)
 
 
 # ---- 4. config.json and the index with wrong JSON types --------------------------------------

@@ -18,7 +18,7 @@ from mmjax.models.qwen2_5_vl.params import abstract_params
 # bytes of parameters it holds; then checks the loaded values against a plain numpy load.
 _LOAD = r"""
 import os
-os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=8"
+os.environ["XLA_FLAGS"] = os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
 import json, sys
 import jax, numpy as np
 from flax import traverse_util

@@ -12,7 +12,7 @@ import pytest
 from configs import demo as demo_config
 from mmjax.data.batching import arrays
 from mmjax.jobs import grpo as grpo_job
-from mmjax.jobs import setup
+from mmjax.jobs import build
 from mmjax.models import sampler
 from mmjax.processing.buckets import bucket_size
 from mmjax.rl.update import GRPOLoss, GRPOMicroBatch
@@ -40,18 +40,18 @@ def _config(**overrides):
 @pytest.fixture(scope="module")
 def pieces():
     config = _config()
-    tok = setup.tokenizer(config)
-    holder = setup.model(config, tok)
-    batch = next(iter(setup.dataset(config, tok, holder)))
-    return config, tok, holder, batch
+    tok = build.tokenizer(config)
+    model = build.model(config, tok)
+    batch = next(iter(build.dataset(config, tok, model)))
+    return config, tok, model, batch
 
 
-def _micro(holder, batch, config, pixels_scale=1.0) -> GRPOMicroBatch:
+def _micro(model, batch, config, pixels_scale=1.0) -> GRPOMicroBatch:
     device = arrays(batch)
     if pixels_scale != 1.0:
         device = {**device, "image": {**device["image"], "pixel_values": device["image"]["pixel_values"] * pixels_scale}}
     g = config.grpo.num_generations
-    out = sampler.generate(holder.module, holder.params, arrays(batch), max_new_tokens=1, num_generations=g,
+    out = sampler.generate(model.module, model.params, arrays(batch), max_new_tokens=1, num_generations=g,
                            sampling=sampler.SamplingParams(1.0), seed=3)
     n = len(out.tokens)
     return GRPOMicroBatch(batch=out.prompt_batch(device), tokens=jnp.asarray(out.tokens), mask=jnp.asarray(out.mask),
@@ -60,9 +60,9 @@ def _micro(holder, batch, config, pixels_scale=1.0) -> GRPOMicroBatch:
                           advantages=jnp.asarray(np.tile([1.0, -1.0], n // 2), jnp.float32))
 
 
-def _grads_fn(holder, config, freeze=False):
+def _grads_fn(model, config, freeze=False):
     """The Trainer's jitted gradient function for the GRPO loss."""
-    loss = GRPOLoss(holder.module, setup.grpo_config(config))
+    loss = GRPOLoss(model.module, build.grpo_config(config))
     return lambda p, micro: update_lib.microbatch_grads(p, micro, loss_fn=loss, freeze_vision=freeze,
                                                         freeze_merger=freeze)
 
@@ -74,13 +74,13 @@ def _prepare(trainer, params, iterator, step=0):
 
 
 def test_images_reach_the_update(pieces):
-    config, _, holder, batch = pieces
-    grads_fn = _grads_fn(holder, config)
-    m1 = _micro(holder, batch, config)
-    m2 = _micro(holder, batch, config, pixels_scale=-1.0)  # only the pixels differ
+    config, _, model, batch = pieces
+    grads_fn = _grads_fn(model, config)
+    m1 = _micro(model, batch, config)
+    m2 = _micro(model, batch, config, pixels_scale=-1.0)  # only the pixels differ
     m2 = m1.replace(batch=m2.batch)
-    g1, s1 = grads_fn(holder.params, m1)
-    g2, s2 = grads_fn(holder.params, m2)
+    g1, s1 = grads_fn(model.params, m1)
+    g2, s2 = grads_fn(model.params, m2)
     visual = np.concatenate([np.ravel(x) for x in jax.tree.leaves(g1["visual"])])
     assert np.abs(visual).max() > 0  # the vision tower gets gradients
     diff = max(float(np.abs(a - b).max()) for a, b in zip(jax.tree.leaves(g1), jax.tree.leaves(g2)))
@@ -104,11 +104,11 @@ def test_frozen_vision_tower_does_not_move(pieces, freeze, tmp_path):
 
 def test_a_frozen_vision_tower_is_cut_from_the_backward_pass(pieces):
     """With freeze_vision the ViT's gradients are exact zeros (stop_gradient), not computed and masked."""
-    config, _, holder, batch = pieces
-    micro = _micro(holder, batch, config)
+    config, _, model, batch = pieces
+    micro = _micro(model, batch, config)
     grads = {}
     for freeze in (False, True):  # jitted, as the Trainer runs it (op by op it took 40 s)
-        grads[freeze], _ = _grads_fn(holder, config, freeze)(holder.params, micro)
+        grads[freeze], _ = _grads_fn(model, config, freeze)(model.params, micro)
     largest = lambda tree: max(float(np.abs(np.asarray(x)).max()) for x in jax.tree.leaves(tree))  # noqa: E731
     assert largest(grads[False]["visual"]) > 0 and largest(grads[True]["visual"]) == 0
     np.testing.assert_allclose(np.asarray(jax.tree.leaves(grads[True]["language_model"])[0]),
@@ -156,7 +156,7 @@ def test_metrics_and_exact_resume(pieces, tmp_path):
 
 @pytest.mark.slow  # a whole run of the job
 def test_a_corrupt_newest_checkpoint_falls_back_to_the_one_before(pieces, tmp_path, caplog):
-    config, tok, holder, _ = pieces
+    config, tok, model, _ = pieces
     workdir = str(tmp_path / "w")
     _train(_config(max_steps=4, save_steps=2), workdir, tok)
     newest = os.path.join(checkpoints.checkpoint_dir(workdir), "4")
@@ -165,7 +165,7 @@ def test_a_corrupt_newest_checkpoint_falls_back_to_the_one_before(pieces, tmp_pa
             if not name.endswith(".txt") and "metadata" not in name:
                 with open(os.path.join(root, name), "wb") as f:
                     f.write(b"garbage")
-    state = checkpoints.restore_latest(workdir, params_target=holder.params)
+    state = checkpoints.restore_latest(workdir, params_target=model.params)
     assert state.step == 2
     assert "cannot be restored" in caplog.text and newest in caplog.text
 

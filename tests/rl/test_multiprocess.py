@@ -64,7 +64,7 @@ class Run:
         for i in range(num_processes):
             child = {k: v for k, v in os.environ.items() if k not in _DISTRIBUTED}
             child.update(env or {}, JAX_PLATFORMS="cpu",
-                         XLA_FLAGS=f"--xla_force_host_platform_device_count={8 // num_processes}")
+                         XLA_FLAGS=os.environ.get("XLA_FLAGS", "") + f" --xla_force_host_platform_device_count={8 // num_processes}")
             if num_processes > 1:
                 child.update(JAX_COORDINATOR_ADDRESS=f"127.0.0.1:{port}", JAX_NUM_PROCESSES=str(num_processes),
                              JAX_PROCESS_ID=str(i))

@@ -26,12 +26,12 @@ from mmjax.train import checkpoints
 workdir, me = sys.argv[3], jax.process_index()
 steps = checkpoints.checkpoint_dir(workdir)
 mesh = sharding.make_mesh(data=1, fsdp=4)
-holder = qwen2_5_vl.Qwen2_5_VL.from_config(qwen2_5_vl.preset("tiny"), seed=0).shard(mesh)
-assert any(not a.is_fully_addressable for a in jax.tree.leaves(holder.params))  # shards on both processes
-doubled = jax.tree.map(lambda a: a * 2, holder.params)
+model = qwen2_5_vl.Qwen2_5_VL.from_config(qwen2_5_vl.preset("tiny"), seed=0).shard(mesh)
+assert any(not a.is_fully_addressable for a in jax.tree.leaves(model.params))  # shards on both processes
+doubled = jax.tree.map(lambda a: a * 2, model.params)
 with checkpoints.TrainCheckpointer(workdir, save_every=1, async_save=False) as ckpt:
-    for step, params in ((1, holder.params), (2, doubled)):
-        ckpt.save(step, params, optax.sgd(0.1).init(params), {"i": step}, holder.config)
+    for step, params in ((1, model.params), (2, doubled)):
+        ckpt.save(step, params, optax.sgd(0.1).init(params), {"i": step}, model.config)
 if me == 0:  # tests/rl/test_learner.py's damage: garbage over the params' array files
     for root, _, names in os.walk(os.path.join(steps, "2", "params")):
         for name in names:
@@ -39,16 +39,16 @@ if me == 0:  # tests/rl/test_learner.py's damage: garbage over the params' array
                 open(os.path.join(root, name), "wb").write(b"garbage")
 multihost_utils.sync_global_devices("damaged")
 
-state = checkpoints.restore_latest(workdir, params_target=holder.params)
+state = checkpoints.restore_latest(workdir, params_target=model.params)
 assert state.step == 1, state.step
 # Back from restore_latest, every process already sees the step moved (a manager opened now
 # lists the same steps on both).
 assert sorted(os.listdir(steps)) == ["1", "2.corrupt"], os.listdir(steps)
 with checkpoints.TrainCheckpointer(workdir, save_every=1, async_save=False) as ckpt:
-    assert ckpt.save(2, doubled, optax.sgd(0.1).init(doubled), {"i": 2}, holder.config)
+    assert ckpt.save(2, doubled, optax.sgd(0.1).init(doubled), {"i": 2}, model.config)
 assert sorted(os.listdir(steps)) == ["1", "2", "2.corrupt"], os.listdir(steps)
 
-out = checkpoints.export_hf(workdir, holder.replace(params=doubled))
+out = checkpoints.export_hf(workdir, model.replace(params=doubled))
 assert os.path.isfile(os.path.join(out, "model.safetensors"))  # on every process once it returns
 exported = qwen2_5_vl.load_hf(out, progress=False).params
 expected = multihost_utils.process_allgather(doubled, tiled=True)
@@ -68,7 +68,7 @@ def _free_port() -> int:
 def test_two_processes_fall_back_together_move_the_step_once_and_export_the_sharded_model(tmp_path):
     address = f"127.0.0.1:{_free_port()}"
     env = {k: v for k, v in os.environ.items() if not k.startswith("JAX_COORDINATOR")}
-    env.update(JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_force_host_platform_device_count=2")
+    env.update(JAX_PLATFORMS="cpu", XLA_FLAGS=os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=2")
     logs = [tmp_path / f"process.{i}.log" for i in range(2)]
     procs = []
     for i, log in enumerate(logs):

@@ -163,7 +163,8 @@ print("SHARDED_OK")
 
 @pytest.mark.slow  # a subprocess with 8 devices
 def test_sharded_save_and_restore_on_8_devices(tmp_path):
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8", JAX_PLATFORMS="cpu")
+    env = dict(os.environ, JAX_PLATFORMS="cpu",
+               XLA_FLAGS=os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8")
     proc = subprocess.run([sys.executable, "-c", _SHARDED, str(tmp_path / "run")], env=env, check=False,
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0 and "SHARDED_OK" in proc.stdout, proc.stdout + proc.stderr[-3000:]

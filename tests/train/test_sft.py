@@ -18,7 +18,7 @@ from mmjax.data.batching import Batcher, ProcessSample, arrays
 from mmjax.data.sft import AnswerTokens, SftBatcher, answer_text
 from mmjax.data.synthetic import ColourChoiceSource
 from mmjax.jobs import grpo as grpo_job
-from mmjax.jobs import setup
+from mmjax.jobs import build
 from mmjax.jobs import sft as sft_job
 from mmjax.models import sampler
 from mmjax.processing import ImageProcessorConfig, special_token_ids
@@ -52,44 +52,44 @@ def _config(**overrides):
 
 @pytest.fixture(scope="module")
 def tok():
-    return setup.tokenizer(_config())
+    return build.tokenizer(_config())
 
 
 @pytest.fixture(scope="module")
-def holder(tok):
-    return setup.model(_config(), tok)
+def tiny_model(tok):
+    return build.model(_config(), tok)
 
 
 def _host(params):
     return jax.tree.map(np.asarray, params)
 
 
-def _trainer(config, workdir, tok, holder):
+def _trainer(config, workdir, tok, tiny_model):
     """An SFT Trainer on a copy of the initial params (a run donates its params' buffers; a
     copy also spares the seconds a fresh random init compiles for)."""
-    fresh = holder.replace(params=jax.tree.map(jnp.copy, holder.params))
-    return sft_job.build_trainer(config, str(workdir), tok=tok, holder=fresh)
+    fresh = tiny_model.replace(params=jax.tree.map(jnp.copy, tiny_model.params))
+    return sft_job.build_trainer(config, str(workdir), tok=tok, model=fresh)
 
 
-def _train(config, workdir, tok, holder):
-    trainer = _trainer(config, workdir, tok, holder)
+def _train(config, workdir, tok, tiny_model):
+    trainer = _trainer(config, workdir, tok, tiny_model)
     last = trainer.train()
     return trainer, read_metrics(str(workdir)), last
 
 
 @pytest.fixture(scope="module")
-def trained(tok, holder, tmp_path_factory):
+def trained(tok, tiny_model, tmp_path_factory):
     """One uninterrupted SFT run of STEPS steps on 4 fixed samples."""
     workdir = tmp_path_factory.mktemp("sft_full")
-    setup.write_resolved_config(_config(), str(workdir))  # as the job does: a workdir has a config.json too
-    trainer, rows, _ = _train(_config(), workdir, tok, holder)
+    build.write_resolved_config(_config(), str(workdir))  # as the job does: a workdir has a config.json too
+    trainer, rows, _ = _train(_config(), workdir, tok, tiny_model)
     return workdir, trainer, rows
 
 
-def _processed(tok, holder, rows):
+def _processed(tok, tiny_model, rows):
     """What the pipeline's workers make of `rows`: task transform, ProcessSample, answer tokens."""
     c = _config()
-    transforms = setup.transforms(c.data, tok, holder)
+    transforms = build.transforms(c.data, tok, tiny_model)
     answers = AnswerTokens(tok, special_token_ids(tok).eos_token_ids[0])
     out = []
     for row in rows:
@@ -99,19 +99,19 @@ def _processed(tok, holder, rows):
     return out
 
 
-def _batcher(tok, holder):
+def _batcher(tok, tiny_model):
     c = _config()
     pad = special_token_ids(tok).pad_token_id
-    spec = holder.config.input_spec(min_vision_rows=c.data.min_vision_rows, max_pixels=c.data.max_pixels)
+    spec = tiny_model.config.input_spec(min_vision_rows=c.data.min_vision_rows, max_pixels=c.data.max_pixels)
     return SftBatcher(Batcher(pad_id=pad, spec=spec), pad_id=pad)
 
 
 # ---- the loss ------------------------------------------------------------------------------
 
-def _loss(holder, batch):
+def _loss(tiny_model, batch):
     """The SFT step's own loss (sum, count) of a batch: the Trainer's jitted gradient function."""
     micro = SFTMicroBatch(batch=arrays(batch), answers={k: jnp.asarray(batch[k]) for k in ("targets", "target_mask")})
-    _, stats = update_lib.microbatch_grads(holder.params, micro, loss_fn=SFTLoss(holder.module),
+    _, stats = update_lib.microbatch_grads(tiny_model.params, micro, loss_fn=SFTLoss(tiny_model.module),
                                            freeze_vision=True, freeze_merger=True)
     return stats["loss"]
 
@@ -120,7 +120,7 @@ QUESTION = "\n".join([ColourChoiceSource.QUESTION, "Options:", "A. red", "B. gre
                       "Answer with the option letter."])  # the colour rows' prompt, so its length too
 
 
-def test_only_the_answer_and_eos_carry_loss(tok, holder):
+def test_only_the_answer_and_eos_carry_loss(tok, tiny_model):
     """Four hand-built samples (prompts of different lengths, so left padding, each with an
     image; answers of 2 to 14 tokens, plain and in the think format): the loss is exactly
     -sum log p of the answer tokens and EOS, read from the model's full-sequence logits;
@@ -136,7 +136,7 @@ def test_only_the_answer_and_eos_carry_loss(tok, holder):
                   "images": [rng.integers(0, 256, (56, 56, 3), dtype=np.uint8)], "solution": solution,
                   "container": "answer", "where": f"hand:{i}"}
         processed.append(AnswerTokens(tok, eos, answer_format=answer_format).map(process.map(sample)))
-    batch = _batcher(tok, holder)(processed)
+    batch = _batcher(tok, tiny_model)(processed)
     answers = [tok.encode(answer_text(s, f), add_special_tokens=False) + [eos] for _, s, f in cases]
     assert len({len(a) for a in answers}) == 3
     for row, ids in enumerate(answers):  # targets: answer + EOS, then padding the mask excludes
@@ -145,7 +145,7 @@ def test_only_the_answer_and_eos_carry_loss(tok, holder):
         np.testing.assert_array_equal(batch["target_mask"][row], np.arange(batch["targets"].shape[1]) < n)
     assert not batch["attention_mask"][1].all()  # the shorter prompts are left-padded
 
-    got = _loss(holder, batch)
+    got = _loss(tiny_model, batch)
     assert int(got.count) == sum(len(a) for a in answers)
 
     # The reference: prompt + answer as one plain sequence per row (right-padded into one
@@ -155,7 +155,7 @@ def test_only_the_answer_and_eos_carry_loss(tok, holder):
     width = max(len(f) for f in full)
     ids = np.stack([np.pad(f, (0, width - len(f))) for f in full])
     mask = np.arange(width)[None] < np.array([len(f) for f in full])[:, None]
-    logits = holder.logits(ids, mask, pixel_values=np.concatenate([p["inputs"]["pixel_values"] for p in processed]),
+    logits = tiny_model.logits(ids, mask, pixel_values=np.concatenate([p["inputs"]["pixel_values"] for p in processed]),
                            image_grid_thw=np.concatenate([p["inputs"]["image_grid_thw"] for p in processed]))
     logp = np.asarray(jax.nn.log_softmax(jnp.asarray(logits), axis=-1))
     # answer token j sits at len(prompt) + j and is predicted by the position before it
@@ -165,27 +165,27 @@ def test_only_the_answer_and_eos_carry_loss(tok, holder):
 
     # What sits under the mask's False positions changes nothing.
     noisy = {**batch, "targets": np.where(batch["target_mask"], batch["targets"], 7)}
-    assert float(_loss(holder, noisy).total) == float(got.total)
+    assert float(_loss(tiny_model, noisy).total) == float(got.total)
 
 
-def test_one_or_two_micro_batches_give_the_same_step(tok, holder, tmp_path):
+def test_one_or_two_micro_batches_give_the_same_step(tok, tiny_model, tmp_path):
     """Token mean over the whole step whatever the split: with answers of unequal length
     (8 vs 4 answer tokens), a mean of per-micro-batch means would differ."""
     rows = [ColourChoiceSource(4, size=(56, 56))[i] for i in range(4)]
-    processed = _processed(tok, holder, rows)
+    processed = _processed(tok, tiny_model, rows)
     eos = special_token_ids(tok).eos_token_ids[0]
     processed[0] = {**processed[0], "target": np.asarray(tok.encode("A, the red one", add_special_tokens=False)
                                                          + [eos], np.int32)}
-    batcher = _batcher(tok, holder)
-    trainer = _trainer(_config(), tmp_path, tok, holder)
-    prepare = lambda batches: trainer.objective.prepare(holder.params, batches, 0, None)  # noqa: E731
+    batcher = _batcher(tok, tiny_model)
+    trainer = _trainer(_config(), tmp_path, tok, tiny_model)
+    prepare = lambda batches: trainer.objective.prepare(tiny_model.params, batches, 0, None)  # noqa: E731
     one = prepare([batcher(processed)])
     two = prepare([batcher(half) for half in (processed[:2], processed[2:])])
     halves = [prepare([batcher(half)]).answer_tokens for half in (processed[:2], processed[2:])]
     assert one.answer_tokens == two.answer_tokens == sum(halves) != 4 * halves[1]
 
     def grads(example):  # what the Trainer divides once: the summed numerators' gradients / tokens
-        out = [trainer._grads(holder.params, m) for m in example.micro_batches]
+        out = [trainer._grads(tiny_model.params, m) for m in example.micro_batches]
         count = sum(int(s["loss"].count) for _, s in out)
         return jax.tree.map(lambda *g: np.asarray(sum(g)) / count, *[g for g, _ in out])
 
@@ -195,7 +195,7 @@ def test_one_or_two_micro_batches_give_the_same_step(tok, holder, tmp_path):
     assert not any(np.any(g) for g in jax.tree.leaves(full["visual"]))  # frozen: cut from the backward pass
 
     def step(example):
-        params = jax.tree.map(jnp.copy, holder.params)  # the update donates them
+        params = jax.tree.map(jnp.copy, tiny_model.params)  # the update donates them
         _, _, stats, grad_norm = trainer._update(params, trainer.optimizer.init(params), example)
         return float(stats["loss"].value()), float(grad_norm)
 
@@ -207,7 +207,7 @@ def test_one_or_two_micro_batches_give_the_same_step(tok, holder, tmp_path):
 # ---- training ------------------------------------------------------------------------------
 
 @pytest.mark.slow  # a whole run of the job
-def test_sft_learns_the_answers_with_the_vision_tower_frozen(trained, holder, tok):
+def test_sft_learns_the_answers_with_the_vision_tower_frozen(trained, tiny_model, tok):
     workdir, trainer, rows = trained
     assert [r["step"] for r in rows] == list(range(1, STEPS + 1))  # sft.num_epochs passes, one step each
     assert rows[-1]["data/epoch"] == STEPS - 1
@@ -216,7 +216,7 @@ def test_sft_learns_the_answers_with_the_vision_tower_frozen(trained, holder, to
     for name in ("loss", "entropy", "grad_norm", "learning_rate", "tokens/answer", "data/skipped"):
         assert name in rows[-1], name
 
-    before, after = _host(holder.params), _host(trainer.model.params)
+    before, after = _host(tiny_model.params), _host(trainer.model.params)
     for a, b in zip(jax.tree.leaves(before["visual"]), jax.tree.leaves(after["visual"])):
         np.testing.assert_array_equal(a, b)  # vision tower and merger: not a bit moved
     moved = max(float(np.abs(a - b).max()) for a, b in
@@ -225,7 +225,7 @@ def test_sft_learns_the_answers_with_the_vision_tower_frozen(trained, holder, to
 
     # Greedy answers to the 4 training prompts are the targets, EOS included.
     ids = special_token_ids(tok)
-    batch = next(iter(sft_job.dataset(_config(), tok, trainer.model)))
+    batch = next(iter(build.sft_dataset(_config(), tok, trainer.model)))
     out = sampler.generate(trainer.model.module, trainer.model.params, arrays(batch), max_new_tokens=4,
                            eos_token_ids=ids.eos_token_ids, pad_token_id=ids.pad_token_id)
     for row in range(len(out.tokens)):
@@ -240,13 +240,13 @@ class _Killed(Exception):
 
 
 @pytest.mark.slow  # a whole run of the job
-def test_a_run_killed_mid_step_resumes_to_the_same_params(trained, tok, holder, tmp_path, monkeypatch):
+def test_a_run_killed_mid_step_resumes_to_the_same_params(trained, tok, tiny_model, tmp_path, monkeypatch):
     """Crash inside step 15 (checkpoint at 10), start again: at step 20 the params and the
     logged losses equal the uninterrupted run's (its step-20 checkpoint), bit for bit, and no
     step is logged twice: the same run (schedule of 60 steps) cut at max_steps 20."""
     full_workdir, _, full_rows = trained
     config = _config(max_steps=20, save_steps=10, **{"optim.total_steps": STEPS})
-    trainer = _trainer(config, tmp_path, tok, holder)
+    trainer = _trainer(config, tmp_path, tok, tiny_model)
     real, calls = trainer._update, []
 
     def update(*args):
@@ -259,7 +259,7 @@ def test_a_run_killed_mid_step_resumes_to_the_same_params(trained, tok, holder, 
     with pytest.raises(_Killed):
         trainer.train()
     assert checkpoints.restore_latest(str(tmp_path)).step == 10
-    resumed, rows, _ = _train(config, tmp_path, tok, holder)
+    resumed, rows, _ = _train(config, tmp_path, tok, tiny_model)
     reference = checkpoints.restore_params(os.path.join(checkpoints.checkpoint_dir(str(full_workdir)), "20"))
     for a, b in zip(jax.tree.leaves(reference), jax.tree.leaves(_host(resumed.model.params))):
         np.testing.assert_array_equal(a, b)
@@ -268,14 +268,14 @@ def test_a_run_killed_mid_step_resumes_to_the_same_params(trained, tok, holder, 
 
 
 @pytest.mark.slow  # a whole run of the job
-def test_sigterm_mid_step_saves_that_step_exits_and_resumes_to_the_same_params(trained, tok, holder, tmp_path,
+def test_sigterm_mid_step_saves_that_step_exits_and_resumes_to_the_same_params(trained, tok, tiny_model, tmp_path,
                                                                               monkeypatch):
     """SIGTERM inside step 13 (checkpoints every 10): the step finishes, is saved as checkpoint
     13 and the run raises Preempted (exit 75 from the CLI) with nothing lost; the rerun's step
     20 equals the uninterrupted run's bit for bit, and no step is logged twice."""
     full_workdir, _, full_rows = trained
     config = _config(max_steps=20, save_steps=10, **{"optim.total_steps": STEPS})
-    trainer = _trainer(config, tmp_path, tok, holder)
+    trainer = _trainer(config, tmp_path, tok, tiny_model)
     real, calls = trainer._update, []
 
     def update(*args):
@@ -293,7 +293,7 @@ def test_sigterm_mid_step_saves_that_step_exits_and_resumes_to_the_same_params(t
     signal.signal(signal.SIGTERM, before)
     assert sorted(os.listdir(checkpoints.checkpoint_dir(str(tmp_path))), key=int) == ["1", "10", "13"]
     assert [r["step"] for r in read_metrics(str(tmp_path))] == list(range(1, 14))
-    resumed, rows, _ = _train(config, tmp_path, tok, holder)
+    resumed, rows, _ = _train(config, tmp_path, tok, tiny_model)
     reference = checkpoints.restore_params(os.path.join(checkpoints.checkpoint_dir(str(full_workdir)), "20"))
     for a, b in zip(jax.tree.leaves(reference), jax.tree.leaves(_host(resumed.model.params))):
         np.testing.assert_array_equal(a, b)
@@ -331,13 +331,13 @@ def _jsonl_config(path, **kw):
     return _config(**{"data.source": "jsonl", "data.path": path, **kw})
 
 
-def test_bad_rows_are_skipped_counted_and_named(tok, holder, tmp_path, caplog):
+def test_bad_rows_are_skipped_counted_and_named(tok, tiny_model, tmp_path, caplog):
     """A corrupt image, a row without a solution and one with a blank solution: each skipped,
     counted in the metrics and logged with its file and line; the run trains on the rest and
     stops, with a checkpoint, where the data ends."""
     path = _jsonl(tmp_path, BAD)
     c = _jsonl_config(path, **{"sft.num_epochs": 2, "save_steps": 100})
-    trainer, rows, last = _train(c, tmp_path / "w", tok, holder)
+    trainer, rows, last = _train(c, tmp_path / "w", tok, tiny_model)
     assert trainer.cfg.max_steps == 3  # 2 passes over 7 rows, in batches of 4 ...
     assert [r["step"] for r in rows] == [1, 2]  # ... but only the 8 good samples make batches
     assert checkpoints.restore_latest(str(tmp_path / "w")).step == 2  # saved where the data ended
@@ -350,18 +350,18 @@ def test_bad_rows_are_skipped_counted_and_named(tok, holder, tmp_path, caplog):
 
 
 @pytest.mark.parametrize("line,reason", [(2, "image_unreadable"), (4, "missing_field"), (5, "missing_solution")])
-def test_strict_mode_raises_naming_the_file_and_line(tok, holder, tmp_path, line, reason):
+def test_strict_mode_raises_naming_the_file_and_line(tok, tiny_model, tmp_path, line, reason):
     path = _jsonl(tmp_path, {line: BAD[line]})
     c = _jsonl_config(path, **{"data.strict": True, "sft.num_epochs": 1})
     with pytest.raises(skips.DataError, match=re.escape(f"{reason} at {path}:{line}")):
-        for _ in sft_job.dataset(c, tok, holder):
+        for _ in build.sft_dataset(c, tok, tiny_model):
             pass
 
 
 # ---- the recipe ----------------------------------------------------------------------------
 
 @pytest.mark.parametrize("arg", [None, "tpu"])
-def test_the_sft_recipe_follows_spec_2_4_and_runs(arg, tok, holder, tmp_path):
+def test_the_sft_recipe_follows_spec_2_4_and_runs(arg, tok, tiny_model, tmp_path):
     from configs import sft as sft_recipe
     c = sft_recipe.get_config(arg)
     assert c.mode == "sft" and c.max_steps == 0 and c.sft.num_epochs == 5
@@ -382,11 +382,12 @@ def test_the_sft_recipe_follows_spec_2_4_and_runs(arg, tok, holder, tmp_path):
     c.data.batch_size, c.data.worker_count, c.data.system_prompt = 4, 0, False
     c.data.min_vision_rows, c.data.min_pixels, c.data.max_pixels = 16, 56 * 56, 56 * 56
     c.sft.num_epochs = 2
-    trainer, rows, _ = _train(c, tmp_path / "w", tok, holder)
+    c.mesh.fsdp = 1  # one CPU device
+    trainer, rows, _ = _train(c, tmp_path / "w", tok, tiny_model)
     assert trainer.cfg.max_steps == 2 and trainer.optim_config.total_steps == 2
     assert [r["step"] for r in rows] == [1, 2]
     np.testing.assert_allclose([r["learning_rate"] for r in rows], [0.0, 1e-6])  # warmup: ceil(0.1 x 2) = 1 step
-    before, after = _host(holder.params)["visual"], _host(trainer.model.params)["visual"]
+    before, after = _host(tiny_model.params)["visual"], _host(trainer.model.params)["visual"]
     for a, b in zip(jax.tree.leaves(before), jax.tree.leaves(after)):
         np.testing.assert_array_equal(a, b)
 
@@ -414,10 +415,10 @@ def _adam_count(opt_state):
 
 
 @pytest.mark.slow  # a whole run of the job
-def test_grpo_starts_from_the_sft_checkpoint_or_an_hf_folder(trained, holder, tok, tmp_path):
+def test_grpo_starts_from_the_sft_checkpoint_or_an_hf_folder(trained, tiny_model, tok, tmp_path):
     sft_workdir, done, _ = trained
     sft_params = _host(done.model.params)
-    assert not np.array_equal(_leaf(sft_params), _leaf(_host(holder.params)))
+    assert not np.array_equal(_leaf(sft_params), _leaf(_host(tiny_model.params)))
     grpo = grpo_job.build_trainer(_grpo_config(sft_workdir), str(tmp_path / "grpo"), tok=tok)
     params, opt_state, step, _, _ = grpo._restore_or_init()
     assert step == 0  # a fresh run: the SFT run's step and optimizer state stay behind
@@ -427,14 +428,14 @@ def test_grpo_starts_from_the_sft_checkpoint_or_an_hf_folder(trained, holder, to
 
     hf_dir = tmp_path / "hf"
     done.model.save_hf(str(hf_dir), progress=False)
-    from_hf = setup.model(_grpo_config(hf_dir), tok)
+    from_hf = build.model(_grpo_config(hf_dir), tok)
     for a, b in zip(jax.tree.leaves(sft_params), jax.tree.leaves(_host(from_hf.params))):
         np.testing.assert_array_equal(a, b)
 
     (tmp_path / "empty").mkdir()
     for bad in (tmp_path / "empty", tmp_path / "absent"):
-        with pytest.raises(setup.ConfigFieldError, match=re.escape(f"config.init_from='{bad}'")):
-            setup.model(_grpo_config(bad), tok)
+        with pytest.raises(build.ConfigFieldError, match=re.escape(f"config.init_from='{bad}'")):
+            build.model(_grpo_config(bad), tok)
 
 
 # ---- init_from a workdir whose newest step is corrupt --------------------------------------
@@ -462,19 +463,19 @@ def _truncate_arrays(step_path):
                     f.truncate(os.path.getsize(path) // 2)
 
 
-def test_init_from_skips_a_corrupt_newest_step_and_leaves_the_workdir_untouched(holder, tok, tmp_path, caplog):
+def test_init_from_skips_a_corrupt_newest_step_and_leaves_the_workdir_untouched(tiny_model, tok, tmp_path, caplog):
     import optax
     workdir = str(tmp_path / "other_run")
-    older = jax.tree.map(lambda a: np.asarray(a) + 1.0, holder.params)
-    newer = jax.tree.map(lambda a: np.asarray(a) + 2.0, holder.params)
+    older = jax.tree.map(lambda a: np.asarray(a) + 1.0, tiny_model.params)
+    newer = jax.tree.map(lambda a: np.asarray(a) + 2.0, tiny_model.params)
     with checkpoints.TrainCheckpointer(workdir, save_every=1, async_save=False) as ckpt:
         for step, params in ((1, older), (2, newer)):
-            ckpt.save(step, params, optax.sgd(0.1).init(params), {}, holder.config, holder.hf_layout)
+            ckpt.save(step, params, optax.sgd(0.1).init(params), {}, tiny_model.config, tiny_model.hf_layout)
     steps = checkpoints.checkpoint_dir(workdir)
     _truncate_arrays(os.path.join(steps, "2"))
     before = _tree_listing(workdir)
 
-    model = setup.model(_grpo_config(workdir), tok)
+    model = build.model(_grpo_config(workdir), tok)
     for a, b in zip(jax.tree.leaves(older), jax.tree.leaves(_host(model.params)), strict=True):
         np.testing.assert_array_equal(a, b)  # step 1's params, not a mix and not the random init
     assert f"checkpoint {os.path.join(steps, '2')} cannot be restored (ValueError: OUT_OF_RANGE" in caplog.text
@@ -482,8 +483,8 @@ def test_init_from_skips_a_corrupt_newest_step_and_leaves_the_workdir_untouched(
 
     _truncate_arrays(os.path.join(steps, "1"))
     before = _tree_listing(workdir)
-    with pytest.raises(setup.ConfigFieldError) as failed:
-        setup.model(_grpo_config(workdir), tok)
+    with pytest.raises(build.ConfigFieldError) as failed:
+        build.model(_grpo_config(workdir), tok)
     message = str(failed.value)  # each step tried, and why it failed
     assert message.startswith(f"config.init_from='{workdir}': no checkpoint under {steps} can be restored")
     assert f"{os.path.join(steps, '2')}: ValueError: OUT_OF_RANGE" in message
@@ -503,10 +504,12 @@ def _assert_export_is(out_dir, params):
 
 
 @pytest.mark.slow  # a whole run of the job
-def test_the_sft_job_writes_an_hf_export_and_a_resumed_run_replaces_it(holder, tmp_path, monkeypatch):
+def test_the_sft_job_writes_an_hf_export_and_a_resumed_run_replaces_it(tiny_model, tmp_path, monkeypatch):
     from transformers import AutoTokenizer
-    fresh = lambda config, tok: holder.replace(params=jax.tree.map(jnp.copy, holder.params))  # noqa: E731
-    monkeypatch.setattr(setup, "model", fresh)  # this file's model, not a new random init
+    def fresh(config, tok, mesh=None):  # this file's model, not a new random init
+        return tiny_model.replace(params=jax.tree.map(jnp.copy, tiny_model.params))
+
+    monkeypatch.setattr(build, "model", fresh)
     workdir = tmp_path / "w"
     workdir.mkdir()  # as mmjax.main makes it
     sft_job.run(_config(**{"sft.num_epochs": 2}), str(workdir))  # 2 steps
@@ -518,7 +521,7 @@ def test_the_sft_job_writes_an_hf_export_and_a_resumed_run_replaces_it(holder, t
     _assert_export_is(out, checkpoints.restore_params(step("2")))  # the final checkpoint's params, exactly
     assert {"model.safetensors", "config.json", "generation_config.json", "tokenizer.json",
             "preprocessor_config.json"} <= set(os.listdir(out))
-    tok = setup.tokenizer(_config())
+    tok = build.tokenizer(_config())
     assert AutoTokenizer.from_pretrained(str(out)).encode(QUESTION) == tok.encode(QUESTION)
 
     sft_job.run(_config(**{"sft.num_epochs": 3}), str(workdir))  # resumed at step 2: one more step
@@ -530,14 +533,14 @@ def test_the_sft_job_writes_an_hf_export_and_a_resumed_run_replaces_it(holder, t
 
 
 @pytest.mark.slow  # a whole run of the job
-def test_the_grpo_job_writes_an_hf_export_of_its_trained_model(holder, tmp_path, monkeypatch):
-    trained_params = jax.tree.map(lambda a: a * 2, holder.params)
+def test_the_grpo_job_writes_an_hf_export_of_its_trained_model(tiny_model, tmp_path, monkeypatch):
+    trained_params = jax.tree.map(lambda a: a * 2, tiny_model.params)
 
     class Trainer:  # what run() uses of a trainer: train(), then the trained model
-        model = holder
+        model = tiny_model
 
         def train(self):
-            self.model = holder.replace(params=trained_params)
+            self.model = tiny_model.replace(params=trained_params)
             return {"reward": 1.0}
 
     monkeypatch.setattr(grpo_job, "build_trainer", lambda config, workdir, tok=None: Trainer())

@@ -68,7 +68,7 @@ REWARDS = {"bench_colour": trl_reference.colour_reward, "bench_length": trl_refe
 
 
 def tiny_config(tok):
-    """BENCH.md tiny with the tokenizer's special ids and vocabulary (as mmjax.jobs.setup.model)."""
+    """BENCH.md tiny with the tokenizer's special ids and vocabulary (as mmjax.jobs.build.model)."""
     from mmjax.models import qwen2_5_vl
     from mmjax.processing import special_token_ids
     ids = special_token_ids(tok)

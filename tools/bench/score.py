@@ -67,7 +67,7 @@ def build(args):
     from mmjax.processing import ImageProcessorConfig, special_token_ids, tiny_tokenizer
     tok = tiny_tokenizer()
     cfg = model_config(args.preset, tok)
-    holder = qwen2_5_vl.Qwen2_5_VL.from_config(cfg, seed=args.seed, attention=args.attention)
+    model = qwen2_5_vl.Qwen2_5_VL.from_config(cfg, seed=args.seed, attention=args.attention)
     ids = special_token_ids(tok)
     image_cfg = ImageProcessorConfig(min_pixels=args.image ** 2, max_pixels=args.image ** 2)
     process = batching.ProcessSample(tok, image_cfg=image_cfg, tokens_per_second=cfg.vision.tokens_per_second)
@@ -84,7 +84,7 @@ def build(args):
         methods=("pism",), ratios=tuple(round(0.1 * i, 1) for i in range(args.ratios)) if args.ratio_list is None
         else tuple(args.ratio_list), attempts=args.attempts, temperature=args.temperature,
         max_new_tokens=args.new_tokens, sampler_batch=args.sampler_batch, host_threads=args.host_threads)
-    scorer = scoring.Scorer(holder, tok.decode, process, batcher, reward, score_cfg, eos_token_ids=ids.eos_token_ids,
+    scorer = scoring.Scorer(model, tok.decode, process, batcher, reward, score_cfg, eos_token_ids=ids.eos_token_ids,
                             pad_token_id=ids.pad_token_id, allowed_token_ids=allowed, seed=args.seed)
     task = qa.QaSample()
     source = synthetic.ColourChoiceSource(args.samples, seed=args.seed, size=(args.image, args.image))
@@ -110,7 +110,7 @@ def loop_sample(scorer, sample) -> tuple[np.ndarray, list[str], int]:
                 images = [m[0, a] for m in scorer._variants([slot], _Request(0, r, a), cache)]
                 inputs = {**processed["inputs"], "pixel_values": scorer._pixels(images)}
             batch = arrays(scorer.batcher([{"inputs": inputs, "meta": processed["meta"]}]))
-            rollout = sampler.generate(scorer.holder.module, scorer.holder.params, batch,
+            rollout = sampler.generate(scorer.model.module, scorer.model.params, batch,
                                        max_new_tokens=cfg.max_new_tokens, sampling=cfg.sampling,
                                        seed=calls, eos_token_ids=scorer.eos, pad_token_id=scorer.pad,
                                        allowed_token_ids=scorer.allowed)

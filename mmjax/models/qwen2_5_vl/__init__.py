@@ -5,13 +5,13 @@
     logits = model.logits(input_ids, attention_mask, pixel_values, image_grid_thw)  # [B, T, V]
     model.save_hf("out_folder")
 
-`Qwen2_5_VL` only holds the config and the params; the computation is the pure
+`Qwen2_5_VL` (api.py) only holds the config and the params; the computation is the pure
 functions of `Qwen25VLModule` (model.py), which the sampler and the learner call directly.
 """
 
 from mmjax.models.qwen2_5_vl.config import ConfigError, Qwen25VLConfig, TextConfig, VisionConfig
 from mmjax.models.qwen2_5_vl.presets import PRESETS, preset
-from mmjax.models.qwen2_5_vl.holder import Qwen2_5_VL, load_hf
+from mmjax.models.qwen2_5_vl.api import Qwen2_5_VL, load_hf
 from mmjax.models.qwen2_5_vl.hf_keys import CheckpointError
 from mmjax.models.qwen2_5_vl.model import Qwen25VLModule
 

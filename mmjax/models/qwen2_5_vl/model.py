@@ -1,4 +1,4 @@
-"""Qwen2.5-VL as a Flax module with pure entry points, and a thin holder for users.
+"""Qwen2.5-VL as a Flax module with pure entry points, and the user-facing model around it (api.py).
 
 The module's methods are the pure functions: `apply({'params': p}, ..., method=...)`.
   - `encode_vision(vision)`: merged visual embeddings of a `model_batch` vision dict.

@@ -1,4 +1,5 @@
-"""From a recipe's ConfigDict to the pieces a job runs: tokenizer, model, data, rewards.
+"""The one builder: from a recipe's ConfigDict to the objects a job runs (tokenizer, mesh, model,
+data, rewards, the loop's and objectives' dataclasses). Below the jobs nothing reads the ConfigDict.
 
 A field whose value is wrong raises `ConfigFieldError` naming `config.<field>` and what is
 allowed; `mmjax.main` prints it as one line.
@@ -15,8 +16,17 @@ import ml_collections
 
 from mmjax import rewards as rewards_lib
 from mmjax.data import batching, depth_jigsaw, jigsaw, pipeline, qa, sources, synthetic, video_jigsaw
+from mmjax.data import sft as sft_data
+from mmjax.difficulty import cmab as cmab_lib
+from mmjax.difficulty import pism as pism_lib
+from mmjax.difficulty import scoring
 from mmjax.difficulty import selection as selection_lib
 from mmjax.difficulty.score_file import ScoreFileError
+from mmjax.eval import benchmarks as bench_lib
+from mmjax.eval import metrics as metrics_lib
+from mmjax.eval import runner as runner_lib
+from mmjax.eval import synthetic_benchmarks
+from mmjax.jobs import preflight
 from mmjax.models import qwen2_5_vl
 from mmjax.processing import ImageProcessorConfig, special_token_ids, tiny_tokenizer
 from mmjax.rl.grpo import GRPOConfig
@@ -35,6 +45,10 @@ TASK_SOURCES = {"jigsaw_3d": ("rgbd_folder", "synthetic_rgbd")}
 VIDEO_SECONDS, VIDEO_FPS = 24.0, 2.0  # synthetic_video: the shortest a video jigsaw takes (SPEC 1.2)
 RGBD_INDEX = "index.jsonl"  # what mmjax.data.synthetic.write_rgbd_scenes writes: {"image", "depth"} rows
 TOKENIZERS = ("tiny", "qwen2", "hf")
+# config.eval.benchmarks.<name> = "synthetic": rows of the benchmark's format made from synthetic
+# data (mmjax.eval.synthetic_benchmarks), this many; preflight accepts the value as a path.
+SYNTHETIC_BENCHMARK = preflight.SYNTHETIC_BENCHMARK
+SYNTHETIC_BENCHMARK_ROWS = 8
 
 
 class ConfigFieldError(ValueError):
@@ -70,21 +84,25 @@ def tokenizer(config):
     return AutoTokenizer.from_pretrained(config.model.hf_dir)
 
 
-def model(config, tok):
-    """The holder: config.init_from's weights, an HF folder, or a random preset whose special
-    ids follow the tokenizer."""
+def mesh(config):
+    """The job's device mesh from config.mesh, or None for one device (every job builds it here, once)."""
+    sizes = (config.mesh.data, config.mesh.fsdp, config.mesh.tensor)
+    if -1 not in sizes and sizes[0] * sizes[1] * sizes[2] == 1:  # any axis may be -1: "all remaining devices"
+        return None
+    from mmjax import sharding
+    return sharding.make_mesh(*sizes)
+
+
+def model(config, tok, mesh=None):
+    """The model: config.init_from's weights, an HF folder, or a random preset whose special
+    ids follow the tokenizer; its params placed on `mesh` (build.mesh) when given."""
     m = config.model
     options = dict(attention=m.attention, remat=m.remat, vision_remat=m.vision_remat)
-    mesh = None
-    sizes = (config.mesh.data, config.mesh.fsdp, config.mesh.tensor)
-    if -1 in sizes or sizes[0] * sizes[1] * sizes[2] > 1:  # any axis may be -1: "all remaining devices"
-        from mmjax import sharding
-        mesh = sharding.make_mesh(config.mesh.data, config.mesh.fsdp, config.mesh.tensor)
     if config.get("init_from", ""):
-        holder = _init_from(config.init_from, m, tok, options, mesh)
+        built = _init_from(config.init_from, m, tok, options, mesh)
     elif m.hf_dir:  # each tensor straight into its shards: no whole copy on one device
-        holder = qwen2_5_vl.load_hf(m.hf_dir, dtype=m.dtype, compute_dtype=m.compute_dtype or None, mesh=mesh,
-                                    **options)
+        built = qwen2_5_vl.load_hf(m.hf_dir, dtype=m.dtype, compute_dtype=m.compute_dtype or None, mesh=mesh,
+                                   **options)
     else:
         ids = special_token_ids(tok)
         cfg = qwen2_5_vl.preset(m.preset)
@@ -93,15 +111,18 @@ def model(config, tok):
             vision_start_token_id=ids.vision_start_token_id, vision_end_token_id=ids.vision_end_token_id,
             text=dataclasses.replace(cfg.text, vocab_size=len(tok), eos_token_id=ids.eos_token_ids[0],
                                      pad_token_id=ids.pad_token_id))
-        holder = qwen2_5_vl.Qwen2_5_VL.from_config(cfg, seed=config.seed, dtype=m.dtype,
+        built = qwen2_5_vl.Qwen2_5_VL.from_config(cfg, seed=config.seed, dtype=m.dtype,
                                                   compute_dtype=m.compute_dtype or None, **options)
-    if mesh is not None and holder.mesh is None:
-        holder = holder.shard(mesh)
-    return holder
+    return place(built, mesh)
+
+
+def place(model, mesh):
+    """A model built elsewhere (a test's), placed on the job's mesh as build.model places its own."""
+    return model.shard(mesh) if mesh is not None and model.mesh is None else model
 
 
 def _init_from(path: str, m, tok, options, mesh=None):
-    """The holder of config.init_from: a training workdir (params of its newest step that
+    """The model of config.init_from: a training workdir (params of its newest step that
     restores; a newer unreadable one is skipped with a warning naming it, and left in place:
     that workdir is another run's), one checkpoint directory (a step of one, or
     `save_model`'s), or an HF folder. Params only: the job's optimizer starts fresh. The
@@ -117,7 +138,7 @@ def _init_from(path: str, m, tok, options, mesh=None):
     hf_folder = os.path.isfile(os.path.join(path, "config.json")) and any(
         name.endswith((".safetensors", ".safetensors.index.json")) for name in os.listdir(path))
     if hf_folder and not os.path.isdir(runs):  # a workdir has a config.json too: the run's own config
-        holder = qwen2_5_vl.load_hf(path, dtype=dtype, compute_dtype=compute, mesh=mesh, **options)
+        model = qwen2_5_vl.load_hf(path, dtype=dtype, compute_dtype=compute, mesh=mesh, **options)
     else:
         if os.path.isdir(runs):
             try:  # newest first, as a resumed run does; moves nothing aside
@@ -136,13 +157,13 @@ def _init_from(path: str, m, tok, options, mesh=None):
                 raise ConfigFieldError(f"config.init_from={path!r}: cannot be restored "
                                        f"({type(e).__name__}: {str(e)[:300]})") from None
         params = jax.device_put(jax.tree.map(lambda a: a.astype(jnp.dtype(dtype)), ckpt.params))
-        holder = qwen2_5_vl.Qwen2_5_VL(ckpt.config, params, compute or dtype, hf_layout=ckpt.hf_layout, **options)
-    ids, cfg = special_token_ids(tok), holder.config
+        model = qwen2_5_vl.Qwen2_5_VL(ckpt.config, params, compute or dtype, hf_layout=ckpt.hf_layout, **options)
+    ids, cfg = special_token_ids(tok), model.config
     if cfg.image_token_id != ids.image_token_id or cfg.text.vocab_size < len(tok):
         raise ConfigFieldError(f"config.init_from={path!r}: the model (vocabulary {cfg.text.vocab_size}, image "
                                f"token {cfg.image_token_id}) does not fit the tokenizer of config.tokenizer "
                                f"({len(tok)} tokens, image token {ids.image_token_id})")
-    return holder
+    return model
 
 
 def image_config(config) -> ImageProcessorConfig:
@@ -226,7 +247,7 @@ def _synthetic_videos(num: int, seed: int, size: tuple[int, int]) -> str:
     return folder
 
 
-def transforms(data, tok, holder) -> list:
+def transforms(data, tok, model) -> list:
     task = data.task
     if task in TASK_SOURCES and data.source not in TASK_SOURCES[task]:
         raise ConfigFieldError(f"config.data.task={task!r} needs config.data.source in {list(TASK_SOURCES[task])}, "
@@ -234,7 +255,7 @@ def transforms(data, tok, holder) -> list:
     first = _task(task, data)
     image_cfg = ImageProcessorConfig(min_pixels=data.min_pixels, max_pixels=data.max_pixels)
     process = batching.ProcessSample(tok, image_cfg=image_cfg, max_prompt_length=data.max_prompt_length or None,
-                                     tokens_per_second=holder.config.vision.tokens_per_second)
+                                     tokens_per_second=model.config.vision.tokens_per_second)
     return [first, process]
 
 
@@ -263,14 +284,14 @@ def _task(task: str, data):
         raise ConfigFieldError(f"config.data (task {task!r}): {e}") from None
 
 
-def dataset(config, tok, holder, *, seed_offset: int = 0, batch_size: int | None = None, num_epochs=None,
+def dataset(config, tok, model, *, seed_offset: int = 0, batch_size: int | None = None, num_epochs=None,
             shuffle: bool = True, data_source=None):
     """The grain dataset of model batches for this recipe (seed_offset: a held-out split).
 
     data_source: the rows to read, default selected_source(config.data, seed_offset).
     """
     data = config.data
-    spec = holder.config.input_spec(min_vision_rows=data.min_vision_rows, max_pixels=data.max_pixels)
+    spec = model.config.input_spec(min_vision_rows=data.min_vision_rows, max_pixels=data.max_pixels)
     batcher = batching.Batcher(pad_id=special_token_ids(tok).pad_token_id, spec=spec,
                                bucket_lengths=tuple(data.bucket_lengths) or None)
     pipe = pipeline.PipelineConfig(seed=data.seed + seed_offset, batch_size=batch_size or data.batch_size,
@@ -278,7 +299,7 @@ def dataset(config, tok, holder, *, seed_offset: int = 0, batch_size: int | None
                                    strict=data.strict)
     if data_source is None:
         data_source = selected_source(data, seed_offset)
-    return pipeline.build_dataset(data_source, transforms(data, tok, holder), pipe, batch_fn=batcher)
+    return pipeline.build_dataset(data_source, transforms(data, tok, model), pipe, batch_fn=batcher)
 
 
 def reward(config) -> rewards_lib.CombinedReward:
@@ -310,9 +331,10 @@ def grpo_config(config) -> GRPOConfig:
     return dataclass_from(GRPOConfig, config.grpo, "grpo")
 
 
-def optimizer_config(config) -> OptimizerConfig:
+def optimizer_config(config, total_steps: int | None = None) -> OptimizerConfig:
+    """config.optim; its schedule spans total_steps (default config.max_steps; SFT: its epochs' steps)."""
     node = dict(config.optim)
-    node.setdefault("total_steps", config.max_steps)
+    node.setdefault("total_steps", config.max_steps if total_steps is None else total_steps)
     return dataclass_from(OptimizerConfig, node, "optim")
 
 
@@ -346,3 +368,140 @@ def eos_and_pad(tok) -> tuple[tuple[int, ...], int]:
     return tuple(ids.eos_token_ids), int(ids.pad_token_id)
 
 
+
+
+# ---- mode=sft -------------------------------------------------------------------------------
+
+def sft_dataset(config, tok, model, source=None):
+    """The grain dataset of SFT batches (prompt batch + targets / target_mask) for this recipe."""
+    data, sft = config.data, config.sft
+    ids = special_token_ids(tok)
+    spec = model.config.input_spec(min_vision_rows=data.min_vision_rows, max_pixels=data.max_pixels)
+    prompts = batching.Batcher(pad_id=ids.pad_token_id, spec=spec, bucket_lengths=tuple(data.bucket_lengths) or None)
+    batcher = sft_data.SftBatcher(prompts, pad_id=ids.pad_token_id, bucket_lengths=tuple(sft.bucket_lengths) or None)
+    try:
+        answers = sft_data.AnswerTokens(tok, eos_token_id=ids.eos_token_ids[0], answer_format=sft.answer_format,
+                                        max_answer_length=sft.max_answer_length or None, strict=data.strict)
+    except ValueError as e:
+        raise ConfigFieldError(f"config.sft: {e}") from None
+    pipe = pipeline.PipelineConfig(seed=data.seed, batch_size=data.batch_size, worker_count=data.worker_count,
+                                   num_epochs=sft.num_epochs or None, strict=data.strict)
+    source = source if source is not None else selected_source(data)
+    return pipeline.build_dataset(source, transforms(data, tok, model) + [answers], pipe, batch_fn=batcher)
+
+
+def sft_steps(config, num_rows: int) -> int:
+    """Optimizer steps of the run: num_epochs passes over num_rows (batches run across epoch
+    boundaries, as the pipeline makes them), cut at max_steps when that is > 0."""
+    epochs, limit = config.sft.num_epochs, config.max_steps
+    if epochs <= 0 and limit <= 0:
+        raise ConfigFieldError("config.sft.num_epochs and config.max_steps are both <= 0: the run has no end")
+    if epochs <= 0:
+        return limit
+    per_process = num_rows // jax.process_count()
+    steps = epochs * per_process // config.data.batch_size // config.gradient_accumulation_steps
+    if steps < 1:
+        raise ConfigFieldError(
+            f"config.data ({num_rows} rows, {jax.process_count()} processes) fills no step of "
+            f"data.batch_size={config.data.batch_size} x gradient_accumulation_steps="
+            f"{config.gradient_accumulation_steps} in sft.num_epochs={epochs}")
+    return min(steps, limit) if limit > 0 else steps
+
+
+# ---- mode=score -----------------------------------------------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class ScoreJobOptions:
+    """config.score's fields for the job itself (mmjax.jobs.score), beside ScoreConfig's."""
+    write_jsonl: bool = False  # scores.jsonl beside scores.parquet
+    max_batches: int = 0       # stop after this many batches (0 = the whole dataset); a rerun resumes
+    progress: bool = True      # a tqdm bar over the rows
+
+
+def score_configs(config) -> tuple[scoring.ScoreConfig, pism_lib.PismLevels, cmab_lib.CmabConfig, ScoreJobOptions]:
+    """The `score` section as its dataclasses; a bad field raises ConfigFieldError naming it."""
+    if "score" not in config:
+        raise ConfigFieldError("config.score is missing: mode=score needs a score section "
+                               "(configs/difficulty_score.py)")
+    node = config.score.to_dict()
+    job = {f.name: node.pop(f.name) for f in dataclasses.fields(ScoreJobOptions) if f.name in node}
+    pism_node = node.pop("pism", {})
+    cmab_node = node.pop("cmab", {})
+    if not cmab_node.get("target_mix"):
+        cmab_node["target_mix"] = None  # () in a recipe: fixed thresholds need none
+    score = dataclass_from(scoring.ScoreConfig, node, "score")
+    levels = dataclass_from(pism_lib.PismLevels, pism_node, "score.pism")
+    cmab = dataclass_from(cmab_lib.CmabConfig, cmab_node, "score.cmab")
+    return score, levels, cmab, dataclass_from(ScoreJobOptions, job, "score")
+
+
+# ---- mode=eval ------------------------------------------------------------------------------
+
+def eval_benchmark_files(config) -> dict[str, str]:
+    """Benchmark name -> file, for every name given a path (an empty path = not run); a path of
+    SYNTHETIC_BENCHMARK is a small file of the benchmark's format written from synthetic data."""
+    named = {name: str(path) for name, path in config.eval.benchmarks.items() if path}
+    if not named:
+        raise ConfigFieldError(
+            f"config.eval.benchmarks: no benchmark file given; set one of {sorted(config.eval.benchmarks)}, e.g. "
+            "--config.eval.benchmarks.mmstar=/data/mmstar.jsonl")
+    for name, path in named.items():
+        try:
+            fmt = bench_lib.format_of(name)
+        except bench_lib.BenchmarkError as e:
+            raise ConfigFieldError(f"config.eval.benchmarks.{name}: {e}") from None
+        if path == SYNTHETIC_BENCHMARK:
+            named[name] = _synthetic_benchmark(name, fmt, config.eval.seed)
+    return named
+
+
+def _synthetic_benchmark(name: str, fmt: str, seed: int) -> str:
+    """The file of SYNTHETIC_BENCHMARK_ROWS synthetic rows of `fmt` (mmjax.eval.synthetic_benchmarks),
+    written once per (format, rows, seed) under the temp dir and reused."""
+    if fmt not in synthetic_benchmarks.FORMATS:
+        raise ConfigFieldError(f"config.eval.benchmarks.{name}={SYNTHETIC_BENCHMARK!r}: format {fmt!r} has no "
+                               f"synthetic rows; the formats that do: {list(synthetic_benchmarks.FORMATS)}")
+    return synthetic_benchmarks.cached_benchmark(fmt, SYNTHETIC_BENCHMARK_ROWS, seed)
+
+
+def eval_read_options(config) -> bench_lib.ReadOptions:
+    e = config.eval
+    return bench_lib.ReadOptions(data_root=e.data_root or None, jigsaw_rows=e.jigsaw_rows, jigsaw_cols=e.jigsaw_cols,
+                                 seed=e.seed, container=e.container, limit=e.limit)
+
+
+def eval_score_options(config) -> metrics_lib.ScoreOptions:
+    e = config.eval
+    return metrics_lib.ScoreOptions(container=e.container, math_timeout_seconds=e.math_timeout_seconds,
+                                    math_workers=e.math_workers, ocr_min_ratio=e.ocr_min_ratio,
+                                    ocr_allow_substring=e.ocr_allow_substring, jigsaw_think=e.jigsaw_think)
+
+
+def eval_runner_config(config) -> runner_lib.RunnerConfig:
+    e, d = config.eval, config.data
+    try:
+        return runner_lib.RunnerConfig(batch_size=e.batch_size, max_new_tokens=e.max_new_tokens,
+                                       temperature=e.temperature, top_p=e.top_p, seed=e.seed,
+                                       min_vision_rows=d.min_vision_rows,
+                                       bucket_lengths=tuple(d.bucket_lengths) or None, progress=e.progress)
+    except ValueError as err:
+        raise ConfigFieldError(f"config.eval: {err}") from None
+
+
+def eval_read_all(config) -> dict[str, list[bench_lib.Item]]:
+    """Every benchmark's checked items; the first bad file or row raises ConfigFieldError naming it."""
+    opts, out = eval_read_options(config), {}
+    for name, path in eval_benchmark_files(config).items():
+        synthetic_file = config.eval.benchmarks[name] == SYNTHETIC_BENCHMARK  # its images sit beside it
+        try:
+            out[name] = bench_lib.read_benchmark(
+                name, path, dataclasses.replace(opts, data_root=None) if synthetic_file else opts)
+        except bench_lib.BenchmarkError as e:
+            raise ConfigFieldError(f"config.eval.benchmarks.{name}: {e}") from None
+    return out
+
+
+def eval_model(config, tok):
+    """The model to evaluate: config.init_from's weights if set, else model.hf_dir / the preset,
+    on config.mesh's devices."""
+    return model(config, tok, mesh(config))  # init_from: a workdir, a checkpoint or an HF folder

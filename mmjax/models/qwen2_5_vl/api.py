@@ -1,4 +1,4 @@
-"""`Qwen2_5_VL`: a thin holder of config + params with the user-facing entry points."""
+"""`Qwen2_5_VL`: the model as users hold it, config + params, with the user-facing entry points."""
 
 from __future__ import annotations
 
@@ -49,7 +49,7 @@ class Qwen2_5_VL:
     attention: a `mmjax.models.attention.IMPLEMENTATIONS` name, "auto" by default (per backend
     and shape: blockwise for long CPU prefill, cuDNN / splash on GPU / TPU, explicit for decode
     steps and capture), as the recipes' `model.attention`; remat / vision_remat: a
-    `mmjax.models.remat.REMAT_POLICIES` name. Methods never mutate the holder: `shard` and
+    `mmjax.models.remat.REMAT_POLICIES` name. Methods never mutate the model: `shard` and
     `replace` return a new one.
     """
 
@@ -68,7 +68,7 @@ class Qwen2_5_VL:
         self.mesh = mesh
 
     def replace(self, **changes) -> "Qwen2_5_VL":
-        """A new holder with some of (params, dtype, attention, remat, vision_remat, mesh) changed."""
+        """A new model with some of (params, dtype, attention, remat, vision_remat, mesh) changed."""
         kw = dict(params=self.params, dtype=self.dtype, hf_layout=self.hf_layout, source_dir=self.source_dir,
                   mesh=self.mesh, **self.options)
         unknown = set(changes) - set(kw)
@@ -78,7 +78,7 @@ class Qwen2_5_VL:
         return Qwen2_5_VL(self.config, kw.pop("params"), **kw)
 
     def shard(self, mesh, rules=None) -> "Qwen2_5_VL":
-        """A holder whose params are placed on `mesh` by their logical axes (calls run sharded)."""
+        """A model whose params are placed on `mesh` by their logical axes (calls run sharded)."""
         from mmjax import sharding
         from mmjax.models.qwen2_5_vl.params import abstract_params, logical_axes
         rules = rules or sharding.DEFAULT_RULES
@@ -115,7 +115,7 @@ class Qwen2_5_VL:
         return np.asarray(out, np.float32)
 
     def _activation_rules(self):
-        """The models' activation sharding constraints bind to this holder's mesh (if any)."""
+        """The models' activation sharding constraints bind to this model's mesh (if any)."""
         return sharding.activation_rules(self.mesh) if self.mesh is not None else contextlib.nullcontext()
 
     def generate(self, input_ids, attention_mask=None, pixel_values=None, image_grid_thw=None, *,
