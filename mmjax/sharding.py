@@ -61,7 +61,7 @@ DEFAULT_RULES: tuple[tuple[str, str | tuple[str, ...] | None], ...] = (
 )
 
 # Model-batch entries whose leading (or, for positions, second) axis is the batch.
-_BATCH_AXIS = {"input_ids": 0, "attention_mask": 0, "positions": 1, "rope_deltas": 0}
+BATCH_AXIS = {"input_ids": 0, "attention_mask": 0, "positions": 1, "rope_deltas": 0}
 _VISION = ("image", "video")
 
 
@@ -327,7 +327,7 @@ def global_batch(batch: dict[str, Any], mesh: Mesh, rules: Rules = DEFAULT_RULES
     `pad_token_id`). Other entries pass through.
     """
     out = process_batch(batch, pad_token_id)
-    for key, axis in _BATCH_AXIS.items():
+    for key, axis in BATCH_AXIS.items():
         if out.get(key) is not None:
             out[key] = global_rows(out[key], mesh, axis, rules, key)
     replicated = NamedSharding(mesh, P())

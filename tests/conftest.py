@@ -19,7 +19,7 @@ def pytest_configure(config):
         import tempfile
         config._mmjax_jax_cache = tempfile.mkdtemp(prefix="mmjax-test-xla-cache-")
         os.environ["JAX_COMPILATION_CACHE_DIR"] = config._mmjax_jax_cache
-        os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5")
+        os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
     # The tiny test models spend far more time in XLA's compiler than in running: LLVM's
     # optimisation passes are skipped (MMJAX_TEST_XLA_OPT=1 keeps them). This changes how fast
     # the code runs, not what it computes; the processes tests start inherit it (XLA_FLAGS).

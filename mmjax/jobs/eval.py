@@ -84,7 +84,8 @@ def write_results(out_dir: str, results: dict[str, dict[str, Any]], header: dict
 def run(config, workdir: str) -> dict[str, dict[str, Any]]:
     build.write_resolved_config(config, workdir)
     items = build.eval_read_all(config)  # every file checked before the (slow) model load
-    opts, scoring, run_cfg = build.eval_read_options(config), build.eval_score_options(config), build.eval_runner_config(config)
+    opts, scoring = build.eval_read_options(config), build.eval_score_options(config)
+    run_cfg = build.eval_runner_config(config)
     tok = build.tokenizer(config)
     model = build.eval_model(config, tok)
     runner = runner_lib.Runner(model, tok, build.image_config(config), run_cfg)

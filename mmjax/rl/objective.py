@@ -185,7 +185,8 @@ class GRPOObjective:
         # Every kept row counts in the loss's denominator, truncated ones included (TRL divides
         # by all rows: masking a truncated row zeroes its tokens, not its row).
         micro = GRPOMicroBatch(
-            batch={k: rows(v, _ROW_AXIS[k]) if k in _ROW_AXIS else v for k, v in prompt_batch.items()},
+            batch={k: rows(v, sharding.BATCH_AXIS[k]) if k in sharding.BATCH_AXIS else v
+                   for k, v in prompt_batch.items()},
             tokens=rows(r.tokens), mask=rows(mask), positions=rows(r.completion_positions, 1),
             sampler_logp=rows(r.logprobs), advantages=rows(advantages), row_mask=rows(s.keep))
         old = self._logprobs(params, micro) if self.recompute_old else micro.sampler_logp
@@ -236,7 +237,6 @@ class GRPOObjective:
         return out
 
 
-_ROW_AXIS = {"input_ids": 0, "attention_mask": 0, "positions": 1, "rope_deltas": 0}  # per-row prompt arrays
 
 
 def _rows(array, mesh, axis: int = 0):

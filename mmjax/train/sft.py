@@ -29,7 +29,6 @@ from mmjax.models.qwen2_5_vl.logprobs import completion_logprobs
 from mmjax.train.weighted import Weighted
 
 ANSWER_KEYS = ("targets", "target_mask")  # what mmjax.data.sft.SftBatcher adds
-_ROW_AXIS = {"input_ids": 0, "attention_mask": 0, "positions": 1, "rope_deltas": 0}  # per-row prompt arrays
 
 
 def loss_sums(module, params, batch, answers: dict[str, Any], with_entropy: bool = False):
@@ -102,7 +101,7 @@ class SFTObjective:
         device = arrays(batch)
         answers = {k: np.asarray(batch[k]) for k in ANSWER_KEYS}
         if self.mesh is None:
-            device = {k: jnp.asarray(v) if k in _ROW_AXIS else v for k, v in device.items()}
+            device = {k: jnp.asarray(v) if k in sharding.BATCH_AXIS else v for k, v in device.items()}
             return device, {k: jnp.asarray(v) for k, v in answers.items()}
         if jax.process_count() > 1:
             width = max(sharding.allgather_json(answers["targets"].shape[1]))

@@ -163,3 +163,27 @@ def test_progress_bar_shows_reward_and_step_time():
     bar.close()
     text = out.getvalue()
     assert "5/10" in text and "reward=0.457" in text and "step_time=1.50s" in text and "kl" not in text
+
+
+_WITHOUT_TORCH = """
+import json, sys, tempfile
+from mmjax.train import metrics
+workdir = tempfile.mkdtemp()
+writer = metrics.MetricsWriter(workdir)
+writer.write(1, {"reward": 0.5})
+print(json.dumps({"workdir": workdir, "torch": "torch" in sys.modules}))
+import torch  # still importable afterwards
+"""
+
+
+def test_tensorboard_events_are_written_without_importing_torch():
+    # tensorboardX imports torch when it is installed (it is here: the parity oracle), which
+    # cost every job 2.8 s at start; mmjax logs floats and needs none of it.
+    import subprocess
+    import sys
+    proc = subprocess.run([sys.executable, "-c", _WITHOUT_TORCH], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["torch"] is False
+    scalars = [(e.step, v.tag, v.simple_value) for e in read_events(out["workdir"]) for v in e.summary.value]
+    assert scalars == [(1, "reward", 0.5)]
