@@ -11,8 +11,16 @@ completion is the bare option letter: decoding is restricted to the four letter 
 answer format (SPEC 1.5's no-think variant) for a choice question. The job then evaluates
 greedily on held-out images, with and without the images blanked, writes
 workdir/report/{reward_curve.png,summary.md} and exports workdir/hf_export.
+
+`get_sweep` is a learning-rate x group-size sweep over this demo, four runs of it:
+
+    python -m mmjax.sweep --config configs/demo.py --workdir /tmp/mmjax_demo_sweep [--dry_run]
+
+runs lr1e-3_g4, lr1e-3_g8, lr3e-3_g4 and lr3e-3_g8 one after another, each an ordinary
+`mmjax.main` job in /tmp/mmjax_demo_sweep/runs/<name> (`:quick` gives each the shortened run).
 """
 
+from mmjax import sweep
 from mmjax.jobs import recipe
 
 ARGS = dict(quick=False)
@@ -50,3 +58,10 @@ def get_config(arg: str | None = None):
         c.max_steps = 150
         c.eval.num_batches = 4
     return c
+
+
+def get_sweep(arg: str | None = None):
+    """The demo at two learning rates x two GRPO group sizes (mmjax.sweep.product), named by label."""
+    del arg  # the runs are configs/demo.py with the same argument (their default recipe)
+    return sweep.product(**{"optim.learning_rate": {"lr1e-3": 1e-3, "lr3e-3": 3e-3},
+                            "grpo.num_generations": {"g4": 4, "g8": 8}})

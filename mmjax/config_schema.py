@@ -291,3 +291,21 @@ def _leaf_paths(config, known: set[str], prefix: str = "") -> Iterator[str]:
             yield from _leaf_paths(value, known, path + ".")
         else:
             yield path
+
+
+def unknown_field(config, fields, file: str) -> str | None:
+    """The first of the dotted override `fields` that names no field of `config`, as one line
+    naming the closest real fields and what its parent has (mmjax.main, mmjax.sweep)."""
+    for field in fields:
+        node, keys = config, field.split(".")
+        for depth, key in enumerate(keys):
+            if not hasattr(node, "keys"):
+                break  # below a leaf (e.g. a tuple index): not ours to judge
+            if key not in node:
+                parent = ".".join(["config", *keys[:depth]])
+                close = close_keys(config, field)
+                hint = f"; did you mean {' or '.join('config.' + c for c in close)}?" if close else ""
+                return (f"--config.{field}: {file} has no field config.{'.'.join(keys[:depth + 1])}{hint} "
+                        f"({parent} has {sorted(node.keys())})")
+            node = node[key]
+    return None

@@ -108,21 +108,8 @@ def _unknown_field(argv: list[str], value: str) -> str | None:
         config = parser.parse(value)
     except Exception:  # noqa: BLE001  the file itself fails: let the original error show
         return None
-    file = value.split(":", 1)[0]
-    for field in _overrides(argv):
-        node, keys = config, field.split(".")
-        for depth, key in enumerate(keys):
-            if not hasattr(node, "keys"):
-                break  # below a leaf (e.g. a tuple index): not ours to judge
-            if key not in node:
-                from mmjax import config_schema
-                parent = ".".join(["config", *keys[:depth]])
-                close = config_schema.close_keys(config, field)
-                hint = f"; did you mean {' or '.join('config.' + c for c in close)}?" if close else ""
-                return (f"--config.{field}: {file} has no field config.{'.'.join(keys[:depth + 1])}{hint} "
-                        f"({parent} has {sorted(node.keys())})")
-            node = node[key]
-    return None
+    from mmjax import config_schema
+    return config_schema.unknown_field(config, _overrides(argv), value.split(":", 1)[0])
 
 
 def _config_error_line(message: str) -> str:

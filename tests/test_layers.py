@@ -1,5 +1,5 @@
 """The layers of DESIGN.md, as import-linter contracts in pyproject.toml ([tool.importlinter]):
-processing < data, rewards, sharding < models < train < rl, difficulty, eval < jobs < main, with
+processing < data, rewards, sharding < models < train < rl, difficulty, eval < jobs < main, sweep, with
 the config and container modules as shared leaves. Any import pointing back up fails here."""
 
 import os

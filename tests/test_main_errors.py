@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 import ml_collections
+import nothing_built
 import pytest
 
 from mmjax import main as cli
@@ -71,22 +72,10 @@ def test_a_mistyped_override_names_the_closest_fields_before_anything_loads(tmp_
 
 # ---- input paths are checked before anything is built (mmjax.jobs.preflight) ------------------
 
-# mmjax.main, with the builders of the tokenizer, the model and the data replaced by a failure:
-# an error that is reported before anything is built exits 2, one reached later exits 1.
-_NOTHING_BUILT = """
-import runpy, sys
-from mmjax.jobs import build
-def refuse(*args, **kwargs):
-    raise SystemExit("a tokenizer, model or dataset was built before the error")
-build.tokenizer = build.model = build.source = build.selected_source = refuse
-sys.argv = ["mmjax.main", *sys.argv[1:]]
-runpy.run_module("mmjax.main", run_name="__main__")
-"""
-
-
 def _error_line(args, workdir) -> str:
-    """Run the CLI; assert exit 2 with one error line, no traceback and nothing built; the line."""
-    proc = subprocess.run([sys.executable, "-c", _NOTHING_BUILT, *args, "--workdir", str(workdir)],
+    """Run the CLI; assert exit 2 with one error line, no traceback and nothing built
+    (tests/nothing_built.py); the line."""
+    proc = subprocess.run(nothing_built.command(*args, "--workdir", str(workdir)),
                           cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2, proc.stderr[-3000:]
     assert "Traceback" not in proc.stderr, proc.stderr

@@ -79,38 +79,44 @@ def _same_run(reference, resumed) -> None:
         assert a.read_bytes() == b.read_bytes(), a.name  # the exported model, bit for bit
 
 
-@pytest.mark.slow  # GRPO jobs from the CLI, killed and rerun
-def test_sigkill_at_random_moments_then_resume_gives_identical_params(tmp_path, reference):
-
-    interrupted = tmp_path / "interrupted"
-    rng = random.Random(0)
-    kills = 0
-    for after in sorted(rng.sample(range(1, STEPS - 1), 2)):  # two kills, mid-step or mid-save
-        kills += _run_and_kill(interrupted, after, rng.uniform(0.0, 0.15))
-    assert kills == 2
-    proc = subprocess.run(_command(interrupted), cwd=ROOT, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-
-    _same_run(reference, interrupted)
+def _saved_steps(workdir) -> set[int]:
+    steps = checkpoints.checkpoint_dir(str(workdir))
+    return {int(n) for n in os.listdir(steps) if n.isdigit()} if os.path.isdir(steps) else set()
 
 
-@pytest.mark.slow  # GRPO jobs from the CLI, stopped and rerun
-def test_sigterm_saves_the_step_in_flight_exits_75_and_the_rerun_equals_an_uninterrupted_run(tmp_path, reference):
-    workdir = tmp_path / "preempted"
-    # Checkpoints only at the end: whatever is saved mid-run is the preemption's own save.
-    command = _command(workdir) + ["--config.save_steps=1000"]
+def _stop_with_sigterm(workdir, after_steps: int) -> int:
+    """Start the job with checkpoints only at its end, SIGTERM it once `after_steps` steps are
+    logged: it saves the step in flight and exits 75. Returns the step it stopped after."""
+    command = _command(workdir) + ["--config.save_steps=1000"]  # whatever it saves now is the preemption's
+    saved_before = _saved_steps(workdir)
     proc = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 600
-    while _logged_steps(workdir) < 2 and proc.poll() is None and time.time() < deadline:
+    while _logged_steps(workdir) < after_steps and proc.poll() is None and time.time() < deadline:
         time.sleep(0.01)
     proc.send_signal(signal.SIGTERM)
     _, stderr = proc.communicate(timeout=600)
     assert proc.returncode == PREEMPTED_EXIT_CODE, stderr[-3000:]
     assert "SIGTERM received" in stderr and "rerun the same command to resume" in stderr
     stopped = _logged_steps(workdir)
-    assert 2 <= stopped < STEPS  # nothing logged was lost: the last logged step is the saved one
-    assert max(int(s) for s in os.listdir(checkpoints.checkpoint_dir(str(workdir)))) == stopped
+    assert after_steps <= stopped < STEPS  # nothing logged was lost: the last logged step is the saved one
+    assert _saved_steps(workdir) - saved_before == {stopped}  # the preemption's save, of the step it stopped after
+    assert max(_saved_steps(workdir)) == stopped
     assert not (workdir / "hf_export").exists()  # a stopped run exports nothing yet
-    proc = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    return stopped
+
+
+@pytest.mark.slow  # GRPO jobs from the CLI, killed, stopped and rerun
+def test_sigkill_and_sigterm_then_resume_give_identical_params(tmp_path, reference):
+    """Two SIGKILLs at random moments (mid-step or mid-save) lose the steps since the last
+    checkpoint; then SIGTERM (a scheduler's preemption notice) loses none: the step in flight
+    is finished and saved, and the job exits 75. The rerun equals the uninterrupted run."""
+    interrupted = tmp_path / "interrupted"
+    rng = random.Random(0)
+    kills = 0
+    for after in sorted(rng.sample(range(1, STEPS - 4), 2)):  # room left for the SIGTERM run's 2 steps
+        kills += _run_and_kill(interrupted, after, rng.uniform(0.0, 0.15))
+    assert kills == 2
+    _stop_with_sigterm(interrupted, min(_logged_steps(interrupted) + 2, STEPS - 2))
+    proc = subprocess.run(_command(interrupted), cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    _same_run(reference, workdir)
+    _same_run(reference, interrupted)
