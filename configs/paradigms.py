@@ -1,0 +1,240 @@
+"""The difficulty paper's paradigm grid (SPEC 2.4) as one sweep: score once, train 12 ways, evaluate all.
+
+    python -m mmjax.sweep --config configs/paradigms.py:pism,vrt,model=/m/Qwen2.5-VL-7B-Instruct,\
+data=/d/train.jsonl,mathvista=/b/mathvista.jsonl,mmstar=/b/mmstar.jsonl --workdir W [--dry_run]
+    python -m mmjax.sweep --config configs/paradigms.py:pism,vrt,tiny --workdir W    # on a CPU
+
+The grid (30 runs, each an `mmjax.main` job in W/runs/<name>; `->` = waits for):
+  score                       configs/difficulty_score.py: the levels of every row, by `pism` or
+                              `cmab` only (W/runs/score/scores.parquet), shared by every row
+  GRPO only, lr 5e-7 (SPEC 2.4), configs/difficulty_grpo.py, each -> score:
+    grpo_full                 every row
+    grpo_unsolved             the unsolved rows
+    grpo_random               a seeded random set of |medium + hard| rows
+    grpo_midhard              the medium + hard rows (the paper's best)
+  SFT stages, configs/sft.py (its SPEC 2.4 settings), each -> score, one run per subset:
+    sft_mid, sft_hard         the medium rows, the hard rows
+    sft_rand_m, sft_rand_h    seeded random sets of |medium| and |hard| rows
+  SFT(X) then GRPO(Y), lr 1e-6 (SPEC 2.4), init_from the SFT run, each -> sft_X (-> score):
+    sft_mid__grpo_mid         sft_mid__grpo_hard        sft_hard__grpo_mid        sft_hard__grpo_hard
+    sft_rand_m__grpo_rand_m   sft_rand_m__grpo_rand_h   sft_rand_h__grpo_rand_m   sft_rand_h__grpo_rand_h
+  Evaluations, configs/eval.py, all on the same benchmark files:
+    eval_base                 the base model (model=), waits for nothing
+    eval_<row>                each of the 12 rows above, init_from that row -> <row>
+
+Arguments, comma-separated (recipe.parse_args; a path may hold no comma):
+  pism | cmab    whose levels select the subsets (SPEC 2.1 | SPEC 2.2): `method=pism` | `method=cmab`
+  vrt | vpt      the training set whose SPEC 2.1 / 2.2 level counts size the random subsets and
+                 the one-epoch step counts: reasoning (27,133 rows) | perception (20,633 rows)
+                 (`sizes=vrt` | `sizes=vpt`). The four tables are {pism, cmab} x {vrt, vpt}.
+                 A level subset is whatever the scoring run finds at its levels; on another
+                 data set only the random sizes and the step counts stay the paper's.
+  model=DIR      the Qwen2.5-VL-7B-Instruct folder every run starts from (and its tokenizer)
+  data=FILE      the training set scored and trained on (.jsonl, or .parquet read as parquet)
+  mathvista=FILE, ocrbench=FILE, mmstar=FILE   benchmark files (configs/eval.py formats); at
+                 least one. SPEC 2.4's MMVet, HallusionBench and MMMU have no reader in mmjax.
+  tiny           every run is its recipe's `:tiny` variant (recipe.shrink_to_tiny: the tiny
+                 random model, 32 synthetic rows, eval's synthetic mmstar and jigsaw) and takes
+                 no files. It exercises the grid (order, init_from, every job starting), not the
+                 selection: tiny runs train on every synthetic row (shrink_to_tiny drops the
+                 score file; a random model's levels are noise anyway), so `score` only orders them.
+  steps=N        every GRPO and SFT run stops after N optimizer steps (a quick look at the grid)
+
+`get_config` (python -m mmjax.main --config configs/paradigms.py:...) is the grid's headline
+row, GRPO only on medium + hard: configs/difficulty_grpo.py with the method, sizes and files
+above; give it --config.data.selection.score_file.
+"""
+
+import importlib.util
+import math
+import os
+
+from mmjax import sweep
+from mmjax.jobs import recipe
+
+FILE = "configs/paradigms.py"
+ARGS = dict(method="", sizes="", tiny=False, steps=0, model="", data="", mathvista="", ocrbench="", mmstar="")
+HELP = {"method": "pism | cmab: whose levels select (bare `pism` / `cmab` say the same)",
+        "sizes": "vrt | vpt: the reasoning | perception set's SPEC 2.1 / 2.2 level counts (bare `vrt` / `vpt`)",
+        "tiny": recipe.TINY_HELP + "; every run of the grid",
+        "steps": "optimizer steps of every GRPO and SFT run (max_steps); 0 = the recipes' (GRPO: one epoch)",
+        "model": "the Qwen2.5-VL-7B-Instruct folder (model.hf_dir of every run)",
+        "data": "the training set, .jsonl or .parquet (data.path of the score, SFT and GRPO runs)",
+        "mathvista": "MathVista benchmark file (eval.benchmarks.mathvista)",
+        "ocrbench": "OCRBench benchmark file (eval.benchmarks.ocrbench)",
+        "mmstar": "MMStar benchmark file (eval.benchmarks.mmstar)"}
+WORDS = {"pism": "method=pism", "cmab": "method=cmab", "vrt": "sizes=vrt", "vpt": "sizes=vpt"}
+METHODS = ("pism", "cmab")
+SIZES = ("vrt", "vpt")
+BENCHMARKS = ("mathvista", "ocrbench", "mmstar")  # SPEC 2.4's benchmarks that mmjax.eval reads
+
+# Level counts of the paper's 47.7K-sample training set, by method and part (SPEC 2.1 for PISM,
+# SPEC 2.2 for CMAB). VRT is its reasoning part (27,133 rows), VPT its perception part (20,633);
+# SPEC does not spell out the names: this is our reading of the two parts the counts give.
+COUNTS = {
+    ("pism", "vrt"): dict(easy=5048, medium=1061, hard=1618, unsolved=19406),  # SPEC 2.1 reasoning
+    ("pism", "vpt"): dict(easy=7827, medium=4872, hard=1454, unsolved=6480),   # SPEC 2.1 perception
+    ("cmab", "vrt"): dict(easy=2170, medium=3604, hard=2166, unsolved=19193),  # SPEC 2.2 reasoning
+    ("cmab", "vpt"): dict(easy=6753, medium=6029, hard=1001, unsolved=6850),   # SPEC 2.2 perception
+}
+PROMPTS_PER_STEP = 8  # SPEC 2.4: 8 prompts x 8 completions per step, 1 epoch -> ceil(rows / 8) steps
+
+GRPO_ONLY_LR = 5e-7  # SPEC 2.4: GRPO lr 5e-7 ...
+GRPO_AFTER_SFT_LR = 1e-6  # SPEC 2.4: ... (1e-6 after SFT)
+
+# The subsets, by name: (data.selection.subset, its levels, the counts it is sized by).
+# Level subsets take every row the score file puts at their levels (their size is what the
+# scoring finds; the counts below are the paper's and set only the one-epoch step count).
+# Random subsets (SPEC 2.4's "random subset" and "random-of-same-size") are drawn by
+# data.selection (numpy default_rng(seed).choice without replacement) from EVERY scored row of
+# data.path, whatever its level, unsolved included, with n = the paper's count of the level
+# set they stand in for. Our choices, as SPEC 2.4 does not say: `random` (GRPO only) is the size
+# of medium + hard, so it is the control of the paper's best row; each random subset has its own
+# seed, so rand_h is not a prefix of rand_m (mid and hard are disjoint; two draws overlap only by
+# chance, ~|m| x |h| / rows rows); a random subset is the same draw in every run that uses it.
+SUBSETS = {
+    "full": ("full", "", ("easy", "medium", "hard", "unsolved")),
+    "unsolved": ("levels", "unsolved", ("unsolved",)),
+    "random": ("random", "", ("medium", "hard")),
+    "midhard": ("levels", "mid+hard", ("medium", "hard")),
+    "mid": ("levels", "medium", ("medium",)),
+    "hard": ("levels", "hard", ("hard",)),
+    "rand_m": ("random", "", ("medium",)),
+    "rand_h": ("random", "", ("hard",)),
+}
+SEEDS = {"random": 0, "rand_m": 1, "rand_h": 2}  # data.selection.seed of each random subset (mmjax)
+
+# The paper's 12 rows (Tables 1-4). GRPO only: SPEC 2.4's full set, unsolved, random, medium + hard.
+GRPO_ONLY = ("full", "unsolved", "random", "midhard")
+# SFT(X) then GRPO(Y) "for X, Y in {medium, hard, random-of-same-size}" (SPEC 2.4). Our reading
+# of its eight rows: every (X, Y) of {mid, hard}, and the same four with each level set replaced
+# by its random set of the same size, so every level row has a size-matched random control.
+SFT_THEN_GRPO = (("mid", "mid"), ("mid", "hard"), ("hard", "mid"), ("hard", "hard"),
+                 ("rand_m", "rand_m"), ("rand_m", "rand_h"), ("rand_h", "rand_m"), ("rand_h", "rand_h"))
+SCORE_FILE = "{score}/scores.parquet"  # what configs/difficulty_score.py writes in its workdir
+
+
+def parse(arg):
+    """The recipe's arguments; `pism`, `cmab`, `vrt` and `vpt` alone stand for method= / sizes=."""
+    items = [item.strip() for item in (arg or "").split(",")]
+    for a, b in (("pism", "cmab"), ("vrt", "vpt")):
+        if a in items and b in items:
+            raise ValueError(f"{FILE}: {a} and {b} both given in {arg!r}: a grid is one of them "
+                             f"(run each in a workdir of its own)")
+    args = recipe.parse_args(",".join(WORDS.get(i, i) for i in items), FILE, HELP, **ARGS)
+    for name, allowed in (("method", METHODS), ("sizes", SIZES)):
+        if getattr(args, name) not in ("", *allowed):
+            raise ValueError(f"{FILE}: {name}={getattr(args, name)!r} is not one of {list(allowed)}")
+    files = {n: getattr(args, n) for n in ("model", "data", *BENCHMARKS) if getattr(args, n)}
+    if args.tiny and files:
+        raise ValueError(f"{FILE}: tiny takes no files (its runs read synthetic rows and benchmarks); "
+                         f"drop {', '.join(f'{n}=' for n in files)}")
+    for name, path in files.items():  # absolute: each run's command (and a Slurm script) holds it
+        setattr(args, name, os.path.abspath(path))
+    return args
+
+
+def subset_size(subset: str, method: str, sizes: str) -> int:
+    """The paper's row count of a subset (SPEC 2.1 / 2.2 counts)."""
+    return sum(COUNTS[method, sizes][level] for level in SUBSETS[subset][2])
+
+
+def _path(name: str) -> str:
+    """configs/<name>.py, beside this file (relative when this file was named so)."""
+    return os.path.join(os.path.dirname(__file__), f"{name}.py")
+
+
+def _recipe(name: str, args) -> str:
+    """The --config of a run: the recipe, its `:tiny` variant with tiny."""
+    return _path(name) + (":tiny" if args.tiny else "")
+
+
+def _files(args, data: bool = True) -> dict:
+    """The model and (for the score, SFT and GRPO runs) the training set; tiny: none."""
+    out = {"model.hf_dir": args.model} if args.model else {}
+    if data and args.data:
+        out["data.path"] = args.data
+        out["data.source"] = "parquet" if args.data.endswith(".parquet") else "jsonl"
+    return out
+
+
+def _selection(subset: str, args, score_file: str) -> dict:
+    """data.selection.* of a run training on `subset`. Tiny runs name no score file (see the
+    docstring), but keep the rest, so the sweep's pre-run check still reads every value."""
+    kind, levels, _ = SUBSETS[subset]
+    out = {"data.selection.score_file": score_file} if score_file and not args.tiny else {}
+    out["data.selection.subset"] = kind
+    out["data.selection.method"] = args.method or "pism"
+    out["data.selection.threshold_mode"] = "stored"  # the scoring run's levels (SPEC 2.1 / 2.2 thresholds)
+    if kind == "levels":
+        out["data.selection.levels"] = levels
+        out["data.selection.n"] = 0  # every row at those levels
+    if kind == "random":
+        out["data.selection.n"] = subset_size(subset, args.method or "pism", args.sizes or "vrt")
+        out["data.selection.seed"] = SEEDS[subset]
+    return out
+
+
+def _grpo(subset: str, args, score_file: str, lr: float) -> dict:
+    out = {**_files(args), **_selection(subset, args, score_file), "optim.learning_rate": lr}
+    if args.steps:
+        out["max_steps"] = args.steps
+    elif not args.tiny and args.sizes:  # SPEC 2.4: one epoch of 8 prompts a step over the paper's rows
+        out["max_steps"] = math.ceil(subset_size(subset, args.method or "pism", args.sizes) / PROMPTS_PER_STEP)
+    return out
+
+
+def get_config(arg=None):
+    """The headline row, GRPO only on medium + hard (configs/difficulty_grpo.py; see the docstring)."""
+    args = parse(arg)
+    spec = importlib.util.spec_from_file_location("configs_difficulty_grpo", _path("difficulty_grpo"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    c = module.get_config("tiny" if args.tiny else None)
+    for key, value in _grpo("midhard", args, "", GRPO_ONLY_LR).items():
+        *parents, leaf = key.split(".")
+        node = c
+        for parent in parents:
+            node = node[parent]
+        node[leaf] = value
+    return c
+
+
+def get_sweep(arg=None):
+    args = parse(arg)
+    if not args.method or not args.sizes:
+        raise ValueError(f"{FILE}: name the scores (pism or cmab) and the sizes (vrt or vpt), e.g. "
+                         f"{FILE}:pism,vrt")
+    missing = [n for n in ("model", "data") if not getattr(args, n)]
+    if not args.tiny and (missing or not any(getattr(args, b) for b in BENCHMARKS)):
+        need = [f"{n}=" for n in missing] + ([f"one of {', '.join(f'{b}=' for b in BENCHMARKS)}"]
+                                             if not any(getattr(args, b) for b in BENCHMARKS) else [])
+        raise ValueError(f"{FILE}: the full-scale grid needs {' and '.join(need)} (or `tiny`, which needs no files)")
+
+    # The scores of the chosen method only: PISM costs 10 ratios x 10 answers a row (SPEC 2.1),
+    # CMAB one answer (SPEC 2.2), so a CMAB grid scoring PISM too would spend ~100x its need.
+    runs = [sweep.Run("score", {**_files(args), "score.methods": (args.method,)},
+                      config=_recipe("difficulty_score", args))]
+    grpo, sft = _recipe("difficulty_grpo", args), _recipe("sft", args)
+    benchmarks = {f"eval.benchmarks.{b}": getattr(args, b) for b in BENCHMARKS if getattr(args, b)}
+    evaluate = _recipe("eval", args)  # tiny: configs/eval.py:tiny's synthetic mmstar and jigsaw, for every eval
+    runs.append(sweep.Run("eval_base", {**_files(args, data=False), **benchmarks}, config=evaluate))
+
+    def row(name: str, overrides: dict, after: str):
+        # `after` is also implied by the placeholders at full scale; tiny runs name no score file.
+        runs.append(sweep.Run(name, overrides, after=(after,), config=grpo))
+        runs.append(sweep.Run(f"eval_{name}", {**_files(args, data=False), **benchmarks, "init_from": f"{{{name}}}"},
+                              config=evaluate))
+
+    for subset in GRPO_ONLY:
+        row(f"grpo_{subset}", _grpo(subset, args, SCORE_FILE, GRPO_ONLY_LR), "score")
+    for x, y in SFT_THEN_GRPO:
+        if not any(r.name == f"sft_{x}" for r in runs):  # one SFT run per subset, shared by its rows
+            # SPEC 2.4 SFT as configs/sft.py sets it: lr 1e-6 cosine, warmup 0.1, 5 epochs, ViT and merger frozen.
+            overrides = {**_files(args), **_selection(x, args, SCORE_FILE)}
+            if args.steps:
+                overrides["max_steps"] = args.steps
+            runs.append(sweep.Run(f"sft_{x}", overrides, after=("score",), config=sft))
+        row(f"sft_{x}__grpo_{y}", {**_grpo(y, args, SCORE_FILE, GRPO_AFTER_SFT_LR), "init_from": f"{{sft_{x}}}"},
+            f"sft_{x}")
+    return runs
