@@ -129,7 +129,7 @@ def _parse_flags(argv: list[str]) -> list[str]:
         rest = flags.FLAGS(argv)
     except flags.Error as e:
         _fail(_config_error_line(str(e)))
-    except (AttributeError, KeyError) as e:  # ml_collections: an override of an unknown field
+    except (AttributeError, KeyError):  # ml_collections: an override of an unknown field
         message = _unknown_field(argv, value) if value is not None else None
         if message is None:
             raise
