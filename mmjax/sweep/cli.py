@@ -11,6 +11,9 @@ Before anything starts, every run's recipe, overrides, dependencies and inputs a
     --emit slurm  write W/slurm/<name>.sbatch per run and W/slurm/submit.sh, which submits them
                   chained with --dependency=afterok (mmjax.sweep.slurm); run nothing
 
+A sweep with an `eval_base` run (configs/paradigms.py) ends by writing W/paradigms.{json,md,png}
+(mmjax.sweep.report); `python -m mmjax.sweep report W [--published pism_vrt]` rebuilds them.
+
 Exit status: 0 every run done, 1 a run failed (its dependents skipped, the rest ran), 2 a
 mistake found before anything ran, 75 stopped by a signal (run the same command to resume).
 """
@@ -65,9 +68,23 @@ def sweep(config: str, workdir: str, *, only: str | None = None, dry_run: bool =
     else:
         outcomes, code = runner.run(chosen, launch, lambda: bool(getattr(launch, "stop_requested", False)))
     out(runner.table(outcomes))
+    if any(p.name == "eval_base" for p in planned):  # the paradigm grid: rebuild its table
+        _report(workdir, out)
     if code == state.PREEMPTED:
         out(f"{_PROG}: stopped on a signal; run the same command again to resume")
     return code
+
+
+def _report(workdir: str, out: Callable[[str], None]) -> None:
+    """W/paradigms.{json,md,png} (mmjax.sweep.report) from whatever has finished; a failure is
+    printed and does not change the sweep's exit status."""
+    from mmjax.sweep import report  # pylint: disable=g-import-not-at-top  (matplotlib: only when needed)
+    try:
+        report.write(workdir)
+        out(f"{_PROG}: the paradigm table: {workdir}/paradigms.md "
+            f"(`python -m mmjax.sweep report {workdir}` rebuilds it)")
+    except Exception as e:  # noqa: BLE001  (a report is not worth failing a finished sweep)
+        print(f"{_PROG}: warning: the paradigm report failed: {e!r}", file=sys.stderr)
 
 
 def _error(message: str) -> int:
