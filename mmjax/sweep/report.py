@@ -253,9 +253,9 @@ def plot(report: dict[str, Any], path: str) -> None:
         ax.set_ylabel("score (%)")
         ax.set_title("The paradigm grid" + (f" (hatched: the paper, {report['published']['table']})"
                                             if paper else ""))
-        ax.legend(fontsize=7, ncol=2, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+        ax.legend(fontsize=7, ncol=2, loc="upper center", bbox_to_anchor=(0.5, -0.12))
     fig.tight_layout()
-    fig.savefig(path, dpi=100, format="png")
+    fig.savefig(path, dpi=100, format="png", bbox_inches="tight")  # the legend sits below the axes
     plt.close(fig)
 
 
