@@ -1,7 +1,5 @@
 """Mixed precision (float32 master weights, bfloat16 compute, float32 head) and remat memory."""
 
-import functools
-
 import jax
 import jax.numpy as jnp
 import numpy as np
