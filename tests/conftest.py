@@ -10,6 +10,8 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
 def pytest_configure(config):
+    if not hasattr(config, "workerinput") and hasattr(config.option, "loadscopereorder"):
+        config.option.loadscopereorder = False  # xdist hands files out in LONGEST_FIRST's order
     # One persistent XLA compilation cache per test session, shared by the xdist workers and
     # the subprocesses tests start (CLI runs, killed-and-resumed jobs, multi-process workers):
     # a job started again compiles nothing it compiled before. Per session, so no entry
@@ -24,8 +26,48 @@ def pytest_configure(config):
     # optimisation passes are skipped (MMJAX_TEST_XLA_OPT=1 keeps them). This changes how fast
     # the code runs, not what it computes; the processes tests start inherit it (XLA_FLAGS).
     if os.environ.get("MMJAX_TEST_XLA_OPT", "0") != "1" and not hasattr(config, "workerinput"):
-        fast = "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"
+        # The fusion emitters (XLA's MLIR code generators for fused ops) cost ~20% of the compile
+        # time of a tiny-model test (tests/models/test_completion_logprobs.py: 20-21 s against
+        # 26-32 s); the older emitters compute the same ops.
+        fast = ("--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true "
+                "--xla_cpu_use_fusion_emitters=false")
         os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {fast}".strip()
+
+
+# The files that take longest (seconds on 2 cores, a profiled `make test`), run first. xdist's
+# --dist loadfile hands out whole files in collection order, and by default it reorders them by
+# their number of tests, which puts these one-test files last: the suite then ends with one worker
+# running a 3-minute file while the other is idle. Longest first leaves only short files for the
+# end (the longest-processing-time rule). A file missing here only runs later; nothing is skipped.
+LONGEST_FIRST = (
+    "rl/test_multiprocess.py",  # 174 s, 7 processes
+    "models/test_sharded.py",  # 102 s, one 8-device subprocess
+    "train/test_sft_multiprocess.py",  # 109 s, 3 processes
+    "test_main.py",  # 97 s, the demo from the CLI
+    "test_recipes.py",  # 97 s
+    "tools/test_bench_quick.py",  # 95 s, benchmark scripts
+    "rl/test_learner.py",  # 89 s
+    "rl/test_kill_resume.py",  # 79 s
+    "sweep/test_sweep_end_to_end.py",  # 49 s
+    "models/test_completion_logprobs.py",  # 54 s
+    "models/test_precision_and_remat.py",  # 53 s
+    "train/test_sft.py",  # 52 s
+    "test_main_errors.py",  # 46 s
+    "tools/test_grpo_step_quick.py",  # 38 s
+    "processing/test_vision_tables.py",  # 37 s
+    "models/test_attention_impls.py",  # 35 s
+    "difficulty/test_score_job.py",  # 34 s
+)
+
+
+def pytest_collection_modifyitems(config, items):
+    rank = {name: k for k, name in enumerate(LONGEST_FIRST)}
+    tests = os.path.dirname(os.path.abspath(__file__))
+
+    def key(item):
+        path = os.path.relpath(str(item.path), tests).replace(os.sep, "/")
+        return rank.get(path, len(rank))
+    items.sort(key=key)  # stable: the other files keep their order, and every file its tests' order
 
 
 def pytest_unconfigure(config):

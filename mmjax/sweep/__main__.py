@@ -1,4 +1,15 @@
-"""`python -m mmjax.sweep`: see mmjax.sweep.cli; `python -m mmjax.sweep report W`: see mmjax.sweep.report."""
+"""Sweeps from the command line.
+
+    python -m mmjax.sweep --config configs/<sweep>.py[:arg] --workdir W [--only GLOB] [--dry_run] [--emit slurm]
+        [--config.<key>=<value> ...] [--config.report.published=<table>]
+    python -m mmjax.sweep report W [--published <table>]
+
+The first runs a sweep (mmjax.sweep.cli): `--config.<key>=<value>` (repeatable, also `--config.<key> <value>`)
+is a sweep-wide override given to every run after its own overrides, so it wins over them;
+`--config.report.published=<table>` (pism_vrt, pism_vpt, cmab_vrt, cmab_vpt) is not given to the runs: it puts
+the paper's numbers into the report written at the sweep's end. The second rebuilds that report
+(mmjax.sweep.report).
+"""
 
 import sys
 

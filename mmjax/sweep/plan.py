@@ -4,7 +4,8 @@
 `get_config(arg)`. `plan` gives each run its workdir (W/runs/<name>), what it depends on (its
 `after` plus the runs its `{placeholders}` name) and its command line: the ordinary CLI, so a
 run of a sweep is exactly the job `python -m mmjax.main` would run by hand, with nothing the
-sweep adds. `select` applies `--only`.
+sweep adds but the sweep command line's own `--config.<key>=<value>` overrides, which go to
+every run after the run's own (so they win). `select` applies `--only`.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ class Planned:
     name: str
     workdir: str  # W/runs/<name>, absolute: placeholders and Slurm scripts must not depend on the cwd
     config: str  # the --config value
-    flags: tuple[str, ...]  # --config.<field>=<value>, placeholders resolved
+    flags: tuple[str, ...]  # --config.<field>=<value>: the run's (placeholders resolved), then the sweep-wide ones
     needs: tuple[str, ...]  # the runs it waits for: `after`, then those its placeholders name
     command: tuple[str, ...]
 
@@ -82,11 +83,19 @@ def _import(file: str):
 # ---- runs -> commands -------------------------------------------------------------------------
 
 def plan(runs: Sequence[Run], value: str, workdir: str, has_get_config: bool = True,
-         python: str = sys.executable) -> list[Planned]:
+         python: str = sys.executable, overrides: Sequence[str] = ()) -> list[Planned]:
     """The runs in dependency order, each with its workdir, dependencies and command line.
 
     A run without a recipe of its own runs `value` (the sweep file with the sweep's argument).
+    `overrides`: the sweep-wide `--config.<key>=<value>` flags (the sweep command line's), given
+    to every run as they are, after its own, and they win: a run's own override of a key they set
+    (or of a field inside it) is left out.
     """
+    overrides = tuple(overrides)
+    bad = [o for o in overrides if override_key(o) is None]
+    if bad:
+        raise SweepError(f"a sweep-wide override must read --config.<key>=<value>, got {bad[0]!r}")
+    wide = [override_key(o) for o in overrides]
     names = [r.name for r in runs]
     twice = sorted({n for n in names if names.count(n) > 1})
     if twice:
@@ -113,7 +122,11 @@ def plan(runs: Sequence[Run], value: str, workdir: str, has_get_config: bool = T
     for name in graph.order(needs):
         run = by_name[name]
         config = run.config or value
-        flags = tuple(flag(key, placeholders.resolve(v, workdir_of)) for key, v in run.overrides.items())
+        # A key the sweep-wide overrides set is theirs alone: ml_collections appends a tuple field's
+        # repeated flags instead of keeping the last, and refuses a field after one inside it.
+        own = tuple(flag(key, placeholders.resolve(v, workdir_of)) for key, v in run.overrides.items()
+                    if not any(key == w or key.startswith(w + ".") for w in wide))
+        flags = (*own, *overrides)
         command = (python, "-m", "mmjax.main", "--config", config, "--workdir", workdir_of(name), *flags)
         planned.append(Planned(name, workdir_of(name), config, flags, needs[name], command))
     return planned
@@ -124,6 +137,15 @@ def placeholders_of(run: Run, key: str, value: Any) -> list[str]:
         return placeholders.names_in(value)
     except SweepError as e:
         raise SweepError(f"run {run.name}: {key}: {e}") from None
+
+
+_OVERRIDE = re.compile(r"--(?:no)?config\.([^=]+)")
+
+
+def override_key(flag_: str) -> str | None:
+    """The field of `--config.<key>[=<value>]` (or `--noconfig.<key>`, a bool's false); None for another flag."""
+    match = _OVERRIDE.match(flag_)
+    return match.group(1) if match else None
 
 
 def flag(key: str, value: Any) -> str:

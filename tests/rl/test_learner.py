@@ -111,8 +111,10 @@ def test_a_frozen_vision_tower_is_cut_from_the_backward_pass(pieces):
         grads[freeze], _ = _grads_fn(model, config, freeze)(model.params, micro)
     largest = lambda tree: max(float(np.abs(np.asarray(x)).max()) for x in jax.tree.leaves(tree))  # noqa: E731
     assert largest(grads[False]["visual"]) > 0 and largest(grads[True]["visual"]) == 0
-    np.testing.assert_allclose(np.asarray(jax.tree.leaves(grads[True]["language_model"])[0]),
-                               np.asarray(jax.tree.leaves(grads[False]["language_model"])[0]), rtol=1e-5, atol=1e-8)
+    # The decoder's gradients are those of the unfrozen run up to float32 rounding (the two programs
+    # differ, so XLA may sum in another order): 1e-5 of the tensor's scale (measured: 8e-8 on 0.1).
+    frozen, unfrozen = (np.asarray(jax.tree.leaves(grads[f]["language_model"])[0]) for f in (True, False))
+    np.testing.assert_allclose(frozen, unfrozen, rtol=1e-5, atol=1e-5 * float(np.abs(unfrozen).max()))
 
 
 def test_rollouts_keep_the_pipelines_explicit_prompt_buckets(pieces, tmp_path):

@@ -1,6 +1,7 @@
 """The sweep runner with a fake job (no JAX): dependency order, a failure skipping exactly its
-dependents, resuming a sweep, exit 75, --only, --dry_run, --emit slurm, and overrides checked
-before anything runs (mmjax.sweep.cli.sweep, mmjax.sweep.runner). The recipes are real
+dependents, resuming a sweep, exit 75, --only, --dry_run, --emit slurm, overrides checked
+before anything runs, and the sweep command line's own --config.<key>=<value> overrides
+(mmjax.sweep.cli.sweep, mmjax.sweep.runner). The recipes are real
 (configs/demo.py), loaded and checked as mmjax.main does; nothing is compiled."""
 
 import json
@@ -13,7 +14,7 @@ import threading
 import time
 
 
-from mmjax.sweep import cli, runner, state
+from mmjax.sweep import check, cli, runner, state
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DEMO = os.path.join(ROOT, "configs", "demo.py")
@@ -42,11 +43,12 @@ class FakeJob:
     """launch(command, log_path) -> rc: records which runs started; `rcs` gives a run's exit status."""
 
     def __init__(self, **rcs):
-        self.rcs, self.started = rcs, []
+        self.rcs, self.started, self.commands = rcs, [], {}
 
     def __call__(self, command, log_path):
         name = os.path.basename(command[command.index("--workdir") + 1])
         self.started.append(name)
+        self.commands[name] = list(command)
         with open(log_path, "a") as f:
             f.write(shlex.join(command) + "\n")
         return self.rcs.get(name, 0)
@@ -198,3 +200,152 @@ def test_the_launcher_logs_the_job_and_passes_a_signal_on_once(tmp_path):
         assert launch.stop_requested
     text = log.read_text()
     assert text.count("==== mmjax.sweep") == 2 and "hello\n" in text and "ready\n" in text
+
+
+# ---- sweep-wide overrides: --config.<key>=<value> on the sweep's command line ------------------
+
+LR = "--config.optim.learning_rate=1e-06"
+
+
+def test_split_argv_takes_the_overrides_out_and_keeps_the_sweep_file():
+    argv = ["mmjax.sweep", "--config", "s.py:arg", "--config.optim.learning_rate=1e-6", "--workdir", "w",
+            "--config.max_steps", "3", "--config=t.py", "--config.sample.allow_eos", "--dry_run",
+            "--noconfig.data.system_prompt", "-config.seed=1", "--config.grpo.beta", "-0.5",
+            "--config.report.published", "pism_vrt", "--only=a*", "--", "--config.after=1"]
+    rest, overrides = cli.split_argv(argv)
+    assert rest == ["mmjax.sweep", "--config", "s.py:arg", "--workdir", "w", "--config=t.py", "--dry_run",
+                    "--only=a*", "--", "--config.after=1"]
+    assert overrides == ["--config.optim.learning_rate=1e-6", "--config.max_steps=3", "--config.sample.allow_eos",
+                         "--noconfig.data.system_prompt", "--config.seed=1", "--config.grpo.beta=-0.5",
+                         "--config.report.published=pism_vrt"]
+    # the value of --config is the sweep file, whatever it reads; a value may hold '=' and spaces
+    assert cli.split_argv(["p", "--config", "--config.py", "--config.data.x", "a=b c"]) == (
+        ["p", "--config", "--config.py"], ["--config.data.x=a=b c"])
+    assert cli.split_argv(["p", "--config=s.py"]) == (["p", "--config=s.py"], [])
+
+
+def test_a_sweep_wide_override_reaches_every_run_and_wins(tmp_path, capsys):
+    config, w = _sweep_file(tmp_path, GRAPH), tmp_path / "w"
+    job = FakeJob()
+    code, _ = _sweep(config, w, job, overrides=[LR])
+    assert code == 0 and job.started == list("abcdefg")
+    for name, command in job.commands.items():
+        assert command[-1] == LR and not any(f.startswith("--config.report") for f in command), name
+        assert json.load(open(w / "runs" / name / "sweep_state.json"))["command"] == command
+    d = job.commands["d"]  # its own optim.learning_rate=0.001 is left out: the sweep-wide value wins
+    assert not any(f.startswith("--config.optim.learning_rate=0.001") for f in d)
+    assert check.parse(config, d[d.index("--workdir") + 2:]).optim.learning_rate == 1e-6
+    assert job.commands["b"][-2:] == [f"--config.init_from={w}/runs/a", LR]
+    # the override is part of each run's command: a done run is not run again, but said so
+    capsys.readouterr()
+    job = FakeJob()
+    assert _sweep(config, w, job)[0] == 0 and job.started == []
+    assert capsys.readouterr().out.count("already done (by another command line") == 7
+    # a tuple field: ml_collections appends repeated values, so the run's own is left out
+    config = _sweep_file(tmp_path, '[Run("a", {"sample.allowed_tokens": ("A", "B")})]', "s2.py")
+    job = FakeJob()
+    assert _sweep(config, tmp_path / "w2", job, overrides=["--config.sample.allowed_tokens=('C',)"])[0] == 0
+    a = job.commands["a"]
+    assert check.parse(config, a[a.index("--workdir") + 2:]).sample.allowed_tokens == ("C",)
+
+
+def test_a_mistyped_sweep_wide_override_is_named_before_any_run_starts(tmp_path, capsys):
+    config, w = _sweep_file(tmp_path, GRAPH), tmp_path / "w"
+    job = FakeJob()
+    assert _sweep(config, w, job, overrides=["--config.optim.learning_rat=1e-6"])[0] == 2
+    assert job.started == [] and not os.path.exists(w)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 7  # one per run, as a run's own override
+    assert err[0].startswith("mmjax.sweep: error: run a: --config.optim.learning_rat: ")
+    assert "did you mean config.optim.learning_rate" in err[0]
+    assert _sweep(config, w, job, overrides=["--config.max_steps=ten"])[0] == 2 and job.started == []
+    assert "--config.max_steps=ten: invalid literal for int()" in capsys.readouterr().err
+
+
+def test_dry_run_and_slurm_scripts_carry_the_sweep_wide_override(tmp_path):
+    config, w = _sweep_file(tmp_path, GRAPH), tmp_path / "w"
+    job = FakeJob()
+    code, out = _sweep(config, w, job, dry_run=True, overrides=[LR, "--config.max_steps=3"])
+    assert code == 0 and job.started == [] and not os.path.exists(w)
+    commands = [shlex.split(line) for line in out.splitlines()[1::2]]
+    assert len(commands) == 7 and all(c[-2:] == [LR, "--config.max_steps=3"] for c in commands)
+    assert "--config.max_steps=2" not in commands[0]  # run a's own max_steps: the sweep-wide one wins
+    code, out = _sweep(config, w, job, emit="slurm", overrides=[LR])
+    assert code == 0 and job.started == []
+    srun = next(line for line in (w / "slurm" / "d.sbatch").read_text().splitlines() if line.startswith("srun "))
+    assert shlex.split(srun)[-1] == LR and "0.001" not in srun
+
+
+def test_the_cli_passes_sweep_wide_overrides_in_both_forms(tmp_path):
+    config = _sweep_file(tmp_path, GRAPH)
+    command = [sys.executable, "-m", "mmjax.sweep", "--config", config, "--config.optim.learning_rate", "1e-6",
+               "--workdir", str(tmp_path / "w"), "--dry_run", "--config.max_steps=3"]
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    commands = [shlex.split(line) for line in done.stdout.splitlines() if not line.startswith("#")]
+    assert len(commands) == 7  # the value as it was typed
+    assert all(c[-2:] == ["--config.optim.learning_rate=1e-6", "--config.max_steps=3"] for c in commands)
+    bad = subprocess.run([*command, "--config.report.published=nope"], cwd=ROOT, capture_output=True, text=True,
+                         timeout=300)
+    assert bad.returncode == 2 and "pism_vrt" in bad.stderr and not bad.stdout
+
+
+# The paradigm grid's shape, small: the base model's eval and one trained row and its eval.
+GRID = '[Run("eval_base"), Run("grpo_midhard"), Run("eval_grpo_midhard", after="grpo_midhard")]'
+
+
+class FakeEval(FakeJob):
+    """A fake job that writes an eval run's results, as mmjax.jobs.eval does."""
+
+    SCORES = {"eval_base": {"mathvista": 0.5, "mmstar": 0.6}, "eval_grpo_midhard": {"mathvista": 0.7, "mmstar": 0.5}}
+
+    def __call__(self, command, log_path):
+        rc = super().__call__(command, log_path)
+        name = self.started[-1]
+        if name in self.SCORES:
+            results = {"benchmarks": {b: {"score": s, "n": 10, "metric": "accuracy", "format": "mc"}
+                                      for b, s in self.SCORES[name].items()}}
+            os.makedirs(os.path.join(os.path.dirname(log_path), "eval"))
+            with open(os.path.join(os.path.dirname(log_path), "eval", "results.json"), "w") as f:
+                json.dump(results, f)
+        return rc
+
+
+def test_report_published_goes_to_the_end_report_not_to_the_runs(tmp_path):
+    config, w = _sweep_file(tmp_path, GRID), tmp_path / "w"
+    job = FakeEval()
+    code, out = _sweep(config, w, job, overrides=["--config.report.published=pism_vrt", "--config.max_steps=3"])
+    assert code == 0 and job.started == ["eval_base", "grpo_midhard", "eval_grpo_midhard"]
+    for command in job.commands.values():
+        assert command[-1] == "--config.max_steps=3" and not any(f.startswith("--config.report") for f in command)
+    assert f"`python -m mmjax.sweep report {w} --published pism_vrt` rebuilds it" in out
+    written = json.load(open(w / "paradigms.json"))
+    assert [r["name"] for r in written["rows"]] == ["base", "grpo_midhard"]
+    assert written["rows"][1]["scores"] == {"mathvista": 70.0, "mmstar": 50.0, "mean": 60.0}
+    assert written["published"]["table"] == "pism_vrt"
+    assert [r["name"] for r in written["published"]["rows"]] == ["paper: grpo_full", "paper: grpo_midhard"]
+    assert written["published"]["rows"][1]["scores"] == {"mathvista": 68.3, "mmstar": 63.9, "mean": 66.1}
+    assert "| paper: grpo_midhard | 68.30 | 63.90 | 66.10 |" in (w / "paradigms.md").read_text()
+    # without it, the report has no paper rows (and the runs' commands are the same: nothing runs again)
+    job = FakeEval()
+    assert _sweep(config, w, job, overrides=["--config.max_steps=3"])[0] == 0 and job.started == []
+    assert json.load(open(w / "paradigms.json"))["published"] is None
+
+
+def test_a_bad_report_option_exits_2_before_any_run_starts(tmp_path, capsys):
+    config, w = _sweep_file(tmp_path, GRID), tmp_path / "w"
+    job = FakeEval()
+    assert _sweep(config, w, job, overrides=["--config.report.published=pism"])[0] == 2
+    err = capsys.readouterr().err
+    assert err.startswith("mmjax.sweep: error: --config.report.published=pism: no published table 'pism'")
+    assert "cmab_vpt, cmab_vrt, pism_vpt, pism_vrt" in err
+    for bad in ("--config.report.published", "--config.report.title=x", "--config.report=1",
+                "--noconfig.report.published"):
+        assert _sweep(config, w, job, overrides=[bad])[0] == 2, bad
+        err = capsys.readouterr().err
+        assert err.startswith(f"mmjax.sweep: error: {bad.split('=')[0]}") and "pism_vrt" in err, err
+    # a sweep with no eval_base writes no report: the option has nothing to go to
+    assert _sweep(_sweep_file(tmp_path, GRAPH, "s2.py"), w, job, overrides=["--config.report.published=pism_vrt"],
+                  dry_run=True)[0] == 2
+    assert "has no eval_base run" in capsys.readouterr().err
+    assert job.started == [] and not os.path.exists(w)
