@@ -39,24 +39,24 @@ def pytest_configure(config):
 # their number of tests, which puts these one-test files last: the suite then ends with one worker
 # running a 3-minute file while the other is idle. Longest first leaves only short files for the
 # end (the longest-processing-time rule). A file missing here only runs later; nothing is skipped.
-LONGEST_FIRST = (
-    "rl/test_multiprocess.py",  # 174 s, 7 processes
-    "models/test_sharded.py",  # 102 s, one 8-device subprocess
-    "train/test_sft_multiprocess.py",  # 109 s, 3 processes
-    "test_main.py",  # 97 s, the demo from the CLI
-    "test_recipes.py",  # 97 s
-    "tools/test_bench_quick.py",  # 95 s, benchmark scripts
-    "rl/test_learner.py",  # 89 s
-    "rl/test_kill_resume.py",  # 79 s
-    "sweep/test_sweep_end_to_end.py",  # 49 s
-    "models/test_completion_logprobs.py",  # 54 s
-    "models/test_precision_and_remat.py",  # 53 s
-    "train/test_sft.py",  # 52 s
-    "test_main_errors.py",  # 46 s
-    "tools/test_grpo_step_quick.py",  # 38 s
-    "processing/test_vision_tables.py",  # 37 s
-    "models/test_attention_impls.py",  # 35 s
-    "difficulty/test_score_job.py",  # 34 s
+LONGEST_FIRST = (  # seconds in a profiled `make test` (their own file's share of the suite's sum)
+    "rl/test_multiprocess.py",  # 141 s, 7 processes
+    "sweep/test_paradigms_grid.py",  # 135 s alone, 11 tiny jobs from the sweep CLI
+    "models/test_sharded.py",  # 119 s, one 8-device subprocess
+    "test_main.py",  # 115 s, the demo from the CLI
+    "rl/test_learner.py",  # 74 s
+    "test_recipes.py",  # 69 s
+    "train/test_sft_multiprocess.py",  # 64 s, 3 processes
+    "rl/test_kill_resume.py",  # 62 s
+    "tools/test_bench_quick.py",  # 62 s, benchmark scripts
+    "train/test_sft.py",  # 47 s
+    "test_main_errors.py",  # 43 s
+    "models/test_completion_logprobs.py",  # 42 s
+    "sweep/test_paradigms.py",  # 30 s
+    "models/test_precision_and_remat.py",  # 30 s
+    "difficulty/test_score_job.py",  # 28 s
+    "processing/test_vision_tables.py",  # 26 s
+    "models/test_attention_impls.py",  # 23 s
 )
 
 
