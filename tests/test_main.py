@@ -20,7 +20,7 @@ def demo_run(tmp_path_factory):
     return workdir, proc
 
 
-@pytest.mark.slow  # the demo job from the CLI: 150 GRPO steps
+@pytest.mark.slow  # the demo job from the CLI: 100 GRPO steps
 def test_demo_grpo_learns_from_the_images(demo_run):
     workdir, proc = demo_run
     summary = json.load(open(workdir / "report" / "summary.json"))
@@ -33,14 +33,14 @@ def test_demo_grpo_learns_from_the_images(demo_run):
     assert summary["after"]["images"] >= summary["before"]["images"] + 0.25, summary
     assert summary["after"]["blank"] <= summary["after"]["images"] - 0.3, summary
     rows = [json.loads(line) for line in open(workdir / "metrics.jsonl")]
-    assert len(rows) == summary["steps"] == 150
+    assert len(rows) == summary["steps"] == 100
     assert os.path.getsize(workdir / "report" / "reward_curve.png") > 1000
     assert "held-out greedy accuracy" in open(workdir / "report" / "summary.md").read()
     assert "reloads bit-exactly" in proc.stdout
     assert json.load(open(workdir / "config.json"))["mode"] == "demo"
 
 
-@pytest.mark.slow  # the demo job from the CLI: 150 GRPO steps
+@pytest.mark.slow  # the demo job from the CLI: 100 GRPO steps
 def test_demo_export_loads_in_transformers_with_the_same_logits(demo_run):
     import torch
     from transformers import Qwen2_5_VLForConditionalGeneration
