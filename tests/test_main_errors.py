@@ -1,19 +1,17 @@
 """Command-line mistakes are one line on stderr naming the file / field, never a traceback."""
 
 import os
-import subprocess
-import sys
 
+import cli_batch
 import ml_collections
-import nothing_built
 import pytest
 
 from mmjax import main as cli
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+NOTHING_BUILT = {"nothing_built": True}  # run as tests/nothing_built.py's `command`: builders refused
 
-
-@pytest.mark.parametrize("args,expected", [
+MISTAKES = [
     (["--config", "configs/nope.py"], ["--config configs/nope.py: no such config file"]),
     (["--config", "configs/demo.py", "--config.nonexistent_field=1"],
      ["--config.nonexistent_field", "configs/demo.py has no field config.nonexistent_field", "'model'"]),
@@ -29,11 +27,60 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
      ["config.data.source='csv': expected one of ('colour_choice', ", "; config.grpo.loss_type='token-mean': "
       "expected one of ('bnpo', 'dapo', 'dr_grpo', 'grpo'); config.score.mask_mode='circles': expected one of "
       "('patches', 'pixels', 'rectangle')"]),
-])
-@pytest.mark.slow  # CLI subprocesses
-def test_cli_mistakes_are_one_line(tmp_path, args, expected):
-    proc = subprocess.run([sys.executable, "-m", "mmjax.main", *args, "--workdir", str(tmp_path)],
-                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+]
+
+MISTYPED_OVERRIDES = [
+    ("--config.grpo.num_generaitons=8", "did you mean config.grpo.num_generations"),
+    ("--config.num_generations=8", "did you mean config.grpo.num_generations"),  # its section left out
+    ("--config.optim.learnig_rate=1e-5", "did you mean config.optim.learning_rate"),
+    ("--config.data.selection.treshold_mode=value", "did you mean config.data.selection.threshold_mode"),
+]
+
+MISSING_INPUTS = [
+    (["--config.data.source=jsonl", "--config.data.path={missing}/train.jsonl"],
+     "config.data.path='{missing}/train.jsonl': no such file"),
+    (["--config.model.hf_dir={missing}/Qwen2.5-VL-7B-Instruct"],
+     "config.model.hf_dir='{missing}/Qwen2.5-VL-7B-Instruct': no such directory"),
+    (["--config.init_from={missing}/sft_run"], "config.init_from='{missing}/sft_run': no such directory"),
+    (["--config.data.selection.score_file={missing}/scores.parquet"],
+     "config.data.selection.score_file='{missing}/scores.parquet': no such file or directory"),
+]
+
+
+@pytest.fixture(scope="module")
+def cli_runs(tmp_path_factory):
+    """Every CLI run of this file's tests, all from one interpreter start (tests/cli_batch.py: a
+    fresh `python -m mmjax.main` each, ~2 s of imports fewer): {case: (that case's own tmp
+    folder, [the CompletedProcess-like result of each of its runs, in order])}."""
+    cases = {}  # case -> (tmp folder, [(args, options)])
+    for args, _ in MISTAKES:
+        tmp = tmp_path_factory.mktemp("mistake")
+        cases["mistake", *args] = tmp, [([*args, "--workdir", str(tmp)], {})]
+    for override, _ in MISTYPED_OVERRIDES:
+        tmp = tmp_path_factory.mktemp("mistyped")
+        cases["mistyped", override] = tmp, [
+            (["--config", "configs/jigsaw_image.py:tiny", override, "--workdir", str(tmp / "w")], NOTHING_BUILT)]
+    tmp = tmp_path_factory.mktemp("workdir_file")
+    workdir = tmp / "w"
+    workdir.write_text("not a folder")
+    cases["workdir_file"] = tmp, [(["--config", "configs/demo.py", "--workdir", str(workdir)], NOTHING_BUILT),
+                                  (["--config", "configs/demo.py", "--workdir", str(workdir / "run")], NOTHING_BUILT)]
+    for overrides, _ in MISSING_INPUTS:
+        tmp = tmp_path_factory.mktemp("missing_input")
+        args = ["--config", "configs/demo.py", *(o.format(missing=tmp / "missing") for o in overrides)]
+        cases["missing_input", *overrides] = tmp, [([*args, "--workdir", str(tmp / "w")], NOTHING_BUILT)]
+    tmp = tmp_path_factory.mktemp("benchmark")
+    cases["benchmark"] = tmp, [(["--config", "configs/eval.py:tiny",
+                                 "--config.eval.benchmarks.mmstar=nope/mmstar.jsonl", "--workdir", str(tmp / "w")],
+                                NOTHING_BUILT)]
+    results = iter(cli_batch.run_many([run for _, runs in cases.values() for run in runs], cwd=ROOT, timeout=300))
+    return {case: (tmp, [next(results) for _ in runs]) for case, (tmp, runs) in cases.items()}
+
+
+@pytest.mark.parametrize("args,expected", MISTAKES)
+@pytest.mark.slow  # CLI runs (cli_runs)
+def test_cli_mistakes_are_one_line(cli_runs, args, expected):
+    _, [proc] = cli_runs["mistake", *args]  # python -m mmjax.main ARGS --workdir <its tmp folder>
     assert proc.returncode != 0
     assert "Traceback" not in proc.stderr, proc.stderr
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
@@ -54,16 +101,12 @@ def test_validate_checks_the_schemas_fields_only_where_present():
         cli.validate(config)
 
 
-@pytest.mark.parametrize("override,closest", [
-    ("--config.grpo.num_generaitons=8", "did you mean config.grpo.num_generations"),
-    ("--config.num_generations=8", "did you mean config.grpo.num_generations"),  # its section left out
-    ("--config.optim.learnig_rate=1e-5", "did you mean config.optim.learning_rate"),
-    ("--config.data.selection.treshold_mode=value", "did you mean config.data.selection.threshold_mode"),
-])
-@pytest.mark.slow  # CLI subprocesses
-def test_a_mistyped_override_names_the_closest_fields_before_anything_loads(tmp_path, override, closest):
+@pytest.mark.parametrize("override,closest", MISTYPED_OVERRIDES)
+@pytest.mark.slow  # CLI runs (cli_runs)
+def test_a_mistyped_override_names_the_closest_fields_before_anything_loads(cli_runs, override, closest):
+    tmp_path, [proc] = cli_runs["mistyped", override]  # ran: --config configs/jigsaw_image.py:tiny OVERRIDE
     workdir = tmp_path / "w"
-    line = _error_line(["--config", "configs/jigsaw_image.py:tiny", override], workdir)
+    line = _error_line(proc)
     key = override[2:].split("=")[0]
     assert line.startswith(f"mmjax.main: error: --{key}: configs/jigsaw_image.py has no field {key}"), line
     assert closest in line, line
@@ -72,11 +115,9 @@ def test_a_mistyped_override_names_the_closest_fields_before_anything_loads(tmp_
 
 # ---- input paths are checked before anything is built (mmjax.jobs.preflight) ------------------
 
-def _error_line(args, workdir) -> str:
-    """Run the CLI; assert exit 2 with one error line, no traceback and nothing built
-    (tests/nothing_built.py); the line."""
-    proc = subprocess.run(nothing_built.command(*args, "--workdir", str(workdir)),
-                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+def _error_line(proc) -> str:
+    """A CLI run's result (cli_runs: through tests/nothing_built.py); assert exit 2 with one error
+    line, no traceback and nothing built; the line."""
     assert proc.returncode == 2, proc.stderr[-3000:]
     assert "Traceback" not in proc.stderr, proc.stderr
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
@@ -84,38 +125,35 @@ def _error_line(args, workdir) -> str:
     return lines[0]
 
 
-@pytest.mark.slow  # CLI subprocesses
-def test_a_workdir_that_is_a_file_is_one_line(tmp_path):
+@pytest.mark.slow  # CLI runs (cli_runs)
+def test_a_workdir_that_is_a_file_is_one_line(cli_runs):
+    # cli_runs wrote "not a folder" to <tmp>/w, then ran --config configs/demo.py with --workdir
+    # <tmp>/w and with --workdir <tmp>/w/run
+    tmp_path, [in_file, under_file] = cli_runs["workdir_file"]
     workdir = tmp_path / "w"
-    workdir.write_text("not a folder")
-    line = _error_line(["--config", "configs/demo.py"], workdir)
+    line = _error_line(in_file)
     assert line.endswith(f"--workdir {workdir}: exists and is not a directory")
-    line = _error_line(["--config", "configs/demo.py"], workdir / "run")
+    line = _error_line(under_file)
     assert line.endswith(f"--workdir {workdir / 'run'}: {workdir} is not a directory")
 
 
-@pytest.mark.parametrize("overrides,expected", [
-    (["--config.data.source=jsonl", "--config.data.path={missing}/train.jsonl"],
-     "config.data.path='{missing}/train.jsonl': no such file"),
-    (["--config.model.hf_dir={missing}/Qwen2.5-VL-7B-Instruct"],
-     "config.model.hf_dir='{missing}/Qwen2.5-VL-7B-Instruct': no such directory"),
-    (["--config.init_from={missing}/sft_run"], "config.init_from='{missing}/sft_run': no such directory"),
-    (["--config.data.selection.score_file={missing}/scores.parquet"],
-     "config.data.selection.score_file='{missing}/scores.parquet': no such file or directory"),
-])
-@pytest.mark.slow  # CLI subprocesses
-def test_a_missing_input_fails_fast_naming_the_field(tmp_path, overrides, expected):
+@pytest.mark.parametrize("overrides,expected", MISSING_INPUTS)
+@pytest.mark.slow  # CLI runs (cli_runs)
+def test_a_missing_input_fails_fast_naming_the_field(cli_runs, overrides, expected):
+    # ran: --config configs/demo.py OVERRIDES (formatted with missing) --workdir <tmp>/w
+    tmp_path, [proc] = cli_runs["missing_input", *overrides]
     missing = tmp_path / "missing"
     workdir = tmp_path / "w"
-    line = _error_line(["--config", "configs/demo.py", *(o.format(missing=missing) for o in overrides)], workdir)
+    line = _error_line(proc)
     assert expected.format(missing=missing) in line, line
     assert not workdir.exists()  # refused before the workdir was made (_error_line: and before any model)
 
 
-@pytest.mark.slow  # CLI subprocesses
-def test_a_missing_benchmark_file_is_one_line(tmp_path):
-    line = _error_line(["--config", "configs/eval.py:tiny", "--config.eval.benchmarks.mmstar=nope/mmstar.jsonl"],
-                          tmp_path / "w")
+@pytest.mark.slow  # CLI runs (cli_runs)
+def test_a_missing_benchmark_file_is_one_line(cli_runs):
+    # ran: --config configs/eval.py:tiny --config.eval.benchmarks.mmstar=nope/mmstar.jsonl --workdir <tmp>/w
+    _, [proc] = cli_runs["benchmark"]
+    line = _error_line(proc)
     assert f"config.eval.benchmarks.mmstar='nope/mmstar.jsonl': no such file (relative to {ROOT})" in line
 
 
