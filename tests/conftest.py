@@ -29,11 +29,8 @@ def pytest_configure(config):
         # The fusion emitters (XLA's MLIR code generators for fused ops) cost ~20% of the compile
         # time of a tiny-model test (tests/models/test_completion_logprobs.py: 20-21 s against
         # 26-32 s); the older emitters compute the same ops.
-        # Eigen's multi-threaded kernels are off too: the two xdist workers (and the processes tests
-        # start) already fill both cores, and Eigen's pool spins waiting for work that a tiny model
-        # never gives it (tests/train/test_sft.py: 54 s of CPU against 63 s, and faster).
         fast = ("--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true "
-                "--xla_cpu_use_fusion_emitters=false --xla_cpu_multi_thread_eigen=false")
+                "--xla_cpu_use_fusion_emitters=false")
         os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {fast}".strip()
 
 
