@@ -2,7 +2,8 @@
 
 - `ShapesVqaSource`: coloured shapes on bundled photos (skimage.data) or plain
   backgrounds, with counting, colour and position questions.
-- `ColourChoiceSource`: one large shape whose colour is the answer (the CPU demo's task).
+- `ColourChoiceSource`: one large shape whose colour is the answer (the CPU demo's task);
+  `graded=True` varies its size and contrast and adds smaller distractors, row by row.
 - `SyntheticRgbdSource` / `write_rgbd_scenes`: RGB-D frames of a room (far wall,
   receding floor) with boxes at known depths, for the 3D jigsaw.
 - `moving_shapes_video` / `write_moving_shapes_video`: a square crossing the
@@ -67,6 +68,7 @@ class Shape:
     row: int
     col: int
     radius: int
+    fill: tuple[int, int, int] | None = None  # drawn in this RGB instead of COLOURS[colour]
 
 
 def place_shapes(rng: np.random.Generator, size: tuple[int, int], count: int) -> list[Shape]:
@@ -94,7 +96,7 @@ def draw_shapes(image: np.ndarray, shapes: list[Shape]) -> np.ndarray:
     draw = ImageDraw.Draw(pil)
     for s in shapes:
         box = (s.col - s.radius, s.row - s.radius, s.col + s.radius, s.row + s.radius)
-        fill, outline = COLOURS[s.colour], (0, 0, 0)
+        fill, outline = s.fill or COLOURS[s.colour], (0, 0, 0)
         if s.kind == "circle":
             draw.ellipse(box, fill=fill, outline=outline, width=2)
         elif s.kind == "square":
@@ -159,19 +161,33 @@ class ShapesVqaSource:
         }
 
 
+# graded=True: each row draws one value of each factor, uniformly (the factors are independent).
+GRADED_SCALES = (1.0, 0.55, 0.3)  # the shape's radius, as a fraction of the plain task's (min side / 3)
+GRADED_CONTRASTS = (1.0, 0.5, 0.25)  # its fill: background mean + contrast x (its colour - background mean)
+GRADED_DISTRACTORS = (0, 1, 2)  # smaller shapes (half its radius, >= 4 px) in the other colours, full contrast
+
+
 class ColourChoiceSource:
     """One large shape on a bundled photo: "what colour is the shape?", options in a fixed order.
 
     The answer (an option letter) follows from the image alone, and the options never move,
     so a policy can learn it from the pixels: the CPU demo's GRPO task. Row i is a pure
     function of (seed, i); the colour cycles through COLOURS by index, so classes are balanced.
+
+    `graded=True` makes difficulty vary from row to row (issue 21's paradigm demo needs samples
+    a partly trained policy solves at different rates): the shape shrinks (GRADED_SCALES), fades
+    into the background (GRADED_CONTRASTS) and has smaller distractors of other colours
+    (GRADED_DISTRACTORS); the question asks for the largest shape. The factors are drawn after
+    everything the plain task draws, and are in the row's "extra".
     """
 
     QUESTION = "What colour is the shape?"
+    GRADED_QUESTION = "What colour is the largest shape?"
 
     def __init__(self, num_samples: int, seed: int = 0, size: tuple[int, int] = (112, 112),
-                 background: str = "photos"):
+                 background: str = "photos", graded: bool = False):
         self.num_samples, self.seed, self.size, self.background = num_samples, seed, tuple(size), background
+        self.graded = graded
 
     def __len__(self) -> int:
         return self.num_samples
@@ -185,13 +201,46 @@ class ColourChoiceSource:
         radius = min(height, width) // 3
         shape = Shape(KINDS[rng.integers(len(KINDS))], colour, int(rng.integers(radius, height - radius + 1)),
                       int(rng.integers(radius, width - radius + 1)), radius)
-        question, solution = _choice(self.QUESTION, list(COLOURS), colour)
+        image = background(rng, self.size, self.background)
+        shapes, extra = [shape], {"colour": colour}
+        if self.graded:
+            shapes, factors = _graded(rng, shape, image)
+            extra.update(factors)
+        question, solution = _choice(self.GRADED_QUESTION if self.graded else self.QUESTION, list(COLOURS), colour)
+        where = f"ColourChoiceSource(seed={self.seed}{', graded' if self.graded else ''})[{index}]"
         return {
-            "id": f"colour-{self.seed}-{index}", "where": f"ColourChoiceSource(seed={self.seed})[{index}]",
-            "images": [draw_shapes(background(rng, self.size, self.background), [shape])], "videos": [],
+            "id": f"colour-{self.seed}-{index}", "where": where,
+            "images": [draw_shapes(image, shapes)], "videos": [],
             "messages": None, "prompt": "<image>" + question, "solution": solution, "task": "choice",
-            "extra": {"colour": colour},
+            "extra": extra,
         }
+
+
+def _graded(rng: np.random.Generator, shape: Shape, image: np.ndarray) -> tuple[list[Shape], dict[str, Any]]:
+    """The shapes of a graded row, distractors first (the answer's shape is drawn last, on top),
+    and its factors: scale, contrast, distractors, the fill the shape was drawn in, every shape."""
+    height, width = image.shape[:2]
+    scale = GRADED_SCALES[rng.integers(len(GRADED_SCALES))]
+    contrast = GRADED_CONTRASTS[rng.integers(len(GRADED_CONTRASTS))]
+    count = GRADED_DISTRACTORS[rng.integers(len(GRADED_DISTRACTORS))]
+    radius = max(3, round(shape.radius * scale))
+    top, left = max(0, shape.row - radius), max(0, shape.col - radius)
+    local = image[top:shape.row + radius + 1, left:shape.col + radius + 1].reshape(-1, 3).mean(axis=0)
+    fill = tuple(int(round(b + contrast * (c - b))) for b, c in zip(local, COLOURS[shape.colour]))
+    main = dataclasses.replace(shape, radius=radius, fill=fill)
+    small, others = max(4, radius // 2), [c for c in COLOURS if c != shape.colour]  # 4: more than its outline
+    distractors: list[Shape] = []
+    for _ in range(100 * count):  # rejection sampling: clear of the shape and of each other
+        if len(distractors) == count:
+            break
+        row, col = int(rng.integers(small, height - small)), int(rng.integers(small, width - small))
+        if all((row - s.row) ** 2 + (col - s.col) ** 2 >= (s.radius + small + 2) ** 2 for s in [main, *distractors]):
+            distractors.append(Shape(KINDS[rng.integers(len(KINDS))], others[rng.integers(len(others))], row, col,
+                                     small))
+    shapes = [*distractors, main]
+    factors = {"scale": scale, "contrast": contrast, "distractors": len(distractors), "fill": list(fill),
+               "shapes": [dataclasses.asdict(s) for s in shapes]}
+    return shapes, factors
 
 
 def rgbd_scene(rng: np.random.Generator, size: tuple[int, int] = (240, 320),

@@ -174,7 +174,7 @@ def source(data, seed_offset: int = 0):
     kind = data.source
     if kind == "colour_choice":
         return synthetic.ColourChoiceSource(data.num_samples, seed=data.seed + seed_offset,
-                                            size=tuple(data.image_size))
+                                            size=tuple(data.image_size), graded=data.get("colour_graded", False))
     if kind == "shapes_vqa":
         return synthetic.ShapesVqaSource(data.num_samples, seed=data.seed + seed_offset,
                                          size=tuple(data.image_size), background="photos")

@@ -143,6 +143,8 @@ class DataConfig:
     data_root: str = _field("", "image paths are relative to this ('' = the file's folder)")
     num_samples: int = _field(1024, "synthetic sources only: rows")
     image_size: tuple = _field((112, 112), "synthetic sources only: (height, width) of each image or video frame")
+    colour_graded: bool = _field(False, "colour_choice only: each row's shape size, contrast and distractors vary "
+                                        "(mmjax.data.synthetic.GRADED_*), so rows differ in difficulty")
     seed: int = borrowed(_D.PipelineConfig, "seed", "shuffle and task randomness (mmjax.data.pipeline)")
     task: str = _field("qa", "mmjax.jobs.build.TASKS: qa (SPEC 2.3 rows) | jigsaw_image (SPEC 1.1) | jigsaw_video "
                              "(SPEC 1.2) | jigsaw_3d (SPEC 1.3)", _build("TASKS"))

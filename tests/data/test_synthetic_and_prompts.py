@@ -85,3 +85,43 @@ def test_qa_rows_that_cannot_be_prompted_are_skipped():
     skipped = qa.QaSample().map(row)
     assert isinstance(skipped, Skipped) and skipped.reason == "bad_prompt"
     assert qa.QaSample().map({**row, "solution": None}).reason == "missing_field"
+
+
+def test_graded_colour_rows_vary_in_difficulty_and_keep_the_answer_in_the_pixels():
+    size = (56, 56)
+    plain = synthetic.ColourChoiceSource(300, seed=2, size=size, background="plain")
+    graded = synthetic.ColourChoiceSource(300, seed=2, size=size, background="plain", graded=True)
+    seen = set()
+    for index in range(len(graded)):
+        row, before = graded[index], plain[index]
+        image, extra = row["images"][0], row["extra"]
+        *distractors, main = extra["shapes"]
+        # The plain task's draws come first: the same background (one colour, in a corner no
+        # shape covers) and the same shape, colour and centre; only size, fill and company change.
+        covered = [*extra["shapes"], {**main, "radius": 56 // 3}]  # and the plain row's larger shape
+        corner = next(p for p in [(0, 0), (0, 55), (55, 0), (55, 55)]
+                      if all(max(abs(p[0] - s["row"]), abs(p[1] - s["col"])) > s["radius"] + 2 for s in covered))
+        np.testing.assert_array_equal(image[corner], before["images"][0][corner])
+        assert main["colour"] == before["extra"]["colour"]
+        np.testing.assert_array_equal(before["images"][0][main["row"], main["col"]],  # the same centre
+                                      synthetic.COLOURS[main["colour"]])
+        assert row["solution"] == before["solution"] and row["prompt"].startswith(
+            "<image>" + synthetic.ColourChoiceSource.GRADED_QUESTION)
+        # The fill is the background blended toward the colour by `contrast`; the pixels show it.
+        want = [round(float(b) + extra["contrast"] * (c - float(b)))
+                for b, c in zip(image[corner], synthetic.COLOURS[main["colour"]])]
+        def drawn_in(shape, rgb):  # some pixel of the shape's box has that colour (outlines are black)
+            box = image[max(0, shape["row"] - shape["radius"]):shape["row"] + shape["radius"] + 1,
+                        max(0, shape["col"] - shape["radius"]):shape["col"] + shape["radius"] + 1]
+            return bool((box == np.asarray(rgb)).all(-1).any())
+        assert extra["fill"] == want and drawn_in(main, want)
+        assert main["radius"] == max(3, round(56 // 3 * extra["scale"]))
+        for d in distractors:  # smaller, another colour, full contrast
+            assert d["radius"] < main["radius"] and d["colour"] != main["colour"]
+            assert drawn_in(d, synthetic.COLOURS[d["colour"]]), (index, d)
+        assert extra["distractors"] == len(distractors)
+        seen.add((extra["scale"], extra["contrast"], extra["distractors"]))
+    # Every combination of the three factors occurs (27 of them in 300 rows).
+    assert len(seen) == len(synthetic.GRADED_SCALES) * len(synthetic.GRADED_CONTRASTS) * len(
+        synthetic.GRADED_DISTRACTORS)
+    assert plain[5]["where"] == "ColourChoiceSource(seed=2)[5]" and "graded" in graded[5]["where"]
