@@ -125,3 +125,13 @@ def test_graded_colour_rows_vary_in_difficulty_and_keep_the_answer_in_the_pixels
     assert len(seen) == len(synthetic.GRADED_SCALES) * len(synthetic.GRADED_CONTRASTS) * len(
         synthetic.GRADED_DISTRACTORS)
     assert plain[5]["where"] == "ColourChoiceSource(seed=2)[5]" and "graded" in graded[5]["where"]
+
+
+def test_config_data_colour_graded_reaches_the_source():
+    from mmjax.jobs import build, recipe
+    config = recipe.base()
+    config.data.source, config.data.num_samples, config.data.image_size = "colour_choice", 4, (56, 56)
+    assert not build.source(config.data).graded and "scale" not in build.source(config.data)[0]["extra"]
+    config.data.colour_graded = True
+    row = build.source(config.data)[0]
+    assert row["extra"]["scale"] in synthetic.GRADED_SCALES and row["where"].endswith("graded)[0]")
