@@ -31,8 +31,6 @@ PRELOAD = ("absl.app", "absl.flags", "absl.logging", "ml_collections", "ml_colle
            "grain", "mmjax.jobs.recipe", "mmjax.jobs.build", "mmjax.jobs.preflight", "mmjax.jobs.workdir_lock",
            "mmjax.config_schema", "mmjax.train.preemption")
 
-_OPTIONS = {"nothing_built"}  # True: run it as tests/nothing_built.py's `command` does (builders refused)
-
 _BATCH = r'''
 import atexit, importlib, json, os, runpy, signal, sys, threading, time
 spec_path = sys.argv[1]
@@ -143,23 +141,20 @@ class Result:
     stderr: str
 
 
-def run_many(invocations: list[tuple[list[str], dict]], cwd: str = ROOT, env: dict | None = None,
+def run_many(invocations: list[tuple[list[str], bool]], cwd: str = ROOT, env: dict | None = None,
              timeout: float = 300) -> list[Result]:
-    """Run `python -m mmjax.main ARGS` for each (ARGS, options) in `invocations`, one after
+    """Run `python -m mmjax.main ARGS` for each (ARGS, nothing_built) in `invocations`, one after
     another, from one interpreter start (module docstring); their Results in the same order.
 
-    options: {"nothing_built": True} runs ARGS as tests/nothing_built.py's `command(*ARGS)` does
-    (builders refused: an error found before anything is built exits 2, one found later exits 1).
+    nothing_built=True runs ARGS as tests/nothing_built.py's `command(*ARGS)` does (builders
+    refused: an error found before anything is built exits 2, one found later exits 1).
     `cwd` and `env` are every run's; `timeout` (seconds) is each run's, as subprocess.run's: a run
     past it is killed and subprocess.TimeoutExpired raised once all have run.
     """
     with tempfile.TemporaryDirectory(prefix="mmjax-cli-batch-") as tmp:
         planned = []
-        for k, (args, options) in enumerate(invocations):
-            unknown = set(options) - _OPTIONS
-            if unknown:
-                raise ValueError(f"unknown option(s) {sorted(unknown)} (known: {sorted(_OPTIONS)})")
-            planned.append({"args": [str(a) for a in args], "nothing_built": bool(options.get("nothing_built")),
+        for k, (args, refuse_builds) in enumerate(invocations):
+            planned.append({"args": [str(a) for a in args], "nothing_built": bool(refuse_builds),
                             "stdout": os.path.join(tmp, f"{k}.out"), "stderr": os.path.join(tmp, f"{k}.err")})
         spec = {"preload": PRELOAD, "invocations": planned, "timeout": timeout, "nothing_built": nothing_built._PROGRAM,
                 "results": os.path.join(tmp, "results.json")}

@@ -9,7 +9,7 @@ import pytest
 from mmjax import main as cli
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-NOTHING_BUILT = {"nothing_built": True}  # run as tests/nothing_built.py's `command`: builders refused
+NOTHING_BUILT = True  # run as tests/nothing_built.py's `command`: builders refused
 
 MISTAKES = [
     (["--config", "configs/nope.py"], ["--config configs/nope.py: no such config file"]),
@@ -52,10 +52,10 @@ def cli_runs(tmp_path_factory):
     """Every CLI run of this file's tests, all from one interpreter start (tests/cli_batch.py: a
     fresh `python -m mmjax.main` each, ~2 s of imports fewer): {case: (that case's own tmp
     folder, [the CompletedProcess-like result of each of its runs, in order])}."""
-    cases = {}  # case -> (tmp folder, [(args, options)])
+    cases = {}  # case -> (tmp folder, [(args, nothing_built)])
     for args, _ in MISTAKES:
         tmp = tmp_path_factory.mktemp("mistake")
-        cases["mistake", *args] = tmp, [([*args, "--workdir", str(tmp)], {})]
+        cases["mistake", *args] = tmp, [([*args, "--workdir", str(tmp)], False)]
     for override, _ in MISTYPED_OVERRIDES:
         tmp = tmp_path_factory.mktemp("mistyped")
         cases["mistyped", override] = tmp, [

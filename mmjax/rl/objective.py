@@ -237,8 +237,6 @@ class GRPOObjective:
         return out
 
 
-
-
 def _rows(array, mesh, axis: int = 0):
     """A per-row array on the devices: split over the mesh's batch axes (data parallel); with
     several processes, this process's rows of the global array."""

@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 from absl import flags
 from ml_collections import config_flags
 
-from mmjax.sweep.plan import Planned
+from mmjax.sweep.plan import Planned, override_key
 from mmjax.sweep.spec import SweepError
 
 
@@ -85,7 +85,7 @@ def unknown_field(value: str, overrides: Sequence[str]) -> str | None:
         config = config_flags.config_flags.ConfigFileFlagParser("config", lock_config=False).parse(value)
     except Exception:  # noqa: BLE001  the file itself fails: parse() reports that
         return None
-    fields = [override.split("=", 1)[0].removeprefix("--config.") for override in overrides]
+    fields = [key for key in map(override_key, overrides) if key]
     return config_schema.unknown_field(config, fields, value.split(":", 1)[0])
 
 
