@@ -6,7 +6,8 @@ benchmarks' own releases where they have one. The formats (`FORMATS`): mathvista
 (MathVista testmini), ocrbench (OCRBench, scored by the OCR match of SPEC 2.3), mmstar,
 mmvp (pairs of rows, a pair counts only if both are right), da2k (DA-2K relative depth,
 points drawn as SPEC 1.3 markers) and jigsaw (the image jigsaw solve rate, cut by
-`mmjax.data.jigsaw.ImageJigsaw`, SPEC 1.1). Each format's fields, scoring and groups are
+`mmjax.data.jigsaw.ImageJigsaw`, SPEC 1.1) and qa (rows in the training data's own layout,
+scored by their task's checker). Each format's fields, scoring and groups are
 listed on `read_benchmark`.
 
 A malformed row is an error, never a skip: skipping would silently change what a score
@@ -372,6 +373,32 @@ def _jigsaw(row: _Row, name: str, root: str, opts: ReadOptions) -> Item:
         record={"grid": f"{grid[0]}x{grid[1]}"})
 
 
+QA_SCORERS = {"choice": "choice", "math": "math", "ocr": "ocr"}  # a qa row's task -> its eval scorer
+
+
+def _qa(row: _Row, name: str, root: str, opts: ReadOptions) -> Item:
+    prompt = row.text("prompt")
+    task = row.text("task")
+    if task not in QA_SCORERS:
+        raise row.fail(f"field 'task' = {task!r}: a qa benchmark scores tasks {sorted(QA_SCORERS)}")
+    value = row.get("images", "image", kind=(list, str))
+    found = [_image(_Row({"image": v}, row.where, row.index), root, "image") for v in
+             (value if isinstance(value, list) else [value])]
+    if not found:
+        raise row.fail("field 'images' is empty: a qa benchmark row has at least one image")
+    marks = prompt.count("<image>")
+    if marks and marks != len(found):
+        raise row.fail(f"field 'prompt' has {marks} <image> placeholders for {len(found)} images")
+    solution = row.text("solution")
+    gold = _letter(row, solution) if task == "choice" else solution
+    extra = row.get("groups", required=False, kind=dict) or {}
+    return Item(
+        benchmark=name, format="qa", index=row.index, id=row.row_id("id", "index"), where=row.where,
+        scorer=QA_SCORERS[task], prompt=prompt, image_paths=tuple(p for p, _ in found),
+        image_sizes=tuple(s for _, s in found), gold=gold, accepted=(gold,),
+        groups=_groups(**{**extra, "task": task, "category": row.text("category", required=False)}))
+
+
 def _jigsaw_sample(task, index: int, images: list[np.ndarray], where: str) -> dict[str, Any]:
     try:
         return task.map({"id": str(index), "where": where, "images": images, "epoch": 0, "index": index})
@@ -382,7 +409,7 @@ def _jigsaw_sample(task, index: int, images: list[np.ndarray], where: str) -> di
 Reader = Callable[[_Row, str, str, ReadOptions], Item]
 FORMATS: dict[str, Reader] = {
     "mathvista": _mathvista, "ocrbench": _ocrbench, "mmstar": _mmstar, "mmvp": _mmvp, "da2k": _da2k,
-    "jigsaw": _jigsaw,
+    "jigsaw": _jigsaw, "qa": _qa,
 }
 
 
@@ -425,6 +452,11 @@ def read_benchmark(name: str, path: str, opts: ReadOptions = ReadOptions()) -> l
         image, [id], [rows], [cols] (default: the options' grid), [category]. The image is cut
         by mmjax's own task (`mmjax.data.jigsaw.ImageJigsaw`, SPEC 1.1) with the permutation of
         record_rng(seed, epoch 0, row index); solved = the exact permutation.
+    qa (a held-out split in the training rows' layout, mmjax.data.rows)
+        images (a list of paths) or image, prompt (with its <image> placeholders, used as
+        written: nothing is appended, so the model sees what training rendered), solution,
+        task ("choice": an option letter | "math": math-verify | "ocr": OCR match), [id],
+        [category], [groups {kind: value or [values]}]. Groups: task, category, the groups.
     """
     fmt = format_of(name)
     path = os.fspath(path)

@@ -2,10 +2,10 @@
 
 Each item's `scorer` picks the checker, the same code the training rewards run:
 
-  choice  option letter (`mmjax.rewards.choice`): MathVista multi-choice, MMStar, MMVP, DA-2K
-  math    math-verify with the exact-string fallback (`accuracy_math`): MathVista free form
+  choice  option letter (`mmjax.rewards.choice`): MathVista multi-choice, MMStar, MMVP, DA-2K, qa choice rows
+  math    math-verify with the exact-string fallback (`accuracy_math`): MathVista free form, qa math rows
   ocr     normalised exact / substring / fuzzy match (`mmjax.rewards.ocr`, SPEC 2.3) against
-          any accepted answer: OCRBench. (OCRBench's own rule is only "an accepted answer is
+          any accepted answer: OCRBench, qa ocr rows. (OCRBench's own rule is only "an accepted answer is
           a substring of the prediction"; mmjax keeps SPEC 2.3's rule, `ocr_min_ratio` and
           `ocr_allow_substring` tune it.)
   jigsaw  exact permutation (`mmjax.rewards.jigsaw`, SPEC 1.5): the solve rate, with the
@@ -32,7 +32,7 @@ from mmjax.rewards.jigsaw import jigsaw_score
 from mmjax.rewards.ocr import ocr_score
 
 HEADLINE = {"mathvista": "accuracy", "ocrbench": "accuracy", "mmstar": "accuracy", "mmvp": "pair_accuracy",
-            "da2k": "accuracy", "jigsaw": "solve_rate"}
+            "da2k": "accuracy", "jigsaw": "solve_rate", "qa": "accuracy"}
 
 
 @dataclasses.dataclass(frozen=True)

@@ -68,8 +68,11 @@ Render = Callable[[Item, list[np.ndarray]], dict[str, Any]]
 class Runner:
     """Answers of one model to lists of items (one `run` per benchmark)."""
 
-    def __init__(self, model, tok, image_cfg: ImageProcessorConfig, cfg: RunnerConfig = RunnerConfig()):
-        self.model, self.tok, self.cfg = model, tok, cfg
+    def __init__(self, model, tok, image_cfg: ImageProcessorConfig, cfg: RunnerConfig = RunnerConfig(),
+                 allowed_token_ids: Sequence[int] | None = None):
+        """allowed_token_ids: answers use only these tokens (config.sample.allowed_tokens, as the model
+        was trained to answer); None = the whole vocabulary."""
+        self.model, self.tok, self.cfg, self.allowed = model, tok, cfg, allowed_token_ids
         ids = special_token_ids(tok)
         self.eos, self.pad = tuple(ids.eos_token_ids), int(ids.pad_token_id)
         self.process = batching.ProcessSample(tok, image_cfg=image_cfg, token_ids=ids, strict=True,
@@ -93,7 +96,8 @@ class Runner:
             model = self.model
             return sampler.generate(model.module, model.params, batch, max_new_tokens=self.cfg.max_new_tokens,
                                     sampling=self.sampling, seed=self.cfg.seed + number, eos_token_ids=self.eos,
-                                    pad_token_id=self.pad, mesh=model.mesh, bucket_lengths=self.cfg.bucket_lengths)
+                                    pad_token_id=self.pad, mesh=model.mesh, bucket_lengths=self.cfg.bucket_lengths,
+                                    allowed_token_ids=self.allowed)
 
         with tqdm(total=len(items), desc=desc or None, unit="q", disable=not self.cfg.progress) as bar:
             for _, chunk, rollout in batched.generate_batches(batched.chunks(order, self.cfg.batch_size),

@@ -8,6 +8,10 @@ eval job runs as written on a laptop with nothing downloaded. The formats (`FORM
             options "A: ..., B: ..." in the question text as MMStar writes them, the answer
             their letter. Each row also keeps `shapes` (kind, colour, centre row / col, radius):
             the answer follows from them, and they from the image.
+    qa      a held-out graded colour-choice row (`synthetic.ColourChoiceSource(graded=True)`) in the
+            training rows' layout: "<image>" + the question with its options, the solution letter,
+            task "choice", its difficulty factors as groups (scale, contrast, distractors), so
+            results.md breaks the score down by each. What the paradigm demo evaluates.
     jigsaw  a zoomed crop of a bundled photo (`synthetic.photo`); `category` names the photo,
             `crop` = [top, left, side] the square cut from it before the resize. The jigsaw's
             grid and permutation are the reader's (ReadOptions), as for any jigsaw file.
@@ -37,6 +41,11 @@ SHAPES_PER_IMAGE = (2, 5)
 OPTION_LETTERS = "ABCD"
 # record_rng streams of the generators, apart from the tasks' stream 0 (the jigsaw's permutation).
 _STREAMS = {"mmstar": 101, "jigsaw": 102}
+# qa rows: ColourChoiceSource(graded) at configs/demo.py's image size, so a model trained on the
+# graded rows is evaluated on what it trained on; seed + 1000 as recipe.DemoEval's held-out split,
+# so a training source at a small data.seed never draws these rows.
+QA_IMAGE_SIZE = (56, 56)
+QA_SEED_OFFSET = 1000
 # Part of the cache folder's name: bump it when a generator changes what it writes.
 VERSION = 1
 
@@ -88,8 +97,18 @@ def jigsaw_row(seed: int, index: int) -> tuple[dict[str, Any], np.ndarray]:
     return {"id": f"synthetic-jigsaw-{index}", "category": name, "crop": [top, left, side]}, image
 
 
+def qa_row(seed: int, index: int) -> tuple[dict[str, Any], np.ndarray]:
+    """(row without its images, image) of synthetic qa row `index`: a graded colour-choice row, held out."""
+    source = synthetic.ColourChoiceSource(index + 1, seed=seed + QA_SEED_OFFSET, size=QA_IMAGE_SIZE, graded=True)
+    row = source[index]
+    factors = {k: row["extra"][k] for k in ("scale", "contrast", "distractors")}
+    return ({"id": row["id"], "prompt": row["prompt"], "solution": row["solution"], "task": row["task"],
+             "category": "graded colour choice", "groups": factors}, row["images"][0])
+
+
 ROWS: dict[str, Callable[[int, int], tuple[dict[str, Any], np.ndarray]]] = {
-    "mmstar": mmstar_row, "jigsaw": jigsaw_row}
+    "mmstar": mmstar_row, "jigsaw": jigsaw_row, "qa": qa_row}
+IMAGE_KEYS = {"qa": "images"}  # the field a row's image path goes in (a list there), else "image"
 FORMATS = tuple(ROWS)
 
 
@@ -111,7 +130,8 @@ def write_benchmark(fmt: str, directory: str | os.PathLike, num: int, seed: int 
             row, image = ROWS[fmt](seed, i)
             name = f"images/{i:05d}.png"
             Image.fromarray(image).save(os.path.join(directory, name))
-            f.write(json.dumps({**row, "image": name}) + "\n")
+            key = IMAGE_KEYS.get(fmt, "image")
+            f.write(json.dumps({**row, key: [name] if key == "images" else name}) + "\n")
     return path
 
 

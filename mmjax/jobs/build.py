@@ -46,9 +46,9 @@ VIDEO_SECONDS, VIDEO_FPS = 24.0, 2.0  # synthetic_video: the shortest a video ji
 RGBD_INDEX = "index.jsonl"  # what mmjax.data.synthetic.write_rgbd_scenes writes: {"image", "depth"} rows
 TOKENIZERS = ("tiny", "qwen2", "hf")
 # config.eval.benchmarks.<name> = "synthetic": rows of the benchmark's format made from synthetic
-# data (mmjax.eval.synthetic_benchmarks), this many; preflight accepts the value as a path.
+# data (mmjax.eval.synthetic_benchmarks), config.eval.synthetic_rows of them; preflight accepts the
+# value as a path.
 SYNTHETIC_BENCHMARK = preflight.SYNTHETIC_BENCHMARK
-SYNTHETIC_BENCHMARK_ROWS = 8
 
 
 class ConfigFieldError(ValueError):
@@ -451,17 +451,17 @@ def eval_benchmark_files(config) -> dict[str, str]:
         except bench_lib.BenchmarkError as e:
             raise ConfigFieldError(f"config.eval.benchmarks.{name}: {e}") from None
         if path == SYNTHETIC_BENCHMARK:
-            named[name] = _synthetic_benchmark(name, fmt, config.eval.seed)
+            named[name] = _synthetic_benchmark(name, fmt, config.eval.seed, config.eval.synthetic_rows)
     return named
 
 
-def _synthetic_benchmark(name: str, fmt: str, seed: int) -> str:
-    """The file of SYNTHETIC_BENCHMARK_ROWS synthetic rows of `fmt` (mmjax.eval.synthetic_benchmarks),
-    written once per (format, rows, seed) under the temp dir and reused."""
+def _synthetic_benchmark(name: str, fmt: str, seed: int, rows: int) -> str:
+    """The file of `rows` synthetic rows of `fmt` (mmjax.eval.synthetic_benchmarks), written once
+    per (format, rows, seed) under the temp dir and reused."""
     if fmt not in synthetic_benchmarks.FORMATS:
         raise ConfigFieldError(f"config.eval.benchmarks.{name}={SYNTHETIC_BENCHMARK!r}: format {fmt!r} has no "
                                f"synthetic rows; the formats that do: {list(synthetic_benchmarks.FORMATS)}")
-    return synthetic_benchmarks.cached_benchmark(fmt, SYNTHETIC_BENCHMARK_ROWS, seed)
+    return synthetic_benchmarks.cached_benchmark(fmt, rows, seed)
 
 
 def eval_read_options(config) -> bench_lib.ReadOptions:

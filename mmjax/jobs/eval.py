@@ -88,12 +88,13 @@ def run(config, workdir: str) -> dict[str, dict[str, Any]]:
     run_cfg = build.eval_runner_config(config)
     tok = build.tokenizer(config)
     model = build.eval_model(config, tok)
-    runner = runner_lib.Runner(model, tok, build.image_config(config), run_cfg)
+    runner = runner_lib.Runner(model, tok, build.image_config(config), run_cfg, build.allowed_token_ids(config, tok))
     out_dir = os.path.join(workdir, "eval")
     os.makedirs(out_dir, exist_ok=True)
     header = {"model": config.get("init_from") or config.model.hf_dir or f"random preset {config.model.preset!r}",
               "temperature": run_cfg.temperature, "max_new_tokens": run_cfg.max_new_tokens,
-              "container": opts.container, **({"limit": opts.limit} if opts.limit else {})}
+              "container": opts.container, **({"limit": opts.limit} if opts.limit else {}),
+              **({"allowed_tokens": list(config.sample.allowed_tokens)} if config.sample.allowed_tokens else {})}
     files = build.eval_benchmark_files(config)
     results: dict[str, dict[str, Any]] = {}
     for name, bench_items in items.items():

@@ -8,6 +8,7 @@ hand in the comments; the job itself runs once on the tiny random model.
 from __future__ import annotations
 
 import json
+import re
 
 import jax
 import numpy as np
@@ -83,8 +84,13 @@ DA2K = [
 ]
 JIGSAW = [{"id": "j0", "image": "images/0.png", "rows": 2, "cols": 2},
           {"id": "j1", "image": "images/1.png", "rows": 2, "cols": 2}]
+QA_CHOICE = "<image>What colour is the shape?\nOptions:\nA. red\nB. blue\nAnswer with the option letter."
+QA = [{"id": "q0", "images": ["images/0.png"], "prompt": QA_CHOICE, "solution": "B", "task": "choice",
+       "groups": {"scale": 0.3, "contrast": 1.0}},
+      {"id": "q1", "image": "images/1.png", "prompt": "What is 1/2 as a decimal?", "solution": "0.5", "task": "math",
+       "category": "arithmetic"}]
 FILES = {"mathvista": MATHVISTA, "ocrbench": OCRBENCH, "mmstar": MMSTAR, "mmvp": MMVP, "da2k": DA2K,
-         "jigsaw": JIGSAW}
+         "jigsaw": JIGSAW, "qa": QA}
 
 
 @pytest.fixture(scope="module")
@@ -112,7 +118,7 @@ def _scored(items, texts):
 # ---- readers -------------------------------------------------------------------------------------
 
 def test_readers_follow_the_public_field_names(bench_dir):
-    _, paths = bench_dir
+    root, paths = bench_dir
     mv = _read(paths, "mathvista")
     assert [i.scorer for i in mv] == ["choice", "choice", "math", "math"]
     assert [i.gold for i in mv] == ["B", "B", "0.5", "7"]  # the choice text's letter; the free-form answer
@@ -133,6 +139,15 @@ def test_readers_follow_the_public_field_names(bench_dir):
     tiles = [image[:28, :28], image[:28, 28:], image[28:, :28], image[28:, 28:]]
     for piece, shown in enumerate(map(int, jig[0].gold.split(","))):
         np.testing.assert_array_equal(sample["images"][shown - 1], tiles[piece])
+    # qa: the training layout's prompt as written (no instruction appended), its task's scorer.
+    qa = _read(paths, "qa")
+    assert [(i.scorer, i.gold, i.prompt) for i in qa] == [("choice", "B", QA_CHOICE), ("math", "0.5", QA[1]["prompt"])]
+    assert qa[0].groups == {"scale": ("0.3",), "contrast": ("1.0",), "task": ("choice",)}
+    assert qa[1].groups == {"task": ("math",), "category": ("arithmetic",)}
+    assert qa[1].image_paths == (str(root / "images" / "1.png"),)  # `image` as well as `images`
+    rendered = bench_lib.render(qa[0], [image], bench_lib.ReadOptions(), system_prompt=False)
+    assert rendered["messages"] == [{"role": "user", "content": [
+        {"type": "image"}, {"type": "text", "text": QA_CHOICE[len("<image>"):]}]}]
     # DA-2K: markers are drawn on the image; the prompt asks for A or B.
     marked = bench_lib.render(da2k[0], [image], bench_lib.ReadOptions())
     assert not np.array_equal(marked["images"][0], image) and "closer to the camera" in json.dumps(marked["messages"])
@@ -224,6 +239,13 @@ def test_inconsistent_rows_and_missing_files(bench_dir):
     wrong = dict(MATHVISTA[0], answer="150°")
     with pytest.raises(bench_lib.BenchmarkError, match=r"mv_bad.jsonl:1: field 'answer' = '150°' is not one of"):
         bench_lib.read_benchmark("mathvista", _write(root / "mv_bad.jsonl", [wrong]))
+    with pytest.raises(bench_lib.BenchmarkError, match=r"qa_task.jsonl:1: field 'task' = 'grounding': a qa "
+                                                      r"benchmark scores tasks \['choice', 'math', 'ocr'\]"):
+        bench_lib.read_benchmark("qa", _write(root / "qa_task.jsonl", [dict(QA[0], task="grounding")]))
+    two = dict(QA[0], prompt="<image><image>" + QA_CHOICE)
+    with pytest.raises(bench_lib.BenchmarkError, match=r"qa_marks.jsonl:1: field 'prompt' has 3 <image> "
+                                                      r"placeholders for 1 images"):
+        bench_lib.read_benchmark("qa", _write(root / "qa_marks.jsonl", [two]))
     with pytest.raises(bench_lib.BenchmarkError, match=r"jig_small.jsonl:1: .*below 84 px for a 3x3 grid"):
         bench_lib.read_benchmark("jigsaw", _write(root / "jig_small.jsonl", [{"image": "images/0.png"}]))
     # Through the job: the config field and the row, before any model is built.
@@ -259,6 +281,8 @@ def test_eval_job_end_to_end(bench_dir, tiny_model, tmp_path, monkeypatch, sampl
     # Two prompt buckets (few compiled shapes), neither one the default rule would pick: the
     # sampler keeps the pipeline's padding.
     c.data.bucket_lengths = (300, 600)
+    # Answers drawn from two tokens, as a model trained with sample.allowed_tokens answers (the demo's letters).
+    c.sample.allowed_tokens, c.sample.allow_eos = ("A", "B"), False
     results = eval_job.run(c, str(tmp_path))
     assert sampler_prompt_lengths and set(sampler_prompt_lengths) <= {300, 600}
 
@@ -268,7 +292,7 @@ def test_eval_job_end_to_end(bench_dir, tiny_model, tmp_path, monkeypatch, sampl
     for name in FILES:
         rows = [json.loads(line) for line in open(out / f"{name}.jsonl")]
         assert [r["index"] for r in rows] == [0, 1]  # one answer per row, in file order
-        assert all(isinstance(r["answer"], str) and 1 <= r["num_tokens"] <= 4 for r in rows)
+        assert all(re.fullmatch("[AB]{4}", r["answer"]) and r["num_tokens"] == 4 for r in rows), rows
         r = on_disk["benchmarks"][name]
         assert r["n"] == 2
         if name != "mmvp":  # the headline is the mean of the rows' scores
@@ -314,6 +338,8 @@ HAND_CHECKED = {  # name: (answers, right or wrong per row, headline score)
     # Jigsaw: the gold order in <think>/<answer> format solves row 1 (reward 1.2); row 2 gives
     # the reversed order: not solved (reward: format 0.2 only, the jigsaw part 0).
     "jigsaw": (None, [1, 0], 1 / 2),
+    # qa: gold B (a bare letter is read whole: the demo's answers), then 0.5 by math-verify: 0.4 is wrong.
+    "qa": (["B", _ans("0.4")], [1, 0], 1 / 2),
 }
 
 
@@ -324,8 +350,8 @@ def test_eval_job_scores_equal_hand_checked_answers(bench_dir, tmp_path, monkeyp
     class Scripted:
         """The runner, with the answers above instead of a model's."""
 
-        def __init__(self, model, tok, image_cfg, cfg):
-            pass
+        def __init__(self, model, tok, image_cfg, cfg, allowed_token_ids):
+            assert allowed_token_ids is None  # the recipe restricts nothing
 
         def run(self, items, render, desc=""):
             texts = HAND_CHECKED[desc][0]
@@ -359,4 +385,4 @@ def test_eval_job_scores_equal_hand_checked_answers(bench_dir, tmp_path, monkeyp
     table = [line.split("|")[1:-1] for line in open(out / "results.md").read().split("\n\n")[2].splitlines()[2:]]
     assert {row[0].strip(): row[3].strip() for row in table} == {
         "mathvista": "50.00", "ocrbench": "66.67", "mmstar": "66.67", "mmvp": "33.33", "da2k": "100.00",
-        "jigsaw": "50.00"}
+        "jigsaw": "50.00", "qa": "50.00"}

@@ -51,15 +51,16 @@ def _pixels(path):
 
 
 def test_files_read_back_through_the_readers(written):
-    assert set(synth.FORMATS) == {"mmstar", "jigsaw"}
+    assert set(synth.FORMATS) == {"mmstar", "jigsaw", "qa"}
     for fmt, path in written.items():
         items = bench_lib.read_benchmark(fmt, path)
         assert len(items) == NUM and [i.index for i in items] == list(range(NUM))
         folder = os.path.dirname(path)
         for row, item in zip(_rows(path), items):
-            assert not os.path.isabs(row["image"])  # relative to the file's folder
-            assert item.image_paths == (os.path.join(folder, row["image"]),)
-            assert item.image_sizes == (synth.IMAGE_SIZE,)
+            image = row["images"][0] if fmt == "qa" else row["image"]
+            assert not os.path.isabs(image)  # relative to the file's folder
+            assert item.image_paths == (os.path.join(folder, image),)
+            assert item.image_sizes == (synth.QA_IMAGE_SIZE if fmt == "qa" else synth.IMAGE_SIZE,)
     mmstar = bench_lib.read_benchmark("mmstar", written["mmstar"])
     assert {i.scorer for i in mmstar} == {"choice"} and {i.gold for i in mmstar} <= set("ABCD")
     assert {i.groups["l2_category"][0] for i in mmstar} == {"colour", "counting"}  # both kinds of question
@@ -112,6 +113,31 @@ def test_jigsaw_rows_are_photo_crops_cut_as_the_reader_says(written):
     assert len({i.gold for i in items}) > 1
 
 
+def test_qa_rows_are_held_out_graded_rows_shown_as_training_shows_them(written):
+    """Row i is ColourChoiceSource(graded, seed + QA_SEED_OFFSET)[i]: the same image bytes, and the
+    prompt, images and answer the training transform (QaSample, no system prompt) makes of it."""
+    from mmjax.data.qa import QaSample
+
+    path = written["qa"]
+    items = bench_lib.read_benchmark("qa", path)
+    held_out = synthetic.ColourChoiceSource(NUM, seed=3 + synth.QA_SEED_OFFSET, size=synth.QA_IMAGE_SIZE, graded=True)
+    train_ids = {synthetic.ColourChoiceSource(NUM, seed=s, size=synth.QA_IMAGE_SIZE, graded=True)[i]["id"]
+                 for s in range(8) for i in range(NUM)}
+    factors = set()
+    for index, item in enumerate(items):
+        row = held_out[index]
+        image = _pixels(item.image_paths[0])
+        np.testing.assert_array_equal(image, row["images"][0])
+        shown = bench_lib.render(item, [image], bench_lib.ReadOptions(), system_prompt=False)
+        trained = QaSample(system_prompt=False).map(row)
+        assert shown["messages"] == trained["messages"] and item.gold == row["solution"] == trained["solution"]
+        assert (item.scorer, item.id) == ("choice", row["id"]) and item.id not in train_ids
+        assert {k: v[0] for k, v in item.groups.items() if k in ("scale", "contrast", "distractors")} == {
+            k: str(row["extra"][k]) for k in ("scale", "contrast", "distractors")}
+        factors.add((row["extra"]["scale"], row["extra"]["contrast"]))
+    assert len(factors) > 3  # the rows differ in difficulty
+
+
 def _files(folder) -> dict[str, bytes]:
     return {os.path.relpath(os.path.join(d, f), folder): open(os.path.join(d, f), "rb").read()
             for d, _, names in os.walk(folder) for f in names}
@@ -153,9 +179,9 @@ def test_tiny_eval_reads_synthetic_benchmarks(cache_in_tmp, tmp_path):
     c.eval.data_root = str(tmp_path)  # other files' images: a synthetic file's sit beside it
     c.eval.benchmarks.mmstar_val = build.SYNTHETIC_BENCHMARK  # a "<format>_" name: format mmstar
     items = build.eval_read_all(c)
-    assert {name: len(v) for name, v in items.items()} == {
-        "mmstar": build.SYNTHETIC_BENCHMARK_ROWS, "jigsaw": build.SYNTHETIC_BENCHMARK_ROWS,
-        "mmstar_val": build.SYNTHETIC_BENCHMARK_ROWS}
+    assert {name: len(v) for name, v in items.items()} == {"mmstar": 8, "jigsaw": 8, "mmstar_val": 8}
+    c.eval.synthetic_rows = 5  # another count: another cached file
+    assert {name: len(v) for name, v in build.eval_read_all(c).items()} == {"mmstar": 5, "jigsaw": 5, "mmstar_val": 5}
     c.eval.benchmarks.jigsaw = str(tmp_path / "missing.jsonl")  # a real path is still checked
     with pytest.raises(preflight.PreflightError, match=r"config.eval.benchmarks.jigsaw=.*no such file"):
         preflight.check_inputs(c, str(tmp_path / "w"))
@@ -166,7 +192,7 @@ def test_a_format_without_synthetic_rows_names_the_field_and_the_ones_with(cache
     c.eval.benchmarks.ocrbench = build.SYNTHETIC_BENCHMARK
     with pytest.raises(build.ConfigFieldError, match=re.escape(
             "config.eval.benchmarks.ocrbench='synthetic': format 'ocrbench' has no synthetic rows; the formats "
-            "that do: ['mmstar', 'jigsaw']")):
+            "that do: ['mmstar', 'jigsaw', 'qa']")):
         build.eval_benchmark_files(c)
 
 
@@ -183,7 +209,7 @@ def test_tiny_eval_runs_from_the_command_line(tmp_path):
     assert set(results) == {"mmstar", "jigsaw"}
     for name, r in results.items():
         assert r["file"].startswith(env["TMPDIR"])
-        assert r["n"] == len(_rows(r["file"])) == build.SYNTHETIC_BENCHMARK_ROWS
+        assert r["n"] == len(_rows(r["file"])) == 8  # config.eval.synthetic_rows' default
         assert 0.0 <= r["score"] <= 1.0
         answers = [json.loads(line) for line in open(workdir / "eval" / f"{name}.jsonl")]
         assert len(answers) == r["n"]
