@@ -2,7 +2,8 @@
 
 Input is the dataset's score file (`mmjax.difficulty.score_file`: one record per row, with
 PISM's lambda* and level and CMAB's scores and level). A selection (`SelectionConfig`) is
-  subset      full | random (n rows, seeded) | levels (the rows at some levels; n > 0: n of them)
+  subset      full | random (n rows, seeded; or as many as `size_of`'s levels hold) | levels (the
+              rows at some levels; n > 0: n of them)
   method      pism | cmab | pism+cmab, combined by `both` (each method rates the row at a
               wanted level) or `either` (one of them does)
   levels      easy, medium, hard, unsolved, and mid+hard (= medium, hard: SPEC 2.4's best)
@@ -81,20 +82,25 @@ def select(records: Sequence[Mapping[str, Any]], config: SelectionConfig, *, dat
     if picked.size == 0:
         raise SelectionError(f"{where}: the selection {_subset_words(config)} is empty; available levels in "
                              f"its {total} rows: {_available_words(available)}")
-    if config.n:
-        if config.n > picked.size:
-            raise SelectionError(f"{where}: n={config.n} rows asked of the {picked.size} the subset "
+    n = _at_levels(levels, config, where, available, config.size_of).size if config.size_of else config.n
+    if config.size_of and n == 0:
+        raise SelectionError(f"{where}: size_of={config.size_of!r}: no row is at those levels, so the random "
+                             f"subset would be empty; available levels: {_available_words(available)}")
+    if n:
+        if n > picked.size:
+            raise SelectionError(f"{where}: n={n} rows asked of the {picked.size} the subset "
                                  f"{_subset_words(config)} has; available levels: {_available_words(available)}")
         rng = np.random.default_rng(config.seed)
-        picked = np.sort(rng.choice(picked, size=config.n, replace=False))
+        picked = np.sort(rng.choice(picked, size=n, replace=False))
     mix = {m: level_counts(lv[picked]) for m, lv in levels.items()}
     return Selection(source_rows=columns["source_row"][picked], mix=mix, available=available, total=total,
                      score_file=score_file, data_file=data_file, config=config)
 
 
 def _at_levels(levels: Mapping[str, np.ndarray], config: SelectionConfig, where: str,
-               available: Mapping[str, Mapping[str, int]]) -> np.ndarray:
-    wanted = list(config.wanted_levels())
+               available: Mapping[str, Mapping[str, int]], names: str | None = None) -> np.ndarray:
+    """The rows at `names` (default: config.levels) by the config's methods."""
+    wanted = list(config.wanted_levels(names))
     for method, lv in levels.items():
         not_run = int(np.sum(lv == ""))
         if lv.size and not_run == lv.size:
@@ -109,7 +115,7 @@ def _at_levels(levels: Mapping[str, np.ndarray], config: SelectionConfig, where:
 
 
 def _subset_words(config: SelectionConfig) -> str:
-    words = f"subset={config.subset!r}"
+    words = f"subset={config.subset!r}" + (f" size_of={config.size_of!r}" if config.size_of else "")
     if config.subset == "levels":
         words += f" levels={','.join(config.wanted_levels())} by {config.method}"
         if len(config.methods) > 1:

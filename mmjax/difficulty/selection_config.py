@@ -47,6 +47,9 @@ class SelectionConfig:
         choices=COMBINES))
     n: int = _field(0, "rows to draw at random (seeded): subset=random needs n > 0; subset=levels: 0 = all "
                        "of them, n > 0 = n of them (SPEC 2.4's random-of-same-size); mmjax")
+    size_of: str = _field("", "subset=random: draw as many rows as the scores put at these levels (comma-"
+                              "separated, as `levels`, by `method`) instead of n: SPEC 2.4's random-of-same-size "
+                              "control, sized by this data's own scoring; mmjax")
     seed: int = _field(0, "seed of the random draw (mmjax)")
     threshold_mode: str = dataclasses.field(default="stored", metadata=help_text(
         "stored (the file's levels) | value (PISM by the lambda* thresholds, CMAB by the score thresholds "
@@ -75,8 +78,13 @@ class SelectionConfig:
                 raise ValueError(f"{name}={value!r} is not one of {list(allowed)}")
         if self.n < 0:
             raise ValueError(f"n={self.n} must be >= 0")
-        if self.subset == "random" and self.n == 0:
-            raise ValueError("subset='random' needs n > 0 rows to draw")
+        if self.size_of and (self.subset != "random" or self.n):
+            raise ValueError(f"size_of={self.size_of!r} sizes a subset='random' draw without n; got "
+                             f"subset={self.subset!r}, n={self.n}")
+        if self.size_of:
+            self.wanted_levels(self.size_of)  # raises on a bad name
+        elif self.subset == "random" and self.n == 0:
+            raise ValueError("subset='random' needs n > 0 rows to draw (or size_of: levels whose size it takes)")
         if self.subset == "levels":
             self.wanted_levels()  # raises on a bad name
         try:
@@ -94,9 +102,10 @@ class SelectionConfig:
     def methods(self) -> tuple[str, ...]:
         return METHODS[self.method]
 
-    def wanted_levels(self) -> tuple[str, ...]:
-        """`levels` as level names, aliases expanded, in LEVELS order."""
-        names = self.levels.split(",") if isinstance(self.levels, str) else list(self.levels)
+    def wanted_levels(self, levels: str | tuple[str, ...] | None = None) -> tuple[str, ...]:
+        """`levels` (default: self.levels) as level names, aliases expanded, in LEVELS order."""
+        levels = self.levels if levels is None else levels
+        names = levels.split(",") if isinstance(levels, str) else list(levels)
         wanted = set()
         for name in (n.strip() for n in names):
             if not name:
@@ -104,11 +113,11 @@ class SelectionConfig:
             expanded = LEVEL_ALIASES.get(name, (name,))
             unknown = [x for x in expanded if x not in LEVELS]
             if unknown:
-                raise ValueError(f"levels={self.levels!r}: {name!r} is not one of "
+                raise ValueError(f"levels={levels!r}: {name!r} is not one of "
                                  f"{list(LEVELS) + list(LEVEL_ALIASES)}")
             wanted.update(expanded)
         if not wanted:
-            raise ValueError(f"subset='levels' needs at least one level; levels={self.levels!r}")
+            raise ValueError(f"at least one level is needed; levels={levels!r}")
         return tuple(level for level in LEVELS if level in wanted)
 
     def pism_config(self) -> pism.PismLevels:

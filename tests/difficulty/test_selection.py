@@ -101,6 +101,20 @@ def test_random_subsets_are_seeded():
         _select(subset="levels", levels="mid+hard", n=5)
 
 
+def test_a_random_subset_sized_by_levels_has_their_row_count():
+    # ROWS by stored PISM level: medium 2 (rows 2, 5), hard 2 (3, 4); by CMAB: hard 2 (2, 6).
+    for seed in range(4):
+        same = _select(subset="random", size_of="medium", seed=seed)
+        assert _rows(same) == _rows(_select(subset="random", n=2, seed=seed))  # n = |medium| = 2, the same draw
+    assert len(_select(subset="random", size_of="mid+hard", seed=1)) == 4
+    assert len(_select(subset="random", size_of="easy,medium,hard", seed=1)) == 6  # easy: rows 1, 6
+    drawn = {r for seed in range(20) for r in _rows(_select(subset="random", size_of="hard", seed=seed))}
+    assert drawn == set(range(8))  # from every row, whatever its level
+    records = [r for r in _records() if r["pism_level"] != "hard"]
+    with pytest.raises(sel.SelectionError, match=r"size_of='hard': no row is at those levels"):
+        sel.select(records, sel.SelectionConfig(score_file="s.parquet", subset="random", size_of="hard"))
+
+
 # ---- value and quantile thresholds ---------------------------------------------------------------
 
 def test_pism_value_thresholds_relevel_from_lambda_star():
@@ -176,6 +190,9 @@ def test_rows_a_method_did_not_score_have_no_level(caplog):
     (dict(subset="levels", levels="mid+easy"), r"'mid\+easy' is not one of"),
     (dict(subset="levels", levels=""), r"at least one level"),
     (dict(subset="random"), r"needs n > 0"),
+    (dict(subset="random", size_of="middling"), r"'middling' is not one of"),
+    (dict(subset="random", n=3, size_of="hard"), r"size_of='hard' sizes a subset='random' draw without n"),
+    (dict(subset="levels", size_of="hard"), r"size_of='hard' sizes .*subset='levels'"),
     (dict(n=-1), r"n=-1"),
     (dict(threshold_mode="quantile", cmab_target_mix=(1, 1, 1)), r"re-levels CMAB only"),
     (dict(method="cmab", threshold_mode="quantile"), r"target_mix"),
