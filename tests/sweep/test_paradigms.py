@@ -126,26 +126,27 @@ def test_learning_rates_subsets_sizes_and_steps_follow_spec(method, sizes, tiny,
     counts = SPEC[method, sizes]
     assert sum(counts.values()) == TOTAL[sizes]
     sft_recipe = check.parse(RECIPES["sft"] + (":tiny" if tiny else ""), [])
-    # subset name -> (data.selection.subset, levels, random n, the paper's rows it trains on)
+    # subset name -> (data.selection.subset, levels, the levels a random subset is as large as,
+    # the paper's rows it trains on)
     subsets = {"full": ("full", None, None, TOTAL[sizes]),
                "unsolved": ("levels", "unsolved", None, counts["unsolved"]),
-               "random": ("random", None, counts["medium"] + counts["hard"], counts["medium"] + counts["hard"]),
+               "random": ("random", None, "medium,hard", counts["medium"] + counts["hard"]),
                "midhard": ("levels", "mid+hard", None, counts["medium"] + counts["hard"]),
                "mid": ("levels", "medium", None, counts["medium"]),
                "hard": ("levels", "hard", None, counts["hard"]),
-               "rand_m": ("random", None, counts["medium"], counts["medium"]),
-               "rand_h": ("random", None, counts["hard"], counts["hard"])}
+               "rand_m": ("random", None, "medium", counts["medium"]),
+               "rand_h": ("random", None, "hard", counts["hard"])}
     score_file = os.path.join(planned["score"].workdir, "scores.parquet")
     seeds = {}
 
     def selection(name, subset):
-        sel, (kind, levels, n, rows) = configs[name].data.selection, subsets[subset]
+        sel, (kind, levels, size_of, rows) = configs[name].data.selection, subsets[subset]
         assert sel.subset == kind and sel.method == method and sel.threshold_mode == "stored", name
         assert sel.score_file == ("" if tiny else score_file), name  # tiny: synthetic rows, no scores
         if levels is not None:
             assert sel.levels == levels and sel.n == 0, name
-        if n is not None:
-            assert sel.n == n, name  # random-of-same-size: the paper's count of the set it stands in for
+        if size_of is not None:  # random-of-same-size: as many rows as the scores put at those levels
+            assert (sel.size_of, sel.n) == (size_of, 0), name
             assert seeds.setdefault(subset, sel.seed) == sel.seed, name  # the same draw in every run using it
         return rows
 
@@ -259,3 +260,63 @@ def test_get_config_is_the_headline_row():
     assert (c.data.selection.subset, c.data.selection.levels, c.data.selection.method) == ("levels", "mid+hard", "cmab")
     tiny = paradigms.get_config("tiny,steps=2")
     assert (tiny.model.preset, tiny.max_steps, tiny.data.selection.method) == ("tiny", 2, "pism")
+
+
+# ---- the demo (issue 21 section 5): the grid on a 2-core CPU ------------------------------------
+
+@pytest.fixture(scope="module")
+def demo():
+    value = f"{PARADIGMS}:demo"
+    runs, has_get_config = plan.load(value)
+    planned = plan.plan(runs, value, "/tmp/paradigms_demo", has_get_config)
+    return {p.name: p for p in planned}, {p.name: check.parse(p.config, p.flags) for p in planned}
+
+
+def test_the_demo_grid_starts_from_its_warmup_on_graded_rows(demo):
+    planned, configs = demo
+    assert list(planned)[0] == "warmup" and sorted(planned) == sorted(["warmup", "score"] + ROWS + SFT + EVALS)
+    assert planned["warmup"].config == os.path.join(ROOT, "configs", "demo.py") + ":quick"
+    assert planned["warmup"].needs == () and configs["warmup"].mode == "demo" and configs["warmup"].max_steps == 100
+    warm = planned["warmup"].workdir
+    for name in ["score", "eval_base"] + GRPO_ONLY + SFT:  # what the full grid starts from model=
+        assert configs[name].init_from == warm and "warmup" in planned[name].needs, name
+    for name in SFT_GRPO:
+        assert configs[name].init_from == planned[name.split("__")[0]].workdir
+    for name in ["score"] + ROWS + SFT + EVALS:  # the tiny model's recipe, the demo's bare-letter task
+        c = configs[name]
+        assert (c.model.preset, c.tokenizer, c.data.source, c.data.colour_graded) == (
+            "tiny", "tiny", "colour_choice", True), name
+        assert (c.data.num_samples, c.data.seed, tuple(c.data.image_size)) == (256, 7, (56, 56)), name
+        assert (tuple(c.sample.allowed_tokens), c.sample.allow_eos, c.data.system_prompt) == (
+            ("A", "B", "C", "D"), False, False), name
+    score = configs["score"]
+    assert (tuple(score.score.methods), score.score.attempts, score.score.max_new_tokens) == (("pism",), 10, 1)
+    assert tuple(score.score.ratios) == tuple(i / 10 for i in range(10))  # SPEC 2.1's ratios
+    for name in ROWS:  # SPEC 2.4's learning rates x 200, the same 30 steps of 8 prompts x 8 answers each
+        c = configs[name]
+        assert c.optim.learning_rate == pytest.approx(2e-4 if name.startswith("sft_") else 1e-4), name
+        assert (c.max_steps, c.data.batch_size, c.grpo.num_generations, c.grpo.max_completion_length) == (
+            30, 8, 8, 1), name
+        assert c.data.selection.score_file == os.path.join(planned["score"].workdir, "scores.parquet"), name
+    for name in SFT:
+        c = configs[name]
+        assert (c.max_steps, c.data.batch_size, c.optim.learning_rate) == (30, 8, pytest.approx(2e-4)), name
+        assert c.sft.num_epochs == 0  # max_steps ends it: 30 steps, however few rows the subset has
+        assert c.data.selection.score_file == os.path.join(planned["score"].workdir, "scores.parquet"), name
+    assert configs["sft_rand_h"].data.selection.size_of == "hard"
+    for name in EVALS:  # one held-out set of graded rows, answered as trained: one letter of A-D
+        e = configs[name].eval
+        assert {k: v for k, v in e.benchmarks.items() if v} == {"qa": "synthetic"}, name
+        assert (e.synthetic_rows, e.max_new_tokens, e.system_prompt) == (256, 1, False), name
+
+
+def test_the_demo_passes_the_pre_run_check_and_takes_no_files(tmp_path):
+    from configs import paradigms  # pylint: disable=g-import-not-at-top
+    lines = []
+    assert cli.sweep(f"{PARADIGMS}:demo", str(tmp_path / "w"), dry_run=True, out=lines.append) == 0
+    assert len(lines) == 62 and not (tmp_path / "w").exists()
+    assert all(r.config.endswith(":tiny") for r in paradigms.get_sweep("demo,cmab") if r.name != "warmup")
+    for arg, why in [("demo,tiny", "demo is a grid of its own"), ("demo,vrt", "drop vrt"),
+                     ("demo,model=/m", "demo takes no files")]:
+        with pytest.raises(ValueError, match=why):
+            paradigms.get_sweep(arg)
