@@ -158,7 +158,7 @@ DEMO = {  # per kind of run, on top of its `:tiny` recipe
               "score.attempts": 10, "score.max_new_tokens": 1, "score.sampler_batch": 320, "score.cmab_batch": 32},
     # sft.num_epochs 0: the data repeats and max_steps ends the run, so every SFT stage has DEMO_STEPS
     # steps however few rows its subset has (5 epochs of 14 medium rows would be 8 steps).
-    "sft": {**DEMO_TASK, "data.batch_size": 8, "sft.num_epochs": 0, "optim.learning_rate": 1e-6 * DEMO_LR_SCALE},
+    "sft": {**DEMO_TASK, "data.batch_size": 8, "sft.num_epochs": 0, "optim.learning_rate": 2e-4},  # 1e-6 x 200
     "eval": {**DEMO_TASK, "eval.benchmarks.qa": "synthetic", "eval.benchmarks.mmstar": "",
              "eval.benchmarks.jigsaw": "", "eval.synthetic_rows": DEMO_EVAL_ROWS, "eval.system_prompt": False,
              "eval.max_new_tokens": 1, "eval.batch_size": 32},
@@ -289,7 +289,9 @@ def get_sweep(arg=None):
     evaluate = _recipe("eval", args)  # tiny: configs/eval.py:tiny's synthetic mmstar and jigsaw, for every eval
     runs.append(sweep.Run("eval_base", {**_files(args, data=False), **base, **benchmarks, **demo["eval"]},
                           config=evaluate))
-    scale = DEMO_LR_SCALE if args.demo else 1
+
+    def lr(rate: float) -> float:  # the demo's scale; 6 digits, so 1e-6 x 200 reads 0.0002, not 0.000199...
+        return float(f"{rate * (DEMO_LR_SCALE if args.demo else 1):.6g}")
 
     def row(name: str, overrides: dict, after: str):
         # `after` is also implied by the placeholders at full scale; tiny runs name no score file.
@@ -298,12 +300,12 @@ def get_sweep(arg=None):
                                                "init_from": f"{{{name}}}"}, config=evaluate))
 
     for subset in GRPO_ONLY:
-        row(f"grpo_{subset}", {**_grpo(subset, args, SCORE_FILE, GRPO_ONLY_LR * scale), **base}, "score")
+        row(f"grpo_{subset}", {**_grpo(subset, args, SCORE_FILE, lr(GRPO_ONLY_LR)), **base}, "score")
     for x, y in SFT_THEN_GRPO:
         if not any(r.name == f"sft_{x}" for r in runs):  # one SFT run per subset, shared by its rows
             # SPEC 2.4 SFT as configs/sft.py sets it: lr 1e-6 cosine, warmup 0.1, 5 epochs, ViT and merger frozen.
             overrides = {**_files(args), **_selection(x, args, SCORE_FILE), **_steps(args), **base, **demo["sft"]}
             runs.append(sweep.Run(f"sft_{x}", overrides, after=("score",), config=sft))
-        row(f"sft_{x}__grpo_{y}", {**_grpo(y, args, SCORE_FILE, GRPO_AFTER_SFT_LR * scale),
+        row(f"sft_{x}__grpo_{y}", {**_grpo(y, args, SCORE_FILE, lr(GRPO_AFTER_SFT_LR)),
                                    "init_from": f"{{sft_{x}}}"}, f"sft_{x}")
     return runs

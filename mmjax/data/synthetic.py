@@ -145,6 +145,9 @@ class ShapesVqaSource:
     def __len__(self) -> int:
         return self.num_samples
 
+    def __repr__(self) -> str:  # what an error naming the data shows
+        return f"ShapesVqaSource({self.num_samples} rows, seed={self.seed})"
+
     def __getitem__(self, index: int) -> dict[str, Any]:
         if not 0 <= index < self.num_samples:
             raise IndexError(index)
@@ -191,6 +194,9 @@ class ColourChoiceSource:
 
     def __len__(self) -> int:
         return self.num_samples
+
+    def __repr__(self) -> str:  # what an error naming the data shows
+        return f"ColourChoiceSource({self.num_samples} rows, seed={self.seed}{', graded' if self.graded else ''})"
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         if not 0 <= index < self.num_samples:
@@ -284,6 +290,9 @@ class SyntheticRgbdSource:
 
     def __len__(self) -> int:
         return self.num_samples
+
+    def __repr__(self) -> str:  # what an error naming the data shows
+        return f"SyntheticRgbdSource({self.num_samples} rows, seed={self.seed})"
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         if not 0 <= index < self.num_samples:

@@ -9,12 +9,13 @@ and writes
                      scores in % (2 decimals) per benchmark and their mean, each training stage's
                      rows and steps (SFT then GRPO; null where unknown), and the best per column;
   W/paradigms.md     the same as a table, best values in bold, "-" where unknown, "pending" for a
-                     row whose evaluation has not finished;
+                     row whose evaluation has not finished, "failed (<run>)" for one whose stage or
+                     eval failed (W/runs/<run>/sweep_state.json; its log says why);
   W/paradigms.png    a grouped bar chart: one group per benchmark (and the mean), one bar per row.
 
 Columns are the benchmarks of every finished evaluation (their union) and their mean (over every
 column; a row lacking one has no mean). Rows are the base model and each grid row with a run
-folder (W/runs/<row> or W/runs/eval_<row>); other W/runs/eval_* folders follow, by name.
+folder (W/runs/<row>, its SFT stage's or W/runs/eval_<row>); other W/runs/eval_* folders follow, by name.
 
 `--published TABLE` puts the paper's published numbers (PUBLISHED, from SPEC 2.4) beside ours as
 reference rows labelled "paper: <row>". They are never mixed into our rows and never count for the
@@ -31,6 +32,8 @@ import os
 import sys
 from collections.abc import Sequence
 from typing import Any
+
+from mmjax.sweep import state
 
 PROG = "mmjax.sweep report"
 BASE = "base"
@@ -119,9 +122,18 @@ def _rows_selected(run_dir: str) -> int | None:
     return int(n) if isinstance(n, int | float) else None
 
 
+def _failed_run(runs: str, row: str) -> str | None:
+    """The first of a row's runs (its stages, then its eval) whose sweep state says failed."""
+    for run in [r for _, r in stages(row)] + [f"eval_{row}"]:
+        if (state.read(os.path.join(runs, run)) or {}).get("state") == state.FAILED:
+            return run
+    return None
+
+
 def _row_names(runs: str) -> list[str]:
     present = set(os.listdir(runs)) if os.path.isdir(runs) else set()
-    rows = [r for r in GRID if r in present or f"eval_{r}" in present]
+    # A row whose SFT stage failed has no folder of its own: it is listed, as failed.
+    rows = [r for r in GRID if r in present or f"eval_{r}" in present or _failed_run(runs, r)]
     extra = sorted(d[len("eval_"):] for d in present
                    if d.startswith("eval_") and d != f"eval_{BASE}" and d[len("eval_"):] not in GRID)
     return [BASE, *rows, *extra]
@@ -153,8 +165,10 @@ def build(workdir: str, published: str | None = None) -> dict[str, Any]:
             scores[bench] = _pct(summary.get("score")) if isinstance(summary, dict) else None
             if bench not in benchmarks:
                 benchmarks.append(bench)
+        failed = None if found else _failed_run(runs, name)
         rows.append({"name": name, "paradigm": label(name), "eval_run": f"eval_{name}",
-                     "status": "done" if found else "pending", "scores": scores,
+                     "status": "done" if found else "failed" if failed else "pending",
+                     **({"failed_run": failed} if failed else {}), "scores": scores,
                      "n": {b: s.get("n") for b, s in (found or {}).items() if isinstance(s, dict)},
                      "stages": [{"stage": stage, "run": run, "rows": _rows_selected(os.path.join(runs, run)),
                                  "steps": _steps(os.path.join(runs, run))} for stage, run in stages(name)]})
@@ -207,8 +221,8 @@ def markdown(report: dict[str, Any]) -> str:
         sft = by_stage.get("sft") or {}
         if row["status"] == "done":
             cells = [_cell(row["scores"][c], row["best"][c]) for c in columns]
-        else:
-            cells = ["pending"] * len(columns)
+        else:  # "failed (sft_mid)": the run whose log says why (e.g. a level the scoring left empty)
+            cells = [f"failed ({row['failed_run']})" if row["status"] == "failed" else "pending"] * len(columns)
         lines.append("| " + " | ".join([row["paradigm"], row["name"], *cells, _count(sft.get("rows")),
                                         _count(sft.get("steps")), _count(grpo.get("rows")),
                                         _count(grpo.get("steps"))]) + " |")

@@ -97,6 +97,25 @@ def test_rebuild_as_evals_finish(sweep_dir):
     assert out["best"]["mathvista"] == ["grpo_full"]
 
 
+def test_rows_whose_stage_failed_are_listed_as_failed(sweep_dir):
+    runs = os.path.join(sweep_dir, "runs")
+    # sft_hard failed (a level the scoring left empty): its two rows never got a folder of their own.
+    _write(os.path.join(runs, "sft_hard", "sweep_state.json"), {"state": "failed", "rc": 2, "command": []})
+    # grpo_full's eval failed; sft_rand_m finished, its rows are not started: not listed.
+    _write(os.path.join(runs, "eval_grpo_full", "sweep_state.json"), {"state": "failed", "rc": 1, "command": []})
+    _write(os.path.join(runs, "sft_rand_m", "sweep_state.json"), {"state": "done", "rc": 0, "command": []})
+    out = report.write(sweep_dir)
+    rows = {r["name"]: r for r in out["rows"]}
+    assert list(rows) == ["base", "grpo_full", "grpo_midhard", "sft_mid__grpo_hard", "sft_hard__grpo_mid",
+                          "sft_hard__grpo_hard"]
+    assert [(rows[n]["status"], rows[n].get("failed_run")) for n in ("grpo_full", "sft_hard__grpo_mid")] == [
+        ("failed", "eval_grpo_full"), ("failed", "sft_hard")]
+    assert set(rows["sft_hard__grpo_hard"]["scores"].values()) == {None}
+    md = open(os.path.join(sweep_dir, "paradigms.md")).read()
+    assert "| GRPO(full) | grpo_full | failed (eval_grpo_full) | failed (eval_grpo_full) | failed " in md
+    assert "| SFT(hard) + GRPO(hard) | sft_hard__grpo_hard | failed (sft_hard) | failed (sft_hard) | " in md
+
+
 def test_published_reference_rows(sweep_dir):
     out = report.write(sweep_dir, published="pism_vrt")
     ref = out["published"]
