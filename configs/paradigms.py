@@ -53,7 +53,8 @@ Arguments, comma-separated (recipe.parse_args; a path may hold no comma):
 
 `get_config` (python -m mmjax.main --config configs/paradigms.py:...) is the grid's headline
 row, GRPO only on medium + hard: configs/difficulty_grpo.py with the method, sizes and files
-above; give it --config.data.selection.score_file.
+above; give it --config.data.selection.score_file. With demo it is the demo grid's row on the
+tiny model (no warm-up, no score file: every graded row); `demo` implies `tiny`'s scale.
 """
 
 import importlib.util
@@ -179,14 +180,14 @@ def parse(arg):
         if getattr(args, name) not in ("", *allowed):
             raise ValueError(f"{FILE}: {name}={getattr(args, name)!r} is not one of {list(allowed)}")
     files = {n: getattr(args, n) for n in ("model", "data", *BENCHMARKS) if getattr(args, n)}
-    if args.demo and (args.tiny or args.sizes):
-        raise ValueError(f"{FILE}: demo is a grid of its own (its warm-up model, its graded rows); drop "
-                         f"{' and '.join(n for n in ('tiny', args.sizes) if n and (n != 'tiny' or args.tiny))}")
+    if args.demo and args.sizes:
+        raise ValueError(f"{FILE}: demo is a grid of its own (its warm-up model, its graded rows): drop {args.sizes}")
     if (args.tiny or args.demo) and files:
         raise ValueError(f"{FILE}: {'demo' if args.demo else 'tiny'} takes no files (its runs read synthetic rows "
                          f"and benchmarks); drop {', '.join(f'{n}=' for n in files)}")
-    if args.demo and not args.method:
-        args.method = "pism"
+    if args.demo:
+        args.tiny = False  # implied (every run is its recipe's :tiny), but the demo keeps its score file
+        args.method = args.method or "pism"
     for name, path in files.items():  # absolute: each run's command (and a Slurm script) holds it
         setattr(args, name, os.path.abspath(path))
     return args
@@ -239,6 +240,11 @@ def _steps(args) -> dict:
     return {"max_steps": steps} if steps else {}
 
 
+def _lr(rate: float, args) -> float:
+    """A SPEC 2.4 rate, x DEMO_LR_SCALE in the demo; 6 digits, so 1e-6 x 200 reads 0.0002, not 0.000199..."""
+    return float(f"{rate * (DEMO_LR_SCALE if args.demo else 1):.6g}")
+
+
 def _grpo(subset: str, args, score_file: str, lr: float) -> dict:
     out = {**_files(args), **_selection(subset, args, score_file), "optim.learning_rate": lr, **_steps(args)}
     if not out.get("max_steps") and not args.tiny and args.sizes:
@@ -253,8 +259,8 @@ def get_config(arg=None):
     spec = importlib.util.spec_from_file_location("configs_difficulty_grpo", _path("difficulty_grpo"))
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    c = module.get_config("tiny" if args.tiny else None)
-    for key, value in _grpo("midhard", args, "", GRPO_ONLY_LR).items():
+    c = module.get_config("tiny" if args.tiny or args.demo else None)
+    for key, value in _grpo("midhard", args, "", _lr(GRPO_ONLY_LR, args)).items():
         *parents, leaf = key.split(".")
         node = c
         for parent in parents:
@@ -290,9 +296,6 @@ def get_sweep(arg=None):
     runs.append(sweep.Run("eval_base", {**_files(args, data=False), **base, **benchmarks, **demo["eval"]},
                           config=evaluate))
 
-    def lr(rate: float) -> float:  # the demo's scale; 6 digits, so 1e-6 x 200 reads 0.0002, not 0.000199...
-        return float(f"{rate * (DEMO_LR_SCALE if args.demo else 1):.6g}")
-
     def row(name: str, overrides: dict, after: str):
         # `after` is also implied by the placeholders at full scale; tiny runs name no score file.
         runs.append(sweep.Run(name, overrides, after=(after,), config=grpo))
@@ -300,12 +303,12 @@ def get_sweep(arg=None):
                                                "init_from": f"{{{name}}}"}, config=evaluate))
 
     for subset in GRPO_ONLY:
-        row(f"grpo_{subset}", {**_grpo(subset, args, SCORE_FILE, lr(GRPO_ONLY_LR)), **base}, "score")
+        row(f"grpo_{subset}", {**_grpo(subset, args, SCORE_FILE, _lr(GRPO_ONLY_LR, args)), **base}, "score")
     for x, y in SFT_THEN_GRPO:
         if not any(r.name == f"sft_{x}" for r in runs):  # one SFT run per subset, shared by its rows
             # SPEC 2.4 SFT as configs/sft.py sets it: lr 1e-6 cosine, warmup 0.1, 5 epochs, ViT and merger frozen.
             overrides = {**_files(args), **_selection(x, args, SCORE_FILE), **_steps(args), **base, **demo["sft"]}
             runs.append(sweep.Run(f"sft_{x}", overrides, after=("score",), config=sft))
-        row(f"sft_{x}__grpo_{y}", {**_grpo(y, args, SCORE_FILE, lr(GRPO_AFTER_SFT_LR)),
+        row(f"sft_{x}__grpo_{y}", {**_grpo(y, args, SCORE_FILE, _lr(GRPO_AFTER_SFT_LR, args)),
                                    "init_from": f"{{sft_{x}}}"}, f"sft_{x}")
     return runs

@@ -40,15 +40,15 @@ def pytest_configure(config):
 # running a 3-minute file while the other is idle. Longest first leaves only short files for the
 # end (the longest-processing-time rule). A file missing here only runs later; nothing is skipped.
 LONGEST_FIRST = (  # seconds in a profiled `make test` (their own file's share of the suite's sum)
-    "rl/test_multiprocess.py",  # 141 s, 7 processes
-    "sweep/test_paradigms_grid.py",  # 135 s alone, 11 tiny jobs from the sweep CLI
-    "models/test_sharded.py",  # 119 s, one 8-device subprocess
-    "test_main.py",  # 115 s, the demo from the CLI
-    "rl/test_learner.py",  # 74 s
-    "test_recipes.py",  # 69 s
-    "train/test_sft_multiprocess.py",  # 64 s, 3 processes
-    "rl/test_kill_resume.py",  # 62 s
-    "tools/test_bench_quick.py",  # 62 s, benchmark scripts
+    "sweep/test_paradigms_grid.py",  # 147 s, 8 tiny jobs from the sweep CLI
+    "rl/test_multiprocess.py",  # 114 s, 7 processes
+    "test_recipes.py",  # 90 s
+    "rl/test_learner.py",  # 83 s
+    "test_main.py",  # 59 s, the demo from the CLI
+    "models/test_sharded.py",  # 57 s, one 8-device subprocess
+    "rl/test_kill_resume.py",  # 57 s
+    "tools/test_bench_quick.py",  # ~60 s, benchmark scripts (six in one interpreter)
+    "train/test_sft_multiprocess.py",  # 42 s, 3 processes
     "train/test_sft.py",  # 47 s
     "test_main_errors.py",  # 43 s
     "models/test_completion_logprobs.py",  # 42 s

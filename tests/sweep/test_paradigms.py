@@ -184,7 +184,10 @@ def test_every_eval_runs_on_the_same_benchmarks(method, sizes, tiny, files):
         assert all(configs[name].model.hf_dir == files["model"] for name in EVALS)  # weights' config, tokenizer
 
 
-@pytest.mark.parametrize("method,sizes,tiny", COMBOS, ids=IDS)
+# Two of the eight grids: the check reads the same recipes and keys in each (the per-grid values
+# are the tests above); one full-scale (its files checked), one tiny.
+@pytest.mark.parametrize("method,sizes,tiny", [("pism", "vrt", False), ("cmab", "vpt", True)], ids=["pism,vrt",
+                                                                                               "cmab,vpt,tiny"])
 def test_every_run_passes_the_sweeps_pre_run_check(method, sizes, tiny, files, tmp_path):
     lines = []
     code = cli.sweep(_value(method, sizes, tiny, files), str(tmp_path / "w"), dry_run=True, out=lines.append)
@@ -316,7 +319,11 @@ def test_the_demo_passes_the_pre_run_check_and_takes_no_files(tmp_path):
     assert cli.sweep(f"{PARADIGMS}:demo", str(tmp_path / "w"), dry_run=True, out=lines.append) == 0
     assert len(lines) == 62 and not (tmp_path / "w").exists()
     assert all(r.config.endswith(":tiny") for r in paradigms.get_sweep("demo,cmab") if r.name != "warmup")
-    for arg, why in [("demo,tiny", "demo is a grid of its own"), ("demo,vrt", "drop vrt"),
-                     ("demo,model=/m", "demo takes no files")]:
+    for arg, why in [("demo,vrt", "demo is a grid of its own .*drop vrt"), ("demo,model=/m", "demo takes no files")]:
         with pytest.raises(ValueError, match=why):
             paradigms.get_sweep(arg)
+    assert [r.overrides for r in paradigms.get_sweep("demo,tiny")] == [r.overrides for r in paradigms.get_sweep("demo")]
+    row = paradigms.get_config("demo")  # the headline row alone: the demo's GRPO(midhard) on the tiny model
+    assert (row.mode, row.model.preset, row.optim.learning_rate, row.max_steps, row.grpo.max_completion_length) == (
+        "grpo", "tiny", 1e-4, 30, 1)
+    assert (row.data.colour_graded, row.data.selection.levels, row.data.selection.score_file) == (True, "mid+hard", "")

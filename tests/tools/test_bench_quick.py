@@ -1,4 +1,7 @@
-"""Each benchmark script runs in its --quick / --tiny mode (seconds), so that none of them rots."""
+"""Each benchmark script runs in its --quick / --tiny mode (seconds), so that none of them rots.
+
+The jax-and-torch scripts share one interpreter (tests/tools/bench_quick_all.py): each alone
+paid the same imports again."""
 
 from __future__ import annotations
 
@@ -25,6 +28,25 @@ def run(script: str, *args: str) -> str:
     return res.stdout
 
 
+# Run together, gpu_check first: it checks that it imported neither torch nor transformers.
+TOGETHER = ("gpu_check.py --tiny", "train_step.py --quick", "forward.py --quick --attention blockwise",
+            "generate.py --quick", "grpo_step.py --quick --no-trl", "score.py --quick")
+
+
+@pytest.fixture(scope="module")
+def together() -> dict[str, str]:
+    """Each script of TOGETHER -> its output (one subprocess for all of them)."""
+    env = dict(os.environ, JAX_PLATFORMS="cpu", TOKENIZERS_PARALLELISM="false")
+    res = subprocess.run([sys.executable, str(ROOT / "tests" / "tools" / "bench_quick_all.py"), *TOGETHER],
+                         capture_output=True, text=True, timeout=600, cwd=ROOT, env=env)
+    parts = re.findall(r"^=== (.+?)\n(.*?)^=== rc (-?\d+)$", res.stdout, flags=re.S | re.M)
+    out = {spec: text for spec, text, _ in parts}
+    failed = {spec: rc for spec, _, rc in parts if rc != "0"}
+    assert res.returncode == 0 and set(out) == set(TOGETHER) and not failed, (
+        f"exited {res.returncode}, failed {failed}:\n{res.stdout[-4000:]}\n{res.stderr[-3000:]}")
+    return out
+
+
 def last_json(stdout: str) -> dict:
     return json.loads(stdout.strip().splitlines()[-1])
 
@@ -35,9 +57,9 @@ def ratio(stdout: str, label: str) -> float:
     return float(m.group(1))
 
 
-@pytest.mark.slow  # a benchmark script in a subprocess
-def test_train_step_quick():
-    out = run("train_step.py", "--quick")
+@pytest.mark.slow  # benchmark scripts in a subprocess
+def test_train_step_quick(together):
+    out = together["train_step.py --quick"]
     assert ratio(out, "ratio torch / mmjax:") > 0
     assert ratio(out, "mmjax step / 6ND ideal:") > 0
     res = last_json(out)
@@ -48,18 +70,18 @@ def test_train_step_quick():
     assert res["tokens"]["mmjax"]["text_tokens"] < res["tokens"]["torch"]["text_tokens"]
 
 
-@pytest.mark.slow  # a benchmark script in a subprocess
-def test_forward_quick():
-    out = run("forward.py", "--quick", "--attention", "blockwise")
+@pytest.mark.slow  # benchmark scripts in a subprocess
+def test_forward_quick(together):
+    out = together["forward.py --quick --attention blockwise"]
     assert ratio(out, "ratio mmjax / transformers:") > 0
     err = float(re.search(r"max \|logit diff\| ([0-9.e+-]+)", out).group(1))
     assert err < 1e-4
     assert "attention blockwise" in out
 
 
-@pytest.mark.slow  # a benchmark script in a subprocess
-def test_generate_quick():
-    out = run("generate.py", "--quick")
+@pytest.mark.slow  # benchmark scripts in a subprocess
+def test_generate_quick(together):
+    out = together["generate.py --quick"]
     lines = [line for line in out.splitlines() if line.startswith("batch")]
     assert len(lines) == 2, out
     assert all("whole generate" in line and "greedy token agreement 1.000" in line for line in lines)
@@ -67,9 +89,9 @@ def test_generate_quick():
     assert ratio(lines[0], "-> ratio") > 0
 
 
-@pytest.mark.slow  # a benchmark script in a subprocess
-def test_gpu_check_tiny():
-    out = run("gpu_check.py", "--tiny")
+@pytest.mark.slow  # benchmark scripts in a subprocess
+def test_gpu_check_tiny(together):
+    out = together["gpu_check.py --tiny"]
     assert "cudnn check SKIPPED" in out  # the CPU has no cuDNN, and says so
     res = last_json(out)
     assert res["ok"] and not res["torch_or_transformers_imported"]
@@ -108,3 +130,42 @@ def test_rewards_quick():
         assert math["deadline"][run_]["metrics"] == {"accuracy_math/math_timeouts": 16,
                                                      "accuracy_math/math_checks": 16}
     assert math["hung"]["results"] == [None, None] and math["hung"]["replaced"] == 1
+
+
+# ---- tools/bench/grpo_step.py (mmjax side only) and tools/bench/score.py ---------------------------
+
+@pytest.mark.slow  # benchmark scripts in a subprocess
+def test_grpo_step_quick_prints_the_step_time(together):
+    out = together["grpo_step.py --quick --no-trl"]  # --no-trl: never depends on TRL's venv, even where it exists
+    step = re.search(r"mmjax Trainer \(GRPO\): step median ([0-9.]+) ms \(rollout ([0-9.]+) ms, update ([0-9.]+) ms\)", out)
+    assert step, f"no step time line in:\n{out}"
+    assert all(float(x) > 0 for x in step.groups())
+    assert re.search(r"update model FLOP/s: .* = [0-9.]+ GFLOP/s", out), out
+    assert "TRL GRPOTrainer" not in out and "ratio TRL / mmjax" not in out
+    res = last_json(out)
+    assert res["trl"] is None and res["ratio"] is None
+    mm = res["mmjax"]
+    # Fixed-length completions (EOS never sampled): every step's rows are all 16 tokens.
+    assert mm["completion_length"] == [16.0, 16.0]
+    # The update's token count: 4 prompts x 4 completions x 16 tokens at the head; each 112 px
+    # image (8 x 8 patches, 16 merged tokens) counted once per prompt, not once per completion.
+    assert mm["tokens"]["head_tokens"] == 4 * 4 * 16
+    assert mm["tokens"]["patches"] == 4 * 64 and mm["tokens"]["merged"] == 4 * 16
+    assert mm["flops_6nd"] > 0 and res["update_flops_per_s"] > 0
+
+
+@pytest.mark.slow  # benchmark scripts in a subprocess
+def test_score_bench_quick_compares_the_batched_scorer_with_the_loop(together):
+    text = together["score.py --quick"]
+    assert re.search(r"ratio mmjax / loop: [0-9.]+x \(target >= 10x\)", text), text
+    out = last_json(text)
+    mm, loop = out["mmjax"], out["loop"]
+    assert mm["samples_per_s"] > 0 and loop["samples_per_s"] > 0 and out["ratio"] > 0
+    # 2 samples x ratios (0, 0.5) x K=2: the loop calls the sampler per answer (8 calls); the
+    # scorer once for the clean images (2 prompts x K) and once for the 4 masked ones.
+    assert loop["sampler_calls"] == 8 and mm["sampler_calls"] == 2
+    # Greedy answers to the same masked images: both sides give the same, non-trivial passes.
+    assert out["greedy_passes_agree"] == 1.0
+    assert mm["passes"] == loop["passes"]
+    flat = [p for curve in mm["passes"] for p in curve]
+    assert all(0 <= p <= 2 for p in flat) and 0 < sum(flat) < 2 * len(flat)
