@@ -11,7 +11,8 @@ checkpoint without model.hf_dir).
 `configs/eval.py:tiny` is a random tiny model with the local tokenizer (recipe.shrink_to_tiny),
 short answers, for smoke tests; it needs no files: its mmstar and jigsaw benchmarks are
 "synthetic", a few rows of each format written from synthetic data
-(mmjax.eval.synthetic_benchmarks). Benchmark files given as above replace them.
+(mmjax.eval.synthetic_benchmarks; `eval.synthetic_rows` of them). Benchmark files given as above
+replace them. A model trained to answer from `sample.allowed_tokens` answers from them here too.
 
 Benchmark files: JSON lines plus image files, one reader per format, named by the
 benchmark's name (or its part before the first "_"); fields as the public releases name
@@ -26,6 +27,8 @@ them (full list and rules: `mmjax.eval.benchmarks`):
     mmvp       question, options, answer, image, pair_id: pair accuracy
     da2k       image, point1, point2 ([row, col]), closer_point (point1 | point2), [category]
     jigsaw     image, [rows, cols]: cut by mmjax's image jigsaw (SPEC 1.1), solve rate
+    qa         images, prompt, solution, task (choice | math | ocr), [groups]: a held-out split in
+               the training rows' layout, the prompt as training renders it
 
 Image paths are relative to eval.data_root ("" = each file's folder). A malformed row is
 an error naming the file and line, never a skip: a skipped row would change the score.
