@@ -29,6 +29,12 @@ them (full list and rules: `mmjax.eval.benchmarks`):
     jigsaw     image, [rows, cols]: cut by mmjax's image jigsaw (SPEC 1.1), solve rate
     qa         images, prompt, solution, task (choice | math | ocr), [groups]: a held-out split in
                the training rows' layout, the prompt as training renders it
+    mmmu       id, question, options (list or list literal), answer, question_type (multiple-choice |
+               open), image_1 .. image_7, [subfield, topic_difficulty]: images where the question's
+               "<image k>" placeholders are; option letter / math-verify against any accepted answer
+    hallusionbench  category (VD | VS), subcategory, set_id, figure_id, question_id, question,
+               gt_answer (0 | 1 = yes), filename (null: no figure), [visual_input]: yes / no;
+               question (headline), figure and question-pair accuracy
 
 Image paths are relative to eval.data_root ("" = each file's folder). A malformed row is
 an error naming the file and line, never a skip: a skipped row would change the score.

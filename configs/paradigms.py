@@ -32,8 +32,9 @@ Arguments, comma-separated (recipe.parse_args; a path may hold no comma):
                  subset as many rows as those levels hold (data.selection.size_of).
   model=DIR      the Qwen2.5-VL-7B-Instruct folder every run starts from (and its tokenizer)
   data=FILE      the training set scored and trained on (.jsonl, or .parquet read as parquet)
-  mathvista=FILE, ocrbench=FILE, mmstar=FILE   benchmark files (configs/eval.py formats); at
-                 least one. SPEC 2.4's MMVet, HallusionBench and MMMU have no reader in mmjax.
+  mathvista=FILE, ocrbench=FILE, mmstar=FILE, mmmu=FILE, hallusionbench=FILE   benchmark files
+                 (configs/eval.py formats); at least one. SPEC 2.4's MMVet has no reader in mmjax
+                 (its score needs a GPT-4 grader).
   tiny           every run is its recipe's `:tiny` variant (recipe.shrink_to_tiny: the tiny
                  random model, 32 synthetic rows, eval's synthetic mmstar and jigsaw) and takes
                  no files. It exercises the grid (order, init_from, every job starting), not the
@@ -66,7 +67,7 @@ from mmjax.jobs import recipe
 
 FILE = "configs/paradigms.py"
 ARGS = dict(method="", sizes="", tiny=False, demo=False, steps=0, model="", data="", mathvista="", ocrbench="",
-            mmstar="")
+            mmstar="", mmmu="", hallusionbench="")
 HELP = {"method": "pism | cmab: whose levels select (bare `pism` / `cmab` say the same)",
         "sizes": "vrt | vpt: the reasoning | perception set's SPEC 2.1 / 2.2 level counts (bare `vrt` / `vpt`)",
         "tiny": recipe.TINY_HELP + "; every run of the grid",
@@ -76,11 +77,13 @@ HELP = {"method": "pism | cmab: whose levels select (bare `pism` / `cmab` say th
         "data": "the training set, .jsonl or .parquet (data.path of the score, SFT and GRPO runs)",
         "mathvista": "MathVista benchmark file (eval.benchmarks.mathvista)",
         "ocrbench": "OCRBench benchmark file (eval.benchmarks.ocrbench)",
-        "mmstar": "MMStar benchmark file (eval.benchmarks.mmstar)"}
+        "mmstar": "MMStar benchmark file (eval.benchmarks.mmstar)",
+        "mmmu": "MMMU validation benchmark file (eval.benchmarks.mmmu)",
+        "hallusionbench": "HallusionBench benchmark file (eval.benchmarks.hallusionbench)"}
 WORDS = {"pism": "method=pism", "cmab": "method=cmab", "vrt": "sizes=vrt", "vpt": "sizes=vpt"}
 METHODS = ("pism", "cmab")
 SIZES = ("vrt", "vpt")
-BENCHMARKS = ("mathvista", "ocrbench", "mmstar")  # SPEC 2.4's benchmarks that mmjax.eval reads
+BENCHMARKS = ("mathvista", "ocrbench", "mmstar", "mmmu", "hallusionbench")  # SPEC 2.4's that mmjax.eval reads
 
 # Level counts of the paper's 47.7K-sample training set, by method and part (SPEC 2.1 for PISM,
 # SPEC 2.2 for CMAB). VRT is its reasoning part (27,133 rows), VPT its perception part (20,633);

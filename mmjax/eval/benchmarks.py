@@ -5,10 +5,12 @@ are relative to a data root (default: the file's folder). Field names follow the
 benchmarks' own releases where they have one. The formats (`FORMATS`): mathvista
 (MathVista testmini), ocrbench (OCRBench, scored by the OCR match of SPEC 2.3), mmstar,
 mmvp (pairs of rows, a pair counts only if both are right), da2k (DA-2K relative depth,
-points drawn as SPEC 1.3 markers) and jigsaw (the image jigsaw solve rate, cut by
-`mmjax.data.jigsaw.ImageJigsaw`, SPEC 1.1) and qa (rows in the training data's own layout,
-scored by their task's checker). Each format's fields, scoring and groups are
-listed on `read_benchmark`.
+points drawn as SPEC 1.3 markers), jigsaw (the image jigsaw solve rate, cut by
+`mmjax.data.jigsaw.ImageJigsaw`, SPEC 1.1), qa (rows in the training data's own layout,
+scored by their task's checker), mmmu (MMMU validation, several images per question placed
+where its "<image k>" placeholders are) and hallusionbench (HallusionBench yes/no questions,
+some asked without their figure; question, figure and question-pair accuracy). Each format's
+fields, scoring and groups are listed on `read_benchmark`.
 
 A malformed row is an error, never a skip: skipping would silently change what a score
 is out of. `BenchmarkError` names the file, the line and the field; a missing file, bad
@@ -19,6 +21,7 @@ partner) all raise it before the model runs.
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 import json
 import os
@@ -40,6 +43,8 @@ from mmjax.rewards.choice import parse_choice
 from mmjax.rewards.ocr import normalise_text
 
 CHOICE_INSTRUCTION = "Answer with the option's letter from the given choices."
+MMMU_OPEN_INSTRUCTION = "Answer the question using a single word or phrase."  # MMMU's own open-question prompt
+YESNO_INSTRUCTION = "Answer with yes or no."
 LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 DA2K_LABELS = ("A", "B")
 DA2K_QUESTION = (
@@ -77,9 +82,12 @@ class ReadOptions:
 class Item:
     """One question of a benchmark, checked and ready to render.
 
-    gold: what the checker compares with (an option letter, a math answer, a jigsaw order);
-    accepted: every accepted answer (OCR; else just gold); groups: group kind -> the row's
-    values (a row may have several skills); record: the row's fields kept in the answers file.
+    gold: what the checker compares with (an option letter, a math answer, a jigsaw order,
+    "yes" / "no"); accepted: every accepted answer (OCR, MMMU open questions; else just gold);
+    groups: group kind -> the row's values (a row may have several skills); pair: the set of
+    questions that count together only if all are right (an MMVP pair, a HallusionBench
+    question pair); figure: the same for HallusionBench's figures (None: in no figure set);
+    record: the row's fields kept in the answers file.
     """
 
     benchmark: str
@@ -87,7 +95,7 @@ class Item:
     index: int
     id: str
     where: str
-    scorer: str  # choice | math | ocr | jigsaw
+    scorer: str  # choice | math | ocr | jigsaw | yesno
     prompt: str  # the user text (the jigsaw's is built by its task)
     image_paths: tuple[str, ...]
     image_sizes: tuple[tuple[int, int], ...]  # (height, width), EXIF orientation applied
@@ -95,6 +103,7 @@ class Item:
     accepted: tuple[str, ...] = ()
     groups: Mapping[str, tuple[str, ...]] = dataclasses.field(default_factory=dict)
     pair: str | None = None
+    figure: str | None = None
     points: tuple[tuple[int, int], ...] = ()
     grid: tuple[int, int] | None = None
     record: Mapping[str, Any] = dataclasses.field(default_factory=dict)
@@ -399,6 +408,138 @@ def _qa(row: _Row, name: str, root: str, opts: ReadOptions) -> Item:
         groups=_groups(**{**extra, "task": task, "category": row.text("category", required=False)}))
 
 
+_MMMU_PLACEHOLDER = re.compile(r"<image (\d+)>")
+_MMMU_IMAGE_FIELD = re.compile(r"image_(\d+)")
+
+
+def _list_field(row: _Row, key: str) -> list:
+    """A list field, given as a list or as a string holding a Python / JSON list literal."""
+    value = row.get(key, kind=(str, list))
+    if isinstance(value, str):
+        value = _literal(value)
+    if not isinstance(value, list):
+        raise row.fail(f"field {key!r} = {_short(row.raw[key])} is not a list (nor a string holding one)")
+    if not all(isinstance(v, (str, int, float)) and not isinstance(v, bool) for v in value):
+        raise row.fail(f"field {key!r} = {_short(row.raw[key])}: every element must be a string or a number")
+    return value
+
+
+def _literal(text: str) -> Any:
+    """The value of a Python literal ("['a', 'b']") or JSON text; None when it is neither."""
+    for parse in (ast.literal_eval, json.loads):
+        try:
+            return parse(text.strip())
+        except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+            continue
+    return None
+
+
+def _mmmu_answers(row: _Row) -> tuple[str, ...]:
+    """An open question's accepted answers: the answer, or each element of a list (literal)."""
+    answer = row.get("answer", kind=(str, int, float, list))
+    values = [answer]
+    if isinstance(answer, list):
+        values = answer
+    elif isinstance(answer, str) and answer.strip().startswith("[") and answer.strip().endswith("]"):
+        parsed = _literal(answer)
+        if isinstance(parsed, list):
+            values = parsed
+    texts = [str(v).strip() for v in values if isinstance(v, (str, int, float)) and not isinstance(v, bool)]
+    if not texts or len(texts) != len(values) or not all(texts):
+        raise row.fail(f"field 'answer' = {_short(answer)}: expected a non-empty answer or a list of them")
+    return tuple(texts)
+
+
+def _mmmu(row: _Row, name: str, root: str, opts: ReadOptions) -> Item:
+    row_id = row.text("id")
+    question = row.text("question")
+    kind = row.text("question_type")
+    if kind not in ("multiple-choice", "open"):
+        raise row.fail(f"field 'question_type' = {kind!r}, expected 'multiple-choice' or 'open'")
+    shown = kind == "multiple-choice" or row.raw.get("options") is not None
+    options = [str(o).strip() for o in _list_field(row, "options")] if shown else []
+    if kind == "multiple-choice":
+        if not options or len(options) > len(LETTERS):
+            raise row.fail(f"field 'options' has {len(options)} options, expected 1 to {len(LETTERS)}")
+        gold = _letter(row, row.text("answer"), len(options))
+        accepted, scorer = (gold,), "choice"
+    else:
+        accepted = _mmmu_answers(row)
+        gold, scorer = accepted[0], "math"
+    # "<image k>" -> "<image>" at its first appearance (question, then the options shown), the
+    # image passed once; a later "<image k>" of the same k reads "(image k)".
+    order: dict[int, str] = {}  # k -> the field that first names it, in first-appearance order
+
+    def place(text: str, field: str) -> str:
+        def one(match: re.Match) -> str:
+            k = int(match.group(1))
+            if k in order:
+                return f"(image {k})"
+            order[k] = field
+            return "<image>"
+        return _MMMU_PLACEHOLDER.sub(one, text)
+
+    body = place(question, "question")
+    if kind == "multiple-choice":
+        body += "\n" + _options_text([place(o, "options") for o in options])
+    found = []
+    for k, field in order.items():
+        if row.raw.get(f"image_{k}") is None:
+            raise row.fail(f"field {field!r} names <image {k}> but field 'image_{k}' is null or missing")
+        found.append(_image(row, root, f"image_{k}"))
+    # Images no placeholder names follow, each on a line of its own after the question.
+    unnamed = sorted(int(m.group(1)) for key, value in row.raw.items()
+                     if value is not None and (m := _MMMU_IMAGE_FIELD.fullmatch(key)) and int(m.group(1)) not in order)
+    found += [_image(row, root, f"image_{k}") for k in unnamed]
+    body += "".join("\n<image>" for _ in unnamed)
+    if not found:
+        raise row.fail("no image: every image_<k> field is null or missing")
+    if body.count("<image>") != len(found) or "<video>" in body:
+        raise row.fail(f"the question or options hold a bare <image> or <video> placeholder: "
+                       f"{body.count('<image>')} <image> for {len(found)} images")
+    prompt = body + "\n" + (CHOICE_INSTRUCTION if kind == "multiple-choice" else MMMU_OPEN_INSTRUCTION)
+    parts = row_id.split("_")
+    subject = "_".join(parts[1:-1]) if len(parts) >= 3 else None  # validation_Art_Theory_12 -> Art_Theory
+    return Item(
+        benchmark=name, format="mmmu", index=row.index, id=row_id, where=row.where, scorer=scorer, prompt=prompt,
+        image_paths=tuple(p for p, _ in found), image_sizes=tuple(s for _, s in found), gold=gold, accepted=accepted,
+        groups=_groups(subject=subject, subfield=row.text("subfield", required=False),
+                       topic_difficulty=row.text("topic_difficulty", required=False), question_type=kind),
+        record={"question_type": kind, "answer_text": row.raw.get("answer"), "img_type": row.raw.get("img_type")})
+
+
+HALLUSION_CATEGORIES = ("VD", "VS")  # visual dependent | visual supplement
+
+
+def _hallusionbench(row: _Row, name: str, root: str, opts: ReadOptions) -> Item:
+    category = row.text("category")
+    if category not in HALLUSION_CATEGORIES:
+        raise row.fail(f"field 'category' = {category!r}, expected 'VD' or 'VS'")
+    subcategory = row.text("subcategory")
+    set_id, figure_id, question_id = (row.text(key) for key in ("set_id", "figure_id", "question_id"))
+    question = row.text("question")
+    answer = row.get("gt_answer", kind=(str, int))
+    if str(answer).strip() not in ("0", "1"):
+        raise row.fail(f"field 'gt_answer' = {answer!r}, expected 0 (no) or 1 (yes)")
+    gold = "yes" if str(answer).strip() == "1" else "no"
+    visual = row.text("visual_input", required=False)
+    if visual not in (None, "0", "1", "2"):
+        raise row.fail(f"field 'visual_input' = {visual!r}, expected 0 (no figure), 1 or 2")
+    # visual_input 0: asked without the figure, whatever filename says; absent: the figure if named.
+    with_figure = visual in ("1", "2") or visual is None and row.raw.get("filename") is not None
+    found = [_image(row, root, "filename")] if with_figure else []
+    key = f"{category}_{subcategory}_{set_id}"
+    # The released evaluation leaves VS questions of figure 0 (asked without a figure) out of fAcc.
+    figure = None if category == "VS" and figure_id == "0" else f"{key}_{figure_id}"
+    return Item(
+        benchmark=name, format="hallusionbench", index=row.index, id=f"{key}_{figure_id}_{question_id}",
+        where=row.where, scorer="yesno", prompt=f"{question}\n{YESNO_INSTRUCTION}",
+        image_paths=tuple(p for p, _ in found), image_sizes=tuple(s for _, s in found), gold=gold, accepted=(gold,),
+        pair=f"{key}_{question_id}", figure=figure, groups=_groups(category=category, subcategory=subcategory),
+        record={"set_id": set_id, "figure_id": figure_id, "question_id": question_id, "visual_input": visual,
+                "gt_answer_details": row.text("gt_answer_details", required=False)})
+
+
 def _jigsaw_sample(task, index: int, images: list[np.ndarray], where: str) -> dict[str, Any]:
     try:
         return task.map({"id": str(index), "where": where, "images": images, "epoch": 0, "index": index})
@@ -409,7 +550,7 @@ def _jigsaw_sample(task, index: int, images: list[np.ndarray], where: str) -> di
 Reader = Callable[[_Row, str, str, ReadOptions], Item]
 FORMATS: dict[str, Reader] = {
     "mathvista": _mathvista, "ocrbench": _ocrbench, "mmstar": _mmstar, "mmvp": _mmvp, "da2k": _da2k,
-    "jigsaw": _jigsaw, "qa": _qa,
+    "jigsaw": _jigsaw, "qa": _qa, "mmmu": _mmmu, "hallusionbench": _hallusionbench,
 }
 
 
@@ -457,6 +598,30 @@ def read_benchmark(name: str, path: str, opts: ReadOptions = ReadOptions()) -> l
         written: nothing is appended, so the model sees what training rendered), solution,
         task ("choice": an option letter | "math": math-verify | "ocr": OCR match), [id],
         [category], [groups {kind: value or [values]}]. Groups: task, category, the groups.
+    mmmu (MMMU validation, MMMU/MMMU, as JSON lines with image files)
+        id ("validation_Accounting_1"), question, options (a list, or a string holding a
+        Python / JSON list literal such as "['A1', 'B2']"), answer (multiple-choice: the option
+        letter; open: the answer, or a list (literal) of accepted answers), question_type
+        ("multiple-choice" | "open"), image_1 ... image_7 (paths, some null), [subfield],
+        [topic_difficulty], [img_type]. The prompt is the question, then for multiple-choice
+        the options as "(A) ..." lines and CHOICE_INSTRUCTION (open: MMMU_OPEN_INSTRUCTION).
+        Each "<image k>" in the question or the shown options becomes an <image> placeholder
+        at its first appearance, its image passed there, once; a repeat of the same k reads
+        "(image k)". A placeholder naming a null image_k is an error; images no placeholder
+        names follow the named ones, each on a line of its own after the question. Scored by
+        option letter (multiple-choice) or math-verify against any accepted answer (open).
+        Groups: subject (the id between its first and last "_"), subfield, topic_difficulty,
+        question_type.
+    hallusionbench (HallusionBench.json, tianyi-lab/HallusionBench, as JSON lines)
+        category ("VD" | "VS"), subcategory, set_id, figure_id, question_id, question,
+        gt_answer (0 / 1 or "0" / "1"; 1 = yes), filename (the figure; may be null when
+        visual_input is 0), [visual_input] (0: asked without the figure, which is then not
+        passed even if named), [gt_answer_details]. The prompt is the question and
+        YESNO_INSTRUCTION; the answer's first word (yes / no) is scored. Metrics as the
+        released evaluation: question_accuracy (aAcc, the headline), figure_accuracy (fAcc:
+        every question of a (category, subcategory, set_id, figure_id) right; VS questions of
+        figure 0, asked without one, are in no figure), pair_accuracy (qAcc: every question of
+        a (category, subcategory, set_id, question_id) right). Groups: category, subcategory.
     """
     fmt = format_of(name)
     path = os.fspath(path)
@@ -464,7 +629,19 @@ def read_benchmark(name: str, path: str, opts: ReadOptions = ReadOptions()) -> l
     items = [FORMATS[fmt](row, name, root, opts) for row in read_rows(path, opts.limit)]
     if fmt == "mmvp":
         _check_pairs(items, path)
+    if fmt == "hallusionbench":
+        _check_unique(items, path)
     return items
+
+
+def _check_unique(items: list[Item], path: str) -> None:
+    """HallusionBench: one row per (category, subcategory, set_id, figure_id, question_id)."""
+    seen: dict[str, Item] = {}
+    for item in items:
+        if item.id in seen:
+            raise BenchmarkError(f"{item.where}: question {item.id!r} (category_subcategory_set_figure_question) "
+                                 f"is also line {seen[item.id].where.rsplit(':', 1)[-1]}")
+        seen[item.id] = item
 
 
 def _check_pairs(items: list[Item], path: str) -> None:

@@ -2,25 +2,32 @@
 
 Each item's `scorer` picks the checker, the same code the training rewards run:
 
-  choice  option letter (`mmjax.rewards.choice`): MathVista multi-choice, MMStar, MMVP, DA-2K, qa choice rows
-  math    math-verify with the exact-string fallback (`accuracy_math`): MathVista free form, qa math rows
+  choice  option letter (`mmjax.rewards.choice`): MathVista multi-choice, MMStar, MMVP, DA-2K, MMMU
+          multiple-choice, qa choice rows
+  math    math-verify with the exact-string fallback (`accuracy_math`) against any accepted answer:
+          MathVista free form, MMMU open questions, qa math rows
   ocr     normalised exact / substring / fuzzy match (`mmjax.rewards.ocr`, SPEC 2.3) against
           any accepted answer: OCRBench, qa ocr rows. (OCRBench's own rule is only "an accepted answer is
           a substring of the prediction"; mmjax keeps SPEC 2.3's rule, `ocr_min_ratio` and
           `ocr_allow_substring` tune it.)
   jigsaw  exact permutation (`mmjax.rewards.jigsaw`, SPEC 1.5): the solve rate, with the
           SPEC 1.5 reward's mean beside it
+  yesno   the answer's first word, lower-cased and stripped of punctuation, is "yes" or "no"
+          and equals the gold: HallusionBench
 
 The answer is read from the container (`<answer>` or `\\boxed{}`), or the whole completion
 when there is none, as the rewards do. Summaries: the headline metric (accuracy; MMVP pair
-accuracy, a pair right only if both its questions are; jigsaw solve rate), its count, and
-the same metric per value of every group the rows carry (category, skill, ...).
+accuracy, a pair right only if both its questions are; jigsaw solve rate; HallusionBench
+question accuracy, beside its figure and question-pair accuracies, a figure or pair right only
+if all its questions are), its count, and the same metric per value of every group the rows
+carry (category, skill, ...; HallusionBench: question accuracy).
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+import string
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from mmjax import containers, rewards
@@ -32,7 +39,8 @@ from mmjax.rewards.jigsaw import jigsaw_score
 from mmjax.rewards.ocr import ocr_score
 
 HEADLINE = {"mathvista": "accuracy", "ocrbench": "accuracy", "mmstar": "accuracy", "mmvp": "pair_accuracy",
-            "da2k": "accuracy", "jigsaw": "solve_rate", "qa": "accuracy"}
+            "da2k": "accuracy", "jigsaw": "solve_rate", "qa": "accuracy", "mmmu": "accuracy",
+            "hallusionbench": "question_accuracy"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,9 +84,14 @@ def score_items(items: Sequence[Item], texts: Sequence[str], opts: ScoreOptions 
         if math_rows:
             check = rewards.get("accuracy_math", container=opts.container, timeout_seconds=opts.math_timeout_seconds,
                                 workers=opts.math_workers)
-            verdicts = check([texts[i] for i in math_rows], [items[i].gold for i in math_rows])
-            for i, verdict in zip(math_rows, verdicts):
-                scores[i] = RowScore(verdict, parsing.answer_or_text(texts[i], opts.container))
+            # One check per accepted answer (MMMU's lists of them); a row is right if any is.
+            checks = [(i, gold) for i in math_rows for gold in (items[i].accepted or (items[i].gold,))]
+            verdicts = check([texts[i] for i, _ in checks], [gold for _, gold in checks])
+            best: dict[int, float] = {}
+            for (i, _), verdict in zip(checks, verdicts):
+                best[i] = max(best.get(i, 0.0), float(verdict))
+            for i in math_rows:
+                scores[i] = RowScore(best[i], parsing.answer_or_text(texts[i], opts.container))
     for i, (item, text) in enumerate(zip(items, texts)):
         if item.scorer != "math":
             scores[i] = _score_one(item, text, opts)
@@ -97,7 +110,17 @@ def _score_one(item: Item, text: str, opts: ScoreOptions) -> RowScore:
         score = jigsaw_score(text, item.gold, container=opts.container, think=opts.jigsaw_think)
         extracted = parsing.extract_answer(text, opts.container) if opts.jigsaw_think else text.strip()
         return RowScore(float(score.exact), extracted, score.total)
+    if item.scorer == "yesno":
+        said = parse_yes_no(answer)
+        return RowScore(float(said == item.gold), said)
     raise ValueError(f"{item.where}: unknown scorer {item.scorer!r}")
+
+
+def parse_yes_no(answer: str) -> str | None:
+    """"yes" or "no" when the answer's first word, lower-cased and stripped of punctuation, is one; else None."""
+    words = answer.split()
+    word = words[0].lower().strip(string.punctuation) if words else ""
+    return word if word in ("yes", "no") else None
 
 
 # ---- summaries ---------------------------------------------------------------------------------
@@ -125,12 +148,19 @@ def summarise(items: Sequence[Item], scores: Sequence[RowScore], counters: dict[
     metrics: dict[str, float] = {"accuracy": _mean(correct), "correct": float(sum(correct))}
     units = [(dict(item.groups), s.correct) for item, s in zip(items, scores)]
     if fmt == "mmvp":
-        units = _pairs(items, correct)
+        units = _all_right(items, correct, lambda item: item.pair)
         metrics = {"pair_accuracy": _mean([v for _, v in units]), "question_accuracy": metrics["accuracy"],
                    "pairs": float(len(units)), "correct_pairs": float(sum(v for _, v in units))}
     elif fmt == "jigsaw":
         metrics = {"solve_rate": metrics["accuracy"], "solved": metrics["correct"],
                    "mean_reward": _mean([s.reward for s in scores])}
+    elif fmt == "hallusionbench":  # aAcc, fAcc and qAcc of the released evaluation
+        figures = [v for _, v in _all_right(items, correct, lambda item: item.figure)]
+        pairs = [v for _, v in _all_right(items, correct, lambda item: item.pair)]
+        metrics = {"question_accuracy": metrics["accuracy"], "correct": metrics["correct"],
+                   "figure_accuracy": _mean(figures), "figures": float(len(figures)),
+                   "correct_figures": float(sum(figures)), "pair_accuracy": _mean(pairs),
+                   "pairs": float(len(pairs)), "correct_pairs": float(sum(pairs))}
     for name, value in (counters or {}).items():
         metrics[name] = float(value)
     metric = HEADLINE[fmt]
@@ -138,11 +168,14 @@ def summarise(items: Sequence[Item], scores: Sequence[RowScore], counters: dict[
             "by": _by_group(units)}
 
 
-def _pairs(items: Sequence[Item], correct: Sequence[float]) -> list[tuple[dict[str, tuple[str, ...]], float]]:
-    """One unit per MMVP pair, in first-appearance order: 1.0 only if both its questions are right."""
+def _all_right(items: Sequence[Item], correct: Sequence[float], key: Callable[[Item], str | None]
+               ) -> list[tuple[dict[str, tuple[str, ...]], float]]:
+    """One unit per set of items with the same `key` (an MMVP pair, a HallusionBench figure or question
+    pair), in first-appearance order: 1.0 only if all its questions are right. Items keyed None are in none."""
     pairs: dict[str, list[int]] = {}
     for i, item in enumerate(items):
-        pairs.setdefault(item.pair, []).append(i)
+        if key(item) is not None:
+            pairs.setdefault(key(item), []).append(i)
     units = []
     for members in pairs.values():
         groups: dict[str, tuple[str, ...]] = {}

@@ -213,7 +213,8 @@ class EvalFiles:
     """config.eval (mode "eval"): which benchmark files, and the prompt (mmjax.jobs.eval)."""
 
     benchmarks: dict = _field(
-        {"mathvista": "", "ocrbench": "", "mmstar": "", "mmvp": "", "da2k": "", "jigsaw": "", "qa": ""},
+        {"mathvista": "", "ocrbench": "", "mmstar": "", "mmvp": "", "da2k": "", "jigsaw": "", "qa": "", "mmmu": "",
+         "hallusionbench": ""},
         "benchmark name -> JSONL file ('' = not run); the name is its format or starts with '<format>_' "
         "(mmjax.eval.benchmarks.FORMATS)")
     system_prompt: bool = _field(True, "the SPEC 2.3 system prompt asking for <think> and the container")

@@ -89,8 +89,45 @@ QA = [{"id": "q0", "images": ["images/0.png"], "prompt": QA_CHOICE, "solution": 
        "groups": {"scale": 0.3, "contrast": 1.0}},
       {"id": "q1", "image": "images/1.png", "prompt": "What is 1/2 as a decimal?", "solution": "0.5", "task": "math",
        "category": "arithmetic"}]
+_NO_IMAGES = {f"image_{k}": None for k in range(1, 8)}
+MMMU = [
+    # Two placeholders, image 2 first; option A names image 1 again (text "(image 1)"); image_3 is
+    # named by no placeholder: passed last. Options as a Python list literal, as released.
+    {**_NO_IMAGES, "id": "validation_Art_Theory_1", "question": "Compare <image 2> with <image 1>. Which is older?",
+     "options": "['<image 1>', '<image 2>', 'Both the same']", "answer": "B", "question_type": "multiple-choice",
+     "image_1": "images/0.png", "image_2": "images/1.png", "image_3": "images/2.png", "subfield": "Art History",
+     "topic_difficulty": "Medium", "img_type": "['Paintings']"},
+    {**_NO_IMAGES, "id": "validation_Accounting_2", "question": "<image 1> What is the total?",
+     "options": ["$10", "$20", "$30", "$40"], "answer": "D", "question_type": "multiple-choice",
+     "image_1": "images/3.png", "subfield": "Financial Accounting", "topic_difficulty": "Easy"},
+    # Open: a list literal of accepted answers; then a plain one.
+    {**_NO_IMAGES, "id": "validation_Math_3", "question": "<image 1> x^2 = 9. What is x?", "options": "[]",
+     "answer": "['3', '-3']", "question_type": "open", "image_1": "images/2.png", "subfield": "Algebra",
+     "topic_difficulty": "Easy"},
+    {**_NO_IMAGES, "id": "validation_Math_4", "question": "What fraction of <image 1> is shaded?", "options": "[]",
+     "answer": "0.5", "question_type": "open", "image_1": "images/1.png", "subfield": "Geometry",
+     "topic_difficulty": "Hard"},
+]
+_VS = {"category": "VS", "subcategory": "chart", "set_id": "0"}
+_VD = {"category": "VD", "subcategory": "ocr", "set_id": "1"}
+HALLUSIONBENCH = [  # the released layout; VS figure 0 is the question asked without a figure
+    {**_VS, "figure_id": "0", "question_id": "0", "question": "Is the Eiffel Tower in Paris?", "gt_answer": "1",
+     "filename": None, "visual_input": "0"},
+    {**_VS, "figure_id": "1", "question_id": "0", "question": "Is the Eiffel Tower in Paris?", "gt_answer": "0",
+     "filename": "images/0.png", "visual_input": "2"},
+    {**_VS, "figure_id": "0", "question_id": "1", "question": "Is the Eiffel Tower taller than 100 m?",
+     "gt_answer": 1, "filename": None, "visual_input": "0"},
+    {**_VS, "figure_id": "1", "question_id": "1", "question": "Is the Eiffel Tower taller than 100 m?",
+     "gt_answer": 1, "filename": "images/0.png", "visual_input": "2"},
+    {**_VD, "figure_id": "0", "question_id": "0", "question": "Does the sign say STOP?", "gt_answer": "1",
+     "gt_answer_details": "Yes, it says STOP.", "filename": "images/1.png", "visual_input": "1"},
+    {**_VD, "figure_id": "1", "question_id": "0", "question": "Does the sign say STOP?", "gt_answer": "0",
+     "filename": "images/2.png", "visual_input": "2"},
+    {**_VD, "figure_id": "0", "question_id": "1", "question": "Is the sign red?", "gt_answer": "1",
+     "filename": "images/1.png", "visual_input": "1"},
+]
 FILES = {"mathvista": MATHVISTA, "ocrbench": OCRBENCH, "mmstar": MMSTAR, "mmvp": MMVP, "da2k": DA2K,
-         "jigsaw": JIGSAW, "qa": QA}
+         "jigsaw": JIGSAW, "qa": QA, "mmmu": MMMU, "hallusionbench": HALLUSIONBENCH}
 
 
 @pytest.fixture(scope="module")
@@ -153,6 +190,62 @@ def test_readers_follow_the_public_field_names(bench_dir):
     assert not np.array_equal(marked["images"][0], image) and "closer to the camera" in json.dumps(marked["messages"])
 
 
+def test_mmmu_images_sit_where_their_placeholders_are(bench_dir):
+    root, paths = bench_dir
+    mmmu = _read(paths, "mmmu")
+    assert [(i.scorer, i.gold, i.accepted) for i in mmmu] == [
+        ("choice", "B", ("B",)), ("choice", "D", ("D",)), ("math", "3", ("3", "-3")), ("math", "0.5", ("0.5",))]
+    first = mmmu[0]
+    # image 2, then image 1 (the question's order), then the unnamed image 3
+    assert first.image_paths == tuple(str(root / "images" / f"{i}.png") for i in (1, 0, 2))
+    assert first.prompt == ("Compare <image> with <image>. Which is older?\n(A) (image 1)\n(B) (image 2)\n"
+                            "(C) Both the same\n<image>\n" + bench_lib.CHOICE_INSTRUCTION)
+    assert first.groups == {"subject": ("Art_Theory",), "subfield": ("Art History",), "topic_difficulty": ("Medium",),
+                            "question_type": ("multiple-choice",)}
+    assert mmmu[1].prompt.startswith("<image> What is the total?\n(A) $10\n") and mmmu[1].groups["subject"] == (
+        "Accounting",)
+    assert mmmu[2].prompt == "<image> x^2 = 9. What is x?\n" + bench_lib.MMMU_OPEN_INSTRUCTION  # no options shown
+    images = [np.full((56, 56, 3), k, np.uint8) for k in range(3)]
+    sample = bench_lib.render(first, images, bench_lib.ReadOptions(), system_prompt=False)
+    image = {"type": "image"}
+    assert sample["messages"] == [{"role": "user", "content": [
+        {"type": "text", "text": "Compare "}, image, {"type": "text", "text": " with "}, image,
+        {"type": "text", "text": ". Which is older?\n(A) (image 1)\n(B) (image 2)\n(C) Both the same\n"}, image,
+        {"type": "text", "text": "\n" + bench_lib.CHOICE_INSTRUCTION}]}]
+    assert all(a is b for a, b in zip(sample["images"], images))  # in the order of the image parts
+
+
+def test_hallusionbench_rows_with_and_without_their_figure(bench_dir):
+    root, paths = bench_dir
+    hb = _read(paths, "hallusionbench")
+    assert [i.gold for i in hb] == ["yes", "no", "yes", "yes", "yes", "no", "yes"]
+    assert [len(i.image_paths) for i in hb] == [0, 1, 0, 1, 1, 1, 1]
+    assert hb[1].image_paths == (str(root / "images" / "0.png"),) and hb[0].image_sizes == ()
+    assert hb[0].prompt == "Is the Eiffel Tower in Paris?\n" + bench_lib.YESNO_INSTRUCTION
+    assert (hb[0].pair, hb[0].figure, hb[1].figure) == ("VS_chart_0_0", None, "VS_chart_0_1")
+    assert hb[4].figure == "VD_ocr_1_0" and hb[4].id == "VD_ocr_1_0_0"
+    # No image: a text-only user turn, no image parts.
+    sample = bench_lib.render(hb[0], [], bench_lib.ReadOptions(), system_prompt=False)
+    assert sample["images"] == [] and sample["messages"] == [
+        {"role": "user", "content": [{"type": "text", "text": hb[0].prompt}]}]
+    # visual_input 0 drops a named figure too: the question is asked without it
+    path = _write(root / "hb_named.jsonl", [dict(HALLUSIONBENCH[0], filename="images/0.png")])
+    assert bench_lib.read_benchmark("hallusionbench", path)[0].image_paths == ()
+
+
+def test_the_runner_answers_questions_without_images(bench_dir, tiny_model):
+    _, paths = bench_dir
+    c, tok, model = tiny_model
+    hb = _read(paths, "hallusionbench")[:3]  # sorted by image count: a batch of two without images, then one with
+    runner = runner_lib.Runner(model, tok, build.image_config(c), build.eval_runner_config(c))
+    assert runner.cfg.batch_size == 2
+    opts = bench_lib.ReadOptions()
+    processed = runner._processed(hb[0], lambda item, images: bench_lib.render(item, images, opts))
+    assert len(processed["inputs"]["image_grid_thw"]) == 0
+    answers = runner.run(hb, lambda item, images: bench_lib.render(item, images, opts))
+    assert len(answers) == 3 and all(a.num_tokens == c.eval.max_new_tokens or a.stopped for a in answers)
+
+
 # ---- scores on given answers, hand-checked ----------------------------------------------------------
 
 def test_mathvista_accuracy_per_category_and_skill(bench_dir):
@@ -196,6 +289,33 @@ def test_mmvp_pair_accuracy(bench_dir):
     assert summary["metric"] == "pair_accuracy" and summary["score"] == pytest.approx(1 / 3)
     assert summary["metrics"]["question_accuracy"] == pytest.approx(4 / 6) and summary["metrics"]["pairs"] == 3
     assert summary["by"]["category"] == {"Orientation": {"score": 0.0, "n": 1}, "State": {"score": 0.5, "n": 2}}
+
+
+def test_mmmu_by_letter_and_math_verify_against_any_accepted_answer(bench_dir):
+    _, paths = bench_dir
+    # gold B, D, 3 or -3, 0.5: A wrong; D right; -3 right (the second accepted answer); 1/2 right by math-verify
+    summary, scores = _scored(_read(paths, "mmmu"), [_ans("A"), _ans("(D)"), _ans("-3"), _ans("\\frac{1}{2}")])
+    assert [s.correct for s in scores] == [0.0, 1.0, 1.0, 1.0]
+    assert summary["metric"] == "accuracy" and summary["score"] == 0.75
+    assert summary["by"]["question_type"] == {"multiple-choice": {"score": 0.5, "n": 2}, "open": {"score": 1.0, "n": 2}}
+    assert summary["by"]["subject"]["Math"] == {"score": 1.0, "n": 2}
+    # A wrong answer to the open list: neither 3 nor -3
+    _, scores = _scored(_read(paths, "mmmu")[2:3], [_ans("9")])
+    assert scores[0].correct == 0.0
+
+
+def test_hallusionbench_question_figure_and_pair_accuracy(bench_dir):
+    _, paths = bench_dir
+    # HAND_CHECKED's answers: right, wrong, right, right, right, right, wrong (see there)
+    summary, scores = _scored(_read(paths, "hallusionbench"), HAND_CHECKED["hallusionbench"][0])
+    assert [s.correct for s in scores] == [1, 0, 1, 1, 1, 1, 0]
+    assert [s.extracted for s in scores] == ["yes", "yes", "yes", "yes", "yes", "no", None]
+    assert summary["metric"] == "question_accuracy" and summary["score"] == pytest.approx(5 / 7)
+    m = summary["metrics"]
+    assert (m["figure_accuracy"], m["figures"], m["correct_figures"]) == (pytest.approx(1 / 3), 3, 1)
+    assert (m["pair_accuracy"], m["pairs"], m["correct_pairs"]) == (0.5, 4, 2)
+    assert summary["by"]["category"] == {"VD": {"score": pytest.approx(2 / 3), "n": 3}, "VS": {"score": 0.75, "n": 4}}
+    assert metrics_lib.parse_yes_no("No.") == "no" and metrics_lib.parse_yes_no("Nope") is None
 
 
 def test_da2k_and_jigsaw_solve_rate(bench_dir):
@@ -246,6 +366,20 @@ def test_inconsistent_rows_and_missing_files(bench_dir):
     with pytest.raises(bench_lib.BenchmarkError, match=r"qa_marks.jsonl:1: field 'prompt' has 3 <image> "
                                                       r"placeholders for 1 images"):
         bench_lib.read_benchmark("qa", _write(root / "qa_marks.jsonl", [two]))
+    for bad, message in [
+            (dict(MMMU[1], options="$10, $20"), r"field 'options' = \"\$10, \$20\" is not a list"),
+            (dict(MMMU[0], image_2=None), r"field 'question' names <image 2> but field 'image_2' is null or missing"),
+            (dict(MMMU[1], answer="E"), r"field 'answer' = 'E' is past the 4 options"),
+            (dict(MMMU[1], question="<image> <image 1> What?"),
+             r"the question or options hold a bare <image>.*: 2 <image> for 1 images")]:
+        with pytest.raises(bench_lib.BenchmarkError, match=r"mmmu_bad.jsonl:2: " + message):
+            bench_lib.read_benchmark("mmmu", _write(root / "mmmu_bad.jsonl", [MMMU[2], bad]))
+    for bad, message in [(dict(HALLUSIONBENCH[0], gt_answer="yes"), r"field 'gt_answer' = 'yes', expected 0 .no."),
+                         (dict(HALLUSIONBENCH[0], gt_answer=2), r"field 'gt_answer' = 2, expected"),
+                         (dict(HALLUSIONBENCH[1], filename=None), r"missing field 'filename'"),
+                         (HALLUSIONBENCH[0], r"question 'VS_chart_0_0_0' .* is also line 1")]:
+        with pytest.raises(bench_lib.BenchmarkError, match=r"hb_bad.jsonl:2: " + message):
+            bench_lib.read_benchmark("hallusionbench", _write(root / "hb_bad.jsonl", [HALLUSIONBENCH[0], bad]))
     with pytest.raises(bench_lib.BenchmarkError, match=r"jig_small.jsonl:1: .*below 84 px for a 3x3 grid"):
         bench_lib.read_benchmark("jigsaw", _write(root / "jig_small.jsonl", [{"image": "images/0.png"}]))
     # Through the job: the config field and the row, before any model is built.
@@ -340,6 +474,17 @@ HAND_CHECKED = {  # name: (answers, right or wrong per row, headline score)
     "jigsaw": (None, [1, 0], 1 / 2),
     # qa: gold B (a bare letter is read whole: the demo's answers), then 0.5 by math-verify: 0.4 is wrong.
     "qa": (["B", _ans("0.4")], [1, 0], 1 / 2),
+    # MMMU: gold B, D, 3 or -3 (open, a list of accepted answers), 0.5 (open). A wrong; (D) right;
+    # -3 right (math-verify against the second accepted answer); \frac{1}{2} = 0.5 right: 3 of 4.
+    "mmmu": ([_ans("A"), _ans("(D)"), _ans("-3"), _ans("\\frac{1}{2}")], [0, 1, 1, 1], 3 / 4),
+    # HallusionBench: gold yes, no, yes, yes, yes, no, yes; the first word of the answer counts.
+    # "Yes." right; "Yes, it is." wrong (no); yes right; "**Yes**" right (punctuation stripped);
+    # Yes right; "No, it says GO." right; "I think yes" wrong (first word "i"): 5 of 7 questions.
+    # Figures (VS figure 0, asked without one, in none): VS_chart_0_1 (rows 2, 4) wrong, VD_ocr_1_0
+    # (rows 5, 7) wrong, VD_ocr_1_1 (row 6) right: 1 of 3. Question pairs: VS_chart_0_0 (rows 1, 2)
+    # wrong, VS_chart_0_1 (3, 4) right, VD_ocr_1_0 (5, 6) right, VD_ocr_1_1 (7) wrong: 2 of 4.
+    "hallusionbench": (["Yes.", "Yes, it is.", _ans("yes"), "**Yes**", _ans("Yes"), _ans("No, it says GO."),
+                        "I think yes"], [1, 0, 1, 1, 1, 1, 0], 5 / 7),
 }
 
 
@@ -381,8 +526,13 @@ def test_eval_job_scores_equal_hand_checked_answers(bench_dir, tmp_path, monkeyp
     assert on_disk["jigsaw"]["metrics"]["mean_reward"] == pytest.approx((1.2 + 0.2) / 2)
     assert on_disk["mathvista"]["by"]["category"] == {"math-targeted-vqa": {"score": 1.0, "n": 2},
                                                       "general-vqa": {"score": 0.0, "n": 2}}
-    # results.md in percent, two decimals: 50.00, 66.67, 66.67, 33.33, 100.00, 50.00
+    assert on_disk["hallusionbench"]["metric"] == "question_accuracy"
+    assert on_disk["hallusionbench"]["metrics"]["figure_accuracy"] == pytest.approx(1 / 3)
+    assert on_disk["hallusionbench"]["metrics"]["pair_accuracy"] == pytest.approx(2 / 4)
+    assert on_disk["mmmu"]["by"]["subject"] == {"Accounting": {"score": 1.0, "n": 1},
+                                                "Art_Theory": {"score": 0.0, "n": 1}, "Math": {"score": 1.0, "n": 2}}
+    # results.md in percent, two decimals: 50.00, 66.67, 66.67, 33.33, 100.00, 50.00, 50.00, 75.00, 71.43
     table = [line.split("|")[1:-1] for line in open(out / "results.md").read().split("\n\n")[2].splitlines()[2:]]
     assert {row[0].strip(): row[3].strip() for row in table} == {
         "mathvista": "50.00", "ocrbench": "66.67", "mmstar": "66.67", "mmvp": "33.33", "da2k": "100.00",
-        "jigsaw": "50.00", "qa": "50.00"}
+        "jigsaw": "50.00", "qa": "50.00", "mmmu": "75.00", "hallusionbench": "71.43"}
