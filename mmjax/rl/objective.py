@@ -30,6 +30,7 @@ from mmjax.data.batching import arrays
 from mmjax.models import sampler
 from mmjax.rl import advantages as advantages_lib
 from mmjax.rl import grpo as grpo_lib
+from mmjax.rl import padding
 from mmjax.rl.update import GRPOLoss, GRPOMicroBatch, rollout_logprobs
 
 RewardFn = Callable[..., Any]  # rewards.combine(...): (texts, targets, **columns) -> RewardOutput
@@ -219,6 +220,8 @@ class GRPOObjective:
             "completions/mean_length": float(lengths.mean()),
             "completions/max_length": int(lengths.max()),
             "completions/clipped_ratio": float((~stopped).mean()),
+            **padding.padding_metrics(padding.per_call(lengths, len(scored[0].rollout.lengths),
+                                                       [s.rollout.tokens.shape[1] for s in scored])),
             "num_tokens": tokens,
             "tokens_per_second": tokens / step_time,
         }

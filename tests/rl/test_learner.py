@@ -145,6 +145,9 @@ def test_metrics_and_exact_resume(pieces, tmp_path):
     for name in TRL_NAMES:
         assert name in rows[-1], name
     assert rows[-1]["num_tokens"] > rows[0]["num_tokens"] > 0  # cumulative, as TRL's
+    # The demo's one-token answers: every call decodes one step for every row, nothing is padding.
+    assert {(r["completions/padding_fraction"], r["completions/update_padding_fraction"],
+             r["completions/limit_by_one_row"]) for r in rows} == {(0.0, 0.0, 0.0)}
     assert os.path.isdir(tmp_path / "full" / "tb")
 
     part = str(tmp_path / "part")
