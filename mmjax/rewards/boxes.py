@@ -21,6 +21,7 @@ import ast
 import json
 import numbers
 import re
+import warnings
 from typing import Any, NamedTuple
 
 _MAX_COORD = 1e9  # keeps areas and their sums far from float overflow
@@ -118,10 +119,18 @@ def _boxes_from_regex(text: str) -> list[Box]:
     return [box for box in bare if box is not None]
 
 
+def _python_literal(text: str):
+    """ast.literal_eval without its SyntaxWarnings: a completion like "[1if 2]" is a model's text,
+    not our code, and a warning per parsed answer would flood a training log."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", SyntaxWarning)
+        return ast.literal_eval(text)
+
+
 def parse_boxes(text: str) -> list[Box]:
     """Boxes from free text (see module doc)."""
     body = _FENCE.sub("", text).strip()
-    for load in (json.loads, ast.literal_eval):
+    for load in (json.loads, _python_literal):
         try:
             found = boxes_from_object(load(body))
         except Exception:  # noqa: BLE001 - any parse failure (incl. deep nesting) means "not this form"

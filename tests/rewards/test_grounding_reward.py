@@ -37,6 +37,16 @@ def test_parse_boxes(text, expected):
     assert parse_boxes(text) == expected
 
 
+def test_a_completion_that_is_odd_python_parses_without_warnings():
+    """"0x1for" and "1if" are SyntaxWarnings to ast.literal_eval; a reward parses model text, so it stays quiet."""
+    import warnings
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert parse_boxes("0x1for [0, 0, 10, 10]") == [Box(None, 0.0, 0.0, 10.0, 10.0)]
+        assert parse_boxes("[1if 2]") == []
+    assert [w for w in caught if issubclass(w.category, SyntaxWarning)] == []
+
+
 def test_iou_hand_computed():
     a = Box(None, 0, 0, 10, 10)
     assert iou(a, Box(None, 0, 0, 10, 5)) == pytest.approx(0.5)
