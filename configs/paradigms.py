@@ -41,7 +41,7 @@ Arguments, comma-separated (recipe.parse_args; a path may hold no comma):
                  selection: tiny runs train on every synthetic row (shrink_to_tiny drops the
                  score file; a random model's levels are noise anyway), so `score` only orders them.
   steps=N        every GRPO and SFT run stops after N optimizer steps (a quick look at the grid)
-  demo           the whole grid on a 2-core CPU in under 15 min (9 min 15 s measured; no files;
+  demo           the whole grid on a 2-core CPU in under 15 min (9:15-9:22 measured; no files;
                  `pism` by default, `cmab` allowed), on a task where difficulty is real: a `warmup` run first
                  (configs/demo.py:quick, the tiny model partly competent on the colour task),
                  from which `score`, `eval_base`, the GRPO-only rows and the SFT stages start;
