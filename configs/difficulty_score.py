@@ -37,6 +37,7 @@ def get_config(arg: str | None = None):
     args = recipe.parse_args(arg, "configs/difficulty_score.py", HELP, **ARGS)
     c = recipe.base()
     c.mode = "score"
+    c.plan.job = "score"  # --config.mode=plan plans this job (mmjax.jobs.plan)
 
     c.data.source = "jsonl"  # jsonl | parquet (mmjax.jobs.build.SOURCES); data.path must be set
     c.data.task = "qa"  # SPEC 2.3 rows: question, images, solution, task

@@ -45,6 +45,7 @@ def get_config(arg: str | None = None):
     args = recipe.parse_args(arg, "configs/sft.py", HELP, **ARGS)
     c = recipe.base()
     c.mode = "sft"
+    c.plan.job = "sft"  # --config.mode=plan plans this job (mmjax.jobs.plan)
     c.max_steps = 0  # SPEC 2.4: the run is sft.num_epochs passes, however many steps they take
     c.save_steps = 50  # mmjax: a checkpoint every 50 steps, and at the end
     c.save_total_limit = 3  # mmjax: GRPO's init_from reads only the newest

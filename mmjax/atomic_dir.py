@@ -78,3 +78,11 @@ def _remove(path: str) -> None:
         shutil.rmtree(path)
     else:
         os.remove(path)
+
+
+def atomic_write_text(path: str, text: str) -> None:
+    """Write a whole text file or leave the old one: written beside it, then renamed over it."""
+    tmp = f"{path}.tmp-{os.getpid()}"
+    with open(tmp, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)

@@ -24,9 +24,10 @@ PATH_KINDS = {
     "rgbd_folder": "file or folder",  # index.jsonl or the folder holding it
 }
 # Jobs that do not read some of the inputs (mmjax/jobs/<mode>.py): eval reads its benchmark
-# files, not config.data; score reads every row of config.data, ignoring data.selection.
+# files, not config.data; score reads every row of config.data, ignoring data.selection; plan
+# reads no data at all (only the config).
 # A mode not named here is checked for everything it may read.
-IGNORED = {"eval": ("data", "selection"), "score": ("selection",)}
+IGNORED = {"eval": ("data", "selection"), "score": ("selection",), "plan": ("data", "selection")}
 SCORES = "scores.parquet"  # what a scoring workdir holds (mmjax.difficulty.score_file.SCORES)
 # config.eval.benchmarks.<name> = this: no file, but synthetic rows of the benchmark's format that
 # the job writes itself (mmjax.jobs.build.SYNTHETIC_BENCHMARK, which is this value).

@@ -32,7 +32,7 @@ from mmjax.config_help import help_text
 from mmjax.config_schema import borrowed
 
 # config.mode -> the job mmjax.main runs: mmjax.jobs.<mode>.run(config, workdir).
-MODES = ("demo", "eval", "grpo", "score", "sft")
+MODES = ("demo", "eval", "grpo", "plan", "score", "sft")
 
 
 def _field(default, text: str, choices=None):
@@ -245,6 +245,7 @@ def base_schema() -> config_schema.Section:
     from mmjax.rl.grpo import GRPOConfig  # pylint: disable=g-import-not-at-top
     from mmjax.rl.objective import RolloutConfig  # pylint: disable=g-import-not-at-top
     from mmjax.train.optim import OptimizerConfig  # pylint: disable=g-import-not-at-top
+    from mmjax.plan.options import PlanConfig  # pylint: disable=g-import-not-at-top
     from mmjax.train.trainer import TrainConfig  # pylint: disable=g-import-not-at-top
     S = config_schema.section  # noqa: N806
     # The loop's fields (TrainConfig) and GRPO's sampling options sit at the top level, as in TRL;
@@ -253,7 +254,7 @@ def base_schema() -> config_schema.Section:
              model=S(ModelOptions), mesh=S(MeshConfig), data=S(DataConfig),
              grpo=S(GRPOConfig),
              optim=S(OptimizerConfig, exclude=("total_steps",)),  # total_steps: the job's (max_steps, SFT's epochs)
-             rewards=S(RewardsConfig), sample=S(SampleConfig), sft=S(SftOptions))
+             rewards=S(RewardsConfig), sample=S(SampleConfig), sft=S(SftOptions), plan=S(PlanConfig))
 
 
 @functools.cache
@@ -295,7 +296,11 @@ def mode_section(mode: str, name: str) -> ml_collections.ConfigDict:
 
 
 def schema_of(config) -> config_schema.Section:
-    return schema(config.get("mode", "") if hasattr(config, "get") else "")
+    """The schema of `config`; mode "plan" plans another job's recipe, whose sections it has."""
+    mode = config.get("mode", "") if hasattr(config, "get") else ""
+    if mode == "plan" and "plan" in config:
+        mode = config.plan.get("job", "")
+    return schema(mode)
 
 
 def check(config) -> list[str]:

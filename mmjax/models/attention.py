@@ -24,6 +24,9 @@ implementation.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 import jax
 import jax.numpy as jnp
 
@@ -109,6 +112,44 @@ def choose_implementation(*, backend: str, t: int, s: int, head_dim: int, dtype,
     return "explicit"
 
 
+# ---- planning for another platform (mmjax.plan) --------------------------------------------
+
+# The platform `auto` chooses for while a plan compiles (None: the default backend's own), and
+# the kernels replaced by a stand-in because they cannot compile on the planning host.
+_target: list[str] = []
+stand_ins: set[tuple[str, str]] = set()
+_NEEDS = {"cudnn": "gpu", "splash": "tpu"}
+
+
+@contextlib.contextmanager
+def planning_target(platform: str) -> Iterator[None]:
+    """Trace attention as it would run on `platform` ("cpu", "gpu", "tpu").
+
+    `auto` chooses what it would choose there. A kernel the planning host cannot compile
+    (cuDNN off a GPU, splash off a TPU) becomes `blockwise`, which keeps O(T) memory as those
+    flash kernels do (never a [T, S] score array, in the forward or the backward pass); each
+    replacement is recorded in `stand_ins` as (kernel, "blockwise"). The replacement's FLOPs
+    and temporaries are a stand-in's, not the kernel's: mmjax.plan says so in its report.
+    """
+    _target.append(platform)
+    try:
+        yield
+    finally:
+        _target.pop()
+
+
+def _backend() -> str:
+    return _target[-1] if _target else jax.default_backend()
+
+
+def _runnable(implementation: str) -> str:
+    """`implementation`, or its stand-in while planning on a host that cannot compile it."""
+    if _target and _NEEDS.get(implementation, jax.default_backend()) != jax.default_backend():
+        stand_ins.add((implementation, "blockwise"))
+        return "blockwise"
+    return implementation
+
+
 def _check(cond: bool, msg: str):
     if not cond:
         raise ValueError(f"attention: {msg}")
@@ -185,8 +226,9 @@ def _with_prefix(q, k, v, key_valid, prefix, *, causal, q_slots, q_segments, key
     g, sp = n // pk.shape[0], pk.shape[2]
     if implementation == "auto":
         implementation = choose_implementation(
-            backend=jax.default_backend(), t=t, s=sp + k.shape[2], head_dim=q.shape[3], dtype=q.dtype,
+            backend=_backend(), t=t, s=sp + k.shape[2], head_dim=q.shape[3], dtype=q.dtype,
             static_causal=False, key_groups=False)
+    implementation = _runnable(implementation)
     if implementation == "explicit":
         out, row_any = prefix_attention(q, k, v, key_valid, pk.astype(q.dtype), pv.astype(q.dtype),
                                         p_valid.astype(bool), q_slots)
@@ -230,11 +272,12 @@ def attention(q: jax.Array, k: jax.Array, v: jax.Array, *, key_valid: jax.Array,
     s = k.shape[2]
     if implementation == "auto":
         implementation = choose_implementation(
-            backend=jax.default_backend(), t=t, s=s, head_dim=d, dtype=q.dtype,
+            backend=_backend(), t=t, s=s, head_dim=d, dtype=q.dtype,
             static_causal=static_causal, key_groups=key_groups is not None)
     elif key_groups is not None and implementation != "explicit":
         raise ValueError(f"attention: key_groups (attention-mass capture) needs "
                          f"implementation='explicit' (or 'auto'), got {implementation!r}")
+    implementation = _runnable(implementation)
 
     if implementation == "blockwise":
         out = blockwise_attention(q, k, v, key_valid, q_slots, q_seg, kv_seg, causal=causal)

@@ -168,7 +168,7 @@ class Trainer:
             # not again at the second step; a restored state is read into the same layouts.
             replicated = jax.sharding.NamedSharding(self.mesh, jax.sharding.PartitionSpec())
             param_layout = jax.tree.map(lambda a: a.sharding, params)
-            opt_layout = _optimizer_layout(opt_target, params, replicated)
+            opt_layout = optimizer_layout(opt_target, params, replicated)
             init = jax.jit(self.optimizer.init, out_shardings=opt_layout)
             opt_target = jax.tree.map(lambda a, sh: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=sh),
                                       opt_target, opt_layout)
@@ -215,7 +215,7 @@ class Trainer:
         return out
 
 
-def _optimizer_layout(opt_abstract, params, replicated):
+def optimizer_layout(opt_abstract, params, replicated):
     """The sharding of every optimizer state leaf: a param's own for its moments (optax states
     mirror the params tree, so the leaf's path ends with the param's), replicated otherwise
     (step counts). `jax.eval_shape` alone would leave the moments on one device."""

@@ -1,0 +1,74 @@
+"""Overrides that lower a job's per-device peak, tried in order, each on top of the ones before.
+
+For training jobs (GRPO, SFT), in the order they cost the least throughput:
+  1. shard params, gradients and optimizer state over more devices (mesh.fsdp);
+  2. remat "full" on the decoder layers and the ViT blocks;
+  3. halve the micro-batch and double gradient_accumulation_steps (the step's batch stays:
+     exact (sum, count) accumulation makes the loss the same), while the prompts still split
+     evenly over the mesh's batch axes (the sampler places prompt rows there).
+For the scoring job: shard its params (fsdp), then halve its sampler calls.
+Not proposed: bfloat16 params for training (mmjax.train.optim refuses them: float32 master weights
+keep 1e-6 updates from rounding away), and chunking the G completions of a prompt (the sampler
+decodes a prompt's G completions in one call).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from mmjax.plan.planner import mesh_sizes
+
+
+def _divisors_desc(n: int) -> list[int]:
+    return [d for d in range(n, 0, -1) if n % d == 0]
+
+
+def ladder(config, plan_cfg, devices: int) -> list[tuple[str, dict[str, Any]]]:
+    """[(what it changes, {dotted field: value})], each rung including the ones before it."""
+    data, fsdp, tensor = mesh_sizes(config, devices)
+    prompts = config.data.batch_size * plan_cfg.processes
+    rungs: list[tuple[str, dict[str, Any]]] = []
+    # The widest FSDP the devices and the prompt rows allow (rows split over data x fsdp).
+    rows = prompts if plan_cfg.job != "score" else max(config.score.sampler_batch, 1)
+    wider = next((f for f in _divisors_desc(devices // tensor) if rows % f == 0), 1)
+    if wider > fsdp or data > 1:
+        rungs.append((f"mesh.data=1, mesh.fsdp={wider}", {"mesh.data": 1, "mesh.fsdp": wider}))
+        fsdp, data = wider, 1
+    if plan_cfg.job == "score":
+        batch, cmab = config.score.sampler_batch, config.score.cmab_batch
+        while batch > fsdp * data and len(rungs) < 8:
+            batch, cmab = batch // 2, max(1, cmab // 2)
+            rungs.append((f"score.sampler_batch={batch}, score.cmab_batch={cmab}",
+                          {"score.sampler_batch": batch, "score.cmab_batch": cmab}))
+    else:
+        if config.model.remat != "full" or config.model.vision_remat != "full":
+            rungs.append(("model.remat=full, model.vision_remat=full",
+                          {"model.remat": "full", "model.vision_remat": "full"}))
+        batch, accumulation = config.data.batch_size, config.gradient_accumulation_steps
+        while batch > 1 and (batch // 2 * plan_cfg.processes) % (fsdp * data) == 0 and len(rungs) < 8:
+            batch, accumulation = batch // 2, accumulation * 2
+            rungs.append((f"data.batch_size={batch}, gradient_accumulation_steps={accumulation}",
+                          {"data.batch_size": batch, "gradient_accumulation_steps": accumulation}))
+    out, merged = [], {}
+    for text, overrides in rungs:
+        merged = {**merged, **overrides}
+        out.append((text, dict(merged)))
+    return out
+
+
+def apply(config, overrides: dict[str, Any]):
+    """A copy of `config` with the dotted fields set."""
+    out = config.copy_and_resolve_references()
+    with out.unlocked():
+        for dotted, value in overrides.items():
+            *parents, leaf = dotted.split(".")
+            node = out
+            for name in parents:
+                node = node[name]
+            node[leaf] = value
+    return out
+
+
+def as_flags(overrides: dict[str, Any]) -> str:
+    """The overrides as command-line flags."""
+    return " ".join(f"--config.{k}={v}" for k, v in overrides.items())
