@@ -148,12 +148,31 @@ def batch_sharding(mesh: Mesh, shape: Sequence[int], batch_axis: int = 0, rules:
 def activation_rules(mesh: Mesh, rules: Rules = DEFAULT_RULES) -> Iterator[Mesh]:
     """Make the models' `nn.with_logical_constraint` calls bind to `mesh` through `rules`.
 
-    Trace (first call) jitted model functions inside it. It sets `mesh` as JAX's current mesh
+    Trace (first call) jitted model functions inside it: the jobs run their sampler, log-prob
+    and update calls in it, so a micro-batch's rows are split over the batch axes in every layer
+    (without it GSPMD, seeing embed dims sharded over fsdp, kept every row on every device: the
+    7B update's activations 8x over on fsdp=8, found by mmjax.plan). It sets `mesh` as JAX's current mesh
     (`jax.set_mesh`, so the constraints' PartitionSpecs resolve) and `rules` as Flax's logical
     axis rules; both are thread-local and restored on exit.
     """
     with jax.set_mesh(mesh), nn.logical_axis_rules(tuple(rules)):
         yield mesh
+
+
+def batch_axes_in_context() -> tuple[str, ...]:
+    """The mesh axes (of size > 1) the "batch" rule splits rows over, in the mesh and rules
+    `activation_rules` set; () outside one. For kernels GSPMD cannot partition (a Pallas call,
+    blockwise attention's loops), which then run per device on its rows (`jax.shard_map`)."""
+    mesh = jax.sharding.get_abstract_mesh()
+    if mesh.empty:
+        return ()
+    table = dict(nn.get_logical_axis_rules()) or dict(DEFAULT_RULES)
+    return tuple(a for a in _rule_axes(table, "batch") if mesh.shape.get(a, 1) > 1)
+
+
+def maybe_activation_rules(mesh: Mesh | None):
+    """`activation_rules(mesh)`, or nothing without a mesh (one device)."""
+    return activation_rules(mesh) if mesh is not None else contextlib.nullcontext()
 
 
 # ---- several processes: host exchanges, per-row arrays, global batches ---------------------

@@ -150,6 +150,32 @@ def _runnable(implementation: str) -> str:
     return implementation
 
 
+def _per_device_rows(kernel, *arrays):
+    """kernel(*arrays) on each device's rows (`jax.shard_map` over the batch mesh axes) inside
+    `mmjax.sharding.activation_rules`. GSPMD cannot partition blockwise's loops or a Pallas
+    call: left to it, every device would attend every row of the batch (measured by mmjax.plan:
+    the 7B update's temporaries 8x their sharded size on fsdp=8). Outside a mesh, or when the
+    rows do not split evenly, the kernel runs as it is."""
+    from mmjax.sharding import batch_axes_in_context
+    axes = batch_axes_in_context()
+    shards = 1
+    for a in axes:
+        shards *= jax.sharding.get_abstract_mesh().shape[a]
+    if shards == 1 or arrays[0].shape[0] % shards:
+        return kernel(*arrays)
+    present = [i for i, a in enumerate(arrays) if a is not None]
+
+    def local(*given):
+        full = list(arrays)
+        for i, a in zip(present, given):
+            full[i] = a
+        return kernel(*full)
+
+    rows = jax.sharding.PartitionSpec(axes)
+    return jax.shard_map(local, in_specs=tuple(rows for _ in present), out_specs=rows,
+                         check_vma=False)(*(arrays[i] for i in present))
+
+
 def _check(cond: bool, msg: str):
     if not cond:
         raise ValueError(f"attention: {msg}")
@@ -280,7 +306,8 @@ def attention(q: jax.Array, k: jax.Array, v: jax.Array, *, key_valid: jax.Array,
     implementation = _runnable(implementation)
 
     if implementation == "blockwise":
-        out = blockwise_attention(q, k, v, key_valid, q_slots, q_seg, kv_seg, causal=causal)
+        out = _per_device_rows(lambda *a: blockwise_attention(*a, causal=causal), q, k, v, key_valid, q_slots,
+                               q_seg, kv_seg)
         return out, None  # keyless rows are 0 already
 
     dense = lambda: allowed_mask(key_valid, jnp.arange(s), q_slots, q_seg, kv_seg, causal)
@@ -308,6 +335,6 @@ def attention(q: jax.Array, k: jax.Array, v: jax.Array, *, key_valid: jax.Array,
     if causal and not static_causal:
         raise ValueError("attention: implementation='splash' has a static causal mask "
                          "(queries at slots 0..T-1); call it with q_slots=None")
-    out = splash_attention(q, k, v, key_valid, q_seg, kv_seg, causal=causal)
+    out = _per_device_rows(lambda *a: splash_attention(*a, causal=causal), q, k, v, key_valid, q_seg, kv_seg)
     # The [B, T] reduction fuses with the mask's construction: no [T, S] array is stored.
     return _zero_keyless_rows(out, None, dense().any(-1))

@@ -342,13 +342,15 @@ def generate(module, params, batch: dict[str, Any], *, max_new_tokens: int,
                        place(row_seeds))
 
     d_ids, d_mask, d_positions, d_new_positions, d_groups, d_row_seeds = prompt_rows
-    state, consts = _prefill(
-        module, params, d_ids, d_positions, d_mask, _vision(module, params, batch.get("image")),
-        _vision(module, params, batch.get("video")), d_groups, d_new_positions,
-        allowed_mask(allowed_token_ids, cfg.text.vocab_size), np.asarray(as_token_ids(eos_token_ids), np.int32),
-        np.int32(pad_token_id), np.uint32(seed), d_row_seeds, sampling=sampling, num_generations=num_generations,
-        max_new_tokens=max_new_tokens, prefill_chunk=prefill_chunk)
-    state = _decode(module, params, state, consts, sampling=sampling)
+    from mmjax.sharding import maybe_activation_rules
+    with maybe_activation_rules(mesh):  # rows and their cache split over the batch axes in every layer
+        state, consts = _prefill(
+            module, params, d_ids, d_positions, d_mask, _vision(module, params, batch.get("image")),
+            _vision(module, params, batch.get("video")), d_groups, d_new_positions,
+            allowed_mask(allowed_token_ids, cfg.text.vocab_size), np.asarray(as_token_ids(eos_token_ids), np.int32),
+            np.int32(pad_token_id), np.uint32(seed), d_row_seeds, sampling=sampling, num_generations=num_generations,
+            max_new_tokens=max_new_tokens, prefill_chunk=prefill_chunk)
+        state = _decode(module, params, state, consts, sampling=sampling)
     del state["cache"]  # stays on the device (it aliases the donated input); never copied back
     state = jax.device_get(state) if mesh is None else host_local(state, mesh)  # this process's rows
 

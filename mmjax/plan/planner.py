@@ -137,7 +137,8 @@ def make_plan(config, plan_cfg: PlanConfig, devices: list, platform: str) -> Pla
              f"{'virtual ' if jax.default_backend() == 'cpu' else ''}devices; another platform's compiler fuses and "
              "schedules differently, so its temporaries differ"]
     attention_lib.stand_ins.clear()
-    with attention_lib.planning_target(platform):
+    # Traced as the jobs trace them: in the mesh's activation rules, attention as on `platform`.
+    with attention_lib.planning_target(platform), sharding.maybe_activation_rules(mesh):
         if job == "score":
             programs, shape = _score_programs(config, module, params, mesh, prompt, spec, buckets, batch_shards)
             train, accumulation = False, 1

@@ -74,6 +74,11 @@ class Program:
         return {**dataclasses.asdict(self), "held": dict(self.held), "peak_bytes": self.peak_bytes}
 
 
+# Set to a list to keep (name, compiled, jitted, args, kwargs) of every program compiled, so a
+# check can run them on real arrays (tools/bench/plan_check.py); None keeps nothing.
+RECORD: list | None = None
+
+
 def compile_program(name: str, jitted, *args, held=(), other_inputs=None, **kwargs):
     """(Program, compiled or None): `jitted` lowered for these abstract arguments and compiled.
 
@@ -88,6 +93,8 @@ def compile_program(name: str, jitted, *args, held=(), other_inputs=None, **kwar
     except Exception as e:  # noqa: BLE001  a program that cannot compile is a finding of the plan
         first = (str(e).strip().splitlines() or [""])[0]
         return Program(name, held=held, other_input_bytes=other, error=f"{type(e).__name__}: {first[:400]}"), None
+    if RECORD is not None:
+        RECORD.append((name, compiled, jitted, args, kwargs))
     memory = compiled.memory_analysis()
     cost = compiled.cost_analysis()
     cost = cost[0] if isinstance(cost, (list, tuple)) else (cost or {})

@@ -5,7 +5,8 @@ For training jobs (GRPO, SFT), in the order they cost the least throughput:
   2. remat "full" on the decoder layers and the ViT blocks;
   3. halve the micro-batch and double gradient_accumulation_steps (the step's batch stays:
      exact (sum, count) accumulation makes the loss the same), while the prompts still split
-     evenly over the mesh's batch axes (the sampler places prompt rows there).
+     evenly over the mesh's batch axes (the sampler places prompt rows there); where they would
+     not, first move a factor 2 of fsdp to tensor (params stay as sharded, rows split less).
 For the scoring job: shard its params (fsdp), then halve its sampler calls.
 Not proposed: bfloat16 params for training (mmjax.train.optim refuses them: float32 master weights
 keep 1e-6 updates from rounding away), and chunking the G completions of a prompt (the sampler
@@ -16,7 +17,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from mmjax.plan.planner import mesh_sizes
+from mmjax.plan.planner import mesh_sizes, model_config
 
 
 def _divisors_desc(n: int) -> list[int]:
@@ -45,10 +46,19 @@ def ladder(config, plan_cfg, devices: int) -> list[tuple[str, dict[str, Any]]]:
             rungs.append(("model.remat=full, model.vision_remat=full",
                           {"model.remat": "full", "model.vision_remat": "full"}))
         batch, accumulation = config.data.batch_size, config.gradient_accumulation_steps
-        while batch > 1 and (batch // 2 * plan_cfg.processes) % (fsdp * data) == 0 and len(rungs) < 8:
-            batch, accumulation = batch // 2, accumulation * 2
-            rungs.append((f"data.batch_size={batch}, gradient_accumulation_steps={accumulation}",
-                          {"data.batch_size": batch, "gradient_accumulation_steps": accumulation}))
+        kv_heads = model_config(config).text.num_key_value_heads
+        while batch > 1 and len(rungs) < 8:
+            if (batch // 2 * plan_cfg.processes) % (fsdp * data) == 0:
+                batch, accumulation = batch // 2, accumulation * 2
+                rungs.append((f"data.batch_size={batch}, gradient_accumulation_steps={accumulation}",
+                              {"data.batch_size": batch, "gradient_accumulation_steps": accumulation}))
+            elif fsdp % 2 == 0 and kv_heads % (2 * tensor) == 0:
+                # Fewer rows' shards, the same params' shards: a factor 2 of fsdp moves to tensor, so
+                # the next halving still splits the prompts evenly.
+                fsdp, tensor = fsdp // 2, tensor * 2
+                rungs.append((f"mesh.fsdp={fsdp}, mesh.tensor={tensor}", {"mesh.fsdp": fsdp, "mesh.tensor": tensor}))
+            else:
+                break
     out, merged = [], {}
     for text, overrides in rungs:
         merged = {**merged, **overrides}

@@ -190,8 +190,9 @@ class GRPOObjective:
                    for k, v in prompt_batch.items()},
             tokens=rows(r.tokens), mask=rows(mask), positions=rows(r.completion_positions, 1),
             sampler_logp=rows(r.logprobs), advantages=rows(advantages), row_mask=rows(s.keep))
-        old = self._logprobs(params, micro) if self.recompute_old else micro.sampler_logp
-        ref = self._logprobs(self.ref_params, micro) if self.ref_params is not None else None
+        with sharding.maybe_activation_rules(self.mesh):
+            old = self._logprobs(params, micro) if self.recompute_old else micro.sampler_logp
+            ref = self._logprobs(self.ref_params, micro) if self.ref_params is not None else None
         return micro.replace(old_logp=old, ref_logp=ref)
 
     # ---- metrics ------------------------------------------------------------------------

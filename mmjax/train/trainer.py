@@ -29,6 +29,7 @@ from typing import Any, Protocol
 import jax
 import jax.numpy as jnp
 
+from mmjax import sharding
 from mmjax.config_help import help_text
 from mmjax.train import checkpoints, compiles, metrics as metrics_lib, optim, preemption
 from mmjax.train import update as update_lib
@@ -199,11 +200,12 @@ class Trainer:
     def _update(self, params, opt_state, example):
         """One optimizer step over the example's micro-batches: sum numerators' grads, divide once."""
         grad_sum, stats = None, None
-        for micro in example.micro_batches:
-            grads, s = self._grads(params, micro)
-            grad_sum = grads if grad_sum is None else jax.tree.map(jnp.add, grad_sum, grads)
-            stats = accumulate(stats, s)
-        params, opt_state, grad_norm = self._apply(params, opt_state, grad_sum, stats["loss"].count)
+        with sharding.maybe_activation_rules(self.mesh):  # rows split over the batch axes in every layer
+            for micro in example.micro_batches:
+                grads, s = self._grads(params, micro)
+                grad_sum = grads if grad_sum is None else jax.tree.map(jnp.add, grad_sum, grads)
+                stats = accumulate(stats, s)
+            params, opt_state, grad_norm = self._apply(params, opt_state, grad_sum, stats["loss"].count)
         return params, opt_state, stats, grad_norm
 
     def _metrics(self, example, stats, grad_norm, step: int, step_time: float) -> dict[str, Any]:

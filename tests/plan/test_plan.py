@@ -1,0 +1,122 @@
+"""mode=plan: the planner's report, its arithmetic against the real pytrees, its worst cases
+against the recipes' own counts, its proposals planned again, and attention's stand-in."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from mmjax.jobs import build
+from mmjax.models import attention as attention_lib
+from mmjax.models.qwen2_5_vl import preset
+from mmjax.models.qwen2_5_vl.params import abstract_params
+from mmjax.plan import analytic, proposals, shapes
+from mmjax.plan.options import PlanConfig
+from mmjax.plan.planner import make_plan
+from mmjax.train import optim
+
+GRPO_PROGRAMS = ["rollout: encode image", "rollout: prefill", "rollout: decode", "reference log-probs",
+                 "update: grads of one micro-batch", "update: optimizer step"]
+
+
+def _recipe(name: str, arg: str | None = None):
+    return importlib.import_module(f"configs.{name}").get_config(arg)
+
+
+def test_tiny_grpo_plan_has_every_program_with_consistent_numbers():
+    config = _recipe("difficulty_grpo", "tiny")  # beta 0.001: the reference pass is planned too
+    plan = make_plan(config, PlanConfig(), jax.devices()[:1], "gpu")
+    assert [p.name for p in plan.programs] == GRPO_PROGRAMS
+    for p in plan.programs:
+        assert not p.error, p
+        assert p.argument_bytes > 0 and p.output_bytes > 0 and p.temp_bytes >= 0, p
+        assert p.flops > 0 and p.compile_seconds > 0, p
+        assert p.temp_bytes + p.argument_bytes <= p.peak_bytes, p
+        assert p.held_bytes >= plan.arithmetic["params"]  # the params are on the device throughout
+    assert plan.peak_bytes() == max(p.peak_bytes for p in plan.programs)
+    assert plan.fits() and plan.usable_bytes == 0.75 * 80e9  # a GPU's default preallocation
+    step = next(p for p in plan.programs if p.name == "update: optimizer step")
+    # The optimizer step takes params, AdamW's moments and the gradients: 4 x the float32 params
+    # (+ the step counters), and donates the first two.
+    assert step.argument_bytes == pytest.approx(4 * plan.arithmetic["params"], rel=1e-3)
+    assert step.alias_bytes == pytest.approx(3 * plan.arithmetic["params"], rel=1e-3)
+    kinds = {c["what"].split(" (")[0]: c for c in plan.comparisons()}
+    assert kinds["training state"]["ratio"] == pytest.approx(1.0, rel=1e-3)
+    assert kinds["kv cache"]["ratio"] == pytest.approx(1.0, rel=0.1)
+
+
+@pytest.mark.parametrize("name", ["tiny", "bench"])
+def test_arithmetic_param_and_optimizer_bytes_are_the_real_pytrees(name):
+    cfg = preset(name)
+    params = abstract_params(cfg)
+    assert analytic.param_count(cfg) == sum(int(np.prod(p.shape)) for p in jax.tree.leaves(params))
+    for freeze in (False, True):
+        opt = jax.eval_shape(optim.make_optimizer(optim.OptimizerConfig(freeze_vision=freeze,
+                                                                        freeze_merger=freeze)).init, params)
+        moments = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(opt) if x.ndim > 0)
+        assert moments == analytic.ADAM_MOMENTS * 4 * analytic.trainable_count(cfg, freeze, freeze)
+
+
+def test_worst_prompts_are_the_recipes_own_counts():
+    spec_merge = 2
+    video = _recipe("jigsaw_video").data  # the recipe: at most 6 clips x 6 patches of 2 frames x 128 = 4608
+    p = shapes.worst_prompt(video, 256, spec_merge)
+    assert len(p.videos) == 6 and p.vision_tokens() == 4608
+    image = _recipe("jigsaw_image").data  # 3 x 3 tiles of at most 28 x 28 x 256 pixels: 256 tokens each
+    p = shapes.worst_prompt(image, 256, spec_merge)
+    assert len(p.images) == 9 and p.vision_tokens() == 9 * 256
+    depth = _recipe("jigsaw_3d").data  # one frame of at most 1280 tokens
+    assert shapes.worst_prompt(depth, 150, spec_merge).vision_tokens() == 1280
+    qa = _recipe("difficulty_grpo").data  # 1280 tokens would pass max_prompt_length=1024: cut to fit
+    p = shapes.worst_prompt(qa, 256, spec_merge)
+    assert p.length() <= 1024 and p.length() > 1024 - 40  # the largest grid under the budget
+    batch = shapes.prompt_batch(p, preset("7b").input_spec(max_pixels=qa.max_pixels), 2)
+    assert batch["input_ids"].shape == (2, 1024) and batch["image"]["pixel_values"].shape[0] >= 4 * p.vision_tokens()
+
+
+def test_oversized_recipe_does_not_fit_and_the_proposal_planned_again_fits(tmp_path):
+    """A tiny GRPO step on one device of 20 MB: the update's temporaries alone exceed it; the
+    first proposal (FSDP over the 2 devices the plan is given) is planned again and fits."""
+    out = tmp_path / "w"
+    cmd = [sys.executable, "-m", "mmjax.main", "--config", "configs/difficulty_grpo.py:tiny",
+           "--config.mode=plan", "--config.plan.devices=2", "--config.plan.device_memory_gb=0.02",
+           "--config.plan.usable_fraction=1.0", f"--workdir={out}"]
+    run = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    report = json.loads((out / "plan.json").read_text())
+    assert not report["fits"] and report["peak_bytes"] > 0.02e9
+    assert report["mesh"] == {"data": 1, "fsdp": 1, "tensor": 1}
+    tried = report["proposals"]
+    assert tried and tried[-1]["fits"] and tried[-1]["peak_bytes"] <= 0.02e9
+    assert tried[0]["overrides"] == {"mesh.data": 1, "mesh.fsdp": 2} and tried[0]["mesh"]["fsdp"] == 2
+    assert "does not fit" in run.stdout and "--config.mesh.fsdp=2" in (out / "plan.md").read_text()
+
+
+def test_ladder_moves_fsdp_to_tensor_where_halving_would_split_prompts_unevenly():
+    config = _recipe("difficulty_grpo")  # 7B, fsdp 8, 8 prompts, remat full already
+    rungs = proposals.ladder(config, build.dataclass_from(PlanConfig, config.plan, "plan"), 8)
+    assert [overrides for _, overrides in rungs][:2] == [
+        {"mesh.fsdp": 4, "mesh.tensor": 2},
+        {"mesh.fsdp": 4, "mesh.tensor": 2, "data.batch_size": 4, "gradient_accumulation_steps": 2}]
+
+
+def test_attention_planned_for_a_gpu_uses_a_stand_in_on_this_host():
+    q = jnp.ones((1, 128, 4, 128), jnp.bfloat16)
+    kv = jnp.ones((1, 2, 128, 128), jnp.bfloat16)
+    valid = jnp.ones((1, 128), bool)
+    attention_lib.stand_ins.clear()
+    with attention_lib.planning_target("gpu"):  # auto picks cudnn there; blockwise compiles here
+        out, _ = attention_lib.attention(q, kv, kv, key_valid=valid, causal=True)
+    assert attention_lib.stand_ins == {("cudnn", "blockwise")}
+    want, _ = attention_lib.attention(q, kv, kv, key_valid=valid, causal=True, implementation="blockwise")
+    np.testing.assert_array_equal(np.asarray(out, np.float32), np.asarray(want, np.float32))
+    attention_lib.stand_ins.clear()
+    attention_lib.attention(q, kv, kv, key_valid=valid, causal=True)  # outside a plan: as before
+    assert not attention_lib.stand_ins
