@@ -9,17 +9,21 @@ from __future__ import annotations
 
 from typing import Any
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
 CACHE_SLOT_AXIS = 2
+CACHE_AXES = ("batch", "kv_heads", "length", "head_dim")  # logical names (mmjax.sharding rules)
 
 
 def init_cache(cfg: Any, batch: int, slots: int, dtype: Any = jnp.float32) -> list[dict]:
     """Zeros for `cfg.num_hidden_layers` layers of `cfg.num_key_value_heads` x `cfg.head_dim`."""
     shape = (batch, cfg.num_key_value_heads, slots, cfg.head_dim)
-    return [{"k": jnp.zeros(shape, dtype), "v": jnp.zeros(shape, dtype)}
-            for _ in range(cfg.num_hidden_layers)]
+    # Laid out as the layers write it (rows over the batch axes, KV heads over tensor) inside
+    # mmjax.sharding.activation_rules; left to GSPMD, fresh zeros are replicated on every device.
+    zeros = lambda: nn.with_logical_constraint(jnp.zeros(shape, dtype), CACHE_AXES)  # noqa: E731
+    return [{"k": zeros(), "v": zeros()} for _ in range(cfg.num_hidden_layers)]
 
 
 def completion_positions(batch, num_completion_tokens: int, num_generations: int = 1) -> jax.Array:

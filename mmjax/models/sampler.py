@@ -82,6 +82,26 @@ def _apply(module, params, *args, method: str, **kw):
     return module.apply({"params": params}, *args, method=method, **kw)
 
 
+def _in_compute_dtype(module, params):
+    """params cast to the module's compute dtype, the float32 output head kept as stored.
+
+    The layers cast each weight to the compute dtype where they use it, so the results are
+    identical; what changes is what moves: weights sharded over fsdp are gathered for every
+    decode step (XLA hoists the gathers out of the loop and keeps a whole copy of the model per
+    device: 33 GB for the 7B in float32, as mmjax.plan found), so an accelerator gathers and
+    keeps bfloat16 instead. XLA:CPU upcasts bfloat16 collectives to float32, so a CPU plan
+    does not show the saving."""
+    dtype = jnp.dtype(module.dtype)
+    head = ("language_model", "embed_tokens") if module.cfg.tie_word_embeddings else ("lm_head",)
+
+    def cast(path, p):
+        keys = tuple(getattr(k, "key", None) for k in path)
+        keep = keys[:len(head)] == head or not jnp.issubdtype(p.dtype, jnp.floating) or p.dtype == dtype
+        return p if keep else p.astype(dtype)
+
+    return jax.tree_util.tree_map_with_path(cast, params)
+
+
 @functools.partial(jax.jit, static_argnames=("module", "rows"))
 def _encode(module, params, vision, rows: int):
     embeds = _apply(module, params, vision, method="encode_vision")
@@ -141,6 +161,7 @@ def _prefill(module, params, input_ids, positions, prompt_mask, image_embeds, vi
     b, t = input_ids.shape
     g, n = num_generations, input_ids.shape[0] * num_generations
     cfg = module.cfg.text
+    params = _in_compute_dtype(module, params)
     x = _apply(module, params, input_ids, image_embeds, video_embeds, method="embed")
     last_hidden, cache = _prefill_cache(module, params, x, positions, prompt_mask,
                                         init_cache(cfg, b, t, module.dtype), prefill_chunk)
@@ -200,6 +221,7 @@ def _prefill(module, params, input_ids, positions, prompt_mask, image_embeds, vi
 @functools.partial(jax.jit, static_argnames=("module", "sampling"), donate_argnames=("state",))
 def _decode(module, params, state, consts, *, sampling: SamplingParams):
     n, max_new = state["tokens"].shape
+    params = _in_compute_dtype(module, params)
 
     def cond(s):
         return (s["step"] < max_new) & ~jnp.all(s["done"])

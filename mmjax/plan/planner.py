@@ -90,6 +90,13 @@ class Plan:
         top = self.peak_program()
         return top.consumers()[:n] if top is not None else []
 
+    def arithmetic_peak(self) -> int:
+        """The arithmetic's peak per device: the update (state, gradients, activations) or the
+        rollout (state and the KV cache), whichever is larger."""
+        a = self.arithmetic
+        state = a["params"] + a.get("optimizer state", 0) + a.get("reference params", 0)
+        return max(state + a.get("gradients", 0) + a.get("activations", 0), state + a["kv cache"])
+
     def comparisons(self) -> list[dict]:
         """XLA's figure beside the arithmetic's where both measure the same thing."""
         by_name = {p.name: p for p in self.compiled()}
@@ -136,6 +143,10 @@ def make_plan(config, plan_cfg: PlanConfig, devices: list, platform: str) -> Pla
     notes = [f"compiled by XLA:{jax.default_backend().upper()} for {len(devices)} "
              f"{'virtual ' if jax.default_backend() == 'cpu' else ''}devices; another platform's compiler fuses and "
              "schedules differently, so its temporaries differ"]
+    if jax.default_backend() == "cpu" and compute_dtype == jnp.bfloat16:
+        notes.append("XLA:CPU upcasts bfloat16 matmuls and collectives to float32 and schedules a remat'd layer's "
+                     "recompute early, keeping what remat frees: its temporaries of bfloat16 programs are upper "
+                     "bounds for an accelerator (mmjax.plan's README section measures how far)")
     attention_lib.stand_ins.clear()
     # Traced as the jobs trace them: in the mesh's activation rules, attention as on `platform`.
     with attention_lib.planning_target(platform), sharding.maybe_activation_rules(mesh):

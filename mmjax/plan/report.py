@@ -39,7 +39,10 @@ def markdown(title: str, plan, tried=()) -> str:
              f"Worst case: {s.prompts} prompts of {s.prompt_slots} slots ({len(p.images)} images, {len(p.videos)} "
              f"videos, {p.vision_tokens()} vision tokens, {p.text_tokens} text tokens each; {s.patch_rows} patch rows), "
              f"{s.completions} completions of {s.completion_slots} tokens.", "",
-             f"Verdict: {_verdict(plan)}."]
+             f"Verdict: {_verdict(plan)}.",
+             f"The arithmetic's peak (mmjax.plan.analytic: state + gradients + activations, or state + KV cache): "
+             f"{_gb(plan.arithmetic_peak())} GB, which "
+             f"{'fits' if plan.arithmetic_peak() <= plan.usable_bytes else 'does not fit'}."]
     if plan.consumers():
         lines.append("Largest consumers at the peak: " + "; ".join(f"{what} {_gb(b)} GB"
                                                                     for what, b in plan.consumers()) + ".")
@@ -79,7 +82,7 @@ def as_json(title: str, plan, tried=()) -> dict:
                 "programs": [p.as_dict() for p in q.programs], "arithmetic": q.arithmetic, "host": q.host,
                 "comparisons": q.comparisons(), "usable_bytes": q.usable_bytes,
                 "device_memory_bytes": q.device_memory_bytes, "peak_bytes": q.peak_bytes(), "fits": q.fits(),
-                "consumers": q.consumers(), "notes": q.notes}
+                "arithmetic_peak_bytes": q.arithmetic_peak(), "consumers": q.consumers(), "notes": q.notes}
     return {"title": title, **one(plan),
             "proposals": [{"change": text, "overrides": overrides, **one(again)} for text, overrides, again in tried]}
 

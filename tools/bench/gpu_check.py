@@ -26,6 +26,8 @@ from mmjax presets). Meant to finish in well under 8 minutes on one H200.
     params from those gradients (compile times apart, medians of --reps). If the step fails
     with --attention (auto picks cudnn on a GPU), it is reported and run again with
     --fallback-attention (xla), so one run still gives the step's figures.
+    Beside the peak memory (`peak_bytes_in_use`), mmjax.plan's prediction for the same two
+    programs from the GPU compiler's memory_analysis (planned_peak_gib, measured_over_planned).
 (c) MFU = 6 x params x tokens / step time / --peak-tflops (H200: 989 dense bf16), tokens as
     the update processes them (prompt and image once, completion tokens per row; see
     common.logprob_update_counts), and the same against a bf16 GEMM measured here.
@@ -198,11 +200,19 @@ def peak_memory_gib() -> float | None:
     return None if peak is None else peak / 2 ** 30
 
 
+def _memory(compiled) -> dict:
+    """The compiled program's memory_analysis as mmjax.plan.programs.Program's fields."""
+    m = compiled.memory_analysis()
+    return dict(argument_bytes=m.argument_size_in_bytes, output_bytes=m.output_size_in_bytes,
+                alias_bytes=m.alias_size_in_bytes, temp_bytes=m.temp_size_in_bytes)
+
+
 def train_step(args, attention: str) -> dict:
     import jax
     import jax.numpy as jnp
     from mmjax.models import qwen2_5_vl
     from mmjax.models.qwen2_5_vl.logprobs import completion_logprobs
+    from mmjax.plan.programs import Program, device_bytes
 
     cfg = qwen2_5_vl.preset(args.preset)
     store = jnp.float32 if args.params == "fp32" else jnp.bfloat16
@@ -222,6 +232,11 @@ def train_step(args, attention: str) -> dict:
         return lp.sum()
 
     grad_step, compile_s = common.compile_jitted(jax.jit(jax.value_and_grad(loss)), params, batch, comp_j, mask_j)
+    p_bytes, inputs = device_bytes(params), (batch, comp_j, mask_j)
+    # mmjax.plan's accounting of this step: the warm-up's gradients stay alive while the timed
+    # calls make new ones, then the update holds params, AdamW's moments and the gradients.
+    planned = [Program("fwd+bwd", **_memory(grad_step), held=(("params", p_bytes), ("gradients", p_bytes)),
+                       other_input_bytes=device_bytes(inputs)).peak_bytes]
     print(f"  compiled fwd+bwd (attention {attention}) in {compile_s:.1f} s (random init {init_s:.1f} s)", flush=True)
     value, grads = jax.block_until_ready(grad_step(params, batch, comp_j, mask_j))  # warm-up
     fb = common.timed(lambda: jax.block_until_ready(grad_step(params, batch, comp_j, mask_j)), args.reps)
@@ -245,6 +260,8 @@ def train_step(args, attention: str) -> dict:
             return optax.apply_updates(params, updates), opt_state
 
         upd, upd_compile_s = common.compile_jitted(jax.jit(update, donate_argnums=(1, 2)), grads, opt_state, params)
+        planned.append(Program("adamw", **_memory(upd), other_input_bytes=p_bytes,
+                               held=(("params", p_bytes), ("optimizer state", device_bytes(opt_state)))).peak_bytes)
         state = {"params": params, "opt": opt_state, "grads": grads}
         del params, opt_state  # donated to the update: the state holds the live ones
 
@@ -265,7 +282,9 @@ def train_step(args, attention: str) -> dict:
                                           completion_len=tc, patches_per_prompt=int(np.prod(grid[0])),
                                           shared_prompt=True)
     out.update(params=groups, tokens=counts, flops_6nd=common.update_flops(groups, **counts),
-               peak_memory_gib=peak_memory_gib())
+               peak_memory_gib=peak_memory_gib(), planned_peak_gib=max(planned) / 2 ** 30)
+    if out["peak_memory_gib"]:
+        out["measured_over_planned"] = out["peak_memory_gib"] / out["planned_peak_gib"]
     return out
 
 

@@ -36,7 +36,6 @@ def _child(prompts: int, generations: int, length: int, text_tokens: int) -> dic
     import importlib
     import jax
     import jax.numpy as jnp
-    import numpy as np
     sys.path.insert(0, ROOT)
     from mmjax.plan import programs as programs_lib
     from mmjax.plan.options import PlanConfig

@@ -16,6 +16,7 @@ import flax.linen as nn
 from jax.ad_checkpoint import checkpoint_name
 
 from mmjax.models.attention import attention
+from mmjax.models.kv_cache import CACHE_AXES
 from mmjax.models.layers import GatedMLP, RMSNorm, apply_rotary
 from mmjax.models.remat import remat_module
 from mmjax.models.qwen2_5_vl.config import TextConfig
@@ -80,7 +81,7 @@ class SelfAttention(nn.Module):
             k = jax.lax.dynamic_update_slice(cache["k"], k.astype(cache["k"].dtype), (0, 0, cache_index, 0))
             v = jax.lax.dynamic_update_slice(cache["v"], v.astype(cache["v"].dtype), (0, 0, cache_index, 0))
             # The cache is generation's largest activation: rows over the data axes, KV heads over tensor.
-            k, v = (nn.with_logical_constraint(a, ("batch", "kv_heads", "length", "head_dim")) for a in (k, v))
+            k, v = (nn.with_logical_constraint(a, CACHE_AXES) for a in (k, v))
             cache = {"k": k, "v": v}
         shared = None if prefix is None else (prefix[0]["k"], prefix[0]["v"], prefix[1])
         out, masses = attention(q, k.astype(q.dtype), v.astype(q.dtype), key_valid=key_valid, q_slots=q_slots,
