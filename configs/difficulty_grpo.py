@@ -35,7 +35,8 @@ Arguments, comma-separated (`configs/difficulty_grpo.py:tpu`, `configs/difficult
 from mmjax.jobs import recipe
 
 ARGS = dict(tpu=False, tiny=False, steps=0)
-HELP = {"tpu": "a TPU slice: FSDP over all its chips, one prompt per process sized for v5p-64 (see the recipe)",
+HELP = {"tpu": "a TPU slice (v5p-64): FSDP over 8 chips x tensor parallelism over the rest, one prompt per process "
+               "(see the recipe)",
         "tiny": recipe.TINY_HELP, "steps": recipe.STEPS_HELP}
 
 
@@ -89,6 +90,8 @@ def get_config(arg: str | None = None):
     # 1024-token budget: 8 x 3600 patch rows x 82 KB = 2.4 GB) + 22.8 GB training state +
     # the reference policy beta > 0 needs (the fp32 initial params: 33.2 GB / 8 = 4.1 GB)
     # = ~36 GB of 80. The headroom would allow remat "save_qkv_out" (~+7 GB) for speed.
+    # mode=plan (README "Will it fit?"): state 16.6 GB + reference 4.15 + KV cache 0.53 as above;
+    # its arithmetic peak 28.8 GB; XLA:CPU's 133 GB (the update's activations) is an upper bound.
     recipe.qwen7b_layout(c, tpu=args.tpu)
     c.data.batch_size = 8  # SPEC 2.4: 8 prompts per step, in one micro-batch
     c.gradient_accumulation_steps = 1  # SPEC 2.4: the step is the batch above

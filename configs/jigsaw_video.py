@@ -58,8 +58,10 @@ def get_config(arg: str | None = None):
     # activations, ~75 GB in all) would leave no room for XLA's workspace.
     # The rollout KV cache: 64 x 6.8K x 57 KB / 8 = 3.1 GB per device.
     recipe.qwen7b_layout(c, tpu=args.tpu)
-    c.data.batch_size = 4  # prompts per micro-batch (mmjax: from the arithmetic above)
-    c.gradient_accumulation_steps = 32  # 4 x 32 = 128 prompts per step (SPEC 1.6 video)
+    # Prompts per micro-batch: one per device, as the sampler and the update split a micro-batch's
+    # prompts over the 8 fsdp shards (4 did not split: mode=plan, "8 devices do not divide 4").
+    c.data.batch_size = 8
+    c.gradient_accumulation_steps = 16  # 8 x 16 = 128 prompts per step (SPEC 1.6 video)
     if args.tpu:
         # v5p-64: 32 chips x 95 GB, 8 processes; 2 prompts a process -> 16 prompts x 16 = 256
         # completions / 32 = 8 a chip (20 GB), as on the GPU host. 2 x 8 x 8 = 128 prompts per

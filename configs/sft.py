@@ -37,7 +37,8 @@ Arguments, comma-separated (`configs/sft.py:tpu`, `configs/sft.py:tiny,steps=20`
 from mmjax.jobs import recipe
 
 ARGS = dict(tpu=False, tiny=False, steps=0)
-HELP = {"tpu": "a TPU slice: FSDP over all its chips, one prompt per process sized for v5p-64 (see the recipe)",
+HELP = {"tpu": "a TPU slice (v5p-64): FSDP over 8 chips x tensor parallelism over the rest, one prompt per process "
+               "(see the recipe)",
         "tiny": recipe.TINY_HELP, "steps": "at most this many optimizer steps (max_steps); 0 = the epochs' count"}
 
 

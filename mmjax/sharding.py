@@ -151,7 +151,7 @@ def activation_rules(mesh: Mesh, rules: Rules = DEFAULT_RULES) -> Iterator[Mesh]
     Trace (first call) jitted model functions inside it: the jobs run their sampler, log-prob
     and update calls in it, so a micro-batch's rows are split over the batch axes in every layer
     (without it GSPMD, seeing embed dims sharded over fsdp, kept every row on every device: the
-    7B update's activations 8x over on fsdp=8, found by mmjax.plan). It sets `mesh` as JAX's current mesh
+    7B update's activations 8x over on fsdp=8, found by mmjax.jobs.plan). It sets `mesh` as JAX's current mesh
     (`jax.set_mesh`, so the constraints' PartitionSpecs resolve) and `rules` as Flax's logical
     axis rules; both are thread-local and restored on exit.
     """

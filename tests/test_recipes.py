@@ -86,7 +86,9 @@ def test_recipe_loads_and_follows_its_paper(name, arg):
         return
     processes = 8 if args.tpu else 1  # the TPU layouts are sized for v5p-64's 8 hosts
     assert c.tokenizer == "hf" and c.model.dtype == "float32" and c.model.compute_dtype == "bfloat16"
-    assert (c.mesh.data, c.mesh.fsdp, c.mesh.tensor) == ((1, -1, 1) if args.tpu else (1, 8, 1))
+    assert (c.mesh.data, c.mesh.fsdp, c.mesh.tensor) == ((1, 8, -1) if args.tpu else (1, 8, 1))
+    if args.tpu:  # v5p-64: the prompts of a micro-batch split over the 8 fsdp shards
+        assert c.data.batch_size * processes % 8 == 0
     assert c.model.remat != "none" and c.model.vision_remat != "none"
     if name.startswith("jigsaw"):  # SPEC 1.6
         g = c.grpo

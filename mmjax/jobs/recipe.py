@@ -245,7 +245,7 @@ def base_schema() -> config_schema.Section:
     from mmjax.rl.grpo import GRPOConfig  # pylint: disable=g-import-not-at-top
     from mmjax.rl.objective import RolloutConfig  # pylint: disable=g-import-not-at-top
     from mmjax.train.optim import OptimizerConfig  # pylint: disable=g-import-not-at-top
-    from mmjax.plan.options import PlanConfig  # pylint: disable=g-import-not-at-top
+    from mmjax.jobs.plan.options import PlanConfig  # pylint: disable=g-import-not-at-top
     from mmjax.train.trainer import TrainConfig  # pylint: disable=g-import-not-at-top
     S = config_schema.section  # noqa: N806
     # The loop's fields (TrainConfig) and GRPO's sampling options sit at the top level, as in TRL;
@@ -470,7 +470,13 @@ def shrink_to_tiny(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
 # each sequence; it is freed before the update runs, so the larger of the two counts.
 # Each recipe sizes its micro-batch (data.batch_size prompts x G completions, shared over the
 # devices) against the ~40 GB, and sets gradient_accumulation_steps so that
-# batch_size x gradient_accumulation_steps x processes = the paper's prompts per step.
+# batch_size x gradient_accumulation_steps x processes = the paper's prompts per step; the
+# prompts of a micro-batch must split evenly over the batch axes (data x fsdp).
+# Checked by `--config.mode=plan` (mmjax.jobs.plan; README "Will it fit?"), per device on fsdp=8:
+# XLA's figures for the training state (params, AdamW moments, gradients: configs/
+# difficulty_grpo.py 16.6 GB) and the rollout's KV cache (0.53 GB) equal this arithmetic; the
+# update's activations (arithmetic 8.1 GB for difficulty_grpo) come out at 113 GB on XLA:CPU,
+# an upper bound (CPU upcasts bfloat16 and defeats remat's schedule), unsettled until a GPU run.
 
 
 def qwen7b_layout(c: ml_collections.ConfigDict, tpu: bool = False) -> ml_collections.ConfigDict:
@@ -490,12 +496,18 @@ def qwen7b_layout(c: ml_collections.ConfigDict, tpu: bool = False) -> ml_collect
     c.mesh.data = 1
     c.mesh.tensor = 1  # mmjax: 7B fits with FSDP alone; tensor parallelism would add collectives per layer
     if tpu:
-        # A TPU slice: FSDP over all its chips (e.g. v5p-64 = 32 chips x 95 GB: 22.8 GB x 8 / 32
-        # = 5.7 GB of training state per chip). Multi-host: one process per host, joined by
-        # jax.distributed (mmjax.main); each reads its own data shard, and data.batch_size is
-        # per process (tests/rl/test_multiprocess.py: 2 processes equal 1). Every process
-        # gathers all processes' pixel rows for the replicated vision tower each micro-batch.
-        c.mesh.fsdp = -1
+        # A TPU slice: FSDP over 8 chips and tensor parallelism over the rest (v5p-64 = 32 chips
+        # x 95 GB: 8 x 4, the training state split 32 ways: 22.8 GB x 8 / 32 = 5.7 GB per chip).
+        # Not FSDP over all 32: the sampler and the update split the micro-batch's prompts over
+        # the batch axes (data x fsdp), and these recipes' 8 or 16 prompts do not split 32 ways
+        # (mode=plan: "cannot be sharded over mesh axis 'fsdp' (size 32)"). Tensor parallelism
+        # splits KV heads, 4 in the 7B: a slice of up to 32 chips; on a larger one raise fsdp
+        # with the prompts. Multi-host: one process per host, joined by jax.distributed
+        # (mmjax.main); each reads its own data shard, and data.batch_size is per process
+        # (tests/rl/test_multiprocess.py: 2 processes equal 1). Every process gathers all
+        # processes' pixel rows for the replicated vision tower each micro-batch.
+        c.mesh.fsdp = 8
+        c.mesh.tensor = -1
     else:
         c.mesh.fsdp = 8  # one 8-GPU host: FSDP over its 8 devices (see the arithmetic above)
     return c
@@ -508,7 +520,8 @@ JIGSAW_ARGS = dict(code=False, tpu=False, tiny=False, steps=0)
 JIGSAW_HELP = {
     "code": "the released code's reward (JIGSAW_PRESETS['code']): \\boxed{} answers read as released, "
             "partial credit only for K > 4, -0.5 repetition penalty (SPEC 1.4, 1.5); default: the paper's",
-    "tpu": "a TPU slice: FSDP over all its chips, batches per process sized for v5p-64 (see the recipe)",
+    "tpu": "a TPU slice (v5p-64): FSDP over 8 chips x tensor parallelism over the rest, batches per process "
+           "sized for it (see the recipe)",
     "tiny": TINY_HELP,
     "steps": STEPS_HELP,
 }

@@ -112,7 +112,7 @@ def choose_implementation(*, backend: str, t: int, s: int, head_dim: int, dtype,
     return "explicit"
 
 
-# ---- planning for another platform (mmjax.plan) --------------------------------------------
+# ---- planning for another platform (mmjax.jobs.plan) --------------------------------------------
 
 # The platform `auto` chooses for while a plan compiles (None: the default backend's own), and
 # the kernels replaced by a stand-in because they cannot compile on the planning host.
@@ -129,7 +129,7 @@ def planning_target(platform: str) -> Iterator[None]:
     (cuDNN off a GPU, splash off a TPU) becomes `blockwise`, which keeps O(T) memory as those
     flash kernels do (never a [T, S] score array, in the forward or the backward pass); each
     replacement is recorded in `stand_ins` as (kernel, "blockwise"). The replacement's FLOPs
-    and temporaries are a stand-in's, not the kernel's: mmjax.plan says so in its report.
+    and temporaries are a stand-in's, not the kernel's: mmjax.jobs.plan says so in its report.
     """
     _target.append(platform)
     try:
@@ -153,7 +153,7 @@ def _runnable(implementation: str) -> str:
 def _per_device_rows(kernel, *arrays):
     """kernel(*arrays) on each device's rows (`jax.shard_map` over the batch mesh axes) inside
     `mmjax.sharding.activation_rules`. GSPMD cannot partition blockwise's loops or a Pallas
-    call: left to it, every device would attend every row of the batch (measured by mmjax.plan:
+    call: left to it, every device would attend every row of the batch (measured by mmjax.jobs.plan:
     the 7B update's temporaries 8x their sharded size on fsdp=8). Outside a mesh, or when the
     rows do not split evenly, the kernel runs as it is."""
     from mmjax.sharding import batch_axes_in_context

@@ -88,7 +88,7 @@ def _in_compute_dtype(module, params):
     The layers cast each weight to the compute dtype where they use it, so the results are
     identical; what changes is what moves: weights sharded over fsdp are gathered for every
     decode step (XLA hoists the gathers out of the loop and keeps a whole copy of the model per
-    device: 33 GB for the 7B in float32, as mmjax.plan found), so an accelerator gathers and
+    device: 33 GB for the 7B in float32, as mmjax.jobs.plan found), so an accelerator gathers and
     keeps bfloat16 instead. XLA:CPU upcasts bfloat16 collectives to float32, so a CPU plan
     does not show the saving."""
     dtype = jnp.dtype(module.dtype)

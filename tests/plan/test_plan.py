@@ -17,9 +17,9 @@ from mmjax.jobs import build
 from mmjax.models import attention as attention_lib
 from mmjax.models.qwen2_5_vl import preset
 from mmjax.models.qwen2_5_vl.params import abstract_params
-from mmjax.plan import analytic, proposals, shapes
-from mmjax.plan.options import PlanConfig
-from mmjax.plan.planner import make_plan
+from mmjax.jobs.plan import analytic, proposals, shapes
+from mmjax.jobs.plan.options import PlanConfig
+from mmjax.jobs.plan.planner import make_plan
 from mmjax.train import optim
 
 GRPO_PROGRAMS = ["rollout: encode image", "rollout: prefill", "rollout: decode", "reference log-probs",
@@ -50,6 +50,21 @@ def test_tiny_grpo_plan_has_every_program_with_consistent_numbers():
     kinds = {c["what"].split(" (")[0]: c for c in plan.comparisons()}
     assert kinds["training state"]["ratio"] == pytest.approx(1.0, rel=1e-3)
     assert kinds["kv cache"]["ratio"] == pytest.approx(1.0, rel=0.1)
+
+
+@pytest.mark.parametrize("recipe,programs", [
+    ("sft", ["update: grads of one micro-batch", "update: optimizer step"]),
+    ("difficulty_score", [f"{call}: {part}" for call in ("pism x1", "pism x2", "cmab")
+                          for part in ("encode image", "prefill", "decode")])])
+def test_sft_and_score_plans_have_their_jobs_programs(recipe, programs):
+    config = _recipe(recipe, "tiny")
+    plan = make_plan(config, build.dataclass_from(PlanConfig, config.plan, "plan"), jax.devices()[:1], "gpu")
+    assert [p.name for p in plan.programs] == programs and not plan.failed()
+    if recipe == "sft":  # SPEC 2.4 freezes the ViT and merger: AdamW keeps moments for the decoder only
+        cfg = preset("tiny")
+        assert plan.arithmetic["optimizer state"] == 8 * analytic.trainable_count(cfg, True, True)
+    else:  # no optimizer: the params are all the job holds
+        assert all(p.held == (("params", plan.arithmetic["params"]),) for p in plan.programs)
 
 
 @pytest.mark.parametrize("name", ["tiny", "bench"])

@@ -26,7 +26,7 @@ from mmjax presets). Meant to finish in well under 8 minutes on one H200.
     params from those gradients (compile times apart, medians of --reps). If the step fails
     with --attention (auto picks cudnn on a GPU), it is reported and run again with
     --fallback-attention (xla), so one run still gives the step's figures.
-    Beside the peak memory (`peak_bytes_in_use`), mmjax.plan's prediction for the same two
+    Beside the peak memory (`peak_bytes_in_use`), mmjax.jobs.plan's prediction for the same two
     programs from the GPU compiler's memory_analysis (planned_peak_gib, measured_over_planned).
 (c) MFU = 6 x params x tokens / step time / --peak-tflops (H200: 989 dense bf16), tokens as
     the update processes them (prompt and image once, completion tokens per row; see
@@ -201,7 +201,7 @@ def peak_memory_gib() -> float | None:
 
 
 def _memory(compiled) -> dict:
-    """The compiled program's memory_analysis as mmjax.plan.programs.Program's fields."""
+    """The compiled program's memory_analysis as mmjax.jobs.plan.programs.Program's fields."""
     m = compiled.memory_analysis()
     return dict(argument_bytes=m.argument_size_in_bytes, output_bytes=m.output_size_in_bytes,
                 alias_bytes=m.alias_size_in_bytes, temp_bytes=m.temp_size_in_bytes)
@@ -212,7 +212,7 @@ def train_step(args, attention: str) -> dict:
     import jax.numpy as jnp
     from mmjax.models import qwen2_5_vl
     from mmjax.models.qwen2_5_vl.logprobs import completion_logprobs
-    from mmjax.plan.programs import Program, device_bytes
+    from mmjax.jobs.plan.programs import Program, device_bytes
 
     cfg = qwen2_5_vl.preset(args.preset)
     store = jnp.float32 if args.params == "fp32" else jnp.bfloat16
@@ -233,7 +233,7 @@ def train_step(args, attention: str) -> dict:
 
     grad_step, compile_s = common.compile_jitted(jax.jit(jax.value_and_grad(loss)), params, batch, comp_j, mask_j)
     p_bytes, inputs = device_bytes(params), (batch, comp_j, mask_j)
-    # mmjax.plan's accounting of this step: the warm-up's gradients stay alive while the timed
+    # mmjax.jobs.plan's accounting of this step: the warm-up's gradients stay alive while the timed
     # calls make new ones, then the update holds params, AdamW's moments and the gradients.
     planned = [Program("fwd+bwd", **_memory(grad_step), held=(("params", p_bytes), ("gradients", p_bytes)),
                        other_input_bytes=device_bytes(inputs)).peak_bytes]

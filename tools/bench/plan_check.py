@@ -37,9 +37,9 @@ def _child(prompts: int, generations: int, length: int, text_tokens: int) -> dic
     import jax
     import jax.numpy as jnp
     sys.path.insert(0, ROOT)
-    from mmjax.plan import programs as programs_lib
-    from mmjax.plan.options import PlanConfig
-    from mmjax.plan.planner import make_plan
+    from mmjax.jobs.plan import programs as programs_lib
+    from mmjax.jobs.plan.options import PlanConfig
+    from mmjax.jobs.plan.planner import make_plan
 
     config = importlib.import_module("configs.difficulty_grpo").get_config("tiny")
     with config.unlocked():
@@ -83,7 +83,8 @@ def _child(prompts: int, generations: int, length: int, text_tokens: int) -> dic
     for name, compiled, jitted, args, kwargs in recorded:
         args, kwargs = dynamic(jitted, args, kwargs)
         if name == "update: optimizer step":  # params and moments are the job's own, donated
-            args = (jax.tree.map(materialise, args[0]), opt_state) + tuple(jax.tree.map(materialise, a) for a in args[2:])
+            rest = tuple(jax.tree.map(materialise, a) for a in args[2:])
+            args = (jax.tree.map(materialise, args[0]), opt_state) + rest
         else:
             args = jax.tree.map(materialise, args)
         kwargs = jax.tree.map(materialise, kwargs)
@@ -116,7 +117,8 @@ def main() -> None:
             sys.exit(f"plan_check {shape}: failed\n{run.stderr[-3000:]}")
         row = json.loads(run.stdout.strip().splitlines()[-1])
         rows.append(row)
-        print(f"{row['shape']:>12}: planned {row['planned_bytes'] / 1e6:8.1f} MB, measured {row['measured_bytes'] / 1e6:8.1f}"
+        print(f"{row['shape']:>12}: planned {row['planned_bytes'] / 1e6:8.1f} MB, "
+              f"measured {row['measured_bytes'] / 1e6:8.1f}"
               f" MB, measured / planned {row['ratio']:.2f} (plan's peak: {row['peak_program']})", flush=True)
     print(json.dumps({"plan_check": rows}))
 

@@ -48,8 +48,8 @@ def worst_prompt(data, text_tokens: int, merge: int = 2) -> WorstPrompt:
     """The largest prompt config.data allows for its task (SPEC 1.1-1.3 jigsaws, SPEC 2.3 qa)."""
     per_frame = data.max_pixels // (14 * merge) ** 2  # merged tokens of one image at max_pixels
     if data.task == "jigsaw_image":  # every tile is an image of its own, each up to max_pixels
-        prompt = WorstPrompt(text_tokens, images=(largest_grid(per_frame, merge),) * (data.jigsaw_rows * data.jigsaw_cols),
-                             merge=merge)
+        tiles = data.jigsaw_rows * data.jigsaw_cols
+        prompt = WorstPrompt(text_tokens, images=(largest_grid(per_frame, merge),) * tiles, merge=merge)
     elif data.task == "jigsaw_video":  # K clips, each a video of at most video_max_frames frames
         frame_tokens = min(data.video_frame_pixels, data.max_pixels) // (14 * merge) ** 2
         frames = max(1, data.video_max_frames // 2)  # 2 frames per temporal patch
@@ -68,7 +68,8 @@ def worst_prompt(data, text_tokens: int, merge: int = 2) -> WorstPrompt:
             prompt = dataclasses.replace(prompt, images=(largest_grid(each, merge),) * len(prompt.images))
         else:
             t = prompt.videos[0][0]
-            prompt = dataclasses.replace(prompt, videos=(largest_grid(max(1, each // t), merge, t),) * len(prompt.videos))
+            clip = largest_grid(max(1, each // t), merge, t)
+            prompt = dataclasses.replace(prompt, videos=(clip,) * len(prompt.videos))
     return prompt
 
 

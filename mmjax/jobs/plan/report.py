@@ -7,7 +7,7 @@ import json
 import os
 
 from mmjax.atomic_dir import atomic_write_text
-from mmjax.plan.proposals import as_flags
+from mmjax.jobs.plan.proposals import as_flags
 
 GB = 1e9
 
@@ -37,10 +37,11 @@ def markdown(title: str, plan, tried=()) -> str:
              f"Job `{plan.job}` on {plan.devices} x {plan.platform} ({_gb(plan.device_memory_bytes)} GB each, "
              f"{_gb(plan.usable_bytes)} GB usable), mesh {mesh}.",
              f"Worst case: {s.prompts} prompts of {s.prompt_slots} slots ({len(p.images)} images, {len(p.videos)} "
-             f"videos, {p.vision_tokens()} vision tokens, {p.text_tokens} text tokens each; {s.patch_rows} patch rows), "
+             f"videos, {p.vision_tokens()} vision tokens, {p.text_tokens} text tokens each; {s.patch_rows} patch "
+             "rows), "
              f"{s.completions} completions of {s.completion_slots} tokens.", "",
              f"Verdict: {_verdict(plan)}.",
-             f"The arithmetic's peak (mmjax.plan.analytic: state + gradients + activations, or state + KV cache): "
+             f"The arithmetic's peak (mmjax.jobs.plan.analytic: state + gradients + activations, or state + KV cache): "
              f"{_gb(plan.arithmetic_peak())} GB, which "
              f"{'fits' if plan.arithmetic_peak() <= plan.usable_bytes else 'does not fit'}."]
     if plan.consumers():
@@ -56,7 +57,7 @@ def markdown(title: str, plan, tried=()) -> str:
             lines.append(f"| {q.name} | {_gb(q.held_bytes)} | {_gb(q.argument_bytes)} | {_gb(q.output_bytes)} | "
                          f"{_gb(q.alias_bytes)} | {_gb(q.temp_bytes)} | {_gb(q.peak_bytes)} | "
                          f"{q.flops / 1e12:.4g} | {q.compile_seconds:.1f} |")
-    lines += ["", "Arithmetic (mmjax.plan.analytic), GB per device: " +
+    lines += ["", "Arithmetic (mmjax.jobs.plan.analytic), GB per device: " +
               ", ".join(f"{k} {_gb(v)}" for k, v in plan.arithmetic.items()) + ".",
               "Host RAM per process (arithmetic): " + ", ".join(f"{k} {_gb(v)} GB" for k, v in plan.host.items()) + "."]
     comparisons = plan.comparisons()

@@ -4,8 +4,8 @@
     plan.fits(), plan.peak_program(), plan.consumers()
 
 `make_plan` builds the job's model without weights (`abstract_params` with the mesh's
-shardings), the worst-case batch (`mmjax.plan.shapes`) and the job's programs
-(`mmjax.plan.programs`) for the job named by `config.plan.job`:
+shardings), the worst-case batch (`mmjax.jobs.plan.shapes`) and the job's programs
+(`mmjax.jobs.plan.programs`) for the job named by `config.plan.job`:
   grpo   the rollout (vision encode, prefill, decode at G and max_completion_length), the
          reference log-prob pass (beta > 0), one micro-batch's gradients and the optimizer step;
   sft    one micro-batch's gradients and the optimizer step;
@@ -27,9 +27,9 @@ from mmjax.models import attention as attention_lib
 from mmjax.models import qwen2_5_vl
 from mmjax.models.qwen2_5_vl.params import abstract_params, logical_axes
 from mmjax.models.sampling import SamplingParams
-from mmjax.plan import analytic, shapes
-from mmjax.plan.options import PlanConfig
-from mmjax.plan.programs import (Program, device_bytes, learner_programs, prompt_arrays, rows, sampler_programs,
+from mmjax.jobs.plan import analytic, shapes
+from mmjax.jobs.plan.options import PlanConfig
+from mmjax.jobs.plan.programs import (Program, device_bytes, learner_programs, prompt_arrays, rows, sampler_programs,
                                  with_shardings, compile_program)
 from mmjax.processing.buckets import bucket_size
 
@@ -146,17 +146,23 @@ def make_plan(config, plan_cfg: PlanConfig, devices: list, platform: str) -> Pla
     if jax.default_backend() == "cpu" and compute_dtype == jnp.bfloat16:
         notes.append("XLA:CPU upcasts bfloat16 matmuls and collectives to float32 and schedules a remat'd layer's "
                      "recompute early, keeping what remat frees: its temporaries of bfloat16 programs are upper "
-                     "bounds for an accelerator (mmjax.plan's README section measures how far)")
+                     "bounds for an accelerator (tools/bench/gpu_check.py, run on a GPU, prints the plan's "
+                     "accounting of the GPU compiler's figures beside the measured peak)")
     attention_lib.stand_ins.clear()
     # Traced as the jobs trace them: in the mesh's activation rules, attention as on `platform`.
     with attention_lib.planning_target(platform), sharding.maybe_activation_rules(mesh):
-        if job == "score":
-            programs, shape = _score_programs(config, module, params, mesh, prompt, spec, buckets, batch_shards)
-            train, accumulation = False, 1
-        else:
-            programs, shape = _train_programs(config, plan_cfg, module, params, mesh, prompt, spec, buckets,
-                                              batch_shards, build)
-            train, accumulation = True, config.gradient_accumulation_steps
+        train = job != "score"
+        accumulation = config.gradient_accumulation_steps if train else 1
+        try:
+            if train:
+                programs, shape = _train_programs(config, plan_cfg, module, params, mesh, prompt, spec, buckets,
+                                                  batch_shards, build)
+            else:
+                programs, shape = _score_programs(config, module, params, mesh, prompt, spec, buckets, batch_shards)
+        except sharding.ShardingError as e:  # the job could not even place its batch: that is the finding
+            programs = [Program("the job's batch on the mesh", error=f"ShardingError: {e}")]
+            shape = analytic.Shape(prompts=config.data.batch_size * plan_cfg.processes, prompt_slots=0,
+                                   completions=0, completion_slots=0, patch_rows=0, batch_shards=1, model_shards=1)
     for kernel, stand_in in sorted(attention_lib.stand_ins):
         notes.append(f"attention: {kernel} cannot compile on this host; {stand_in} stands in for it (O(T) memory "
                      "as a flash kernel, its own FLOPs and temporaries)")
@@ -197,12 +203,13 @@ def _train_programs(config, plan_cfg, module, params, mesh, prompt, spec, bucket
     from mmjax.train.sft import SFTLoss, SFTMicroBatch
     from mmjax.train.trainer import optimizer_layout
     job = plan_cfg.job
-    optimizer_cfg = build.optimizer_config(config, total_steps=max(1, config.max_steps))
+    # The schedule does not change memory; SFT recipes leave max_steps 0 (= their epochs).
+    optimizer_cfg = build.optimizer_config(config, total_steps=config.max_steps or 1000)
     optimizer = optim.make_optimizer(optimizer_cfg)
     opt_state = jax.eval_shape(optimizer.init, params)
     if mesh is not None:
-        opt_state = with_shardings(opt_state, optimizer_layout(opt_state, params,
-                                                               jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())))
+        replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+        opt_state = with_shardings(opt_state, optimizer_layout(opt_state, params, replicated))
     p_bytes, o_bytes = device_bytes(params), device_bytes(opt_state)
     accumulation = config.gradient_accumulation_steps
     batch = shapes.prompt_batch(prompt, spec, config.data.batch_size * plan_cfg.processes, buckets)
@@ -265,6 +272,7 @@ def _score_programs(config, module, params, mesh, prompt, spec, buckets, batch_s
                                      sampling=sampling, eos=(0,), capture=capture, tag=tag,
                                      held=(("params", device_bytes(params)),))
         shape = _shape(batch, prompts * g, s.max_new_tokens)
-        if largest is None or shape.completions * shape.completion_slots > largest.completions * largest.completion_slots:
+        tokens = lambda sh: sh.completions * sh.completion_slots  # noqa: E731
+        if largest is None or tokens(shape) > tokens(largest):
             largest = shape
     return programs, largest

@@ -4,11 +4,11 @@
         [--config.plan.devices=8] [--config.plan.device_memory_gb=80] [--config.plan.platform=gpu]
 
 No weights are read and no array is allocated: the job's own jitted programs are compiled for
-abstract inputs of the worst case the recipe allows (mmjax.plan). On a CPU host the devices
+abstract inputs of the worst case the recipe allows (mmjax.jobs.plan). On a CPU host the devices
 are virtual (`jax_num_cpu_devices`, set before JAX starts its backends); on an accelerator host
 with enough devices, the real ones. Writes `W/plan.md` and `W/plan.json` and prints the table.
 When the recipe does not fit and `plan.propose` is on, overrides that lower the peak are
-planned again one at a time (mmjax.plan.proposals) until one fits.
+planned again one at a time (mmjax.jobs.plan.proposals) until one fits.
 """
 
 from __future__ import annotations
@@ -20,10 +20,10 @@ import jax
 import numpy as np
 
 from mmjax.jobs import build
-from mmjax.plan import proposals as proposals_lib
-from mmjax.plan import report
-from mmjax.plan.options import PlanConfig
-from mmjax.plan.planner import make_plan
+from mmjax.jobs.plan import proposals as proposals_lib
+from mmjax.jobs.plan import report
+from mmjax.jobs.plan.options import PlanConfig
+from mmjax.jobs.plan.planner import make_plan
 
 log = logging.getLogger(__name__)
 DEFAULT_DEVICES = 8  # a mesh axis of -1 on a planning host: one 8-GPU host

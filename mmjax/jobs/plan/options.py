@@ -34,7 +34,7 @@ class PlanConfig:
         "the target: its attention kernels and usable memory; auto = gpu unless the recipe's mesh "
         "spans a TPU slice (mesh.fsdp=-1 with plan.processes > 1) (mmjax)", PLATFORMS))
     usable_fraction: float = dataclasses.field(default=0.0, metadata=help_text(
-        "share of device memory a job may use; 0 = the platform's default (mmjax.plan.options."
+        "share of device memory a job may use; 0 = the platform's default (mmjax.jobs.plan.options."
         "USABLE_FRACTION: gpu 0.75, XLA's preallocation default; tpu 0.95; cpu 1.0)"))
     text_tokens: int = dataclasses.field(default=256, metadata=help_text(
         "text tokens of the worst-case prompt, besides its vision tokens (mmjax)"))

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from mmjax.plan.planner import mesh_sizes, model_config
+from mmjax.jobs.plan.planner import mesh_sizes, model_config
 
 
 def _divisors_desc(n: int) -> list[int]:
