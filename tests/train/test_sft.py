@@ -371,7 +371,7 @@ def test_the_sft_recipe_follows_spec_2_4_and_runs(arg, tok, tiny_model, tmp_path
     assert c.data.system_prompt and c.data.task == "qa"  # the prompt GRPO trains on afterwards
     assert c.data.max_prompt_length + c.sft.max_answer_length == 2048
     assert (c.tokenizer, c.model.compute_dtype, c.model.remat) == ("hf", "bfloat16", "full")
-    assert c.mesh.fsdp == (-1 if arg else 8) and c.data.batch_size == (1 if arg else 8)
+    assert (c.mesh.fsdp, c.mesh.tensor) == ((8, -1) if arg else (8, 1)) and c.data.batch_size == (1 if arg else 8)
     if arg:
         return
     # Two steps on tiny data. The model is this file's tiny one (its layout is the 7B's
