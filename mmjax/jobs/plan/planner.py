@@ -23,15 +23,20 @@ import jax.numpy as jnp
 import numpy as np
 
 from mmjax import sharding
+from mmjax.jobs import build
+from mmjax.jobs.plan import analytic, shapes
+from mmjax.jobs.plan.options import PlanConfig
+from mmjax.jobs.plan.programs import (Program, compile_program, device_bytes, learner_programs, prompt_arrays, rows,
+                                      sampler_programs, with_shardings)
 from mmjax.models import attention as attention_lib
 from mmjax.models import qwen2_5_vl
 from mmjax.models.qwen2_5_vl.params import abstract_params, logical_axes
 from mmjax.models.sampling import SamplingParams
-from mmjax.jobs.plan import analytic, shapes
-from mmjax.jobs.plan.options import PlanConfig
-from mmjax.jobs.plan.programs import (Program, device_bytes, learner_programs, prompt_arrays, rows, sampler_programs,
-                                 with_shardings, compile_program)
 from mmjax.processing.buckets import bucket_size
+from mmjax.rl.update import GRPOLoss, GRPOMicroBatch, rollout_logprobs
+from mmjax.train import optim
+from mmjax.train.sft import SFTLoss, SFTMicroBatch
+from mmjax.train.trainer import optimizer_layout
 
 DISAGREE = 0.25  # XLA's figure and the arithmetic differ by more than this share: the report says so
 
@@ -124,7 +129,6 @@ class Plan:
 
 def make_plan(config, plan_cfg: PlanConfig, devices: list, platform: str) -> Plan:
     """Compile `config`'s job for a mesh over `devices` as `platform` would run it."""
-    from mmjax.jobs import build  # the job's own config readers
     cfg = model_config(config)
     m = config.model
     param_dtype, compute_dtype = jnp.dtype(m.dtype), jnp.dtype(m.compute_dtype or m.dtype)
@@ -149,20 +153,24 @@ def make_plan(config, plan_cfg: PlanConfig, devices: list, platform: str) -> Pla
                      "bounds for an accelerator (tools/bench/gpu_check.py, run on a GPU, prints the plan's "
                      "accounting of the GPU compiler's figures beside the measured peak)")
     attention_lib.stand_ins.clear()
+    # JAX's trace caches do not key on the planning target: a program traced before for this
+    # host (a test's, a job's in the same process) would be reused, and a plan's traces would
+    # leak out to later calls. So the plan starts and ends with empty caches.
+    jax.clear_caches()
     # Traced as the jobs trace them: in the mesh's activation rules, attention as on `platform`.
     with attention_lib.planning_target(platform), sharding.maybe_activation_rules(mesh):
         train = job != "score"
         accumulation = config.gradient_accumulation_steps if train else 1
         try:
             if train:
-                programs, shape = _train_programs(config, plan_cfg, module, params, mesh, prompt, spec, buckets,
-                                                  batch_shards, build)
+                programs, shape = _train_programs(config, plan_cfg, module, params, mesh, prompt, spec, buckets)
             else:
                 programs, shape = _score_programs(config, module, params, mesh, prompt, spec, buckets, batch_shards)
         except sharding.ShardingError as e:  # the job could not even place its batch: that is the finding
             programs = [Program("the job's batch on the mesh", error=f"ShardingError: {e}")]
             shape = analytic.Shape(prompts=config.data.batch_size * plan_cfg.processes, prompt_slots=0,
                                    completions=0, completion_slots=0, patch_rows=0, batch_shards=1, model_shards=1)
+    jax.clear_caches()
     for kernel, stand_in in sorted(attention_lib.stand_ins):
         notes.append(f"attention: {kernel} cannot compile on this host; {stand_in} stands in for it (O(T) memory "
                      "as a flash kernel, its own FLOPs and temporaries)")
@@ -196,12 +204,8 @@ def _shape(batch: dict, completions: int, completion_slots: int) -> analytic.Sha
                           patch_rows=patch_rows, batch_shards=1, model_shards=1)
 
 
-def _train_programs(config, plan_cfg, module, params, mesh, prompt, spec, buckets, batch_shards, build):
+def _train_programs(config, plan_cfg, module, params, mesh, prompt, spec, buckets):
     """GRPO's or SFT's programs, with what each holds besides its arguments."""
-    from mmjax.rl.update import GRPOLoss, GRPOMicroBatch, rollout_logprobs
-    from mmjax.train import optim
-    from mmjax.train.sft import SFTLoss, SFTMicroBatch
-    from mmjax.train.trainer import optimizer_layout
     job = plan_cfg.job
     # The schedule does not change memory; SFT recipes leave max_steps 0 (= their epochs).
     optimizer_cfg = build.optimizer_config(config, total_steps=config.max_steps or 1000)
