@@ -50,6 +50,7 @@ LONGEST_FIRST = (  # seconds in a profiled `make test` (their own file's share o
     "tools/test_bench_quick.py",  # ~60 s, benchmark scripts (six in one interpreter)
     "train/test_sft_multiprocess.py",  # 42 s, 3 processes
     "train/test_sft.py",  # 47 s
+    "plan/test_plan.py",  # ~45 s, seven tiny plans (one from the CLI)
     "test_main_errors.py",  # 43 s
     "models/test_completion_logprobs.py",  # 42 s
     "sweep/test_paradigms.py",  # 30 s

@@ -96,6 +96,7 @@ def test_worst_prompts_are_the_recipes_own_counts():
     assert batch["input_ids"].shape == (2, 1024) and batch["image"]["pixel_values"].shape[0] >= 4 * p.vision_tokens()
 
 
+@pytest.mark.slow  # the job from the command line, two plans
 def test_oversized_recipe_does_not_fit_and_the_proposal_planned_again_fits(tmp_path):
     """A tiny GRPO step on one device of 20 MB: the update's temporaries alone exceed it; the
     first proposal (FSDP over the 2 devices the plan is given) is planned again and fits."""
