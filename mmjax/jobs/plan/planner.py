@@ -144,9 +144,9 @@ def make_plan(config, plan_cfg: PlanConfig, devices: list, platform: str) -> Pla
     spec = cfg.input_spec(min_vision_rows=data.min_vision_rows, max_pixels=data.max_pixels)
     buckets = tuple(data.bucket_lengths) or None
     batch_shards = sizes[0] * sizes[1]
-    notes = [f"compiled by XLA:{jax.default_backend().upper()} for {len(devices)} "
-             f"{'virtual ' if jax.default_backend() == 'cpu' else ''}devices; another platform's compiler fuses and "
-             "schedules differently, so its temporaries differ"]
+    kind = f"{'virtual ' if jax.default_backend() == 'cpu' else ''}device{'s' if len(devices) > 1 else ''}"
+    notes = [f"compiled by XLA:{jax.default_backend().upper()} for {len(devices)} {kind}; another platform's "
+             "compiler fuses and schedules differently, so its temporaries differ"]
     if jax.default_backend() == "cpu" and compute_dtype == jnp.bfloat16:
         notes.append("XLA:CPU upcasts bfloat16 matmuls and collectives to float32 and schedules a remat'd layer's "
                      "recompute early, keeping what remat frees: its temporaries of bfloat16 programs are upper "
