@@ -146,6 +146,14 @@ class _Row:
             raise self.fail(f"field {keys[0]!r} is empty")
         return text
 
+    def one_of(self, key: str, allowed: tuple[str, ...]) -> str:
+        """The text field `key`, which must be one of `allowed`."""
+        value = self.text(key)
+        if value not in allowed:
+            names = " or ".join(repr(a) for a in allowed)
+            raise self.fail(f"field {key!r} = {value!r}, expected {names}")
+        return value
+
     def row_id(self, *keys: str) -> str:
         value = self.get(*keys, required=False, kind=(str, int))
         return str(value) if value is not None else str(self.index)
@@ -234,9 +242,7 @@ def _letter(row: _Row, answer: str, num_options: int | None = None) -> str:
 def _mathvista(row: _Row, name: str, root: str, opts: ReadOptions) -> Item:
     question = row.text("question")
     answer = row.text("answer")
-    kind = row.text("question_type")
-    if kind not in ("multi_choice", "free_form"):
-        raise row.fail(f"field 'question_type' = {kind!r}, expected 'multi_choice' or 'free_form'")
+    kind = row.one_of("question_type", ("multi_choice", "free_form"))
     metadata = row.get("metadata", required=False, kind=dict) or {}
     answer_type = row.text("answer_type", required=False)
     path, size = _image(row, root, "image")
@@ -345,9 +351,7 @@ def _point(row: _Row, key: str, size: tuple[int, int]) -> tuple[int, int]:
 def _da2k(row: _Row, name: str, root: str, opts: ReadOptions) -> Item:
     path, size = _image(row, root, "image")
     points = (_point(row, "point1", size), _point(row, "point2", size))
-    closer = row.text("closer_point")
-    if closer not in ("point1", "point2"):
-        raise row.fail(f"field 'closer_point' = {closer!r}, expected 'point1' or 'point2'")
+    closer = row.one_of("closer_point", ("point1", "point2"))
     gold = DA2K_LABELS[0] if closer == "point1" else DA2K_LABELS[1]
     return Item(
         benchmark=name, format="da2k", index=row.index, id=row.row_id("id", "index"), where=row.where,
@@ -453,9 +457,7 @@ def _mmmu_answers(row: _Row) -> tuple[str, ...]:
 def _mmmu(row: _Row, name: str, root: str, opts: ReadOptions) -> Item:
     row_id = row.text("id")
     question = row.text("question")
-    kind = row.text("question_type")
-    if kind not in ("multiple-choice", "open"):
-        raise row.fail(f"field 'question_type' = {kind!r}, expected 'multiple-choice' or 'open'")
+    kind = row.one_of("question_type", ("multiple-choice", "open"))
     shown = kind == "multiple-choice" or row.raw.get("options") is not None
     options = [str(o).strip() for o in _list_field(row, "options")] if shown else []
     if kind == "multiple-choice":
@@ -512,9 +514,7 @@ HALLUSION_CATEGORIES = ("VD", "VS")  # visual dependent | visual supplement
 
 
 def _hallusionbench(row: _Row, name: str, root: str, opts: ReadOptions) -> Item:
-    category = row.text("category")
-    if category not in HALLUSION_CATEGORIES:
-        raise row.fail(f"field 'category' = {category!r}, expected 'VD' or 'VS'")
+    category = row.one_of("category", HALLUSION_CATEGORIES)
     subcategory = row.text("subcategory")
     set_id, figure_id, question_id = (row.text(key) for key in ("set_id", "figure_id", "question_id"))
     question = row.text("question")

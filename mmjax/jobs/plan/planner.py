@@ -184,17 +184,13 @@ def make_plan(config, plan_cfg: PlanConfig, devices: list, platform: str) -> Pla
         accumulation=accumulation)
     per_process = shapes.prompt_batch(prompt, spec, max(1, config.data.batch_size), buckets)
     state = arithmetic["params"] + arithmetic.get("optimizer state", 0)
-    host = analytic.host_bytes(batch_bytes=_nbytes(per_process), worker_count=data.worker_count,
+    host = analytic.host_bytes(batch_bytes=device_bytes(per_process), worker_count=data.worker_count,
                                state_bytes_per_device=state if train else 0,
                                local_devices=max(1, len(devices) // plan_cfg.processes))
     return Plan(job=job, platform=platform, devices=len(devices), mesh=dict(zip(sharding.MESH_AXES, sizes)),
                 prompt=prompt, shape=shape, programs=programs, arithmetic=arithmetic, host=host,
                 usable_bytes=plan_cfg.usable_bytes(platform), device_memory_bytes=plan_cfg.device_memory_gb * 1e9,
                 notes=notes)
-
-
-def _nbytes(tree) -> int:
-    return sum(np.asarray(x).nbytes for x in jax.tree.leaves(tree) if hasattr(x, "shape"))
 
 
 def _shape(batch: dict, completions: int, completion_slots: int) -> analytic.Shape:
