@@ -327,6 +327,12 @@ def allowed_token_ids(config, tok) -> tuple[int, ...] | None:
     return tuple(sorted(set(ids)))
 
 
+def frozen_dtype(config):
+    """config.model.frozen_dtype as a dtype, None when the frozen params keep the model's."""
+    name = config.model.get("frozen_dtype", "")
+    return None if not name or name == config.model.dtype else jax.numpy.dtype(name)
+
+
 def grpo_config(config) -> GRPOConfig:
     return dataclass_from(GRPOConfig, config.grpo, "grpo")
 

@@ -29,9 +29,10 @@ def build_trainer(config, workdir: str, tok=None, model=None) -> Trainer:
     objective = GRPOObjective(model.module, build.reward(config), tok.decode, grpo=build.grpo_config(config),
                               rollout=build.rollout_config(config, tok),
                               gradient_accumulation_steps=loop.gradient_accumulation_steps, eos_token_ids=eos,
-                              pad_token_id=pad, mesh=mesh, bucket_lengths=config.data.bucket_lengths)
+                              pad_token_id=pad, mesh=mesh, bucket_lengths=config.data.bucket_lengths,
+                              reference_dtype=build.frozen_dtype(config))
     return Trainer(model, data, objective, optimizer=build.optimizer_config(config), config=loop,
-                   workdir=workdir, mesh=mesh)
+                   workdir=workdir, mesh=mesh, frozen_dtype=build.frozen_dtype(config))
 
 
 def run(config, workdir: str) -> dict:

@@ -101,6 +101,11 @@ class ModelOptions:
                         ("float32", "bfloat16"))
     compute_dtype: str = _field("", "'' = dtype; bfloat16 for accelerators (mmjax mixed precision)",
                                 ("", "float32", "bfloat16"))
+    frozen_dtype: str = _field("", "'' = dtype; stored params that never update: GRPO's reference copy (beta > 0) "
+                                   "and the towers optim.freeze_vision / freeze_merger freeze. bfloat16 halves "
+                                   "them, exactly from a bf16 checkpoint (Qwen's releases are; TRL's reference "
+                                   "loads in the policy's torch_dtype); trainable params stay float32 (mmjax)",
+                               ("", "float32", "bfloat16"))
     attention: str = _field("auto", "mmjax.models.attention.IMPLEMENTATIONS; auto picks per backend (MaxText's "
                                     "attention knob)", _attention_names)
     remat: str = _field("none", "decoder-layer remat policy, mmjax.models.remat.REMAT_POLICIES (MaxText names)",

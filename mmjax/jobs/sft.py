@@ -37,7 +37,8 @@ def build_trainer(config, workdir: str, tok=None, model=None, source=None) -> Tr
     objective = SFTObjective(model.module, pad_token_id=special_token_ids(tok).pad_token_id, mesh=mesh,
                              skips=pipeline.skip_counter(data))
     return Trainer(model, data, objective, optimizer=build.optimizer_config(config, total_steps=steps),
-                   config=build.train_config(config, max_steps=steps), workdir=workdir, mesh=mesh)
+                   config=build.train_config(config, max_steps=steps), workdir=workdir, mesh=mesh,
+                   frozen_dtype=build.frozen_dtype(config))
 
 
 def run(config, workdir: str) -> dict:

@@ -69,6 +69,11 @@ class GRPOConfig:
     mask_truncated_completions: bool = dataclasses.field(default=False, metadata=help_text(
         "zero the tokens of completions that hit max_completion_length (DAPO); they still count as "
         "rows in the grpo / dr_grpo denominators, as in TRL; TRL default False"))
+    completion_chunks: int = dataclasses.field(default=1, metadata=help_text(
+        "split each prompt's G completions into this many micro-batches for the log-prob passes and the "
+        "update (mmjax; no TRL knob): 1/k of the update's completion rows per device, at the cost of running "
+        "the prompt (and its images) k times; the loss is exact ((sum, count) accumulation), the rollout "
+        "still samples all G in one call. Must divide num_generations"))
 
     def __post_init__(self):
         errors = []
@@ -99,6 +104,9 @@ class GRPOConfig:
                   f"the dual clip must be None or > 1 + epsilon_high = {1 + self.clip_high}")
         check(is_int(self.num_iterations) and self.num_iterations >= 1, "num_iterations", "must be an int >= 1")
         check(isinstance(self.mask_truncated_completions, bool), "mask_truncated_completions", "must be a bool")
+        check(is_int(self.completion_chunks) and self.completion_chunks >= 1
+              and is_int(self.num_generations) and self.num_generations % self.completion_chunks == 0,
+              "completion_chunks", f"must be an int >= 1 dividing num_generations={self.num_generations}")
         errors.extend(choice_errors(self))  # kl_estimator, loss_type, scale_rewards, importance_sampling_level
         if errors:
             raise ValueError("GRPOConfig: " + "; ".join(errors))
@@ -112,6 +120,11 @@ class GRPOConfig:
     def clip_high(self) -> float:
         """The upper clip epsilon actually used: epsilon_high, or epsilon when None (TRL)."""
         return self.epsilon if self.epsilon_high is None else self.epsilon_high
+
+    @property
+    def completions_per_chunk(self) -> int:
+        """Completions of a prompt in one update micro-batch (G / completion_chunks)."""
+        return self.num_generations // self.completion_chunks
 
     def loss_options(self) -> dict[str, Any]:
         """The static keyword arguments of `losses.policy_loss` this config sets."""

@@ -32,6 +32,7 @@ from mmjax.rl import advantages as advantages_lib
 from mmjax.rl import grpo as grpo_lib
 from mmjax.rl import padding
 from mmjax.rl.update import GRPOLoss, GRPOMicroBatch, rollout_logprobs
+from mmjax.train.optim import cast_floating
 
 RewardFn = Callable[..., Any]  # rewards.combine(...): (texts, targets, **columns) -> RewardOutput
 
@@ -74,6 +75,7 @@ class GRPOObjective:
     decode: token ids -> text (the tokenizer's decode).
     bucket_lengths: the prompt-length buckets the pipeline pads to (config.data.bucket_lengths),
     so the sampler keeps its prompts as they come; None: `mmjax.processing.buckets`' rule.
+    reference_dtype: the stored dtype of the reference params (beta > 0); None: the policy's.
     """
 
     name = "GRPO"
@@ -82,7 +84,7 @@ class GRPOObjective:
     def __init__(self, module, reward: RewardFn, decode: Callable[[Sequence[int]], str], *,
                  grpo: grpo_lib.GRPOConfig, rollout: RolloutConfig, gradient_accumulation_steps: int,
                  eos_token_ids: Sequence[int], pad_token_id: int, mesh=None,
-                 bucket_lengths: Sequence[int] | None = None):
+                 bucket_lengths: Sequence[int] | None = None, reference_dtype=None):
         self.module, self.reward, self.decode = module, reward, decode
         self.grpo, self.cfg, self.accumulation = grpo, rollout, gradient_accumulation_steps
         self.eos, self.pad, self.mesh = tuple(eos_token_ids), int(pad_token_id), mesh
@@ -93,22 +95,28 @@ class GRPOObjective:
         # Old log-probs come from the sampler when they are the policy's own at the training
         # temperature; otherwise they are recomputed once before the first update.
         self.recompute_old = grpo.num_iterations > 1 or grpo.temperature != 1.0
-        self._logprobs = jax.jit(functools.partial(rollout_logprobs, module, num_generations=grpo.num_generations,
+        self._logprobs = jax.jit(functools.partial(rollout_logprobs, module, num_generations=grpo.completions_per_chunk,
                                                    temperature=grpo.temperature))
-        self.ref_params = None
+        self.ref_params, self.reference_dtype = None, reference_dtype
 
     def start(self, params) -> None:
         # The reference policy is the starting point (the same after a resume); beta = 0 keeps
-        # none. The updates donate the params' buffers, so it must be a copy.
-        self.ref_params = jax.tree.map(jnp.copy, params) if self.grpo.beta > 0 else None
+        # none. The updates donate the params' buffers, so it must be a copy. It never updates:
+        # bfloat16 storage (reference_dtype) halves it, exactly so from a bfloat16 checkpoint.
+        if self.grpo.beta <= 0:
+            self.ref_params = None
+        elif self.reference_dtype is None:
+            self.ref_params = jax.tree.map(jnp.copy, params)
+        else:
+            self.ref_params = jax.tree.map(lambda p: jnp.copy(cast_floating(p, self.reference_dtype)), params)
 
     # ---- prepare: in the order it runs ----------------------------------------------------
 
     def prepare(self, params, batches: list[dict], step: int, more: Callable[[], dict]) -> GRPOExample:
         scored, prompts = self._rollouts(params, batches, step, more)     # sample + score
         advantages = self._advantages(scored)                              # whole step
-        micros = tuple(self._on_devices(params, s, p, a)                  # + old / ref log-probs
-                       for s, p, a in zip(scored, prompts, advantages))
+        micros = tuple(micro for s, p, a in zip(scored, prompts, advantages)  # + old / ref log-probs
+                       for micro in self._on_devices(params, s, p, a))
         return GRPOExample(micro_batches=micros, rollouts=tuple(scored))
 
     def _rollouts(self, params, batches: list[dict], step: int, more: Callable[[], dict]):
@@ -177,23 +185,30 @@ class GRPOObjective:
             offset += len(s.rewards)
         return out
 
-    def _on_devices(self, params, s: ScoredRollout, prompt_batch: dict, advantages: np.ndarray) -> GRPOMicroBatch:
+    def _on_devices(self, params, s: ScoredRollout, prompt_batch: dict,
+                    advantages: np.ndarray) -> list[GRPOMicroBatch]:
+        """The rollout's update micro-batches: one, or one per chunk of each prompt's completions
+        (grpo.completion_chunks), every chunk with the whole prompt batch."""
         r = s.rollout
         mask = r.mask & s.keep[:, None]
         if self.grpo.mask_truncated_completions:
             mask = mask & r.stopped[:, None]
         rows = lambda x, axis=0: _rows(x, self.mesh, axis)  # noqa: E731
-        # Every kept row counts in the loss's denominator, truncated ones included (TRL divides
-        # by all rows: masking a truncated row zeroes its tokens, not its row).
-        micro = GRPOMicroBatch(
-            batch={k: rows(v, sharding.BATCH_AXIS[k]) if k in sharding.BATCH_AXIS else v
-                   for k, v in prompt_batch.items()},
-            tokens=rows(r.tokens), mask=rows(mask), positions=rows(r.completion_positions, 1),
-            sampler_logp=rows(r.logprobs), advantages=rows(advantages), row_mask=rows(s.keep))
-        with sharding.maybe_activation_rules(self.mesh):
-            old = self._logprobs(params, micro) if self.recompute_old else micro.sampler_logp
-            ref = self._logprobs(self.ref_params, micro) if self.ref_params is not None else None
-        return micro.replace(old_logp=old, ref_logp=ref)
+        batch = {k: rows(v, sharding.BATCH_AXIS[k]) if k in sharding.BATCH_AXIS else v
+                 for k, v in prompt_batch.items()}
+        micros = []
+        for chunk in chunk_rows(len(advantages), self.grpo.num_generations, self.grpo.completion_chunks):
+            # Every kept row counts in the loss's denominator, truncated ones included (TRL divides
+            # by all rows: masking a truncated row zeroes its tokens, not its row).
+            micro = GRPOMicroBatch(
+                batch=batch, tokens=rows(r.tokens[chunk]), mask=rows(mask[chunk]),
+                positions=rows(r.completion_positions[:, chunk], 1), sampler_logp=rows(r.logprobs[chunk]),
+                advantages=rows(advantages[chunk]), row_mask=rows(s.keep[chunk]))
+            with sharding.maybe_activation_rules(self.mesh):
+                old = self._logprobs(params, micro) if self.recompute_old else micro.sampler_logp
+                ref = self._logprobs(self.ref_params, micro) if self.ref_params is not None else None
+            micros.append(micro.replace(old_logp=old, ref_logp=ref))
+        return micros
 
     # ---- metrics ------------------------------------------------------------------------
 
@@ -239,6 +254,13 @@ class GRPOObjective:
             out["filter/dropped_groups"] = int((~rows["keep"].reshape(-1, g)[:, 0]).sum())
             out["filter/micro_batches"] = len(scored)  # the same on every process
         return out
+
+
+def chunk_rows(rows: int, num_generations: int, chunks: int) -> list[np.ndarray]:
+    """The completion rows of each chunk of a prompt-major micro-batch ([prompt 0: G rows][prompt 1: ...]):
+    chunk j holds completions j*G/k .. (j+1)*G/k - 1 of every prompt, still prompt-major."""
+    order = np.arange(rows).reshape(-1, chunks, num_generations // chunks)
+    return [order[:, j].ravel() for j in range(chunks)]
 
 
 def _rows(array, mesh, axis: int = 0):

@@ -24,7 +24,7 @@ from mmjax.train.weighted import Max, Weighted
 class GRPOMicroBatch:
     """One micro-batch of a GRPO step on the device: the prompts and their G completions each."""
     batch: dict[str, Any]        # the prompt batch (bucketed prompt arrays, positions, vision tables)
-    tokens: jax.Array            # int32 [N, Tc] completion tokens, N = prompts x G
+    tokens: jax.Array            # int32 [N, Tc] completion tokens, N = prompts x G (x G / completion_chunks)
     mask: jax.Array              # bool [N, Tc] tokens in the loss (filtered / truncated rows zeroed)
     positions: jax.Array         # int32 [3, N, Tc] M-RoPE positions of the completion tokens
     sampler_logp: jax.Array      # float32 [N, Tc] the sampler's policy log-probs (drift metric)
@@ -50,7 +50,7 @@ class GRPOLoss:
     def __call__(self, params, micro: GRPOMicroBatch):
         config, mask = self.config, micro.mask
         lp, ent = completion_logprobs(self.module, params, micro.batch, micro.tokens, mask, positions=micro.positions,
-                                      num_generations=config.num_generations, temperature=config.temperature,
+                                      num_generations=config.completions_per_chunk, temperature=config.temperature,
                                       with_entropy=True)
         out = grpo_lib.loss(config, lp, micro.old_logp, micro.advantages, mask, ref_logp=micro.ref_logp,
                             row_mask=micro.row_mask)

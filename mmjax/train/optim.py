@@ -18,7 +18,8 @@ Choices, and why:
   gradients, as in PyTorch, where frozen params have no .grad.
 - Master weights: params and Adam moments are float32 even when the model computes in
   bfloat16 (`Qwen2_5_VL.from_config(..., dtype=float32, compute_dtype=bfloat16)`);
-  `init` refuses non-float32 floating params instead of silently keeping bf16 moments.
+  `init` refuses non-float32 floating trainable params instead of silently keeping bf16
+  moments. Frozen leaves may be stored in bfloat16 (`frozen_as`): they never update.
 - Step counting follows HF: the first update uses the schedule's value at step 0 (0 with
   a warmup), warmup is linear from 0, cosine decays to 0 at `total_steps`.
 """
@@ -150,10 +151,11 @@ def param_labels(params, config: OptimizerConfig) -> Any:
     return _map_paths(lambda path, _: FROZEN if _frozen(path, config) else TRAINABLE, params)
 
 
-def _check_master_weights(params) -> None:
+def _check_master_weights(params, config: OptimizerConfig) -> None:
     leaves = jax.tree_util.tree_flatten_with_path(params)[0]
     bad = [("/".join(_path(keys)), jnp.dtype(leaf.dtype).name) for keys, leaf in leaves
-           if jnp.issubdtype(leaf.dtype, jnp.floating) and jnp.dtype(leaf.dtype) != jnp.float32]
+           if jnp.issubdtype(leaf.dtype, jnp.floating) and jnp.dtype(leaf.dtype) != jnp.float32
+           and not _frozen(_path(keys), config)]  # frozen leaves never update: any dtype keeps them
     if bad:
         raise TypeError(f"optimizer params must be float32 master weights, got {bad[:3]}"
                         f"{' and more' if len(bad) > 3 else ''}: build the model with dtype=float32 and "
@@ -178,7 +180,7 @@ def make_optimizer(config: OptimizerConfig) -> optax.GradientTransformationExtra
                                    lambda params: param_labels(params, config))
 
     def init(params):
-        _check_master_weights(params)
+        _check_master_weights(params, config)
         return tx.init(params)
 
     return optax.GradientTransformationExtraArgs(init, tx.update)
@@ -188,6 +190,27 @@ def state_bytes(opt_state) -> int:
     """Bytes held by the optimizer state's arrays (what a checkpoint of it costs)."""
     return sum(leaf.size * jnp.dtype(leaf.dtype).itemsize for leaf in jax.tree.leaves(opt_state)
                if hasattr(leaf, "dtype"))
+
+
+def frozen_as(params, dtype, freeze_vision: bool = False, freeze_merger: bool = False):
+    """params with the frozen floating leaves (by `param_labels`) stored in `dtype` (None: as they are).
+
+    A frozen leaf never updates, so it needs no float32 master copy: bfloat16 halves it, and
+    from a bfloat16 checkpoint (Qwen2.5-VL's releases are) the cast is exact. Arrays are cast
+    where they lie; abstract leaves (`jax.ShapeDtypeStruct`, the planner's) keep their sharding."""
+    if dtype is None or not (freeze_vision or freeze_merger):
+        return params
+    labels = param_labels(params, OptimizerConfig(freeze_vision=freeze_vision, freeze_merger=freeze_merger))
+    return jax.tree.map(lambda p, label: cast_floating(p, dtype) if label == FROZEN else p, params, labels)
+
+
+def cast_floating(leaf, dtype):
+    """A floating array (or abstract array) in `dtype`; any other leaf as it is."""
+    if not jnp.issubdtype(leaf.dtype, jnp.floating):
+        return leaf
+    if isinstance(leaf, jax.ShapeDtypeStruct):
+        return jax.ShapeDtypeStruct(leaf.shape, jnp.dtype(dtype), sharding=leaf.sharding)
+    return leaf.astype(dtype)
 
 
 def stop_frozen(params, freeze_vision: bool = False, freeze_merger: bool = False):

@@ -93,12 +93,14 @@ class Trainer:
     Training consumes the model's param buffers (the updates donate them); `train()` leaves
     the trained params in `self.model` and returns the last step's metrics.
     data: a grain IterDataset (its iterator state is checkpointed).
+    frozen_dtype: the stored dtype of the params the optimizer freezes (None: the model's).
     """
 
     def __init__(self, model, data, objective: Objective, *, optimizer: optim.OptimizerConfig,
-                 config: TrainConfig, workdir: str, mesh=None):
+                 config: TrainConfig, workdir: str, mesh=None, frozen_dtype=None):
         self.model, self.data, self.objective = model, data, objective
         self.cfg, self.optim_config, self.workdir, self.mesh = config, optimizer, workdir, mesh
+        self.frozen_dtype = frozen_dtype
         if mesh is None and jax.process_count() > 1:
             raise ValueError(f"{jax.process_count()} processes need a mesh over all their devices "
                              "(config.mesh, e.g. --config.mesh.data=-1); without one each would train alone")
@@ -160,7 +162,8 @@ class Trainer:
     # ---- pieces, in the order the loop calls them ----------------------------------------
 
     def _restore_or_init(self):
-        params = self.model.params
+        o = self.optim_config
+        params = optim.frozen_as(self.model.params, self.frozen_dtype, o.freeze_vision, o.freeze_merger)
         init = jax.jit(self.optimizer.init)
         opt_target = jax.eval_shape(init, params)
         if self.mesh is not None:

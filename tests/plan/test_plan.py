@@ -111,16 +111,45 @@ def test_oversized_recipe_does_not_fit_and_the_proposal_planned_again_fits(tmp_p
     assert report["mesh"] == {"data": 1, "fsdp": 1, "tensor": 1}
     tried = report["proposals"]
     assert tried and tried[-1]["fits"] and tried[-1]["peak_bytes"] <= 0.02e9
-    assert tried[0]["overrides"] == {"mesh.data": 1, "mesh.fsdp": 2} and tried[0]["mesh"]["fsdp"] == 2
+    # beta 0.001: the bfloat16 reference first (too little here), then FSDP over the 2 devices.
+    assert [t["overrides"] for t in tried[:2]] == [{"model.frozen_dtype": "bfloat16"},
+                                                   {"model.frozen_dtype": "bfloat16", "mesh.data": 1, "mesh.fsdp": 2}]
+    assert tried[0]["peak_bytes"] < report["peak_bytes"] and tried[1]["mesh"]["fsdp"] == 2
     assert "does not fit" in run.stdout and "--config.mesh.fsdp=2" in (out / "plan.md").read_text()
 
 
 def test_ladder_moves_fsdp_to_tensor_where_halving_would_split_prompts_unevenly():
-    config = _recipe("difficulty_grpo")  # 7B, fsdp 8, 8 prompts, remat full already
-    rungs = proposals.ladder(config, build.dataclass_from(PlanConfig, config.plan, "plan"), 8)
-    assert [overrides for _, overrides in rungs][:2] == [
-        {"mesh.fsdp": 4, "mesh.tensor": 2},
-        {"mesh.fsdp": 4, "mesh.tensor": 2, "data.batch_size": 4, "gradient_accumulation_steps": 2}]
+    config = _recipe("difficulty_grpo")  # 7B, fsdp 8, 8 prompts, remat full already, beta 0.001
+    rungs = [overrides for _, overrides in
+             proposals.ladder(config, build.dataclass_from(PlanConfig, config.plan, "plan"), 8)]
+    frozen = {"model.frozen_dtype": "bfloat16"}  # the reference copy first: it costs nothing
+    assert rungs[:3] == [
+        frozen, {**frozen, "mesh.fsdp": 4, "mesh.tensor": 2},
+        {**frozen, "mesh.fsdp": 4, "mesh.tensor": 2, "data.batch_size": 4, "gradient_accumulation_steps": 2}]
+    # The 7B's 4 KV heads stop tensor at 4, one prompt per fsdp shard stops the halving: then
+    # each prompt's 8 completions are split into more update micro-batches.
+    assert rungs[4]["mesh.tensor"] == 4 and rungs[4]["data.batch_size"] == 2
+    assert [r.get("grpo.completion_chunks") for r in rungs[4:]] == [None, 2, 4, 8]
+
+
+def test_proposed_memory_options_lower_the_planned_bytes():
+    """model.frozen_dtype=bfloat16 halves the reference params; completion_chunks=2 halves the
+    update's completion rows (XLA's micro-batch inputs and the arithmetic's activations)."""
+    config = _recipe("difficulty_grpo", "tiny")
+    base = make_plan(config, PlanConfig(), jax.devices()[:1], "gpu")
+    less = make_plan(proposals.apply(config, {"model.frozen_dtype": "bfloat16", "grpo.completion_chunks": 2}),
+                     PlanConfig(), jax.devices()[:1], "gpu")
+    held = lambda plan, name: dict(next(p for p in plan.programs if p.name == name).held)  # noqa: E731
+    update = "update: grads of one micro-batch"
+    assert held(less, update)["reference params"] * 2 == held(base, update)["reference params"]
+    assert less.arithmetic["reference params"] * 2 == base.arithmetic["reference params"]
+    base_micro = next(p for p in base.programs if p.name == update).other_input_bytes
+    less_micro = next(p for p in less.programs if p.name == update).other_input_bytes
+    assert base_micro / 2 < less_micro < base_micro  # the completion rows halve, the prompts stay
+    # The step's other micro-batch (one chunk) is held beside the one being differentiated.
+    assert held(less, update)["the step's other micro-batches"] == less_micro
+    assert less.arithmetic["activations"] < base.arithmetic["activations"]
+    assert less.shape.completion_chunks == 2 and less.shape.completions == base.shape.completions
 
 
 def test_attention_planned_for_a_gpu_uses_a_stand_in_on_this_host():

@@ -94,23 +94,31 @@ class Shape:
     batch_shards: int      # devices the rows are split over (mesh data x fsdp)
     model_shards: int      # devices each parameter is split over (fsdp x tensor)
     tensor: int = 1
+    completion_chunks: int = 1  # an update micro-batch holds N / completion_chunks completions (grpo)
 
 
 def breakdown(cfg, shape: Shape, *, param_bytes: int, compute_bytes: int, remat: str, vision_remat: str,
               train: bool, beta: float = 0.0, freeze_vision: bool = False, freeze_merger: bool = False,
-              accumulation: int = 1) -> dict[str, int]:
-    """Bytes per device of each part of a job, by the arithmetic above (0 where a part is absent)."""
+              accumulation: int = 1, frozen_bytes: int | None = None) -> dict[str, int]:
+    """Bytes per device of each part of a job, by the arithmetic above (0 where a part is absent).
+
+    frozen_bytes: bytes per parameter of what never updates (the frozen towers and the reference
+    params; model.frozen_dtype), None: param_bytes. accumulation: micro-batches per step."""
     n = param_count(cfg)
     shards = shape.model_shards
-    out = {"params": n * param_bytes // shards}
+    frozen_bytes = param_bytes if frozen_bytes is None else frozen_bytes
+    trainable = trainable_count(cfg, freeze_vision, freeze_merger) if train else n
+    stored = trainable * param_bytes + (n - trainable) * frozen_bytes
+    out = {"params": stored // shards}
     if train:
-        out["optimizer state"] = ADAM_MOMENTS * 4 * trainable_count(cfg, freeze_vision, freeze_merger) // shards
-        out["gradients"] = n * param_bytes // shards * (2 if accumulation > 1 else 1)  # one + the running sum
-        out["reference params"] = out["params"] if beta > 0 else 0
+        out["optimizer state"] = ADAM_MOMENTS * 4 * trainable // shards
+        out["gradients"] = stored // shards * (2 if accumulation > 1 else 1)  # one + the running sum
+        out["reference params"] = n * frozen_bytes // shards if beta > 0 else 0
     rows_c = -(-shape.completions // shape.batch_shards) * shape.completion_slots
     rows_p = -(-shape.prompts // shape.batch_shards) * shape.prompt_slots
     out["kv cache"] = kv_bytes_per_token(cfg, compute_bytes) * (rows_c + rows_p) // shape.tensor
     if train:
+        rows_c = -(-shape.completions // shape.completion_chunks // shape.batch_shards) * shape.completion_slots
         per_token = activation_bytes_per_token(cfg, remat, compute_bytes)
         prompt_kv = kv_bytes_per_token(cfg, compute_bytes)  # the prompt's keys, kept for the completions
         head = 3 * min(HEAD_CHUNK, rows_c) * cfg.text.vocab_size * 4

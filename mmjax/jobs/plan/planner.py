@@ -181,7 +181,8 @@ def make_plan(config, plan_cfg: PlanConfig, devices: list, platform: str) -> Pla
         cfg, shape, param_bytes=param_dtype.itemsize, compute_bytes=compute_dtype.itemsize, remat=m.remat,
         vision_remat=m.vision_remat, train=train, beta=grpo.beta if grpo else 0.0,
         freeze_vision=optim_cfg.freeze_vision and train, freeze_merger=optim_cfg.freeze_merger and train,
-        accumulation=accumulation)
+        accumulation=accumulation * shape.completion_chunks,
+        frozen_bytes=None if build.frozen_dtype(config) is None else build.frozen_dtype(config).itemsize)
     per_process = shapes.prompt_batch(prompt, spec, max(1, config.data.batch_size), buckets)
     state = arithmetic["params"] + arithmetic.get("optimizer state", 0)
     host = analytic.host_bytes(batch_bytes=device_bytes(per_process), worker_count=data.worker_count,
@@ -206,6 +207,8 @@ def _train_programs(config, plan_cfg, module, params, mesh, prompt, spec, bucket
     # The schedule does not change memory; SFT recipes leave max_steps 0 (= their epochs).
     optimizer_cfg = build.optimizer_config(config, total_steps=config.max_steps or 1000)
     optimizer = optim.make_optimizer(optimizer_cfg)
+    frozen = build.frozen_dtype(config)  # the frozen towers and the reference, as the jobs store them
+    params = optim.frozen_as(params, frozen, optimizer_cfg.freeze_vision, optimizer_cfg.freeze_merger)
     opt_state = jax.eval_shape(optimizer.init, params)
     if mesh is not None:
         replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
@@ -219,8 +222,9 @@ def _train_programs(config, plan_cfg, module, params, mesh, prompt, spec, bucket
     if job == "grpo":
         grpo = build.grpo_config(config)
         g, tc = grpo.num_generations, grpo.max_completion_length
-        n = b * g
-        ref_bytes = p_bytes if grpo.beta > 0 else 0
+        n, micro_count = b * grpo.completions_per_chunk, accumulation * grpo.completion_chunks
+        reference = params if frozen is None else jax.tree.map(lambda p: optim.cast_floating(p, frozen), params)
+        ref_bytes = device_bytes(reference) if grpo.beta > 0 else 0
         programs += sampler_programs(
             module, params, batch, mesh, generations=g, max_new=tc, eos=(0,),
             sampling=SamplingParams(grpo.temperature, grpo.top_p, grpo.top_k),
@@ -231,28 +235,28 @@ def _train_programs(config, plan_cfg, module, params, mesh, prompt, spec, bucket
                                advantages=per_row(jnp.float32, 0, (n,)), row_mask=per_row(jnp.bool_, 0, (n,)),
                                old_logp=per_row(jnp.float32), ref_logp=per_row(jnp.float32) if grpo.beta > 0 else None)
         if grpo.beta > 0:
-            logprobs = jax.jit(functools.partial(rollout_logprobs, module, num_generations=g,
+            logprobs = jax.jit(functools.partial(rollout_logprobs, module, num_generations=grpo.completions_per_chunk,
                                                  temperature=grpo.temperature))
-            program, _ = compile_program("reference log-probs", logprobs, params, micro, other_inputs=micro,
+            program, _ = compile_program("reference log-probs", logprobs, reference, micro, other_inputs=micro,
                                          held=(("params", p_bytes), ("optimizer state", o_bytes),
                                                ("reference params", ref_bytes)))
             programs.append(program)
-        loss_fn, completions, slots = GRPOLoss(module, grpo), n, tc
+        loss_fn, completions, slots, chunks = GRPOLoss(module, grpo), b * g, tc, grpo.completion_chunks
     else:
         answer = config.sft.max_answer_length or config.grpo.max_completion_length
         slots = bucket_size(answer, sizes=tuple(config.sft.bucket_lengths) or None)
         micro = SFTMicroBatch(batch=prompts, answers={"targets": rows((b, slots), jnp.int32, mesh),
                                                       "target_mask": rows((b, slots), jnp.bool_, mesh)})
-        loss_fn, completions, ref_bytes = SFTLoss(module), b, 0
+        loss_fn, completions, ref_bytes, micro_count, chunks = SFTLoss(module), b, 0, accumulation, 1
     micro_bytes = device_bytes(micro)
     programs += learner_programs(
         params, micro, mesh, loss_fn=loss_fn, optimizer=optimizer, freeze_vision=optimizer_cfg.freeze_vision,
         freeze_merger=optimizer_cfg.freeze_merger, opt_state=opt_state,
         held_grads=(("params", p_bytes), ("optimizer state", o_bytes), ("reference params", ref_bytes),
-                    ("gradient sum", p_bytes if accumulation > 1 else 0),
-                    ("the step's other micro-batches", (accumulation - 1) * micro_bytes)),
+                    ("gradient sum", p_bytes if micro_count > 1 else 0),
+                    ("the step's other micro-batches", (micro_count - 1) * micro_bytes)),
         held_apply=(("params", p_bytes), ("optimizer state", o_bytes), ("reference params", ref_bytes)))
-    return programs, _shape(batch, completions, slots)
+    return programs, dataclasses.replace(_shape(batch, completions, slots), completion_chunks=chunks)
 
 
 def _score_programs(config, module, params, mesh, prompt, spec, buckets, batch_shards):

@@ -1,16 +1,20 @@
 """Overrides that lower a job's per-device peak, tried in order, each on top of the ones before.
 
 For training jobs (GRPO, SFT), in the order they cost the least throughput:
-  1. shard params, gradients and optimizer state over more devices (mesh.fsdp);
-  2. remat "full" on the decoder layers and the ViT blocks;
-  3. halve the micro-batch and double gradient_accumulation_steps (the step's batch stays:
+  1. store what never updates in bfloat16 (model.frozen_dtype: GRPO's reference params when
+     beta > 0, the towers optim.freeze_vision / freeze_merger freeze): no cost, and exact from a
+     bfloat16 checkpoint;
+  2. shard params, gradients and optimizer state over more devices (mesh.fsdp);
+  3. remat "full" on the decoder layers and the ViT blocks;
+  4. halve the micro-batch and double gradient_accumulation_steps (the step's batch stays:
      exact (sum, count) accumulation makes the loss the same), while the prompts still split
      evenly over the mesh's batch axes (the sampler places prompt rows there); where they would
-     not, first move a factor 2 of fsdp to tensor (params stay as sharded, rows split less).
+     not, first move a factor 2 of fsdp to tensor (params stay as sharded, rows split less);
+  5. GRPO, once neither applies: split each prompt's G completions into twice as many update
+     micro-batches (grpo.completion_chunks; exact as 4, but each chunk runs the prompt again).
 For the scoring job: shard its params (fsdp), then halve its sampler calls.
-Not proposed: bfloat16 params for training (mmjax.train.optim refuses them: float32 master weights
-keep 1e-6 updates from rounding away), and chunking the G completions of a prompt (the sampler
-decodes a prompt's G completions in one call).
+Not proposed: bfloat16 trainable params (mmjax.train.optim refuses them: float32 master weights
+keep 1e-6 updates from rounding away).
 """
 
 from __future__ import annotations
@@ -32,6 +36,11 @@ def ladder(config, plan_cfg, devices: int) -> list[tuple[str, dict[str, Any]]]:
     # The widest FSDP the devices and the prompt rows allow (rows split over data x fsdp).
     rows = prompts if plan_cfg.job != "score" else max(config.score.sampler_batch, 1)
     wider = next((f for f in _divisors_desc(devices // tensor) if rows % f == 0), 1)
+    if plan_cfg.job != "score" and not config.model.get("frozen_dtype", "") and config.model.dtype != "bfloat16":
+        frozen = (plan_cfg.job == "grpo" and config.grpo.beta > 0) or config.optim.freeze_vision \
+            or config.optim.freeze_merger
+        if frozen:
+            rungs.append(("model.frozen_dtype=bfloat16", {"model.frozen_dtype": "bfloat16"}))
     if wider > fsdp or data > 1:
         rungs.append((f"mesh.data=1, mesh.fsdp={wider}", {"mesh.data": 1, "mesh.fsdp": wider}))
         fsdp, data = wider, 1
@@ -47,16 +56,20 @@ def ladder(config, plan_cfg, devices: int) -> list[tuple[str, dict[str, Any]]]:
                           {"model.remat": "full", "model.vision_remat": "full"}))
         batch, accumulation = config.data.batch_size, config.gradient_accumulation_steps
         kv_heads = model_config(config).text.num_key_value_heads
-        while batch > 1 and len(rungs) < 8:
-            if (batch // 2 * plan_cfg.processes) % (fsdp * data) == 0:
+        g, chunks = config.grpo.num_generations, config.grpo.completion_chunks
+        while len(rungs) < 8:
+            if batch > 1 and (batch // 2 * plan_cfg.processes) % (fsdp * data) == 0:
                 batch, accumulation = batch // 2, accumulation * 2
                 rungs.append((f"data.batch_size={batch}, gradient_accumulation_steps={accumulation}",
                               {"data.batch_size": batch, "gradient_accumulation_steps": accumulation}))
-            elif fsdp % 2 == 0 and kv_heads % (2 * tensor) == 0:
+            elif batch > 1 and fsdp % 2 == 0 and kv_heads % (2 * tensor) == 0:
                 # Fewer rows' shards, the same params' shards: a factor 2 of fsdp moves to tensor, so
                 # the next halving still splits the prompts evenly.
                 fsdp, tensor = fsdp // 2, tensor * 2
                 rungs.append((f"mesh.fsdp={fsdp}, mesh.tensor={tensor}", {"mesh.fsdp": fsdp, "mesh.tensor": tensor}))
+            elif plan_cfg.job == "grpo" and (g // chunks) % 2 == 0:
+                chunks *= 2
+                rungs.append((f"grpo.completion_chunks={chunks}", {"grpo.completion_chunks": chunks}))
             else:
                 break
     out, merged = [], {}

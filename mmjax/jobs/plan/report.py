@@ -39,7 +39,8 @@ def markdown(title: str, plan, tried=()) -> str:
              f"Worst case: {s.prompts} prompts of {s.prompt_slots} slots ({len(p.images)} images, {len(p.videos)} "
              f"videos, {p.vision_tokens()} vision tokens, {p.text_tokens} text tokens each; {s.patch_rows} patch "
              "rows), "
-             f"{s.completions} completions of {s.completion_slots} tokens.", "",
+             f"{s.completions} completions of {s.completion_slots} tokens"
+             f"{f', updated in {s.completion_chunks} chunks' if s.completion_chunks > 1 else ''}.", "",
              f"Verdict: {_verdict(plan)}.",
              f"The arithmetic's peak (mmjax.jobs.plan.analytic: state + gradients + activations, or state + KV cache): "
              f"{_gb(plan.arithmetic_peak())} GB, which "
