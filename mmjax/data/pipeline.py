@@ -8,6 +8,8 @@
                  so a record's puzzle depends on neither order nor worker count)
   workers        optional grain worker processes (mp_prefetch)
   drop skipped   main process: `Skipped` markers are counted, logged and dropped
+  feedback       optional main-process stage whose state training updates
+                 (mmjax.data.feedback: online difficulty, adaptive jigsaw)
   batch          optional batch_fn over lists of samples
 
 The iterator is a grain DatasetIterator: `get_state()` / `set_state()` resume
@@ -24,6 +26,7 @@ from typing import Any, Callable, Sequence
 from absl import flags
 import grain
 
+from mmjax.data.feedback import Feedback, FeedbackStage
 from mmjax.data.skips import DataError, SkipCounter, Skipped, skip_or_raise
 
 
@@ -262,7 +265,7 @@ def _checked_length(source: Any, config: PipelineConfig) -> int:
 
 def build_dataset(source: Any, transforms: Sequence[grain.transforms.Map | Callable[[Any], Any]],
                   config: PipelineConfig, batch_fn: Callable[[list[Any]], Any] | None = None,
-                  counter: SkipCounter | None = None) -> grain.IterDataset:
+                  counter: SkipCounter | None = None, feedback: Feedback | None = None) -> grain.IterDataset:
     """The full pipeline over a random-access `source`.
 
     Args:
@@ -273,6 +276,8 @@ def build_dataset(source: Any, transforms: Sequence[grain.transforms.Map | Calla
         yields single samples.
       counter: receives the skip counts (a new one if None; `skip_counter(ds)`
         finds it on the returned dataset).
+      feedback: a main-process stage after the skip filter whose state the training
+        step updates (mmjax.data.feedback); it may pass records over or rewrite them.
     """
     ensure_absl_flags_parsed()
     dataset = record_keys(_checked_length(source, config), config).map(
@@ -287,6 +292,8 @@ def build_dataset(source: Any, transforms: Sequence[grain.transforms.Map | Calla
                                          per_worker_buffer_size=config.worker_buffer_size),
             worker_init_fn=_init_worker)
     iter_dataset = DropSkipped(iter_dataset, counter if counter is not None else SkipCounter())
+    if feedback is not None:
+        iter_dataset = FeedbackStage(iter_dataset, feedback)
     if batch_fn is not None:
         iter_dataset = iter_dataset.batch(config.batch_size, drop_remainder=config.drop_remainder,
                                           batch_fn=batch_fn)

@@ -95,6 +95,9 @@ class OnlineConfig:
                                      "issue 23", WEIGHTS)
     min_weight: float = _field(0.01, "weighted: floor of w(p), > 0, so rows estimated at 0 or 1 can still be "
                                      "drawn and re-measured (mmjax)")
+    solved_reward: str = _field("", "'' = a rollout solves its row when the total reward >= solved_threshold; a "
+                                    "reward function's name (e.g. accuracy, jigsaw_exact) judges by that function's "
+                                    "value alone, so a format bonus does not count as solving (mmjax)")
     seed_from_scores: bool = _field(False, "seed each row from the selection's score file: its pass rate at mask "
                                            "ratio 0 (passes / attempts), else its PISM level (`level_pass_rates`); "
                                            "issue 23")

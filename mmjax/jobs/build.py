@@ -21,7 +21,9 @@ from mmjax.difficulty import cmab as cmab_lib
 from mmjax.difficulty import pism as pism_lib
 from mmjax.difficulty import scoring
 from mmjax.difficulty import selection as selection_lib
-from mmjax.difficulty.score_file import ScoreFileError
+from mmjax.difficulty import online_selection as online_selection_lib
+from mmjax.difficulty import online_state
+from mmjax.difficulty.score_file import ScoreFileError, read_scores
 from mmjax.eval import benchmarks as bench_lib
 from mmjax.eval import metrics as metrics_lib
 from mmjax.eval import runner as runner_lib
@@ -284,11 +286,28 @@ def _task(task: str, data):
         raise ConfigFieldError(f"config.data (task {task!r}): {e}") from None
 
 
+def online_selection(config, data_source) -> online_selection_lib.OnlineSelection:
+    """config.data.online over the rows the pipeline reads (after the offline selection), seeded
+    from the selection's score file when online.seed_from_scores (SPEC 2.1's pass rate at ratio 0,
+    else the PISM level)."""
+    online = dataclass_from(online_state.OnlineConfig, config.data.online, "data.online")
+    seeds = {}
+    if online.seed_from_scores:
+        score_file = config.data.selection.score_file if "selection" in config.data else ""
+        if not score_file or not hasattr(data_source, "source_rows"):
+            raise ConfigFieldError("config.data.online.seed_from_scores needs config.data.selection.score_file "
+                                   "(the scores to seed from)")
+        rates, levels = online_state.seeds_from_records(read_scores(score_file), len(data_source.source))
+        seeds = dict(seed_pass_rates=rates[data_source.source_rows], seed_levels=levels[data_source.source_rows])
+    return online_selection_lib.OnlineSelection(online, len(data_source), config.data.seed, **seeds)
+
+
 def dataset(config, tok, model, *, seed_offset: int = 0, batch_size: int | None = None, num_epochs=None,
-            shuffle: bool = True, data_source=None):
+            shuffle: bool = True, data_source=None, feedback=None):
     """The grain dataset of model batches for this recipe (seed_offset: a held-out split).
 
     data_source: the rows to read, default selected_source(config.data, seed_offset).
+    feedback: a main-process stage the training step updates (`online_selection`), or None.
     """
     data = config.data
     spec = model.config.input_spec(min_vision_rows=data.min_vision_rows, max_pixels=data.max_pixels)
@@ -299,7 +318,8 @@ def dataset(config, tok, model, *, seed_offset: int = 0, batch_size: int | None 
                                    strict=data.strict)
     if data_source is None:
         data_source = selected_source(data, seed_offset)
-    return pipeline.build_dataset(data_source, transforms(data, tok, model), pipe, batch_fn=batcher)
+    return pipeline.build_dataset(data_source, transforms(data, tok, model), pipe, batch_fn=batcher,
+                                  feedback=feedback)
 
 
 def reward(config) -> rewards_lib.CombinedReward:

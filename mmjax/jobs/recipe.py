@@ -129,6 +129,7 @@ def _data_fields():
     from mmjax.data.pipeline import PipelineConfig  # pylint: disable=g-import-not-at-top
     from mmjax.data.qa import QaSample  # pylint: disable=g-import-not-at-top
     from mmjax.data.video_jigsaw import VideoJigsaw  # pylint: disable=g-import-not-at-top
+    from mmjax.difficulty.online_state import OnlineConfig  # pylint: disable=g-import-not-at-top
     from mmjax.difficulty.selection import SelectionConfig  # pylint: disable=g-import-not-at-top
     from mmjax.processing import ImageProcessorConfig  # pylint: disable=g-import-not-at-top
     return types.SimpleNamespace(**locals())
@@ -182,6 +183,9 @@ class DataConfig:
     strict: bool = borrowed(_D.PipelineConfig, "strict", "raise on a bad row instead of counting and skipping it")
     selection: _D.SelectionConfig = dataclasses.field(default_factory=_D.SelectionConfig, metadata=help_text(
         "difficulty-aware selection of the rows (SPEC 2)"))
+    online: _D.OnlineConfig = dataclasses.field(default_factory=_D.OnlineConfig, metadata=help_text(
+        "online difficulty (GRPO): each row's pass rate from its rollouts, and the policy that draws the next "
+        "rows (mmjax.difficulty.online_selection; issue 23)"))
 
 
 @dataclasses.dataclass(frozen=True)

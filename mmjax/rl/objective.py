@@ -76,6 +76,8 @@ class GRPOObjective:
     bucket_lengths: the prompt-length buckets the pipeline pads to (config.data.bucket_lengths),
     so the sampler keeps its prompts as they come; None: `mmjax.processing.buckets`' rule.
     reference_dtype: the stored dtype of the reference params (beta > 0); None: the policy's.
+    feedback: the data pipeline's stage that the step's rollouts update (online difficulty,
+    adaptive jigsaw; mmjax.data.feedback), or None.
     """
 
     name = "GRPO"
@@ -84,7 +86,7 @@ class GRPOObjective:
     def __init__(self, module, reward: RewardFn, decode: Callable[[Sequence[int]], str], *,
                  grpo: grpo_lib.GRPOConfig, rollout: RolloutConfig, gradient_accumulation_steps: int,
                  eos_token_ids: Sequence[int], pad_token_id: int, mesh=None,
-                 bucket_lengths: Sequence[int] | None = None, reference_dtype=None):
+                 bucket_lengths: Sequence[int] | None = None, reference_dtype=None, feedback=None):
         self.module, self.reward, self.decode = module, reward, decode
         self.grpo, self.cfg, self.accumulation = grpo, rollout, gradient_accumulation_steps
         self.eos, self.pad, self.mesh = tuple(eos_token_ids), int(pad_token_id), mesh
@@ -97,7 +99,7 @@ class GRPOObjective:
         self.recompute_old = grpo.num_iterations > 1 or grpo.temperature != 1.0
         self._logprobs = jax.jit(functools.partial(rollout_logprobs, module, num_generations=grpo.completions_per_chunk,
                                                    temperature=grpo.temperature))
-        self.ref_params, self.reference_dtype = None, reference_dtype
+        self.ref_params, self.reference_dtype, self.feedback = None, reference_dtype, feedback
 
     def start(self, params) -> None:
         # The reference policy is the starting point (the same after a resume); beta = 0 keeps
@@ -114,6 +116,8 @@ class GRPOObjective:
 
     def prepare(self, params, batches: list[dict], step: int, more: Callable[[], dict]) -> GRPOExample:
         scored, prompts = self._rollouts(params, batches, step, more)     # sample + score
+        if self.feedback is not None:                                      # the next draws' state
+            self.feedback.observe(self._observed(scored), self.grpo.num_generations, step)
         advantages = self._advantages(scored)                              # whole step
         micros = tuple(micro for s, p, a in zip(scored, prompts, advantages)  # + old / ref log-probs
                        for micro in self._on_devices(params, s, p, a))
@@ -170,6 +174,15 @@ class GRPOObjective:
                                per_function={k: np.asarray(v, np.float32) for k, v in out.per_function.items()},
                                reward_metrics=dict(out.metrics), keep=np.ones(len(texts), bool))
         return scored, rollout.prompt_batch(device_batch)
+
+    def _observed(self, scored: list[ScoredRollout]) -> dict[str, np.ndarray]:
+        """Every process's prompts (record keys) and rewards of the step, filtered groups included
+        (a group whose rewards all match is the evidence that its row is solved or unsolved)."""
+        return _gathered({
+            "index": np.concatenate([np.asarray(s.meta["index"], np.int64) for s in scored]),
+            "epoch": np.concatenate([np.asarray(s.meta["epoch"], np.int64) for s in scored]),
+            "rewards": np.concatenate([s.rewards for s in scored]),
+            **{f"fn/{name}": np.concatenate([s.per_function[name] for s in scored]) for name in scored[0].per_function}})
 
     def _advantages(self, scored: list[ScoredRollout]) -> list[np.ndarray]:
         """Advantages over the whole step (so scale_rewards="batch" sees every micro-batch) and
@@ -250,6 +263,8 @@ class GRPOObjective:
             for metrics in counts:
                 for name, value in metrics.items():
                     out[f"rewards/{name}"] = out.get(f"rewards/{name}", 0.0) + float(value)
+        if self.feedback is not None:
+            out.update(self.feedback.metrics(sharding.allgather_json))
         if self.cfg.filter_zero_std_groups:
             out["filter/dropped_groups"] = int((~rows["keep"].reshape(-1, g)[:, 0]).sum())
             out["filter/micro_batches"] = len(scored)  # the same on every process

@@ -29,15 +29,35 @@ def same_state(a: online.OnlineState, b: online.OnlineState) -> bool:
     return online.to_dict(a) == online.to_dict(b)
 
 
-def run_steps(config, state, steps, *, count, candidates=None, seed=7):
+def proposals(num_rows: int, seed: int = 7):
+    """(epoch, index) as the pipeline proposes records: every row once an epoch, shuffled per epoch."""
+    epoch = 0
+    while True:
+        for index in np.random.default_rng([seed, epoch]).permutation(num_rows):
+            yield epoch, int(index)
+        epoch += 1
+
+
+def draw(state, config, keys, count: int, seed: int = 7) -> list[int]:
+    """The next `count` rows the policy accepts from the proposals `keys`."""
+    rows = []
+    while len(rows) < count:
+        epoch, index = next(keys)
+        if policy.accepts(state, config, seed=seed, epoch=epoch, index=index):
+            rows.append(index)
+    return rows
+
+
+def run_steps(config, state, steps, *, count, keys=None, seed=7):
     """Draw, score by a fixed per-row pass rate (rewards seeded by (row, step)) and update, `steps` times."""
     true_rate = np.linspace(0.0, 1.0, state.num_rows)
+    keys = keys if keys is not None else proposals(state.num_rows, seed)
     drawn = []
     for step in steps:
-        rows, _ = policy.draw(state, config, seed=seed, step=step, count=count, candidates=candidates)
+        rows = draw(state, config, keys, count, seed)
         rewards = np.concatenate([np.random.default_rng([row, step]).random(G) < true_rate[row] for row in rows])
         state = online.update(state, rows, rewards.astype(np.float64), G, step, config)
-        drawn.append(rows.tolist())
+        drawn.append(rows)
     return state, drawn
 
 
@@ -171,35 +191,21 @@ def band_state(num_retired: int, num_active: int, p_retry: float):
 
 def test_band_never_redraws_with_p0_and_always_with_p1():
     config, state = band_state(10, 50, 0.0)
-    for step in range(200):
-        rows, info = policy.draw(state, config, seed=1, step=step, count=20)
-        assert rows.min() >= 10 and info["retried"] == 0 and info["retired"] == 10
-    for p, retried, refilled in ((0.0, 0, 10), (1.0, 10, 0)):
-        config, state = band_state(10, 50, p)
-        for step in range(20):
-            rows, info = policy.draw(state, config, seed=1, step=step, count=60)
-            assert sorted(rows.tolist()) == list(range(60))
-            assert (info["retried"], info["refilled"]) == (retried, refilled)
+    assert policy.accept_probability(state, config, range(60)).tolist() == [0.0] * 10 + [1.0] * 50
+    rows = draw(state, config, proposals(60), 500)
+    assert min(rows) >= 10 and len(set(rows)) == 50  # every active row, no retired one
+    config, state = band_state(10, 50, 1.0)
+    assert sorted(draw(state, config, proposals(60), 60)) == list(range(60))  # the first epoch, whole
 
 
 def test_band_retries_at_the_configured_rate():
     config, state = band_state(20, 5, 0.3)
-    draws, total = 500, 0
-    for step in range(draws):
-        rows, info = policy.draw(state, config, seed=3, step=step, count=25)
-        assert info["retried"] + info["refilled"] == 20
-        total += info["retried"]
-    trials = draws * 20  # every retired row's coin, each draw: Binomial(10000, 0.3)
-    assert stats.binomtest(total, trials, 0.3).pvalue > 1e-3
-    assert abs(total - 0.3 * trials) < 4 * math.sqrt(trials * 0.3 * 0.7)
-
-
-def test_band_draws_only_the_pool_when_it_is_big_enough():
-    config, state = band_state(30, 30, 0.3)
-    for step in range(100):
-        rows, info = policy.draw(state, config, seed=5, step=step, count=10)
-        assert info["refilled"] == 0 and len(set(rows.tolist())) == 10
-        assert info["retried"] == int((rows < 30).sum())
+    keys, epochs = proposals(25, seed=3), 500
+    taken = sum(policy.accepts(state, config, seed=3, epoch=e, index=i) for e, i in (next(keys) for _ in
+                                                                                     range(25 * epochs)) if i < 20)
+    trials = epochs * 20  # every retired row's coin, each epoch: Binomial(10000, 0.3)
+    assert stats.binomtest(taken, trials, 0.3).pvalue > 1e-3
+    assert abs(taken - 0.3 * trials) < 4 * math.sqrt(trials * 0.3 * 0.7)
 
 
 # ---- weighted ----------------------------------------------------------------------------------
@@ -214,67 +220,40 @@ def test_weighted_draws_match_the_weights():
     config, state = weighted_state()
     p = np.array([0.0, 0.1, 0.25, 0.5, 0.9, 1.0, 0.5])
     weights = np.maximum(p * (1 - p), 0.02)  # 0.02, 0.09, 0.1875, 0.25, 0.09, 0.02, 0.25
+    np.testing.assert_allclose(policy.accept_probability(state, config, range(7)), weights / 0.25)
     draws = 6000  # the rarest row (weight 0.02 of 0.9075) still expects 132 hits
-    hits = np.zeros(len(p))
-    for step in range(draws):
-        rows, _ = policy.draw(state, config, seed=11, step=step, count=1)
-        hits[rows[0]] += 1
+    hits = np.bincount(draw(state, config, proposals(7, seed=11), draws, seed=11), minlength=len(p))
     expected = draws * weights / weights.sum()
     assert stats.chisquare(hits, expected).pvalue > 1e-3
     assert stats.chisquare(hits, np.full(len(p), draws / len(p))).pvalue < 1e-12  # uniform is rejected
-
-
-def test_weighted_candidates_limit_the_draw_and_std_weights():
-    config, state = weighted_state()
-    for step in range(200):
-        rows, info = policy.draw(state, config, seed=2, step=step, count=3, candidates=[5, 3, 0, 6])
-        assert set(rows.tolist()) <= {0, 3, 5, 6} and len(set(rows.tolist())) == 3
-    assert sum(info["levels"].values()) == 4
     std = OnlineConfig(policy="weighted", weight="std", min_weight=0.1)
     assert policy.row_weights(np.array([0.0, 0.5, 0.99]), std).tolist() == [0.1, 0.5, 0.1]
 
 
 @pytest.mark.parametrize("name", ["band", "weighted"])
-def test_draws_depend_on_seed_step_part_and_state_only(name):
+def test_decisions_depend_on_seed_epoch_index_and_state_only(name):
     config = OnlineConfig(policy=name, retry_probability=0.5)
     state = online.init(50, config, seed_pass_rates=np.linspace(0.0, 1.0, 50))
     state.retired[::3] = True
 
-    def rows(state=state, seed=4, step=9, part=0):
-        return policy.draw(state, config, seed=seed, step=step, count=10, part=part)[0].tolist()
+    def taken(state=state, seed=4, epoch=9):
+        return [policy.accepts(state, config, seed=seed, epoch=epoch, index=i) for i in range(50)]
 
-    first = rows()
-    assert rows(state.copy()) == first
-    assert all(rows(step=s) != first for s in (10, 11)) and rows(seed=5) != first
-    assert rows(part=1) != first and rows(part=2) != rows(part=1)  # a step's refill draws differ
+    first = taken()
+    assert 0 < sum(first) < 50 and taken(state.copy()) == first
+    assert taken(epoch=10) != first and taken(seed=5) != first
     moved = state.copy()
-    moved.pass_rate[:25], moved.retired[:] = 0.5, False
-    assert rows(moved) != first
+    moved.pass_rate[:], moved.retired[:] = 0.5, False
+    assert all(taken(moved))  # nothing retired, every row at the largest weight
     np.random.seed(0)  # numpy's global generator plays no part
-    assert rows() == first
+    assert taken() == first
+    assert policy.coin(4, 9, 3) == policy.coin(4, 9, 3) != policy.coin(4, 9, 4)
 
 
-def test_static_keeps_the_candidates_order():
+def test_static_accepts_every_record():
     config = OnlineConfig()
-    state = online.init(10, config)
-    rows, info = policy.draw(state, config, seed=0, step=3, count=3, candidates=[7, 2, 9, 4])
-    assert rows.tolist() == [7, 2, 9] and info["retried"] == 0
-    with pytest.raises(ValueError, match="count=5 rows asked of 4"):
-        policy.draw(state, config, seed=0, step=3, count=5, candidates=[7, 2, 9, 4])
-    with pytest.raises(ValueError, match="repeat"):
-        policy.draw(state, config, seed=0, step=3, count=1, candidates=[7, 7])
-
-
-def test_online_metrics_name_the_issue_metrics():
-    config, state = band_state(2, 4, 1.0)
-    state = online.update(state, [3], group(2), G, 0, config)
-    rows, info = policy.draw(state, config, seed=0, step=1, count=6)
-    metrics = policy.online_metrics(state, config, info)
-    assert metrics["online/levels/medium"] == 1 and metrics["online/levels/unseen"] == 5
-    assert {"online/levels/easy", "online/levels/hard", "online/levels/unsolved", "online/retired",
-            "online/retried", "online/mean_pass_rate_drawn", "online/retired_total"} <= set(metrics)
-    assert metrics["online/retired"] == 2 and metrics["online/retried"] == 2
-    assert metrics["online/mean_pass_rate_drawn"] == 0.5  # unseen rows at the prior mean, row 3 at 2/4
+    state = online.init(10, config, seed_pass_rates=[1.0] * 10)
+    assert all(policy.accepts(state, config, seed=0, epoch=e, index=i) for e in range(3) for i in range(10))
 
 
 # ---- checkpoints and resume ------------------------------------------------------------------------
@@ -298,11 +277,11 @@ def test_to_dict_round_trips_exactly_through_json(estimator):
 @pytest.mark.parametrize("name", ["band", "weighted"])
 def test_a_resumed_run_draws_what_an_unbroken_one_draws(name):
     config = OnlineConfig(policy=name, estimator="beta", beta_forget=0.8)
-    candidates = np.arange(3, 30)
-    unbroken, drawn = run_steps(config, online.init(30, config), range(12), count=6, candidates=candidates)
-    first, drawn_a = run_steps(config, online.init(30, config), range(6), count=6, candidates=candidates)
+    unbroken, drawn = run_steps(config, online.init(30, config), range(12), count=6)
+    keys = proposals(30)  # the pipeline's own position resumes with its iterator state
+    first, drawn_a = run_steps(config, online.init(30, config), range(6), count=6, keys=keys)
     resumed = online.from_dict(json.loads(json.dumps(online.to_dict(first))))
-    last, drawn_b = run_steps(config, resumed, range(6, 12), count=6, candidates=candidates)
+    last, drawn_b = run_steps(config, resumed, range(6, 12), count=6, keys=keys)
     assert drawn_a + drawn_b == drawn
     assert same_state(last, unbroken)
 
@@ -330,10 +309,11 @@ def test_two_processes_over_steps_match_one():
         return np.concatenate([np.random.default_rng([r, step]).random(G) < true_rate[r] for r in rows]) * 1.0
 
     single, split = online.init(16, config), online.init(16, config)
+    keys_single, keys_split = proposals(16), proposals(16)
     for step in range(8):
-        rows, _ = policy.draw(single, config, seed=9, step=step, count=6)
+        rows = draw(single, config, keys_single, 6)
         single = online.update(single, rows, rewards_of(rows, step), G, step, config)
-        global_rows, _ = policy.draw(split, config, seed=9, step=step, count=6)
+        global_rows = draw(split, config, keys_split, 6)
         parts = [(global_rows[p * 3:(p + 1) * 3], rewards_of(global_rows[p * 3:(p + 1) * 3], step)) for p in (0, 1)]
         split = online.merge_updates(split, parts, G, step, config)
         assert same_state(single, split), step

@@ -18,4 +18,5 @@ def get_config(arg: str | None = None):
     c.mesh.data, c.mesh.fsdp, c.mesh.tensor = 1, 8, 1
     c.optim.eps = 1.0
     c.optim.learning_rate = 0.05  # with eps = 1 the step is lr * gradient: make the params move
+    c.data.online.policy = "band"  # the online state from both processes' rows (issue 23)
     return c

@@ -21,7 +21,10 @@ from mmjax.train.preemption import PREEMPTED_EXIT_CODE
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 STEPS = 8
 ARGS = ["--config", "configs/demo.py", "--config.mode=grpo", f"--config.max_steps={STEPS}",
-        "--config.save_steps=1", "--config.data.batch_size=4", "--config.grpo.num_generations=4"]
+        "--config.save_steps=1", "--config.data.batch_size=4", "--config.grpo.num_generations=4",
+        # Online selection over 8 rows (an epoch every 2 steps): rows retire and are passed over, and
+        # the records and the online state must resume together.
+        "--config.data.online.policy=band", "--config.data.num_samples=8"]
 
 
 def _command(workdir):
@@ -73,6 +76,9 @@ def _same_run(reference, resumed) -> None:
     assert [r["step"] for r in rows] == list(range(1, STEPS + 1))  # each step logged once
     reference_rows = [json.loads(line) for line in open(reference / "metrics.jsonl")]
     assert [r["reward"] for r in rows] == [r["reward"] for r in reference_rows]
+    online = [k for k in reference_rows[0] if k.startswith("online/")]
+    assert [[r[k] for k in online] for r in rows] == [[r[k] for k in online] for r in reference_rows]
+    assert reference_rows[-1]["online/retired_total"] > 0 and sum(r["online/passed_over"] for r in reference_rows)
     exports = [sorted((w / "hf_export").glob("*.safetensors")) for w in (reference, resumed)]
     assert exports[0] and [p.name for p in exports[0]] == [p.name for p in exports[1]]
     for a, b in zip(*exports):

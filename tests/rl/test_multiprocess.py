@@ -170,7 +170,11 @@ def test_two_processes_stopped_by_sigterm_and_resumed_equal_uninterrupted_runs(t
     # The same completions of the same prompts: the rewards are identical, not just close.
     assert [r["reward"] for r in multi] == [r["reward"] for r in one]
     # One global sampler call either way: its decode padding is counted over both processes' rows.
-    for key in ("completions/padding_fraction", "completions/update_padding_fraction", "completions/limit_by_one_row"):
+    # The online difficulty state is every process's rows', and the draws are counted over both.
+    online = [k for k in one[0] if k.startswith("online/")]
+    assert "online/levels/medium" in online and "online/drawn" in online
+    for key in ("completions/padding_fraction", "completions/update_padding_fraction", "completions/limit_by_one_row",
+                *online):
         assert [r[key] for r in multi] == [r[key] for r in one], key
     for key in ("loss", "grad_norm", "entropy", "num_tokens"):
         np.testing.assert_allclose([r[key] for r in multi], [r[key] for r in one], rtol=1e-4, atol=1e-7,
