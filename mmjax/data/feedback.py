@@ -80,3 +80,35 @@ class FeedbackStage(grain.IterDataset):
 
     def __str__(self) -> str:
         return f"FeedbackStage({type(self.feedback).__name__})"
+
+
+class FeedbackChain:
+    """Several feedback stages as one, applied in order (online selection first: a record it passes
+    over is never built); each observes every step and keeps its own state."""
+
+    def __init__(self, *stages: Feedback):
+        self.stages = stages
+
+    def apply(self, element: dict[str, Any]) -> dict[str, Any] | None:
+        for stage in self.stages:
+            element = stage.apply(element)
+            if element is None:
+                return None
+        return element
+
+    def observe(self, rows: dict[str, np.ndarray], num_generations: int, step: int) -> None:
+        for stage in self.stages:
+            stage.observe(rows, num_generations, step)
+
+    def metrics(self, gather: Callable[[dict], list[dict]]) -> dict[str, float]:
+        return {k: v for stage in self.stages for k, v in stage.metrics(gather).items()}
+
+    def get_state(self) -> dict[str, Any]:
+        return {"stages": [stage.get_state() for stage in self.stages]}
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        if len(state["stages"]) != len(self.stages):
+            raise ValueError(f"the data state has {len(state['stages'])} feedback stages; this run has "
+                             f"{len(self.stages)} ({', '.join(type(s).__name__ for s in self.stages)})")
+        for stage, saved in zip(self.stages, state["stages"]):
+            stage.set_state(saved)

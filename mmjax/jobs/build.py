@@ -17,6 +17,9 @@ import ml_collections
 from mmjax import rewards as rewards_lib
 from mmjax.data import batching, depth_jigsaw, jigsaw, pipeline, qa, sources, synthetic, video_jigsaw
 from mmjax.data import sft as sft_data
+from mmjax.data import adaptive_jigsaw
+from mmjax.data.feedback import FeedbackChain
+from mmjax.data.skips import SkipCounter
 from mmjax.difficulty import cmab as cmab_lib
 from mmjax.difficulty import pism as pism_lib
 from mmjax.difficulty import scoring
@@ -302,12 +305,38 @@ def online_selection(config, data_source) -> online_selection_lib.OnlineSelectio
     return online_selection_lib.OnlineSelection(online, len(data_source), config.data.seed, **seeds)
 
 
+def grpo_dataset(config, tok, model, data_source):
+    """(dataset, feedback) of a GRPO run: the pipeline with its feedback stages, online difficulty
+    (always: it logs the rows' levels; config.data.online) and, for a jigsaw task with
+    config.data.adaptive.enabled, the adaptive size, whose puzzles are then built in the main
+    process as batches draw them (the workers only read rows)."""
+    feedback = online_selection(config, data_source)
+    data = config.data
+    if not data.adaptive.enabled:
+        return dataset(config, tok, model, data_source=data_source, feedback=feedback), feedback
+    if data.task not in adaptive_jigsaw.LEVELS:
+        raise ConfigFieldError(f"config.data.adaptive.enabled needs a jigsaw task; config.data.task={data.task!r}")
+    adaptive_cfg = dataclass_from(adaptive_jigsaw.AdaptiveConfig, data.adaptive, "data.adaptive")
+    first, process = transforms(data, tok, model)
+    counter = SkipCounter()  # the pipeline's: the skips of the main-process puzzles are counted with the rest
+    try:
+        adaptive = adaptive_jigsaw.AdaptiveJigsaw.from_task_transform(adaptive_cfg, data.task, first, then=[process],
+                                                                      counter=counter, strict=data.strict)
+    except ValueError as e:
+        raise ConfigFieldError(f"config.data.adaptive: {e}") from None
+    feedback = FeedbackChain(feedback, adaptive)  # a record online selection passes over is never built
+    return dataset(config, tok, model, data_source=data_source, feedback=feedback, worker_transforms=[],
+                   counter=counter), feedback
+
+
 def dataset(config, tok, model, *, seed_offset: int = 0, batch_size: int | None = None, num_epochs=None,
-            shuffle: bool = True, data_source=None, feedback=None):
+            shuffle: bool = True, data_source=None, feedback=None, worker_transforms=None, counter=None):
     """The grain dataset of model batches for this recipe (seed_offset: a held-out split).
 
     data_source: the rows to read, default selected_source(config.data, seed_offset).
-    feedback: a main-process stage the training step updates (`online_selection`), or None.
+    feedback: a main-process stage the training step updates (`grpo_dataset`), or None.
+    worker_transforms: what the workers run (default: the task transform and the processor).
+    counter: the pipeline's skip counter (default: a new one).
     """
     data = config.data
     spec = model.config.input_spec(min_vision_rows=data.min_vision_rows, max_pixels=data.max_pixels)
@@ -318,8 +347,8 @@ def dataset(config, tok, model, *, seed_offset: int = 0, batch_size: int | None 
                                    strict=data.strict)
     if data_source is None:
         data_source = selected_source(data, seed_offset)
-    return pipeline.build_dataset(data_source, transforms(data, tok, model), pipe, batch_fn=batcher,
-                                  feedback=feedback)
+    steps = transforms(data, tok, model) if worker_transforms is None else worker_transforms
+    return pipeline.build_dataset(data_source, steps, pipe, batch_fn=batcher, feedback=feedback, counter=counter)
 
 
 def reward(config) -> rewards_lib.CombinedReward:

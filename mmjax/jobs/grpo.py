@@ -23,15 +23,14 @@ def build_trainer(config, workdir: str, tok=None, model=None) -> Trainer:
     chosen = selection_lib.write_report(rows, workdir)  # workdir/selection.json, with a score file only
     if chosen is not None:
         log.info("GRPO data: %s (rows in %s)", chosen.describe(), selection_lib.REPORT)
-    online = build.online_selection(config, rows)  # the rollouts' pass rates steer the next draws
-    data = build.dataset(config, tok, model, data_source=rows, feedback=online)
+    data, feedback = build.grpo_dataset(config, tok, model, rows)  # the rollouts steer the next draws
     eos, pad = build.eos_and_pad(tok)
     loop = build.train_config(config)
     objective = GRPOObjective(model.module, build.reward(config), tok.decode, grpo=build.grpo_config(config),
                               rollout=build.rollout_config(config, tok),
                               gradient_accumulation_steps=loop.gradient_accumulation_steps, eos_token_ids=eos,
                               pad_token_id=pad, mesh=mesh, bucket_lengths=config.data.bucket_lengths,
-                              reference_dtype=build.frozen_dtype(config), feedback=online)
+                              reference_dtype=build.frozen_dtype(config), feedback=feedback)
     return Trainer(model, data, objective, optimizer=build.optimizer_config(config), config=loop,
                    workdir=workdir, mesh=mesh, frozen_dtype=build.frozen_dtype(config))
 

@@ -124,6 +124,7 @@ class MeshConfig:
 
 def _data_fields():
     # Imported here: DataConfig's defaults are its consumers' (each written once, there).
+    from mmjax.data.adaptive_jigsaw import AdaptiveConfig  # pylint: disable=g-import-not-at-top
     from mmjax.data.depth_jigsaw import DepthJigsaw  # pylint: disable=g-import-not-at-top
     from mmjax.data.jigsaw import ImageJigsaw  # pylint: disable=g-import-not-at-top
     from mmjax.data.pipeline import PipelineConfig  # pylint: disable=g-import-not-at-top
@@ -183,6 +184,9 @@ class DataConfig:
     strict: bool = borrowed(_D.PipelineConfig, "strict", "raise on a bad row instead of counting and skipping it")
     selection: _D.SelectionConfig = dataclasses.field(default_factory=_D.SelectionConfig, metadata=help_text(
         "difficulty-aware selection of the rows (SPEC 2)"))
+    adaptive: _D.AdaptiveConfig = dataclasses.field(default_factory=_D.AdaptiveConfig, metadata=help_text(
+        "adaptive jigsaw size (GRPO, jigsaw tasks): the running solve rate moves the grid / clips / points "
+        "(mmjax.data.adaptive_jigsaw; issue 23)"))
     online: _D.OnlineConfig = dataclasses.field(default_factory=_D.OnlineConfig, metadata=help_text(
         "online difficulty (GRPO): each row's pass rate from its rollouts, and the policy that draws the next "
         "rows (mmjax.difficulty.online_selection; issue 23)"))
