@@ -43,6 +43,9 @@ def run(config, workdir: str) -> dict:
     n_params = sum(x.size for x in jax.tree.leaves(trainer.model.params))
     log.info("GRPO: %.2f M params on %s, workdir %s", n_params / 1e6, jax.devices(), workdir)
     metrics = trainer.train()
+    if jax.process_index() == 0:
+        from mmjax.difficulty import online_plots
+        log.info("GRPO: plots %s", online_plots.write(workdir))  # report/online.png, report/jigsaw.png
     # The model to evaluate or serve, as the demo leaves it; a resumed run replaces it whole.
     out = checkpoints.export_hf(workdir, trainer.model, savers=(tok, build.image_config(config)))
     log.info("GRPO: HF export in %s", out)

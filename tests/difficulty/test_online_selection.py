@@ -119,3 +119,18 @@ def test_a_band_with_every_row_retired_and_no_retries_is_an_error_not_a_hang():
     _observe(selection, rows, {}, step=0)  # nothing solved: every row below the band
     with pytest.raises(RuntimeError, match="every one of the 12 rows is retired"):
         next(it)
+
+
+def test_report_plots_are_written_from_the_metrics_that_exist(tmp_path):
+    from mmjax.difficulty import online_plots
+    rows = [{"step": s, "online/levels/unseen": 10.0 - s, "online/levels/hard": float(s), "online/retired": 1.0,
+             "online/mean_pass_rate_drawn": float("nan") if s == 1 else 0.4, "frac_reward_zero_std": 0.5,
+             "jigsaw/jigsaw_image/difficulty": 9.0 if s < 3 else 6.0, "jigsaw/jigsaw_image/solve_rate": None}
+            for s in (1, 2, 3)]
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    paths = online_plots.write(str(tmp_path))
+    assert [p.rsplit("/", 1)[1] for p in paths] == ["online.png", "jigsaw.png"]
+    assert all(open(p, "rb").read(8) == b"\x89PNG\r\n\x1a\n" for p in paths)
+    assert online_plots._series(rows, "online/mean_pass_rate_drawn") == ([2, 3], [0.4, 0.4])  # NaN left out
+    (tmp_path / "metrics.jsonl").write_text(json.dumps({"step": 1, "reward": 0.5}) + "\n")
+    assert online_plots.write(str(tmp_path)) == []  # a run without them: no empty plots
