@@ -22,6 +22,8 @@ from collections import defaultdict
 
 import numpy as np
 
+from mmjax.train.metrics import read_metrics
+
 EVAL = re.compile(r"eval_(?P<arm>[a-z]+)_s(?P<seed>\d+)_(?P<step>\d+)$")
 BENCHMARK = "qa"  # configs/paradigms.py's demo eval: the held-out graded rows
 
@@ -34,14 +36,6 @@ def _score(run_dir: str) -> float | None:
         return 100.0 * float(json.load(f)["benchmarks"][BENCHMARK]["score"])
 
 
-def _metrics(run_dir: str) -> list[dict]:
-    path = os.path.join(run_dir, "metrics.jsonl")
-    if not os.path.exists(path):
-        return []
-    with open(path) as f:
-        return [json.loads(line) for line in f if line.strip()]
-
-
 def collect(workdir: str) -> dict:
     runs = os.path.join(workdir, "runs")
     scores: dict[str, dict[int, dict[int, float]]] = defaultdict(lambda: defaultdict(dict))  # arm -> step -> seed
@@ -52,7 +46,7 @@ def collect(workdir: str) -> dict:
             scores[match["arm"]][int(match["step"])][int(match["seed"])] = score
     training: dict[str, dict] = {}
     for arm in scores:
-        rows = {seed: _metrics(os.path.join(runs, f"{arm}_s{seed}")) for seed in range(10)}
+        rows = {seed: read_metrics(os.path.join(runs, f"{arm}_s{seed}")) for seed in range(10)}
         rows = {seed: r for seed, r in rows.items() if r}
         zero_std = [float(np.mean([r["frac_reward_zero_std"] for r in steps])) for steps in rows.values()]
         last = [steps[-1] for steps in rows.values()]

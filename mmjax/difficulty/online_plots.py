@@ -10,11 +10,11 @@
 
 from __future__ import annotations
 
-import json
 import math
 import os
 
 from mmjax.difficulty.plots import COLOURS, _pyplot
+from mmjax.train.metrics import read_metrics
 
 REPORT = "report"
 LEVELS = ("unsolved", "hard", "medium", "easy", "unseen")
@@ -24,14 +24,6 @@ def _series(rows: list[dict], key: str) -> tuple[list[int], list[float]]:
     """(steps, values) of one metric, skipping steps without a number."""
     points = [(r["step"], r[key]) for r in rows if isinstance(r.get(key), (int, float)) and not math.isnan(r[key])]
     return [s for s, _ in points], [v for _, v in points]
-
-
-def _metrics(workdir: str) -> list[dict]:
-    path = os.path.join(workdir, "metrics.jsonl")
-    if not os.path.exists(path):
-        return []
-    with open(path) as f:
-        return [json.loads(line) for line in f if line.strip()]
 
 
 def online(rows: list[dict], path: str) -> str | None:
@@ -80,7 +72,7 @@ def jigsaw(rows: list[dict], path: str) -> str | None:
 
 def write(workdir: str) -> list[str]:
     """The plots of W/metrics.jsonl that have data, in W/report/; their paths."""
-    rows = _metrics(workdir)
+    rows = read_metrics(workdir)
     out_dir = os.path.join(workdir, REPORT)
     os.makedirs(out_dir, exist_ok=True)
     made = [online(rows, os.path.join(out_dir, "online.png")), jigsaw(rows, os.path.join(out_dir, "jigsaw.png"))]
