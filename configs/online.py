@@ -30,8 +30,10 @@ from mmjax import sweep
 from mmjax.jobs import recipe
 
 FILE = "configs/online.py"
-ARGS = dict(demo=False, steps=0)
-HELP = {"demo": "the grid on a 2-core CPU (see the docstring)", "steps": "GRPO steps of every arm (0 = STEPS)"}
+ARGS = dict(demo=False, jigsaw=False, steps=0)
+HELP = {"demo": "the grid on a 2-core CPU (see the docstring)",
+        "jigsaw": "the adaptive jigsaw grid instead: fixed 2x2, fixed 3x3, adaptive (see the docstring)",
+        "steps": "GRPO steps of every arm (0 = STEPS)"}
 STEPS = 64  # 512 prompts: two passes over the 256 rows, so the policies meet rows they have seen
 EVAL_EVERY = 16
 SEEDS = (0, 1, 2)
@@ -43,6 +45,62 @@ ARMS = {
                 "data.selection.levels": "mid+hard", "data.selection.n": 0, "data.selection.method": "pism",
                 "data.selection.threshold_mode": "stored", "data.selection.score_file": "{score}/scores.parquet"},
 }
+
+
+# ---- jigsaw: fixed 2x2, fixed 3x3 and adaptive (issue 23 section 4) ---------------------------------
+# A random model never writes a parseable order (reward 0: no GRPO signal), so an SFT warm-up on
+# 2x2 then 3x3 puzzles teaches the bare answer format ("3,1,4,2", digits and commas only) first.
+# Rows: colour_choice photos (a shape drawn on a bundled photo) cut into tiles; held-out: the
+# synthetic jigsaw benchmark (other crops of the bundled photos), greedy, solved = exact order.
+JIGSAW_TASK = {
+    "model.attention": "explicit", "data.task": "jigsaw_image", "data.source": "colour_choice",
+    "data.num_samples": 1024, "data.seed": 11, "data.image_size": (112, 112), "data.min_pixels": 56 * 56,
+    "data.max_pixels": 56 * 56, "data.min_vision_rows": 16, "data.system_prompt": False,
+    "sample.allowed_tokens": tuple("123456789") + (",",), "sample.allow_eos": True,
+}
+JIGSAW_SFT_STEPS = 200
+JIGSAW_ARMS = {  # (grid it starts at, adaptive)
+    "fixed2x2": ((2, 2), False), "fixed3x3": ((3, 3), False), "adaptive": ((2, 2), True),
+}
+JIGSAW_EVAL_GRIDS = ((2, 2), (3, 3))
+JIGSAW_EVAL_AT = (32, 64)
+BARE = {"jigsaw": {"think": False}, "jigsaw_exact": {"think": False}}  # the bare order is the whole answer
+
+
+def _grid(rows: int, cols: int) -> dict:
+    return {"data.jigsaw_rows": rows, "data.jigsaw_cols": cols}
+
+
+def _jigsaw_eval(rows: int, cols: int, init_from: str) -> dict:
+    return {**JIGSAW_TASK, "init_from": init_from, "eval.benchmarks.mmstar": "", "eval.benchmarks.jigsaw": "synthetic",
+            "eval.jigsaw_rows": rows, "eval.jigsaw_cols": cols, "eval.jigsaw_think": False, "eval.synthetic_rows": 128,
+            "eval.system_prompt": False, "eval.max_new_tokens": 18, "eval.batch_size": 32}
+
+
+def _jigsaw_sweep(steps: int, lr: float) -> list:
+    sft = {**JIGSAW_TASK, "max_steps": JIGSAW_SFT_STEPS, "sft.num_epochs": 0, "data.batch_size": 16,
+           "optim.learning_rate": 3e-3, "optim.freeze_vision": False, "optim.freeze_merger": False}
+    runs = [sweep.Run("sft2x2", {**sft, **_grid(2, 2)}, config=_path("sft") + ":tiny"),
+            sweep.Run("sft3x3", {**sft, **_grid(3, 3), "init_from": "{sft2x2}"}, config=_path("sft") + ":tiny")]
+    for grid in JIGSAW_EVAL_GRIDS:
+        runs.append(sweep.Run(f"eval_base_{grid[0]}x{grid[1]}", _jigsaw_eval(*grid, "{sft3x3}"),
+                              config=_path("eval") + ":tiny"))
+    grpo = {**JIGSAW_TASK, "init_from": "{sft3x3}", "rewards.options": BARE, "max_steps": steps,
+            "save_steps": min(JIGSAW_EVAL_AT), "save_total_limit": len(JIGSAW_EVAL_AT) + 1, "data.batch_size": 8,
+            "grpo.num_generations": 8, "grpo.max_completion_length": 18, "optim.learning_rate": lr}
+    for arm, (grid, adaptive) in JIGSAW_ARMS.items():
+        for seed in SEEDS:
+            name = f"{arm}_s{seed}"
+            extra = ({"data.adaptive.enabled": True, "data.adaptive.max_level": 2, "data.adaptive.min_groups": 16}
+                     if adaptive else {})
+            runs.append(sweep.Run(name, {**grpo, **_grid(*grid), **extra, "seed": seed},
+                                  config=_path("jigsaw_image") + ":tiny"))
+            for step in JIGSAW_EVAL_AT:
+                for g in JIGSAW_EVAL_GRIDS:
+                    runs.append(sweep.Run(f"eval_{name}_{step}_{g[0]}x{g[1]}",
+                                          _jigsaw_eval(*g, f"{{{name}}}/checkpoints/{step}"),
+                                          config=_path("eval") + ":tiny"))
+    return runs
 
 
 def _paradigms():
@@ -65,11 +123,13 @@ def get_config(arg=None):
 
 def get_sweep(arg=None):
     args = recipe.parse_args(arg, FILE, HELP, **ARGS)
-    if not args.demo:
-        raise ValueError(f"{FILE}: only the demo grid exists ({FILE}:demo); at full scale set data.online.policy "
-                         "on configs/difficulty_grpo.py")
+    if args.demo == args.jigsaw:
+        raise ValueError(f"{FILE}: name one grid, {FILE}:demo or {FILE}:jigsaw; at full scale set "
+                         "data.online.policy on configs/difficulty_grpo.py, data.adaptive.* on a jigsaw recipe")
     p = _paradigms()
     steps = args.steps or STEPS
+    if args.jigsaw:
+        return _jigsaw_sweep(steps, float(f"{1e-6 * p.DEMO_LR_SCALE:.6g}"))  # SPEC 1.6's 1e-6, the demo's scale
     grpo = {**p.DEMO_GRPO, "init_from": "{warmup}", "max_steps": steps, "save_steps": EVAL_EVERY,
             "save_total_limit": steps // EVAL_EVERY + 1,
             "optim.learning_rate": float(f"{p.GRPO_ONLY_LR * p.DEMO_LR_SCALE:.6g}")}

@@ -5,6 +5,11 @@ Rows are the records of the source the pipeline reads (after the offline selecti
 selection works on top of a score file's levels): `meta["index"]`. Each step the GRPO
 objective gives `observe` every process's prompts and rewards; the state and the step's
 counts are part of the data iterator's state, so a resumed run draws what an unbroken one did.
+Several processes: every process holds the same state (the objective gathers every process's
+rows), and each fills its own batches from its shard of the record stream; once records are
+passed over, the processes' accepted rows side by side are not the rows one process would
+accept from the whole stream (each shard is filtered on its own): another sample of the same
+policy, not the same one.
 
     selection = OnlineSelection(OnlineConfig(policy="band"), num_rows=len(source), seed=0)
     dataset = pipeline.build_dataset(source, transforms, pipe, batch_fn, feedback=selection)
