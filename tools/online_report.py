@@ -1,10 +1,12 @@
-"""The table and plot of the online-difficulty grid (configs/online.py:demo; issue 23 section 4).
+"""The table and plot of the grids of configs/online.py (issue 23 section 4): `:demo` (online
+difficulty) and `:jigsaw` (adaptive jigsaw).
 
     python tools/online_report.py W
 
 Reads what has finished in the sweep workdir W:
-  W/runs/eval_base/eval/results.json             the warm-up model's held-out score
-  W/runs/eval_<arm>_s<seed>_<step>/eval/results.json   each arm's checkpoints' held-out scores
+  W/runs/eval_base[_<grid>]/eval/results.json    the starting model's held-out score
+  W/runs/eval_<arm>_s<seed>_<step>[_<grid>]/eval/results.json   each arm's checkpoints' held-out
+                                                 scores (the jigsaw grid: at each held-out grid)
   W/runs/<arm>_s<seed>/metrics.jsonl             each arm's steps: frac_reward_zero_std (groups whose
                                                  rewards all match: no GRPO gradient), online/*
 and writes W/online.json, W/online.md (mean and range over seeds at every evaluated step, the
@@ -24,8 +26,8 @@ import numpy as np
 
 from mmjax.train.metrics import read_metrics
 
-EVAL = re.compile(r"eval_(?P<arm>[a-z]+)_s(?P<seed>\d+)_(?P<step>\d+)$")
-BENCHMARK = "qa"  # configs/paradigms.py's demo eval: the held-out graded rows
+EVAL = re.compile(r"eval_(?P<arm>[a-z0-9]+)_s(?P<seed>\d+)_(?P<step>\d+)(_(?P<grid>\d+x\d+))?$")
+BASE = re.compile(r"eval_base(_(?P<grid>\d+x\d+))?$")
 
 
 def _score(run_dir: str) -> float | None:
@@ -33,19 +35,31 @@ def _score(run_dir: str) -> float | None:
     if not os.path.exists(path):
         return None
     with open(path) as f:
-        return 100.0 * float(json.load(f)["benchmarks"][BENCHMARK]["score"])
+        benchmarks = json.load(f)["benchmarks"]
+    (summary,) = benchmarks.values()  # one benchmark an eval: qa (online grid) or jigsaw (jigsaw grid)
+    return 100.0 * float(summary["score"])
+
+
+def _mean(values) -> float | None:
+    """The mean of the numbers among `values` (a metric is null where it was NaN); None if none."""
+    numbers = [v for v in values if isinstance(v, (int, float))]
+    return float(np.mean(numbers)) if numbers else None
 
 
 def collect(workdir: str) -> dict:
     runs = os.path.join(workdir, "runs")
     scores: dict[str, dict[int, dict[int, float]]] = defaultdict(lambda: defaultdict(dict))  # arm -> step -> seed
+    base: dict[str, float] = {}  # held-out (grid or "") -> the starting model's score
     for name in sorted(os.listdir(runs)):
-        match = EVAL.match(name)
-        score = _score(os.path.join(runs, name)) if match else None
-        if score is not None:
-            scores[match["arm"]][int(match["step"])][int(match["seed"])] = score
+        match, start = EVAL.match(name), BASE.match(name)
+        score = _score(os.path.join(runs, name)) if match or start else None
+        if score is not None and match:
+            label = match["arm"] + (f" @ {match['grid']}" if match["grid"] else "")
+            scores[label][int(match["step"])][int(match["seed"])] = score
+        elif score is not None:
+            base[start["grid"] or ""] = score
     training: dict[str, dict] = {}
-    for arm in scores:
+    for arm in {label.split(" @ ")[0] for label in scores}:
         rows = {seed: read_metrics(os.path.join(runs, f"{arm}_s{seed}")) for seed in range(10)}
         rows = {seed: r for seed, r in rows.items() if r}
         zero_std = [float(np.mean([r["frac_reward_zero_std"] for r in steps])) for steps in rows.values()]
@@ -54,9 +68,10 @@ def collect(workdir: str) -> dict:
             "zero_std_share": zero_std,
             "passed_over": [float(sum(r.get("online/passed_over", 0) for r in steps)) for steps in rows.values()],
             "retired_at_end": [r.get("online/retired", 0.0) for r in last],
-            "mean_pass_rate_drawn": [float(np.nanmean([r.get("online/mean_pass_rate_drawn", np.nan) for r in steps]))
-                                     for steps in rows.values()]}
-    return {"base": _score(os.path.join(runs, "eval_base")),
+            "mean_pass_rate_drawn": [_mean([r.get("online/mean_pass_rate_drawn") for r in steps])
+                                     for steps in rows.values()],
+            "jigsaw_pieces_at_end": [r.get("jigsaw/jigsaw_image/difficulty") for r in last]}
+    return {"base": base,
             "scores": {arm: {step: dict(seeds) for step, seeds in sorted(by_step.items())}
                        for arm, by_step in scores.items()},
             "training": training}
@@ -71,16 +86,24 @@ def _cell(values) -> str:
 
 def markdown(report: dict) -> str:
     steps = sorted({step for by_step in report["scores"].values() for step in by_step})
-    lines = [f"Held-out accuracy, % (mean over seeds, range in brackets); warm-up model: "
-             f"{report['base']:.1f}" if report["base"] is not None else "Held-out accuracy, %", "",
-             "| arm | " + " | ".join(f"step {s}" for s in steps) + " | zero-variance groups | passed over |",
-             "|---|" + "---:|" * (len(steps) + 2)]
-    for arm, by_step in report["scores"].items():
-        t = report["training"].get(arm, {})
+    lines = ["Held-out score, % (mean over seeds, range in brackets); step 0 = the starting model", "",
+             "| arm | step 0 | " + " | ".join(f"step {s}" for s in steps)
+             + " | zero-variance groups, % | records passed over |",
+             "|---|---:|" + "---:|" * (len(steps) + 2)]
+    for label, by_step in report["scores"].items():
+        t = report["training"].get(label.split(" @ ")[0], {})
         zero = _cell([100 * v for v in t.get("zero_std_share", [])])
-        lines.append(f"| {arm} | " + " | ".join(_cell(by_step.get(s, {}).values()) for s in steps)
+        start = _base_of(report, label)
+        lines.append(f"| {label} | {'-' if start is None else f'{start:.1f}'} | "
+                     + " | ".join(_cell(by_step.get(s, {}).values()) for s in steps)
                      + f" | {zero} | {_cell(t.get('passed_over', []))} |")
     return "\n".join(lines) + "\n"
+
+
+def _base_of(report: dict, label: str) -> float | None:
+    """The starting model's score on the held-out set of `label` ("arm @ 3x3": the 3x3 one)."""
+    grid = label.split(" @ ")[1] if " @ " in label else ""
+    return report["base"].get(grid)
 
 
 def plot(report: dict, path: str) -> None:
@@ -88,18 +111,18 @@ def plot(report: dict, path: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     fig, ax = plt.subplots(figsize=(6, 4))
-    for arm, by_step in report["scores"].items():
+    for label, by_step in report["scores"].items():
         steps = sorted(by_step)
         values = [list(by_step[s].values()) for s in steps]
-        x = [0] + steps if report["base"] is not None else steps
-        mean = ([report["base"]] if report["base"] is not None else []) + [float(np.mean(v)) for v in values]
-        line, = ax.plot(x, mean, marker="o", label=arm)
-        lo = ([report["base"]] if report["base"] is not None else []) + [min(v) for v in values]
-        hi = ([report["base"]] if report["base"] is not None else []) + [max(v) for v in values]
-        ax.fill_between(x, lo, hi, color=line.get_color(), alpha=0.15)
+        start = _base_of(report, label)
+        first = [] if start is None else [start]
+        x = ([0] if first else []) + steps
+        line, = ax.plot(x, first + [float(np.mean(v)) for v in values], marker="o", label=label)
+        ax.fill_between(x, first + [min(v) for v in values], first + [max(v) for v in values],
+                        color=line.get_color(), alpha=0.15)
     ax.set_xlabel("GRPO step")
-    ax.set_ylabel("held-out accuracy, %")
-    ax.set_title("online difficulty vs offline mid+hard (demo, seeds' range shaded)")
+    ax.set_ylabel("held-out score, %")
+    ax.set_title("held-out score against steps (mean of seeds, their range shaded)")
     ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=100)
