@@ -1,0 +1,110 @@
+"""Packing a micro-batch's ragged completions into fewer update rows (issue 24), host side.
+
+A GRPO micro-batch holds B prompts x G completions of at most Tc tokens, most much shorter.
+`pack` puts each prompt's G completions, longest first, into the first of its packed rows of
+`width` token slots with room for them (first-fit decreasing): a packed row holds whole
+completions of ONE prompt, so it still attends one prompt's KV cache (the shared-prefix path,
+`mmjax.models.attention_prefix`), and within it each completion sees only its own segment.
+Every prompt gets the same number of packed rows R (the most any prompt needs, rounded up to
+a bucket, so the update compiles once per (R, width) bucket); R <= G always, as a completion
+never exceeds the width.
+
+    p = pack(lengths, num_generations=8, width=Tc)       # lengths [B * G], prompt-major
+    tokens_packed = packed(tokens, p, fill=pad)           # [B * R, width]
+    logp = unpacked(logp_packed, p)                       # back to [B * G, Tc], 0 past each end
+
+The loss then runs on the unpacked [B * G, Tc] arrays as before, so every loss type keeps
+its (sum, count) aggregation unchanged.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+
+@dataclasses.dataclass(frozen=True)
+class Packing:
+    """Where each completion token of a prompt-major micro-batch sits in the packed rows."""
+    num_generations: int
+    rows_per_prompt: int   # R
+    width: int             # W: token slots of a packed row
+    row: np.ndarray        # int32 [B * R, W]: the completion (prompt-major index n) a slot holds; -1 = empty
+    position: np.ndarray   # int32 [B * R, W]: the token's index within its completion; 0 where empty
+    segment: np.ndarray    # int32 [B * R, W]: 1, 2, ... per completion within its packed row; 0 = empty
+    slot: np.ndarray       # int32 [N, Tc]: flat packed index (packed row * W + slot) of each token; -1 past the end
+
+    @property
+    def fill(self) -> float:
+        """The share of packed slots holding a token."""
+        return float((self.row >= 0).mean()) if self.row.size else 0.0
+
+
+def row_bucket(needed: int, num_generations: int) -> int:
+    """Packed rows per prompt for `needed`: the next power of two, at most G (few shapes to compile)."""
+    if not 1 <= needed <= num_generations:
+        raise ValueError(f"{needed} packed rows for a prompt of {num_generations} completions")
+    return min(1 << (needed - 1).bit_length(), num_generations)
+
+
+def _first_fit(lengths: np.ndarray, width: int) -> list[list[int]]:
+    """Completion indices per bin, longest first into the first bin with room (first-fit decreasing)."""
+    bins: list[list[int]] = []
+    room: list[int] = []
+    for j in sorted(range(len(lengths)), key=lambda j: (-int(lengths[j]), j)):
+        size = int(lengths[j])
+        k = next((k for k, r in enumerate(room) if r >= size), None)
+        if k is None:
+            bins.append([]), room.append(width)
+            k = len(bins) - 1
+        bins[k].append(j)
+        room[k] -= size
+    return bins
+
+
+def pack(lengths, num_generations: int, width: int, completion_slots: int | None = None) -> Packing:
+    """The packing of completions of `lengths` ([B * G], prompt-major; each in [1, width]) into
+    rows of `width` slots. completion_slots: Tc of the padded layout (default `width`)."""
+    lengths = np.asarray(lengths, np.int64).reshape(-1)
+    g, tc = int(num_generations), int(completion_slots or width)
+    if lengths.size % g:
+        raise ValueError(f"{lengths.size} completions are not prompts x {g}")
+    if lengths.size and (lengths.min() < 1 or lengths.max() > min(width, tc)):
+        raise ValueError(f"completion lengths must lie in [1, {min(width, tc)}] (the packed width {width} and the "
+                         f"padded {tc}); got {lengths.min()} .. {lengths.max()}")
+    prompts = lengths.size // g
+    bins = [_first_fit(lengths[b * g:(b + 1) * g], width) for b in range(prompts)]
+    r = row_bucket(max((len(x) for x in bins), default=1), g)
+    row = np.full((prompts * r, width), -1, np.int32)
+    position = np.zeros((prompts * r, width), np.int32)
+    segment = np.zeros((prompts * r, width), np.int32)
+    slot = np.full((prompts * g, tc), -1, np.int32)
+    for b, prompt_bins in enumerate(bins):
+        for k, members in enumerate(prompt_bins):
+            packed_row, start = b * r + k, 0
+            for number, j in enumerate(members, start=1):
+                n, size = b * g + j, int(lengths[b * g + j])
+                row[packed_row, start:start + size] = n
+                position[packed_row, start:start + size] = np.arange(size)
+                segment[packed_row, start:start + size] = number
+                slot[n, :size] = packed_row * width + start + np.arange(size)
+                start += size
+    return Packing(g, r, int(width), row, position, segment, slot)
+
+
+def packed(array, p: Packing, fill=0) -> np.ndarray:
+    """A per-token array [N, Tc, ...] laid out as the packed rows [B * R, W, ...] (`fill` where empty)."""
+    array = np.asarray(array)
+    taken = array[np.maximum(p.row, 0), p.position]
+    empty = (p.row < 0).reshape(p.row.shape + (1,) * (array.ndim - 2))
+    return np.where(empty, np.asarray(fill, array.dtype), taken)
+
+
+def unpacked(array, p: Packing, fill=0) -> np.ndarray:
+    """A packed per-token array [B * R, W, ...] back in the padded layout [N, Tc, ...] (`fill` past each end)."""
+    array = np.asarray(array)
+    flat = array.reshape((-1,) + array.shape[2:])
+    taken = flat[np.maximum(p.slot, 0)]
+    past = (p.slot < 0).reshape(p.slot.shape + (1,) * (array.ndim - 2))
+    return np.where(past, np.asarray(fill, array.dtype), taken)

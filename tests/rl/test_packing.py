@@ -1,0 +1,49 @@
+"""mmjax.rl.packing (issue 24, host side): every token lands in exactly one packed slot, rows hold
+one prompt's completions, segments number them, and unpacking inverts packing."""
+
+import numpy as np
+import pytest
+
+from mmjax.rl import packing
+
+
+def test_a_hand_packed_prompt():
+    # One prompt, G = 4, width 8: lengths 5, 3, 8, 2 -> longest first: [8], [5, 3], then 2 fits
+    # nowhere (rooms 0 and 0) -> a third row; R = 3 rounds up to 4 (a power of two).
+    p = packing.pack([5, 3, 8, 2], num_generations=4, width=8)
+    assert p.rows_per_prompt == 4
+    assert p.row.tolist() == [[2] * 8, [0] * 5 + [1] * 3, [3, 3] + [-1] * 6, [-1] * 8]
+    assert p.segment.tolist()[1] == [1] * 5 + [2] * 3
+    assert p.position.tolist()[1] == [0, 1, 2, 3, 4, 0, 1, 2]
+    assert p.slot[1].tolist() == [13, 14, 15, -1, -1, -1, -1, -1]  # completion 1: row 1, slots 5..7
+    assert p.fill == 18 / 32
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_packing_round_trips_ragged_lengths(seed):
+    rng = np.random.default_rng(seed)
+    b, g, tc = 3, 8, 32
+    lengths = np.clip(rng.geometric(1 / (0.3 * tc), size=b * g), 1, tc)  # long-tailed, mean ~0.3 Tc
+    lengths[0], lengths[1] = 1, tc  # a row of length 1 and one at the maximum
+    tokens = rng.integers(1, 100, size=(b * g, tc))
+    mask = np.arange(tc)[None] < lengths[:, None]
+    p = packing.pack(lengths, g, tc)
+    flat = p.row[p.row >= 0]
+    assert sorted(np.bincount(flat, minlength=b * g).tolist()) == sorted(lengths.tolist())  # every token once
+    rows_prompt = np.where(p.row >= 0, p.row // g, -1)
+    for r in range(p.row.shape[0]):  # a packed row holds one prompt's completions
+        assert set(rows_prompt[r][rows_prompt[r] >= 0].tolist()) <= {r // p.rows_per_prompt}
+    back = packing.unpacked(packing.packed(tokens, p, fill=-7), p, fill=0)
+    np.testing.assert_array_equal(back, np.where(mask, tokens, 0))
+    assert p.row.shape[0] <= b * g and p.rows_per_prompt == packing.row_bucket(p.rows_per_prompt, g)
+
+
+def test_positions_three_d_are_packed_too_and_errors_name_the_bounds():
+    lengths = [2, 1]
+    pos = np.arange(2 * 3 * 3).reshape(2, 3, 3)  # [N, Tc, 3]: M-RoPE positions moved last
+    p = packing.pack(lengths, 2, 3)
+    assert packing.packed(pos, p).shape == (1, 3, 3)
+    with pytest.raises(ValueError, match=r"lengths must lie in \[1, 3\]"):
+        packing.pack([0, 2], 2, 3)
+    with pytest.raises(ValueError, match="3 completions are not prompts x 2"):
+        packing.pack([1, 1, 1], 2, 3)
