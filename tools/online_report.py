@@ -63,9 +63,13 @@ def collect(workdir: str) -> dict:
         rows = {seed: read_metrics(os.path.join(runs, f"{arm}_s{seed}")) for seed in range(10)}
         rows = {seed: r for seed, r in rows.items() if r}
         zero_std = [float(np.mean([r["frac_reward_zero_std"] for r in steps])) for steps in rows.values()]
+        # The second half of the steps: on the demo, after every row was seen once (an epoch), where the
+        # online policies start to pass rows over; the first epoch is the same draw for all of them.
+        late = [float(np.mean([r["frac_reward_zero_std"] for r in steps if r["step"] > steps[-1]["step"] / 2]))
+                for steps in rows.values()]
         last = [steps[-1] for steps in rows.values()]
         training[arm] = {
-            "zero_std_share": zero_std,
+            "zero_std_share": zero_std, "zero_std_share_second_half": late,
             "passed_over": [float(sum(r.get("online/passed_over", 0) for r in steps)) for steps in rows.values()],
             "retired_at_end": [r.get("online/retired", 0.0) for r in last],
             "mean_pass_rate_drawn": [_mean([r.get("online/mean_pass_rate_drawn") for r in steps])
@@ -88,11 +92,12 @@ def markdown(report: dict) -> str:
     steps = sorted({step for by_step in report["scores"].values() for step in by_step})
     lines = ["Held-out score, % (mean over seeds, range in brackets); step 0 = the starting model", "",
              "| arm | step 0 | " + " | ".join(f"step {s}" for s in steps)
-             + " | zero-variance groups, % | records passed over |",
-             "|---|---:|" + "---:|" * (len(steps) + 2)]
+             + " | zero-variance groups, % | the same, second half of the steps | records passed over |",
+             "|---|---:|" + "---:|" * (len(steps) + 3)]
     for label, by_step in report["scores"].items():
         t = report["training"].get(label.split(" @ ")[0], {})
-        zero = _cell([100 * v for v in t.get("zero_std_share", [])])
+        zero = (f"{_cell([100 * v for v in t.get('zero_std_share', [])])} | "
+                f"{_cell([100 * v for v in t.get('zero_std_share_second_half', [])])}")
         start = _base_of(report, label)
         lines.append(f"| {label} | {'-' if start is None else f'{start:.1f}'} | "
                      + " | ".join(_cell(by_step.get(s, {}).values()) for s in steps)
