@@ -30,9 +30,14 @@ def _recipe(name: str, arg: str | None = None):
     return importlib.import_module(f"configs.{name}").get_config(arg)
 
 
-def test_tiny_grpo_plan_has_every_program_with_consistent_numbers():
+@pytest.fixture(scope="module")
+def tiny_grpo_plan():
     config = _recipe("difficulty_grpo", "tiny")  # beta 0.001: the reference pass is planned too
-    plan = make_plan(config, PlanConfig(), jax.devices()[:1], "gpu")
+    return make_plan(config, PlanConfig(), jax.devices()[:1], "gpu")
+
+
+def test_tiny_grpo_plan_has_every_program_with_consistent_numbers(tiny_grpo_plan):
+    plan = tiny_grpo_plan
     assert [p.name for p in plan.programs] == GRPO_PROGRAMS
     for p in plan.programs:
         assert not p.error, p
@@ -132,11 +137,10 @@ def test_ladder_moves_fsdp_to_tensor_where_halving_would_split_prompts_unevenly(
     assert [r.get("grpo.completion_chunks") for r in rungs[4:]] == [None, 2, 4, 8]
 
 
-def test_proposed_memory_options_lower_the_planned_bytes():
+def test_proposed_memory_options_lower_the_planned_bytes(tiny_grpo_plan):
     """model.frozen_dtype=bfloat16 halves the reference params; completion_chunks=2 halves the
     update's completion rows (XLA's micro-batch inputs and the arithmetic's activations)."""
-    config = _recipe("difficulty_grpo", "tiny")
-    base = make_plan(config, PlanConfig(), jax.devices()[:1], "gpu")
+    config, base = _recipe("difficulty_grpo", "tiny"), tiny_grpo_plan
     less = make_plan(proposals.apply(config, {"model.frozen_dtype": "bfloat16", "grpo.completion_chunks": 2}),
                      PlanConfig(), jax.devices()[:1], "gpu")
     held = lambda plan, name: dict(next(p for p in plan.programs if p.name == name).held)  # noqa: E731

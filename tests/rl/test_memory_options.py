@@ -47,6 +47,13 @@ def _example(tok, model, tmp_path, **overrides):
     return trainer, params, example
 
 
+@pytest.fixture(scope="module")
+def with_reference(pieces, tmp_path_factory):
+    """The one-micro-batch example with a float32 reference (beta > 0), shared by two tests."""
+    tok, model = pieces
+    return _example(tok, model, tmp_path_factory.mktemp("whole"), **{"grpo.beta": 0.04, "grpo.loss_type": "grpo"})
+
+
 def _grads(trainer, params, example):
     """The Trainer's summed gradients and accumulated statistics over the example's micro-batches."""
     grad_sum, stats = None, None
@@ -65,12 +72,12 @@ def test_chunk_rows_split_each_prompts_completions_in_order():
         GRPOConfig(num_generations=4, completion_chunks=3)
 
 
-@pytest.mark.parametrize("loss_type", ["grpo"])  # per-sequence means: the row split matters
-def test_completion_chunks_give_the_whole_micro_batchs_loss_and_gradients(pieces, tmp_path, loss_type):
+def test_completion_chunks_give_the_whole_micro_batchs_loss_and_gradients(pieces, with_reference, tmp_path):
+    # loss_type grpo: per-sequence means, where how rows are split matters most.
     tok, model = pieces
-    options = {"grpo.loss_type": loss_type, "grpo.beta": 0.04}  # the reference pass is chunked too
-    whole = _example(tok, model, tmp_path / "whole", **options)
-    chunked = _example(tok, model, tmp_path / "chunked", **options, **{"grpo.completion_chunks": 2})
+    whole = with_reference  # the reference pass is chunked too (beta > 0)
+    chunked = _example(tok, model, tmp_path / "chunked",
+                       **{"grpo.beta": 0.04, "grpo.loss_type": "grpo", "grpo.completion_chunks": 2})
     assert len(whole[2].micro_batches) == 1 and len(chunked[2].micro_batches) == 2
     assert chunked[2].micro_batches[0].tokens.shape[0] == whole[2].micro_batches[0].tokens.shape[0] // 2
     np.testing.assert_array_equal(whole[2].rollouts[0].rewards, chunked[2].rollouts[0].rewards)  # same rollout
@@ -83,10 +90,11 @@ def test_completion_chunks_give_the_whole_micro_batchs_loss_and_gradients(pieces
         np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=1e-5, atol=1e-6 * scale)
 
 
-def test_bfloat16_reference_params_give_the_same_reference_log_probs(pieces, tmp_path):
+def test_bfloat16_reference_params_give_the_same_reference_log_probs(pieces, with_reference, tmp_path):
     tok, model = pieces
-    f32 = _example(tok, model, tmp_path / "f32", **{"grpo.beta": 0.04})
-    bf16 = _example(tok, model, tmp_path / "bf16", **{"grpo.beta": 0.04, "model.frozen_dtype": "bfloat16"})
+    f32 = with_reference
+    bf16 = _example(tok, model, tmp_path / "bf16",
+                    **{"grpo.beta": 0.04, "grpo.loss_type": "grpo", "model.frozen_dtype": "bfloat16"})
     ref = bf16[0].objective.ref_params
     assert {x.dtype for x in jax.tree.leaves(ref)} == {jnp.dtype(jnp.bfloat16)}
     bytes_of = lambda tree: sum(x.nbytes for x in jax.tree.leaves(tree))  # noqa: E731
