@@ -144,6 +144,7 @@ def get_sweep(arg=None):
             runs.append(sweep.Run(name, {**grpo, **overrides, "seed": seed}, after=("score",),
                                   config=_path("difficulty_grpo") + ":tiny"))
             for step in range(EVAL_EVERY, steps + 1, EVAL_EVERY):
-                runs.append(sweep.Run(f"eval_{name}_{step}", {**evaluate, "init_from": f"{{{name}}}/checkpoints/{step}"},
+                checkpoint = f"{{{name}}}/checkpoints/{step}"
+                runs.append(sweep.Run(f"eval_{name}_{step}", {**evaluate, "init_from": checkpoint},
                                       config=_path("eval") + ":tiny"))
     return runs

@@ -182,7 +182,8 @@ class GRPOObjective:
             "index": np.concatenate([np.asarray(s.meta["index"], np.int64) for s in scored]),
             "epoch": np.concatenate([np.asarray(s.meta["epoch"], np.int64) for s in scored]),
             "rewards": np.concatenate([s.rewards for s in scored]),
-            **{f"fn/{name}": np.concatenate([s.per_function[name] for s in scored]) for name in scored[0].per_function}})
+            **{f"fn/{name}": np.concatenate([s.per_function[name] for s in scored])
+               for name in scored[0].per_function}})
 
     def _advantages(self, scored: list[ScoredRollout]) -> list[np.ndarray]:
         """Advantages over the whole step (so scale_rewards="batch" sees every micro-batch) and

@@ -115,6 +115,8 @@ def test_bfloat16_frozen_towers_train_as_the_float32_ones(pieces, tmp_path):
     assert {x.dtype for x in jax.tree.leaves(params["language_model"])} == {jnp.dtype(jnp.float32)}
     (g1, s1), (g2, s2) = _grads(*f32), _grads(*bf16)
     np.testing.assert_allclose(float(s2["loss"].total), float(s1["loss"].total), rtol=1e-6, atol=1e-7)
+    for a, b in zip(jax.tree.leaves(g1["language_model"]), jax.tree.leaves(g2["language_model"])):
+        np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=1e-5, atol=1e-6 * float(np.abs(a).max() or 1))
     # Trainable params must still be float32 master weights.
     with pytest.raises(TypeError, match="float32 master weights"):
         optim.make_optimizer(optim.OptimizerConfig(freeze_vision=True)).init(
