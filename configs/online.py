@@ -52,9 +52,11 @@ ARMS = {
 # 2x2 then 3x3 puzzles teaches the bare answer format ("3,1,4,2", digits and commas only) first.
 # Rows: colour_choice photos (a shape drawn on a bundled photo) cut into tiles; held-out: the
 # synthetic jigsaw benchmark (other crops of the bundled photos), greedy, solved = exact order.
+# 168 px images, as the benchmark's: 2x2 and 3x3 tiles of 84 and 56 px, each resized to 56 x 56
+# (4 vision tokens); a 37 px tile (112 px / 3) would be upscaled past max_pixels by the processor.
 JIGSAW_TASK = {
     "model.attention": "explicit", "data.task": "jigsaw_image", "data.source": "colour_choice",
-    "data.num_samples": 1024, "data.seed": 11, "data.image_size": (112, 112), "data.min_pixels": 56 * 56,
+    "data.num_samples": 1024, "data.seed": 11, "data.image_size": (168, 168), "data.min_pixels": 56 * 56,
     "data.max_pixels": 56 * 56, "data.min_vision_rows": 16, "data.system_prompt": False,
     "sample.allowed_tokens": tuple("123456789") + (",",), "sample.allow_eos": True,
 }
