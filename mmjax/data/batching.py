@@ -53,6 +53,10 @@ class ProcessSample(grain.transforms.Map):
       tokens_per_second: the vision config's value (2 for Qwen2.5-VL).
       max_prompt_length: longest prompt in tokens; None = no limit.
       overlong: "skip" or "raise" for prompts over `max_prompt_length`.
+      frame_patches: the most patches an image (or video frame) may have, the batch layout's
+        (`InputSpec.frame_patches`, from max_pixels); None = no limit. The processor's resize
+        can exceed max_pixels when it upscales a small image to min_pixels (HF's rounding up,
+        with min_pixels near max_pixels): such a sample is skipped here, not a crash in the batch.
       strict: raise instead of skipping samples the processor rejects.
     """
 
@@ -64,6 +68,7 @@ class ProcessSample(grain.transforms.Map):
     max_prompt_length: int | None = None
     overlong: str = "skip"
     strict: bool = False
+    frame_patches: int | None = None
 
     def __post_init__(self):
         if self.overlong not in ("skip", "raise"):
@@ -83,6 +88,11 @@ class ProcessSample(grain.transforms.Map):
                                     tokens_per_second=self.tokens_per_second)
         except ValueError as e:  # e.g. an extreme aspect ratio, placeholders not matching inputs
             return skip_or_raise(self.strict, "processing_error", where, str(e))
+        largest = _largest_frame(inputs)
+        if self.frame_patches is not None and largest > self.frame_patches:
+            return skip_or_raise(self.strict, "image_too_large", where,
+                                 f"an image resized to {largest} patches > {self.frame_patches} (max_pixels): "
+                                 "upscaled to min_pixels past max_pixels; set min_pixels further below max_pixels")
         length = len(inputs["input_ids"])
         if self.max_prompt_length is not None and length > self.max_prompt_length:
             detail = (f"prompt has {length} tokens > max_prompt_length {self.max_prompt_length};"
@@ -92,6 +102,13 @@ class ProcessSample(grain.transforms.Map):
             return Skipped("prompt_too_long", where, detail)
         meta = {key: element.get(key) for key in META_KEYS}
         return {"inputs": inputs, "meta": meta}
+
+
+def _largest_frame(inputs: dict[str, Any]) -> int:
+    """Patches of the largest image or video frame of a processed sample (0 without any)."""
+    grids = [np.asarray(inputs[k]).reshape(-1, 3) for k in ("image_grid_thw", "video_grid_thw")
+             if inputs.get(k) is not None]
+    return max((int(h) * int(w) for grid in grids for _, h, w in grid), default=0)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -259,8 +259,10 @@ def transforms(data, tok, model) -> list:
                                f"got {data.source!r}")
     first = _task(task, data)
     image_cfg = ImageProcessorConfig(min_pixels=data.min_pixels, max_pixels=data.max_pixels)
+    spec = model.config.input_spec(min_vision_rows=data.min_vision_rows, max_pixels=data.max_pixels)
     process = batching.ProcessSample(tok, image_cfg=image_cfg, max_prompt_length=data.max_prompt_length or None,
-                                     tokens_per_second=model.config.vision.tokens_per_second)
+                                     tokens_per_second=model.config.vision.tokens_per_second,
+                                     frame_patches=spec.frame_patches)
     return [first, process]
 
 

@@ -89,6 +89,24 @@ def test_overlong_prompts_are_skipped_or_raise_never_truncated(tok, spec):
         batching.Batcher(pad_id=0, spec=spec, bucket_lengths=(length - 1,))([full])
 
 
+def test_an_image_the_processor_upscales_past_max_pixels_is_skipped_not_a_crash(tok):
+    # min_pixels = max_pixels = 56 x 56: a 38 x 37 tile grows to min_pixels by HF's rounding up
+    # (ceil(38 * 1.49 / 28) = 3, ceil(37 * 1.49 / 28) = 2): 84 x 56 = 24 patches, over max_pixels'
+    # 16. The batch layout has room for 16 a frame, so the sample is skipped with a reason instead
+    # of crashing the batch.
+    from mmjax.data.tasks import make_sample
+    from mmjax.processing import ImageProcessorConfig
+    tile = np.zeros((38, 37, 3), np.uint8)
+    sample = make_sample({"id": "t"}, task="choice", messages=[{"role": "user", "content": [{"type": "image"}]}],
+                         solution="A", container="answer", images=[tile])
+    cfg = ImageProcessorConfig(min_pixels=56 * 56, max_pixels=56 * 56)
+    assert batching.ProcessSample(tok, image_cfg=cfg).map(sample)["inputs"]["image_grid_thw"].tolist() == [[1, 6, 4]]
+    skipped = batching.ProcessSample(tok, image_cfg=cfg, frame_patches=16).map(sample)
+    assert isinstance(skipped, Skipped) and skipped.reason == "image_too_large" and "24 patches > 16" in skipped.detail
+    with pytest.raises(DataError, match="image_too_large"):
+        batching.ProcessSample(tok, image_cfg=cfg, frame_patches=16, strict=True).map(sample)
+
+
 def test_pipeline_batches_restore_exactly(tok, spec):
     source = synthetic.ShapesVqaSource(6, size=(112, 112), background="plain")
     pad = special_token_ids(tok).pad_token_id
