@@ -18,12 +18,16 @@ import jax.numpy as jnp
 from mmjax.models.attention_blockwise import allowed_mask
 
 
-def prefix_attention(q, k, v, key_valid, prefix_k, prefix_v, prefix_valid, q_slots):
+def prefix_attention(q, k, v, key_valid, prefix_k, prefix_v, prefix_valid, q_slots, segments=None):
     """q [N, T, H, D] over prefix keys prefix_k / prefix_v [B, Hkv, P, D] (shared by rows
     b * G .. b * G + G - 1, G = N / B, valid where prefix_valid [B, P]) and then the rows'
     own keys k / v [N, Hkv, S, D]: query t sees own key s where key_valid [N, S] and
     s <= q_slots[n, t] (int [N, T]: 0..T-1 when scoring completions, the own-cache slot
     in a decode step).
+
+    segments: int [N, T] (scoring, S == T) for rows that pack several completions of their
+    prompt (mmjax.rl.packing): own key s is seen only by queries of the same segment, so each
+    completion sees the prefix and its own earlier tokens, as in its own row.
 
     Returns (out [N, T, H, D] in q.dtype, row_any [N, T]: whether the row had a key).
     As the explicit path: products in the input dtype, the softmax in float32.
@@ -43,7 +47,7 @@ def prefix_attention(q, k, v, key_valid, prefix_k, prefix_v, prefix_valid, q_slo
     # Own keys: [N, Hkv, heads * T, S], then regrouped as [B, Hkv, G, rows, S] like the prefix.
     q_own = q.reshape(n, t, hkv, heads, d).transpose(0, 2, 3, 1, 4).reshape(n, hkv, rows, d)
     s_own = (jnp.einsum("bkmd,bksd->bkms", q_own, k) * scale).astype(f32).reshape(n, hkv, heads, t, s)
-    allowed = allowed_mask(key_valid, jnp.arange(s), q_slots, None, None, causal=True)  # [N, T, S]
+    allowed = allowed_mask(key_valid, jnp.arange(s), q_slots, segments, segments, causal=True)  # [N, T, S]
     s_own = jnp.where(allowed[:, None, None], s_own, low)
     s_own = s_own.reshape(b, g_rows, hkv, rows, s).transpose(0, 2, 1, 3, 4)
 

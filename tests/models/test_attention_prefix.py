@@ -115,3 +115,25 @@ def test_bad_prefix_calls_raise_clearly():
     with pytest.raises(ValueError, match="S=5 keys != T=6 queries needs q_slots"):
         attention(q, k[:, :, :5], v[:, :, :5], key_valid=own_valid[:, :5], causal=True,
                   prefix=(pk, pv, p_valid))
+
+
+def test_packed_rows_with_segments_equal_their_completions_in_rows_of_their_own():
+    """Two completions of a prompt packed in one row (segments 1 and 2) attend as they would alone:
+    the prompt's keys, then their own earlier tokens only (mmjax.rl.packing)."""
+    from mmjax.models.attention_prefix import prefix_attention
+    q, k, v, pk, pv, p_valid, _ = inputs(3)
+    # Prompt 0's completions 0 (3 tokens) and 1 (2 tokens), each in its own row padded to T ...
+    lengths = (3, 2)
+    own_valid = jnp.asarray(np.arange(T)[None] < np.asarray(lengths)[:, None])
+    q2, k2, v2 = q[:2], k[:2], v[:2]
+    alone, _ = prefix_attention(q2, k2, v2, own_valid, pk[:1], pv[:1], p_valid[:1], jnp.tile(jnp.arange(T), (2, 1)))
+    # ... and both in one packed row: tokens [c0 t0, c0 t1, c0 t2, c1 t0, c1 t1, pad].
+    take = [(0, 0), (0, 1), (0, 2), (1, 0), (1, 1), (0, 5)]
+    pq = jnp.stack([q2[r, t] for r, t in take])[None]
+    pk_own = jnp.stack([k2[r, :, t] for r, t in take], axis=1)[None]
+    pv_own = jnp.stack([v2[r, :, t] for r, t in take], axis=1)[None]
+    segments = jnp.asarray([[1, 1, 1, 2, 2, 0]])
+    packed, _ = prefix_attention(pq, pk_own, pv_own, segments > 0, pk[:1], pv[:1], p_valid[:1],
+                                 jnp.arange(T)[None], segments=segments)
+    for j, (r, t) in enumerate(take[:5]):
+        np.testing.assert_allclose(np.asarray(packed[0, j]), np.asarray(alone[r, t]), rtol=1e-5, atol=1e-6)
