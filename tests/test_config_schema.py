@@ -31,11 +31,14 @@ def _node(config, path: str):
 # ---- each section equals its dataclass's defaults ----------------------------------------------
 
 def test_base_sections_build_their_dataclasses_default_instances():
+    from mmjax.data.adaptive_jigsaw import AdaptiveConfig
+    from mmjax.difficulty.online_state import OnlineConfig
     from mmjax.difficulty.selection import SelectionConfig
     from mmjax.rl.grpo import GRPOConfig
     from mmjax.train.optim import OptimizerConfig
     c = recipe.base()
     for path, cls in [("grpo", GRPOConfig), ("optim", OptimizerConfig), ("data.selection", SelectionConfig),
+                      ("data.online", OnlineConfig), ("data.adaptive", AdaptiveConfig),
                       ("model", recipe.ModelOptions), ("mesh", recipe.MeshConfig), ("sample", recipe.SampleConfig),
                       ("sft", recipe.SftOptions), ("rewards", recipe.RewardsConfig)]:
         assert cls(**_node(c, path).to_dict()) == cls(), path  # every field there, each at its default
@@ -44,7 +47,7 @@ def test_base_sections_build_their_dataclasses_default_instances():
     for cls in (recipe.RunOptions, TrainConfig, RolloutConfig):  # the top-level fields
         names = [f.name for f in dataclasses.fields(cls) if f.name != "allowed_token_ids"]  # from config.sample
         assert cls(**{n: c[n] for n in names}) == cls()
-    data = {k: v for k, v in c.data.to_dict().items() if k != "selection"}
+    data = {k: v for k, v in c.data.to_dict().items() if k not in ("selection", "online", "adaptive")}
     assert recipe.DataConfig(**data) == recipe.DataConfig()
     # Nothing else: the base config is exactly the schema's fields.
     assert config_schema.unknown_fields(c, recipe.schema()) == []
