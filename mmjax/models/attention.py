@@ -241,8 +241,9 @@ def _with_prefix(q, k, v, key_valid, prefix, *, causal, q_slots, q_segments, key
     else the prefix repeated for every row of its group and joined to the own keys."""
     pk, pv, p_valid = prefix
     n, t = q.shape[:2]
-    _check(causal and q_segments is None and key_groups is None,
-           "a prefix needs causal=True, and no segments or key_groups")
+    _check(causal and key_groups is None, "a prefix needs causal=True, and no key_groups")
+    _check(q_segments is None or (tuple(q_segments.shape) == (n, t) and k.shape[2] == t),
+           f"prefix with segments: q_segments must be [{n}, {t}] over the rows' own {t} keys (packed rows)")
     _check(pk.ndim == 4 and pv.shape == pk.shape and pk.shape[0] > 0 and n % pk.shape[0] == 0,
            f"prefix k / v must be [P, Hkv, Sp, D] with P dividing the {n} query rows, got "
            f"{tuple(pk.shape)} / {tuple(pv.shape)}")
@@ -255,9 +256,11 @@ def _with_prefix(q, k, v, key_valid, prefix, *, causal, q_slots, q_segments, key
             backend=_backend(), t=t, s=sp + k.shape[2], head_dim=q.shape[3], dtype=q.dtype,
             static_causal=False, key_groups=False)
     implementation = _runnable(implementation)
-    if implementation == "explicit":
+    if implementation == "explicit" or q_segments is not None:
+        # Packed rows (segments) always take this path: "every prefix key, and the own keys of the
+        # query's segment" is no segment-equality rule over the prefix joined to the own keys.
         out, row_any = prefix_attention(q, k, v, key_valid, pk.astype(q.dtype), pv.astype(q.dtype),
-                                        p_valid.astype(bool), q_slots)
+                                        p_valid.astype(bool), q_slots, segments=q_segments)
         return _zero_keyless_rows(out, None, row_any)
 
     def join(shared, own, axis):  # the prefix repeated for each row of its group, then the own keys

@@ -48,7 +48,8 @@ class SelfAttention(nn.Module):
     attention: str = "explicit"
 
     @nn.compact
-    def __call__(self, x, cos, sin, key_valid, q_slots, cache, cache_index, key_groups, prefix=None):
+    def __call__(self, x, cos, sin, key_valid, q_slots, cache, cache_index, key_groups, prefix=None,
+                 segments=None):
         cfg = self.cfg
         hd, h, hkv = cfg.head_dim, cfg.num_attention_heads, cfg.num_key_value_heads
 
@@ -85,7 +86,8 @@ class SelfAttention(nn.Module):
             cache = {"k": k, "v": v}
         shared = None if prefix is None else (prefix[0]["k"], prefix[0]["v"], prefix[1])
         out, masses = attention(q, k.astype(q.dtype), v.astype(q.dtype), key_valid=key_valid, q_slots=q_slots,
-                                causal=True, key_groups=key_groups, prefix=shared, implementation=self.attention)
+                                causal=True, key_groups=key_groups, prefix=shared, q_segments=segments,
+                                kv_segments=segments, implementation=self.attention)
         # Heads stay split over the tensor axis into o_proj, whose contraction then reduces them.
         out = nn.with_logical_constraint(out, ("batch", "length", "q_heads", "head_dim"))
         out = heads_dense((h, hd, d), ("q_heads", "head_dim", "embed"), 2, False, "o_proj")(out)
@@ -99,11 +101,12 @@ class DecoderLayer(nn.Module):
     attention: str = "explicit"
 
     @nn.compact
-    def __call__(self, x, cos, sin, key_valid, q_slots, cache, cache_index, key_groups, prefix=None):
+    def __call__(self, x, cos, sin, key_valid, q_slots, cache, cache_index, key_groups, prefix=None,
+                 segments=None):
         kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
         h = RMSNorm(self.cfg.rms_norm_eps, name="input_layernorm", **kw)(x)
         h, cache, masses = SelfAttention(self.cfg, name="self_attn", attention=self.attention, **kw)(
-            h, cos, sin, key_valid, q_slots, cache, cache_index, key_groups, prefix)
+            h, cos, sin, key_valid, q_slots, cache, cache_index, key_groups, prefix, segments)
         x = x + h
         h = RMSNorm(self.cfg.rms_norm_eps, name="post_attention_layernorm", **kw)(x)
         x = x + GatedMLP(self.cfg.intermediate_size, self.cfg.hidden_act, use_bias=False, name="mlp", **kw)(h)
@@ -135,7 +138,7 @@ class TextModel(nn.Module):
         return self.embed_tokens.attend(hidden)
 
     def __call__(self, inputs_embeds, position_ids, key_valid, cache=None, cache_index=0, key_groups=None,
-                 prefix=None):
+                 prefix=None, segments=None):
         """inputs_embeds [B, T, D], position_ids [3, B, T], key_valid bool [B, S].
 
         S is the number of cache slots (or T without a cache). Returns the final-normed
@@ -146,6 +149,9 @@ class TextModel(nn.Module):
         G completions of a rollout or a learner); it is read as it lies, never repeated.
         The own keys are then the rows' own cache (written at cache_index) or, without one,
         the T tokens themselves.
+        segments: optional int [B, T] with a prefix and no cache: rows packing several
+        completions of their prompt (mmjax.rl.packing); a token sees the prefix and the earlier
+        tokens of its own segment only (0 = an empty slot).
         """
         b, t, _ = inputs_embeds.shape
         # Causal in slot space; without a cache, query t sits at slot t (None lets fused
@@ -157,7 +163,7 @@ class TextModel(nn.Module):
         for i, layer in enumerate(self.layers):
             layer_prefix = None if prefix is None else (prefix[0][i], prefix[1])
             x, layer_cache, masses = layer(x, cos, sin, key_valid, q_slots, None if cache is None else cache[i],
-                                           cache_index, key_groups, layer_prefix)
+                                           cache_index, key_groups, layer_prefix, segments)
             new_cache.append(layer_cache)
             all_masses.append(masses)
         x = self.norm(x)

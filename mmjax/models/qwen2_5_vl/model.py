@@ -76,8 +76,9 @@ class Qwen25VLModule(nn.Module):
         return self.embed(batch["input_ids"], image, video)
 
     def decode(self, inputs_embeds, position_ids, key_valid, cache=None, cache_index=0, key_groups=None,
-               prefix=None):
-        return self.language_model(inputs_embeds, position_ids, key_valid, cache, cache_index, key_groups, prefix)
+               prefix=None, segments=None):
+        return self.language_model(inputs_embeds, position_ids, key_valid, cache, cache_index, key_groups, prefix,
+                                   segments)
 
     def head_kernel(self):
         """The output head as stored, [D, V] (the transposed embedding when tied)."""
