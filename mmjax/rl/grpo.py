@@ -69,6 +69,10 @@ class GRPOConfig:
     mask_truncated_completions: bool = dataclasses.field(default=False, metadata=help_text(
         "zero the tokens of completions that hit max_completion_length (DAPO); they still count as "
         "rows in the grpo / dr_grpo denominators, as in TRL; TRL default False"))
+    update_layout: str = dataclasses.field(default="padded", metadata=help_text(
+        "padded: every completion row at the full completion width | packed: each prompt's completions packed "
+        "into fewer rows (mmjax.rl.packing; the same log-probs, fewer padded slots for ragged lengths); mmjax, "
+        "issue 24", choices=("padded", "packed")))
     completion_chunks: int = dataclasses.field(default=1, metadata=help_text(
         "split each prompt's G completions into this many micro-batches for the log-prob passes and the "
         "update (mmjax; no TRL knob): 1/k of the update's completion rows per device, at the cost of running "

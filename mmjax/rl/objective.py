@@ -30,7 +30,7 @@ from mmjax.data.batching import arrays
 from mmjax.models import sampler
 from mmjax.rl import advantages as advantages_lib
 from mmjax.rl import grpo as grpo_lib
-from mmjax.rl import padding
+from mmjax.rl import packing, padding
 from mmjax.rl.update import GRPOLoss, GRPOMicroBatch, rollout_logprobs
 from mmjax.train.optim import cast_floating
 
@@ -217,12 +217,28 @@ class GRPOObjective:
             micro = GRPOMicroBatch(
                 batch=batch, tokens=rows(r.tokens[chunk]), mask=rows(mask[chunk]),
                 positions=rows(r.completion_positions[:, chunk], 1), sampler_logp=rows(r.logprobs[chunk]),
-                advantages=rows(advantages[chunk]), row_mask=rows(s.keep[chunk]))
+                advantages=rows(advantages[chunk]), row_mask=rows(s.keep[chunk]),
+                packed=self._packed(r, chunk) if self.grpo.update_layout == "packed" else None)
             with sharding.maybe_activation_rules(self.mesh):
                 old = self._logprobs(params, micro) if self.recompute_old else micro.sampler_logp
                 ref = self._logprobs(self.ref_params, micro) if self.ref_params is not None else None
             micros.append(micro.replace(old_logp=old, ref_logp=ref))
         return micros
+
+    def _packed(self, r: sampler.Rollout, chunk: np.ndarray) -> dict:
+        """The chunk's completions packed per prompt (mmjax.rl.packing), on the devices. Every process
+        packs its own prompts into as many rows a prompt as the most any process needs, and its slots
+        index the global packed array (process-major, as `global_rows` lays the rows out)."""
+        g, width = self.grpo.completions_per_chunk, r.tokens.shape[1]
+        lengths = np.maximum(r.lengths[chunk], 1)
+        own = packing.pack(lengths, g, width).rows_per_prompt
+        most = int(_gathered({"rows": np.asarray([own])})["rows"].max())
+        p = packing.pack(lengths, g, width, rows_per_prompt=most)
+        offset = jax.process_index() * p.row.shape[0] * width
+        rows = lambda x, axis=0: _rows(x, self.mesh, axis)  # noqa: E731
+        positions = packing.packed(r.completion_positions[:, chunk].transpose(1, 2, 0), p).transpose(2, 0, 1)
+        return {"tokens": rows(packing.packed(r.tokens[chunk], p, fill=self.pad)), "positions": rows(positions, 1),
+                "segments": rows(p.segment), "slot": rows(np.where(p.slot >= 0, p.slot + offset, -1))}
 
     # ---- metrics ------------------------------------------------------------------------
 

@@ -63,9 +63,11 @@ def _first_fit(lengths: np.ndarray, width: int) -> list[list[int]]:
     return bins
 
 
-def pack(lengths, num_generations: int, width: int, completion_slots: int | None = None) -> Packing:
+def pack(lengths, num_generations: int, width: int, completion_slots: int | None = None,
+         rows_per_prompt: int | None = None) -> Packing:
     """The packing of completions of `lengths` ([B * G], prompt-major; each in [1, width]) into
-    rows of `width` slots. completion_slots: Tc of the padded layout (default `width`)."""
+    rows of `width` slots. completion_slots: Tc of the padded layout (default `width`).
+    rows_per_prompt: R at least this (several processes pack their own prompts: all must agree)."""
     lengths = np.asarray(lengths, np.int64).reshape(-1)
     g, tc = int(num_generations), int(completion_slots or width)
     if lengths.size % g:
@@ -75,7 +77,7 @@ def pack(lengths, num_generations: int, width: int, completion_slots: int | None
                          f"padded {tc}); got {lengths.min()} .. {lengths.max()}")
     prompts = lengths.size // g
     bins = [_first_fit(lengths[b * g:(b + 1) * g], width) for b in range(prompts)]
-    r = row_bucket(max((len(x) for x in bins), default=1), g)
+    r = row_bucket(max([len(x) for x in bins] + [rows_per_prompt or 1]), g)
     row = np.full((prompts * r, width), -1, np.int32)
     position = np.zeros((prompts * r, width), np.int32)
     segment = np.zeros((prompts * r, width), np.int32)

@@ -15,7 +15,7 @@ import flax.struct
 import jax
 import jax.numpy as jnp
 
-from mmjax.models.qwen2_5_vl.logprobs import completion_logprobs
+from mmjax.models.qwen2_5_vl.logprobs import completion_logprobs, packed_completion_logprobs
 from mmjax.rl import grpo as grpo_lib
 from mmjax.train.weighted import Max, Weighted
 
@@ -32,12 +32,25 @@ class GRPOMicroBatch:
     row_mask: jax.Array          # bool [N] rows counted by the loss (online filtering drops some)
     old_logp: jax.Array | None = None   # [N, Tc] the sampler's, or recomputed
     ref_logp: jax.Array | None = None   # [N, Tc] the reference policy's (beta > 0)
+    packed: dict[str, jax.Array] | None = None  # update_layout "packed": tokens, positions, segments, slot
+
+
+def micro_logprobs(module, params, micro: GRPOMicroBatch, *, num_generations: int, temperature: float,
+                   with_entropy: bool = False):
+    """Log-probs (and entropy) [N, Tc] of a micro-batch's completions, from its padded rows or, when
+    it carries them, its packed rows (`mmjax.rl.packing`): the same numbers either way."""
+    if micro.packed is None:
+        return completion_logprobs(module, params, micro.batch, micro.tokens, micro.mask, positions=micro.positions,
+                                   num_generations=num_generations, temperature=temperature,
+                                   with_entropy=with_entropy)
+    p = micro.packed
+    return packed_completion_logprobs(module, params, micro.batch, p["tokens"], p["positions"], p["segments"],
+                                      p["slot"], micro.mask, temperature=temperature, with_entropy=with_entropy)
 
 
 def rollout_logprobs(module, params, micro: GRPOMicroBatch, *, num_generations: int, temperature: float):
     """Log-probs [N, Tc] of a micro-batch's completions under `params` (old / reference policy)."""
-    lp, _ = completion_logprobs(module, params, micro.batch, micro.tokens, micro.mask, positions=micro.positions,
-                                num_generations=num_generations, temperature=temperature)
+    lp, _ = micro_logprobs(module, params, micro, num_generations=num_generations, temperature=temperature)
     return jax.lax.stop_gradient(lp)
 
 
@@ -49,9 +62,8 @@ class GRPOLoss:
 
     def __call__(self, params, micro: GRPOMicroBatch):
         config, mask = self.config, micro.mask
-        lp, ent = completion_logprobs(self.module, params, micro.batch, micro.tokens, mask, positions=micro.positions,
-                                      num_generations=config.completions_per_chunk, temperature=config.temperature,
-                                      with_entropy=True)
+        lp, ent = micro_logprobs(self.module, params, micro, num_generations=config.completions_per_chunk,
+                                 temperature=config.temperature, with_entropy=True)
         out = grpo_lib.loss(config, lp, micro.old_logp, micro.advantages, mask, ref_logp=micro.ref_logp,
                             row_mask=micro.row_mask)
         maskf = mask.astype(jnp.float32)

@@ -75,3 +75,31 @@ def test_packed_logprobs_and_gradients_equal_the_padded_ones(model, kind):
     for a, b in zip(jax.tree.leaves(g_want), jax.tree.leaves(g_got)):
         scale = float(np.abs(np.asarray(a)).max())
         np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=1e-4, atol=1e-5 * scale + 1e-9)
+
+
+def test_one_compile_per_rows_bucket_over_random_length_mixes(model):
+    """30 random mixes of completion lengths: the packed rows per prompt take a few bucketed values,
+    and the packed pass compiles exactly once for each (the width is the fixed completion bucket)."""
+    rng = np.random.default_rng(0)
+    ids, mask, vision = _case("images", rng)
+    batch = model.prepare(ids, mask, **vision)
+    pos = np.asarray(completion_positions(batch, TC, G)).transpose(1, 2, 0)
+    traces = []
+
+    def score(params, batch, p, comp_mask):
+        traces.append(p["tokens"].shape)  # runs once per trace
+        return packed_completion_logprobs(model.module, params, batch, p["tokens"], p["positions"], p["segments"],
+                                          p["slot"], comp_mask)[0]
+
+    jitted, buckets = jax.jit(score), set()
+    for _ in range(30):
+        lengths = rng.integers(1, TC + 1, size=2 * G)
+        comp = np.where(np.arange(TC)[None] < lengths[:, None], rng.integers(3, 240, (2 * G, TC)), 2)
+        p = packing.pack(lengths, G, TC)
+        buckets.add(p.rows_per_prompt)
+        jitted(model.params, batch, {"tokens": jnp.asarray(packing.packed(comp, p, fill=2)),
+                                     "positions": jnp.asarray(packing.packed(pos, p).transpose(2, 0, 1)),
+                                     "segments": jnp.asarray(p.segment), "slot": jnp.asarray(p.slot)},
+               jnp.asarray(np.arange(TC)[None] < lengths[:, None]))
+    assert len(buckets) >= 2 and buckets <= {1, 2, 4}
+    assert sorted(traces) == sorted((2 * r, TC) for r in buckets)  # exactly one compile per bucket
