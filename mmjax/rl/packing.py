@@ -6,8 +6,8 @@ A GRPO micro-batch holds B prompts x G completions of at most Tc tokens, most mu
 completions of ONE prompt, so it still attends one prompt's KV cache (the shared-prefix path,
 `mmjax.models.attention_prefix`), and within it each completion sees only its own segment.
 Every prompt gets the same number of packed rows R (the most any prompt needs, rounded up to
-a bucket, so the update compiles once per (R, width) bucket); R <= G always, as a completion
-never exceeds the width.
+a bucket of ROW_BUCKETS, so the update compiles once per (R, width) bucket); R <= G always, as a
+completion never exceeds the width.
 
     p = pack(lengths, num_generations=8, width=Tc)       # lengths [B * G], prompt-major
     tokens_packed = packed(tokens, p, fill=pad)           # [B * R, width]
@@ -41,11 +41,15 @@ class Packing:
         return float((self.row >= 0).mean()) if self.row.size else 0.0
 
 
+ROW_BUCKETS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64)  # powers of two and their 1.5x: <= 33% empty rows
+
+
 def row_bucket(needed: int, num_generations: int) -> int:
-    """Packed rows per prompt for `needed`: the next power of two, at most G (few shapes to compile)."""
+    """Packed rows per prompt for `needed`: the next of ROW_BUCKETS, at most G (a few shapes to compile;
+    powers of two alone would round 5 rows of 8 completions back up to 8, packing nothing)."""
     if not 1 <= needed <= num_generations:
         raise ValueError(f"{needed} packed rows for a prompt of {num_generations} completions")
-    return min(1 << (needed - 1).bit_length(), num_generations)
+    return min(next((b for b in ROW_BUCKETS if b >= needed), num_generations), num_generations)
 
 
 def _first_fit(lengths: np.ndarray, width: int) -> list[list[int]]:

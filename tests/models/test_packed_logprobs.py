@@ -101,5 +101,5 @@ def test_one_compile_per_rows_bucket_over_random_length_mixes(model):
                                      "positions": jnp.asarray(packing.packed(pos, p).transpose(2, 0, 1)),
                                      "segments": jnp.asarray(p.segment), "slot": jnp.asarray(p.slot)},
                jnp.asarray(np.arange(TC)[None] < lengths[:, None]))
-    assert len(buckets) >= 2 and buckets <= {1, 2, 4}
+    assert len(buckets) >= 2 and buckets <= {1, 2, 3, 4}
     assert sorted(traces) == sorted((2 * r, TC) for r in buckets)  # exactly one compile per bucket

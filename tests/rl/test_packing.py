@@ -9,14 +9,16 @@ from mmjax.rl import packing
 
 def test_a_hand_packed_prompt():
     # One prompt, G = 4, width 8: lengths 5, 3, 8, 2 -> longest first: [8], [5, 3], then 2 fits
-    # nowhere (rooms 0 and 0) -> a third row; R = 3 rounds up to 4 (a power of two).
+    # nowhere (rooms 0 and 0) -> a third row; R = 3 is a bucket.
     p = packing.pack([5, 3, 8, 2], num_generations=4, width=8)
-    assert p.rows_per_prompt == 4
-    assert p.row.tolist() == [[2] * 8, [0] * 5 + [1] * 3, [3, 3] + [-1] * 6, [-1] * 8]
+    assert p.rows_per_prompt == 3
+    assert p.row.tolist() == [[2] * 8, [0] * 5 + [1] * 3, [3, 3] + [-1] * 6]
     assert p.segment.tolist()[1] == [1] * 5 + [2] * 3
     assert p.position.tolist()[1] == [0, 1, 2, 3, 4, 0, 1, 2]
     assert p.slot[1].tolist() == [13, 14, 15, -1, -1, -1, -1, -1]  # completion 1: row 1, slots 5..7
-    assert p.fill == 18 / 32
+    assert p.fill == 18 / 24
+    assert [packing.row_bucket(n, 8) for n in range(1, 9)] == [1, 2, 3, 4, 6, 6, 8, 8]
+    assert packing.row_bucket(5, 5) == 5  # never more rows than completions
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])

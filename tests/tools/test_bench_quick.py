@@ -30,7 +30,7 @@ def run(script: str, *args: str) -> str:
 
 # Run together, gpu_check first: it checks that it imported neither torch nor transformers.
 TOGETHER = ("gpu_check.py --tiny", "train_step.py --quick", "forward.py --quick --attention blockwise",
-            "generate.py --quick", "grpo_step.py --quick --no-trl", "score.py --quick")
+            "generate.py --quick", "grpo_step.py --quick --no-trl", "score.py --quick", "update_ragged.py --quick")
 
 
 @pytest.fixture(scope="module")
@@ -55,6 +55,16 @@ def ratio(stdout: str, label: str) -> float:
     m = re.search(re.escape(label) + r"\s*([0-9.]+)x", stdout)
     assert m, f"no {label!r} line in:\n{stdout}"
     return float(m.group(1))
+
+
+@pytest.mark.slow  # benchmark scripts in a subprocess
+def test_update_ragged_quick_packs_and_matches_the_padded_log_probs(together):
+    out = together["update_ragged.py --quick"]
+    ragged, equal = last_json(out)["cases"]
+    assert ragged["packed_rows"] < ragged["rows"] and equal["packed_rows"] == equal["rows"]
+    assert ragged["real_tokens"] < ragged["padded_slots"] and equal["real_tokens"] == equal["padded_slots"]
+    assert ragged["logprob_max_diff"] < 1e-5 and equal["logprob_max_diff"] < 1e-5
+    assert ragged["speedup"] > 0 and "packed / 6ND ideal" in out
 
 
 @pytest.mark.slow  # benchmark scripts in a subprocess

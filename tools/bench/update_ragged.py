@@ -1,0 +1,143 @@
+"""The GRPO update on ragged completions: packed rows against padded rows (issue 24).
+
+    python tools/bench/update_ragged.py [--reps 3] [--prompts 4] [--generations 8] [--max-len 512]
+    python tools/bench/update_ragged.py --quick      # tiny model, tiny shapes, 1 rep: a smoke test
+
+The BENCH.md `bench` model in float32, random; P prompts, each one 224 px image + 32 text
+tokens, G completions each. Completion lengths are drawn once, seed 0, long-tailed:
+1 + Geometric(p = 1 / (0.3 x max_len)), cut at max_len (mean about 0.3 of it; a few run to the
+limit), and, as the second case, all at max_len (nothing to pack). The step is the gradient of
+the masked sum of the completion log-probs w.r.t. all parameters:
+  * padded: `completion_logprobs` over [P x G, max_len] rows (what the update ran before);
+  * packed: `packed_completion_logprobs` over each prompt's completions packed by
+    `mmjax.rl.packing` into R <= G rows of max_len (the same numbers: checked here too).
+Calls alternate round by round after one warm-up each; medians are printed, and their ratio,
+and the packed step against 6 x params x real tokens at the GEMM rate measured between the
+steps (common.gemm_probe).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import common  # noqa: E402
+
+
+def ragged_lengths(rows: int, max_len: int, seed: int = 0) -> np.ndarray:
+    """Long-tailed completion lengths in [1, max_len], mean about 0.3 x max_len."""
+    rng = np.random.default_rng(seed)
+    return np.minimum(rng.geometric(1.0 / (0.3 * max_len), size=rows), max_len)
+
+
+def steps(model, g: int):
+    """jit(value_and_grad) of the masked log-prob sum, padded and packed."""
+    import jax
+    from mmjax.models.qwen2_5_vl.logprobs import completion_logprobs, packed_completion_logprobs
+    module = model.module
+
+    def padded(params, batch, comp, mask, pos):
+        lp, _ = completion_logprobs(module, params, batch, comp, mask, positions=pos, num_generations=g)
+        return lp.sum(), lp
+
+    def packed(params, batch, mask, p):
+        lp, _ = packed_completion_logprobs(module, params, batch, p["tokens"], p["positions"], p["segments"],
+                                           p["slot"], mask)
+        return lp.sum(), lp
+
+    return jax.jit(jax.value_and_grad(padded, has_aux=True)), jax.jit(jax.value_and_grad(packed, has_aux=True))
+
+
+def run_case(name, lengths, model, batch, comp, args, gemm_probe, groups, prompt_len, patches):
+    import jax
+    import jax.numpy as jnp
+    from mmjax.models.kv_cache import completion_positions
+    from mmjax.rl import packing
+    g, tc = args.generations, args.max_len
+    mask = np.arange(tc)[None] < lengths[:, None]
+    pos = np.asarray(completion_positions(batch, tc, g))
+    p = packing.pack(lengths, g, tc)
+    packed_in = {"tokens": jnp.asarray(packing.packed(comp, p)),
+                 "positions": jnp.asarray(packing.packed(pos.transpose(1, 2, 0), p).transpose(2, 0, 1)),
+                 "segments": jnp.asarray(p.segment), "slot": jnp.asarray(p.slot)}
+    padded_fn, packed_fn = steps(model, g)
+    params, mask_j = model.params, jnp.asarray(mask)
+    a_pad = (params, batch, jnp.asarray(comp), mask_j, jnp.asarray(pos))
+    a_pack = (params, batch, mask_j, packed_in)
+    pad_c, pad_compile = common.compile_jitted(padded_fn, *a_pad)
+    pack_c, pack_compile = common.compile_jitted(packed_fn, *a_pack)
+    run_pad = lambda: jax.block_until_ready(pad_c(*a_pad))  # noqa: E731
+    run_pack = lambda: jax.block_until_ready(pack_c(*a_pack))  # noqa: E731
+    (_, lp_pad), _ = run_pad()
+    (_, lp_pack), _ = run_pack()
+    err = float(np.abs(np.asarray(lp_pad) - np.asarray(lp_pack)).max())
+    times, rates = {"padded": [], "packed": []}, []
+    for _ in range(args.reps):
+        rates += [gemm_probe() for _ in range(2)]
+        times["padded"] += common.timed(run_pad, 1)
+        times["packed"] += common.timed(run_pack, 1)
+    med = {k: common.median(v) for k, v in times.items()}
+    gemm = common.median(rates)
+    real = int(lengths.sum())
+    merge = model.config.vision.spatial_merge_size ** 2
+    flops = common.update_flops(groups, text_tokens=args.prompts * prompt_len + real, head_tokens=real,
+                                patches=args.prompts * patches, merged=args.prompts * patches // merge)
+    ideal = flops / gemm
+    out = dict(case=name, rows=len(lengths), packed_rows=int(p.row.shape[0]), width=tc, real_tokens=real,
+               padded_slots=len(lengths) * tc, mean_len=float(lengths.mean()), max_len_seen=int(lengths.max()),
+               padded_s=med["padded"], packed_s=med["packed"], speedup=med["padded"] / med["packed"],
+               packed_over_ideal=med["packed"] / ideal, gemm_flops=gemm, logprob_max_diff=err,
+               compile_s=dict(padded=pad_compile, packed=pack_compile), times=times)
+    print(f"  {name}: {len(lengths)} completions, mean {lengths.mean():.0f} of {tc} tokens "
+          f"({real} real of {len(lengths) * tc} padded slots) -> {p.row.shape[0]} packed rows; "
+          f"padded {med['padded'] * 1e3:.0f} ms, packed {med['packed'] * 1e3:.0f} ms: "
+          f"{out['speedup']:.2f}x (target >= 2x ragged, >= 0.95x equal); packed / 6ND ideal "
+          f"{out['packed_over_ideal']:.2f}x (target <= 1.6x); GEMM {gemm / 1e9:.0f} GFLOP/s; "
+          f"max |logprob diff| {err:.1e}")
+    return out
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--preset", default="bench")
+    ap.add_argument("--prompts", type=int, default=4)
+    ap.add_argument("--generations", type=int, default=8)
+    ap.add_argument("--max-len", type=int, default=512)
+    ap.add_argument("--image", type=int, default=224)
+    ap.add_argument("--text", type=int, default=32)
+    ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--gemm-n", type=int, default=2048)
+    ap.add_argument("--quick", action="store_true", help="tiny model, tiny shapes, 1 rep: a smoke test")
+    args = ap.parse_args(argv)
+    if args.quick:
+        args.preset, args.prompts, args.generations, args.max_len, args.image, args.text = "tiny", 2, 4, 16, 56, 8
+        args.reps, args.gemm_n = 1, 256
+
+    import jax
+    from mmjax.models import qwen2_5_vl
+    cfg = qwen2_5_vl.preset(args.preset)
+    model = qwen2_5_vl.Qwen2_5_VL.from_config(cfg, seed=0)
+    ids, mask, pixels, grid = common.prompt_inputs(cfg, args.prompts, args.image, args.text)
+    batch = jax.device_put(model.prepare(ids, mask, pixels, grid))
+    rows = args.prompts * args.generations
+    comp, _ = common.completions(cfg, rows, args.max_len)
+    groups = common.param_groups(model.params, cfg)
+    gemm_probe = common.gemm_probe(args.gemm_n)
+    print(f"update_ragged {args.preset} (fp32): {args.prompts} prompts x G={args.generations}, prompt "
+          f"{ids.shape[1]} tokens ({args.image} px image), completions up to {args.max_len}; reps {args.reps}; "
+          f"{jax.devices()[0].platform}")
+    cases = [run_case(name, lengths, model, batch, comp, args, gemm_probe, groups, ids.shape[1], int(np.prod(grid[0])))
+             for name, lengths in (("ragged", ragged_lengths(rows, args.max_len)),
+                                   ("equal", np.full(rows, args.max_len)))]
+    print(json.dumps(dict(bench="update_ragged", preset=args.preset, prompts=args.prompts,
+                          generations=args.generations, max_len=args.max_len, reps=args.reps, cases=cases)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
