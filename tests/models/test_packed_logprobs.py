@@ -26,8 +26,6 @@ def model(tmp_path_factory):
 
 
 def _case(kind, rng):
-    if kind == "text":
-        return pad_batch([sample_ids(rng, [9], []), sample_ids(rng, [5], [])]) + ({},)
     if kind == "video":
         grids = [[(2, 4, 4)], [(2, 4, 6)]]
         ids, mask = pad_batch([sample_ids(rng, [4, 3], g, token=VIDEO) for g in grids])
