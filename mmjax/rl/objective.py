@@ -231,9 +231,10 @@ class GRPOObjective:
         index the global packed array (process-major, as `global_rows` lays the rows out)."""
         g, width = self.grpo.completions_per_chunk, r.tokens.shape[1]
         lengths = np.maximum(r.lengths[chunk], 1)
-        own = packing.pack(lengths, g, width).rows_per_prompt
-        most = int(_gathered({"rows": np.asarray([own])})["rows"].max())
-        p = packing.pack(lengths, g, width, rows_per_prompt=most)
+        p = packing.pack(lengths, g, width)
+        most = int(_gathered({"rows": np.asarray([p.rows_per_prompt])})["rows"].max())
+        if most > p.rows_per_prompt:  # another process needs more rows a prompt: pack again to its count
+            p = packing.pack(lengths, g, width, rows_per_prompt=most)
         offset = jax.process_index() * p.row.shape[0] * width
         rows = lambda x, axis=0: _rows(x, self.mesh, axis)  # noqa: E731
         positions = packing.packed(r.completion_positions[:, chunk].transpose(1, 2, 0), p).transpose(2, 0, 1)

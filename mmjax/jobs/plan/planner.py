@@ -176,13 +176,13 @@ def make_plan(config, plan_cfg: PlanConfig, devices: list, platform: str) -> Pla
                      "as a flash kernel, its own FLOPs and temporaries)")
     shape = dataclasses.replace(shape, model_shards=sizes[1] * sizes[2], tensor=sizes[2], batch_shards=batch_shards)
     grpo = build.grpo_config(config) if job == "grpo" else None
-    optim_cfg = config.optim
+    optim_cfg, frozen = config.optim, build.frozen_dtype(config)
     arithmetic = analytic.breakdown(
         cfg, shape, param_bytes=param_dtype.itemsize, compute_bytes=compute_dtype.itemsize, remat=m.remat,
         vision_remat=m.vision_remat, train=train, beta=grpo.beta if grpo else 0.0,
         freeze_vision=optim_cfg.freeze_vision and train, freeze_merger=optim_cfg.freeze_merger and train,
         accumulation=accumulation * shape.completion_chunks,
-        frozen_bytes=None if build.frozen_dtype(config) is None else build.frozen_dtype(config).itemsize)
+        frozen_bytes=None if frozen is None else frozen.itemsize)
     per_process = shapes.prompt_batch(prompt, spec, max(1, config.data.batch_size), buckets)
     state = arithmetic["params"] + arithmetic.get("optimizer state", 0)
     host = analytic.host_bytes(batch_bytes=device_bytes(per_process), worker_count=data.worker_count,
