@@ -218,21 +218,24 @@ class GRPOObjective:
                 batch=batch, tokens=rows(r.tokens[chunk]), mask=rows(mask[chunk]),
                 positions=rows(r.completion_positions[:, chunk], 1), sampler_logp=rows(r.logprobs[chunk]),
                 advantages=rows(advantages[chunk]), row_mask=rows(s.keep[chunk]),
-                packed=self._packed(r, chunk) if self.grpo.update_layout == "packed" else None)
+                packed=self._packed(r, chunk) if self.grpo.update_layout != "padded" else None)
             with sharding.maybe_activation_rules(self.mesh):
                 old = self._logprobs(params, micro) if self.recompute_old else micro.sampler_logp
                 ref = self._logprobs(self.ref_params, micro) if self.ref_params is not None else None
             micros.append(micro.replace(old_logp=old, ref_logp=ref))
         return micros
 
-    def _packed(self, r: sampler.Rollout, chunk: np.ndarray) -> dict:
-        """The chunk's completions packed per prompt (mmjax.rl.packing), on the devices. Every process
-        packs its own prompts into as many rows a prompt as the most any process needs, and its slots
-        index the global packed array (process-major, as `global_rows` lays the rows out)."""
+    def _packed(self, r: sampler.Rollout, chunk: np.ndarray) -> dict | None:
+        """The chunk's completions packed per prompt (mmjax.rl.packing), on the devices; None where
+        update_layout "auto" finds packing not worth it. Every process packs its own prompts into as many
+        rows a prompt as the most any process needs (so all processes choose alike), and its slots index
+        the global packed array (process-major, as `global_rows` lays the rows out)."""
         g, width = self.grpo.completions_per_chunk, r.tokens.shape[1]
         lengths = np.maximum(r.lengths[chunk], 1)
         p = packing.pack(lengths, g, width)
         most = int(_gathered({"rows": np.asarray([p.rows_per_prompt])})["rows"].max())
+        if self.grpo.update_layout == "auto" and not packing.worth_packing(most, g):
+            return None
         if most > p.rows_per_prompt:  # another process needs more rows a prompt: pack again to its count
             p = packing.pack(lengths, g, width, rows_per_prompt=most)
         offset = jax.process_index() * p.row.shape[0] * width
@@ -268,7 +271,9 @@ class GRPOObjective:
             "completions/max_length": int(lengths.max()),
             "completions/clipped_ratio": float((~stopped).mean()),
             **padding.padding_metrics(padding.per_call(lengths, len(scored[0].rollout.lengths),
-                                                       [s.rollout.tokens.shape[1] for s in scored])),
+                                                       [s.rollout.tokens.shape[1] for s in scored]),
+                                      update_slots=sum(_update_slots(m) for m in example.micro_batches)),
+            "update/packed_micro_batches": sum(m.packed is not None for m in example.micro_batches),
             "num_tokens": tokens,
             "tokens_per_second": tokens / step_time,
         }
@@ -287,6 +292,11 @@ class GRPOObjective:
             out["filter/dropped_groups"] = int((~rows["keep"].reshape(-1, g)[:, 0]).sum())
             out["filter/micro_batches"] = len(scored)  # the same on every process
         return out
+
+
+def _update_slots(micro: GRPOMicroBatch) -> int:
+    """The completion token slots the update runs for a micro-batch (all processes'), in its layout."""
+    return int((micro.packed["tokens"] if micro.packed is not None else micro.tokens).size)
 
 
 def chunk_rows(rows: int, num_generations: int, chunks: int) -> list[np.ndarray]:

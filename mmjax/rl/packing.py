@@ -41,6 +41,13 @@ class Packing:
         return float((self.row >= 0).mean()) if self.row.size else 0.0
 
 
+# update_layout "auto" packs a micro-batch when its packed rows a prompt are at most this share of its
+# completions. A packed row costs more than a padded one (the segment-masked explicit attention instead of
+# the blockwise path): tools/bench/update_ragged.py measured packed / padded at equal lengths (R = G) at
+# 0.86-0.87x, so packing breaks even near R / G = 0.86 and wins 1.16-1.24x at R / G = 6 / 8 (bench
+# model, 2-core CPU, 2026-12-06); 0.75 leaves a margin for the measurement's noise.
+AUTO_MAX_ROWS_SHARE = 0.75
+
 ROW_BUCKETS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64)  # powers of two and their 1.5x: <= 33% empty rows
 
 
@@ -97,6 +104,11 @@ def pack(lengths, num_generations: int, width: int, completion_slots: int | None
                 slot[n, :size] = packed_row * width + start + np.arange(size)
                 start += size
     return Packing(g, r, int(width), row, position, segment, slot)
+
+
+def worth_packing(rows_per_prompt: int, completions_per_prompt: int) -> bool:
+    """update_layout "auto": pack when a prompt's packed rows are at most AUTO_MAX_ROWS_SHARE of its completions."""
+    return rows_per_prompt <= AUTO_MAX_ROWS_SHARE * completions_per_prompt
 
 
 def packed(array, p: Packing, fill=0) -> np.ndarray:

@@ -14,14 +14,16 @@ from collections.abc import Sequence
 import numpy as np
 
 
-def padding_metrics(calls: Sequence[tuple[np.ndarray, int]]) -> dict[str, float]:
+def padding_metrics(calls: Sequence[tuple[np.ndarray, int]], update_slots: int | None = None) -> dict[str, float]:
     """Metrics of one step's sampler calls, each given as (every row's completion length, stop
-    token included, over all processes; the call's max_new_tokens):
+    token included, over all processes; the call's max_new_tokens). update_slots: the token slots
+    the update's completion passes ran (packed rows hold fewer, grpo.update_layout); default the
+    padded layout's, rows x max_new_tokens:
 
     completions/padding_fraction         decode slots spent on rows already finished:
                                          1 - sum(lengths) / sum(rows x longest row), over the calls
     completions/update_padding_fraction  token slots of the update that are padding:
-                                         1 - sum(lengths) / sum(rows x max_new_tokens)
+                                         1 - sum(lengths) / update_slots
     completions/limit_by_one_row         the share of calls whose decode ran to max_new_tokens
                                          because of one row alone (the only row that long)
     """
@@ -38,7 +40,7 @@ def padding_metrics(calls: Sequence[tuple[np.ndarray, int]]) -> dict[str, float]
         update += lengths.size * width
         by_one += int(lengths.max() == width and np.sum(lengths == width) == 1)
     return {"completions/padding_fraction": 1.0 - real / decoded,
-            "completions/update_padding_fraction": 1.0 - real / update,
+            "completions/update_padding_fraction": 1.0 - real / (update_slots or update),
             "completions/limit_by_one_row": by_one / len(calls)}
 
 

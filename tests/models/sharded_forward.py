@@ -181,25 +181,34 @@ def check_bind(model, rng):
 
 
 def check_learner(model, rng):
-    """One GRPO step (rollout + update) on a data2 x fsdp2 x tensor2 mesh equals one device."""
+    """One GRPO step (rollout + update) on a data2 x fsdp2 x tensor2 mesh equals one device, with
+    ragged completions and the packed update (issue 24): the packed rows split over data x fsdp."""
     import tempfile
 
     from configs import demo
     from mmjax.jobs import grpo as grpo_job
+    from ragged import length_reward
 
     def one_step(mesh):
         config = demo.get_config()
         config.mode, config.max_steps, config.save_steps = "grpo", 1, 1
         config.data.batch_size, config.grpo.num_generations = 4, 4
+        config.grpo.max_completion_length, config.sample.allow_eos = 6, True  # the tiny model stops at random
+        config.grpo.temperature = 4.0  # near-uniform over A-D and EOS: lengths spread over 1..6
+        config.grpo.update_layout = "packed"
         config.mesh.data, config.mesh.fsdp, config.mesh.tensor = mesh
         with tempfile.TemporaryDirectory() as workdir:
             learner = grpo_job.build_trainer(config, workdir)
+            learner.objective.reward = length_reward  # rewards that differ within a group: real gradients
             metrics = learner.train()
         return learner.model.params, metrics
 
     ref, ref_metrics = one_step((1, 1, 1))
     got, metrics = one_step((2, 2, 2))
-    assert metrics["reward"] == ref_metrics["reward"], (metrics["reward"], ref_metrics["reward"])
+    assert metrics["completions/mean_length"] < 6 and metrics["update/packed_micro_batches"] == 1, metrics
+    assert metrics["loss"] != 0.0 and metrics["grad_norm"] > 0, metrics
+    for key in ("reward", "completions/mean_length", "completions/update_padding_fraction"):
+        assert metrics[key] == ref_metrics[key], (key, metrics[key], ref_metrics[key])
     np.testing.assert_allclose(metrics["loss"], ref_metrics["loss"], atol=1e-6)
     np.testing.assert_allclose(metrics["grad_norm"], ref_metrics["grad_norm"], rtol=1e-5)
     # Adam's first step is lr * g / (|g| + eps): gradient entries at rounding level (GRPO's

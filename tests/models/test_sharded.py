@@ -13,7 +13,8 @@ CHECKS = ("forward", "training", "generate", "global", "bind", "learner")
 def run():
     here = os.path.dirname(__file__)
     root = os.path.dirname(os.path.dirname(here))  # the configs/ package
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([here, root, os.environ.get("PYTHONPATH", "")]))
+    rl = os.path.join(root, "tests", "rl")  # ragged.py: the learner check's reward
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([here, rl, root, os.environ.get("PYTHONPATH", "")]))
     proc = subprocess.run([sys.executable, os.path.join(here, "sharded_forward.py"), *CHECKS], env=env,
                           capture_output=True, text=True, timeout=900)
     return proc.stdout.splitlines(), proc.stdout + "\n".join(

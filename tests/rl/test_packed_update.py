@@ -1,6 +1,9 @@
 """grpo.update_layout="packed" (issue 24): the GRPO step's loss, metrics and gradients equal the
-padded layout's, for per-token and per-sequence normalisers, the KL term and entropy; and the
-packed log-probs compile once per (rows, width) bucket over a stream of random length mixes."""
+padded layout's, for per-token and per-sequence normalisers, the KL term and entropy; `auto`
+packs only where packing pays; and a packed run resumes from its checkpoint bit for bit."""
+
+import json
+import shutil
 
 import jax
 import jax.numpy as jnp
@@ -10,7 +13,10 @@ import pytest
 from configs import demo as demo_config
 from mmjax.jobs import build
 from mmjax.jobs import grpo as grpo_job
+from mmjax.rl import packing
+from mmjax.train import checkpoints
 from mmjax.train.weighted import accumulate
+from ragged import length_reward
 
 
 def _config(**overrides):
@@ -18,9 +24,16 @@ def _config(**overrides):
     c.mode = "grpo"
     c.data.batch_size, c.grpo.num_generations, c.grpo.max_completion_length = 2, 4, 6
     c.sample.allow_eos = True  # the tiny model stops at random: ragged completions
+    c.grpo.temperature = 4.0  # near-uniform over A-D and EOS: lengths spread over 1..6 (the update uses it too)
     c.max_steps = 1
     c.update_from_flattened_dict(overrides)
     return c
+
+
+def _trainer(config, workdir, **kwargs):
+    trainer = grpo_job.build_trainer(config, str(workdir), **kwargs)
+    trainer.objective.reward = length_reward
+    return trainer
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +46,7 @@ def pieces():
 def _step(pieces, tmp_path, **overrides):
     tok, model = pieces
     model = model.replace(params=jax.tree.map(jnp.copy, model.params))  # the updates donate params
-    trainer = grpo_job.build_trainer(_config(**overrides), str(tmp_path), tok=tok, model=model)
+    trainer = _trainer(_config(**overrides), tmp_path, tok=tok, model=model)
     trainer.objective.start(trainer.model.params)
     params, _, _, iterator, _ = trainer._restore_or_init()
     example = trainer.objective.prepare(params, [next(iterator)], 0, lambda: next(iterator))
@@ -55,11 +68,48 @@ def test_packed_step_equals_the_padded_one(pieces, tmp_path, options):
     (micro,) = packed[0].micro_batches
     lengths = packed[0].rollouts[0].rollout.lengths
     assert lengths.min() < lengths.max()  # ragged
+    assert float(padded[2]["loss"].total) != 0.0 and np.std(packed[0].rollouts[0].rewards) > 0
     assert micro.packed["tokens"].shape[0] < micro.tokens.shape[0]  # fewer rows than completions
     for name in ("loss", "entropy", *(("kl",) if "grpo.beta" in options else ())):
         np.testing.assert_allclose(float(packed[2][name].total), float(padded[2][name].total), rtol=1e-5,
                                    atol=1e-7, err_msg=name)
         assert int(packed[2][name].count) == int(padded[2][name].count)
+    assert max(float(np.abs(np.asarray(a)).max()) for a in jax.tree.leaves(padded[1])) > 1e-4  # a real gradient
     for a, b in zip(jax.tree.leaves(padded[1]), jax.tree.leaves(packed[1])):
         scale = float(np.abs(np.asarray(a)).max()) or 1.0
         np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=1e-4, atol=1e-5 * scale)
+
+
+def test_auto_packs_only_where_packing_pays(pieces, tmp_path):
+    """update_layout=auto: packed exactly when the step's packed rows a prompt are at most 3/4 of its
+    completions (packing.worth_packing), and the same numbers as the padded layout either way."""
+    padded = _step(pieces, tmp_path / "padded")
+    auto = _step(pieces, tmp_path / "auto", **{"grpo.update_layout": "auto"})
+    (micro,) = auto[0].micro_batches
+    rollout = auto[0].rollouts[0].rollout
+    rows = packing.pack(np.maximum(rollout.lengths, 1), 4, rollout.tokens.shape[1]).rows_per_prompt
+    assert (micro.packed is not None) == packing.worth_packing(rows, 4) == (rows <= 3)
+    np.testing.assert_allclose(float(auto[2]["loss"].total), float(padded[2]["loss"].total), rtol=1e-5, atol=1e-7)
+    assert not packing.worth_packing(4, 4) and packing.worth_packing(6, 8) and not packing.worth_packing(7, 8)
+
+
+@pytest.mark.slow  # two GRPO runs (3 steps, then the last again from its checkpoint)
+def test_a_packed_run_resumes_bit_for_bit(tmp_path):
+    options = {"grpo.update_layout": "packed", "max_steps": 3, "save_steps": 1, "data.batch_size": 2}
+    unbroken = tmp_path / "unbroken"
+    _trainer(_config(**options), unbroken).train()
+    resumed = tmp_path / "resumed"
+    shutil.copytree(unbroken, resumed)
+    shutil.rmtree(f"{checkpoints.checkpoint_dir(str(resumed))}/3")  # a crash after step 2's save
+    lines = (unbroken / "metrics.jsonl").read_text().splitlines()
+    (resumed / "metrics.jsonl").write_text("\n".join(lines[:2]) + "\n")
+    _trainer(_config(**options), resumed).train()
+    packed_steps = [json.loads(line)["update/packed_micro_batches"] for line in lines]
+    assert packed_steps == [1, 1, 1]
+    timing = ("step_time", "tokens_per_second", "perf/compiles")
+    untimed = lambda path: [{k: v for k, v in json.loads(line).items() if k not in timing}  # noqa: E731
+                            for line in path.read_text().splitlines()]
+    assert untimed(resumed / "metrics.jsonl") == untimed(unbroken / "metrics.jsonl")
+    for a, b in zip(jax.tree.leaves(checkpoints.restore_latest(str(resumed)).params),
+                    jax.tree.leaves(checkpoints.restore_latest(str(unbroken)).params)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
