@@ -73,8 +73,10 @@ class GRPOConfig:
         "padded: every completion row at the full completion width | packed: each prompt's completions packed "
         "into fewer rows (mmjax.rl.packing; the same log-probs, fewer padded slots for ragged lengths) | auto: "
         "packed for a micro-batch whose packed rows are at most 3/4 of its completions (where packing measured "
-        "faster, mmjax.rl.packing.AUTO_MAX_ROWS_SHARE), else padded: both update programs may compile; mmjax, "
-        "issue 24", choices=("padded", "packed", "auto")))
+        "faster, mmjax.rl.packing.AUTO_MAX_ROWS_SHARE), else padded: both update programs may compile | "
+        "bucketed: each prompt's completions sorted by length into the completion_chunks micro-batches, each "
+        "at the power-of-two width of its longest (one program per width); mmjax, issue 24",
+        choices=("padded", "packed", "auto", "bucketed")))
     completion_chunks: int = dataclasses.field(default=1, metadata=help_text(
         "split each prompt's G completions into this many micro-batches for the log-prob passes and the "
         "update (mmjax; no TRL knob): 1/k of the update's completion rows per device, at the cost of running "

@@ -211,19 +211,31 @@ class GRPOObjective:
         batch = {k: rows(v, sharding.BATCH_AXIS[k]) if k in sharding.BATCH_AXIS else v
                  for k, v in prompt_batch.items()}
         micros = []
-        for chunk in chunk_rows(len(advantages), self.grpo.num_generations, self.grpo.completion_chunks):
+        for chunk, w in self._chunks(r):
             # Every kept row counts in the loss's denominator, truncated ones included (TRL divides
             # by all rows: masking a truncated row zeroes its tokens, not its row).
             micro = GRPOMicroBatch(
-                batch=batch, tokens=rows(r.tokens[chunk]), mask=rows(mask[chunk]),
-                positions=rows(r.completion_positions[:, chunk], 1), sampler_logp=rows(r.logprobs[chunk]),
+                batch=batch, tokens=rows(r.tokens[chunk, :w]), mask=rows(mask[chunk, :w]),
+                positions=rows(r.completion_positions[:, chunk, :w], 1), sampler_logp=rows(r.logprobs[chunk, :w]),
                 advantages=rows(advantages[chunk]), row_mask=rows(s.keep[chunk]),
-                packed=self._packed(r, chunk) if self.grpo.update_layout != "padded" else None)
+                packed=self._packed(r, chunk) if self.grpo.update_layout in ("packed", "auto") else None)
             with sharding.maybe_activation_rules(self.mesh):
                 old = self._logprobs(params, micro) if self.recompute_old else micro.sampler_logp
                 ref = self._logprobs(self.ref_params, micro) if self.ref_params is not None else None
             micros.append(micro.replace(old_logp=old, ref_logp=ref))
         return micros
+
+    def _chunks(self, r: sampler.Rollout) -> list[tuple[np.ndarray, int]]:
+        """(rows, width) of each update micro-batch of a rollout: grpo.completion_chunks slices of every
+        prompt's completions at the full width; with update_layout "bucketed", each prompt's completions
+        are sorted by length first and each chunk runs at the width bucket of its longest completion
+        (the widest over processes, so every process's arrays have one shape)."""
+        g, k, width = self.grpo.num_generations, self.grpo.completion_chunks, r.tokens.shape[1]
+        if self.grpo.update_layout != "bucketed":
+            return [(chunk, width) for chunk in chunk_rows(len(r.lengths), g, k)]
+        chunks = packing.length_sorted_chunks(r.lengths, g, k)
+        longest = _gathered({"longest": np.asarray([[int(r.lengths[c].max()) for c in chunks]])})["longest"].max(0)
+        return [(chunk, packing.width_bucket(int(n), width)) for chunk, n in zip(chunks, longest)]
 
     def _packed(self, r: sampler.Rollout, chunk: np.ndarray) -> dict | None:
         """The chunk's completions packed per prompt (mmjax.rl.packing), on the devices; None where

@@ -111,6 +111,26 @@ def worth_packing(rows_per_prompt: int, completions_per_prompt: int) -> bool:
     return rows_per_prompt <= AUTO_MAX_ROWS_SHARE * completions_per_prompt
 
 
+def length_sorted_chunks(lengths, num_generations: int, chunks: int) -> list[np.ndarray]:
+    """update_layout "bucketed": the rows of each of `chunks` micro-batches of a prompt-major batch
+    (lengths [B * G]): every prompt's completions sorted by length (stable), chunk j holding its
+    j-th G / chunks of them, still prompt-major, so chunk 0 holds the shortest."""
+    lengths = np.asarray(lengths).reshape(-1, num_generations)
+    if num_generations % chunks:
+        raise ValueError(f"{chunks} chunks do not divide {num_generations} completions a prompt")
+    per = num_generations // chunks
+    order = np.argsort(lengths, axis=1, kind="stable") + num_generations * np.arange(len(lengths))[:, None]
+    return [order[:, j * per:(j + 1) * per].ravel() for j in range(chunks)]
+
+
+def width_bucket(longest: int, width: int) -> int:
+    """update_layout "bucketed": the token slots a micro-batch whose longest completion has `longest` tokens
+    runs at: the next power of two from 16, at most `width` (the completion width; a few shapes to compile)."""
+    if not 1 <= longest <= width:
+        raise ValueError(f"a longest completion of {longest} tokens does not fit the completion width {width}")
+    return min(max(16, 1 << (longest - 1).bit_length()), width)
+
+
 def packed(array, p: Packing, fill=0) -> np.ndarray:
     """A per-token array [N, Tc, ...] laid out as the packed rows [B * R, W, ...] (`fill` where empty)."""
     array = np.asarray(array)

@@ -113,3 +113,27 @@ def test_a_packed_run_resumes_bit_for_bit(tmp_path):
     for a, b in zip(jax.tree.leaves(checkpoints.restore_latest(str(resumed)).params),
                     jax.tree.leaves(checkpoints.restore_latest(str(unbroken)).params)):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+@pytest.mark.parametrize("options", [
+    {"grpo.loss_type": "grpo", "grpo.beta": 0.04},
+    {"grpo.loss_type": "dr_grpo", "grpo.importance_sampling_level": "sequence"},
+])
+def test_length_bucketed_micro_batches_equal_the_padded_one(pieces, tmp_path, options):
+    """update_layout=bucketed with 2 chunks: each prompt's 2 shorter completions in one micro-batch, its 2
+    longer in the other, each at the width bucket of its longest: the loss and gradients of the padded run."""
+    bucketed = _step(pieces, tmp_path / "bucketed", **options,
+                     **{"grpo.update_layout": "bucketed", "grpo.completion_chunks": 2, "grpo.max_completion_length": 32})
+    short, long = bucketed[0].micro_batches
+    lengths = bucketed[0].rollouts[0].rollout.lengths.reshape(-1, 4)
+    assert short.tokens.shape == (4, packing.width_bucket(int(np.sort(lengths)[:, :2].max()), 32))
+    assert long.tokens.shape == (4, packing.width_bucket(int(lengths.max()), 32))
+    assert short.tokens.shape[1] < 32  # a narrower program than the padded one
+    padded32 = _step(pieces, tmp_path / "padded32", **options, **{"grpo.max_completion_length": 32})
+    for name in ("loss", "entropy"):
+        np.testing.assert_allclose(float(bucketed[2][name].total), float(padded32[2][name].total), rtol=1e-5,
+                                   atol=1e-7, err_msg=name)
+        assert int(bucketed[2][name].count) == int(padded32[2][name].count)
+    for a, b in zip(jax.tree.leaves(padded32[1]), jax.tree.leaves(bucketed[1])):
+        scale = float(np.abs(np.asarray(a)).max()) or 1.0
+        np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=1e-4, atol=1e-5 * scale)

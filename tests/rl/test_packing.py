@@ -49,3 +49,14 @@ def test_positions_three_d_are_packed_too_and_errors_name_the_bounds():
         packing.pack([0, 2], 2, 3)
     with pytest.raises(ValueError, match="3 completions are not prompts x 2"):
         packing.pack([1, 1, 1], 2, 3)
+
+
+def test_length_sorted_chunks_and_width_buckets_by_hand():
+    lengths = np.array([5, 1, 9, 3, 40, 2, 2, 7])  # 2 prompts x 4
+    short, long = packing.length_sorted_chunks(lengths, 4, 2)
+    np.testing.assert_array_equal(short, [1, 3, 5, 6])  # per prompt the two shortest, stable on ties
+    np.testing.assert_array_equal(long, [0, 2, 7, 4])
+    assert [packing.width_bucket(int(lengths[c].max()), 64) for c in (short, long)] == [16, 64]
+    assert packing.width_bucket(17, 24) == 24 and packing.width_bucket(1, 8) == 8
+    with pytest.raises(ValueError, match="3 chunks"):
+        packing.length_sorted_chunks(lengths, 4, 3)

@@ -65,6 +65,7 @@ def test_update_ragged_quick_packs_and_matches_the_padded_log_probs(together):
     assert ragged["real_tokens"] < ragged["padded_slots"] and equal["real_tokens"] == equal["padded_slots"]
     assert ragged["logprob_max_diff"] < 1e-5 and equal["logprob_max_diff"] < 1e-5
     assert ragged["speedup"] > 0 and "packed / 6ND ideal" in out
+    assert ragged["bucket_widths"] == [16, 16] and ragged["bucketed_s"] > 0  # quick: max_len 16, the floor
 
 
 @pytest.mark.slow  # benchmark scripts in a subprocess

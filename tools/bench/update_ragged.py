@@ -10,7 +10,10 @@ limit), and, as the second case, all at max_len (nothing to pack). The step is t
 the masked sum of the completion log-probs w.r.t. all parameters:
   * padded: `completion_logprobs` over [P x G, max_len] rows (what the update ran before);
   * packed: `packed_completion_logprobs` over each prompt's completions packed by
-    `mmjax.rl.packing` into R <= G rows of max_len (the same numbers: checked here too).
+    `mmjax.rl.packing` into R <= G rows of max_len (the same numbers: checked here too);
+  * bucketed: `--chunks` micro-batches of every prompt's completions sorted by length
+    (`packing.length_sorted_chunks`), each padded to the power-of-two width of its longest and
+    run as its own step with the prompt (grpo.update_layout=bucketed; the time is their sum).
 Calls alternate round by round after one warm-up each; medians are printed, and their ratio,
 and the packed step against 6 x params x real tokens at the GEMM rate measured between the
 steps (common.gemm_probe).
@@ -53,6 +56,27 @@ def steps(model, g: int):
     return jax.jit(jax.value_and_grad(padded, has_aux=True)), jax.jit(jax.value_and_grad(packed, has_aux=True))
 
 
+def bucketed(lengths, model, batch, comp, mask, pos, args):
+    """The bucketed layout's step: one compiled padded step per chunk width; (run all chunks, widths, compile s)."""
+    import jax
+    import jax.numpy as jnp
+    from mmjax.rl import packing
+    g, tc = args.generations, args.max_len
+    step, _ = steps(model, g // args.chunks)
+    calls, widths, compile_s = [], [], 0.0
+    for rows in packing.length_sorted_chunks(lengths, g, args.chunks):
+        w = packing.width_bucket(int(lengths[rows].max()), tc)
+        a = (model.params, batch, jnp.asarray(comp[rows, :w]), jnp.asarray(mask[rows, :w]),
+             jnp.asarray(pos[:, rows, :w]))
+        compiled, seconds = common.compile_jitted(step, *a)
+        calls.append((compiled, a))
+        widths.append(w)
+        compile_s += seconds
+    run = lambda: [jax.block_until_ready(c(*a)) for c, a in calls]  # noqa: E731
+    run()  # the warm-up call, as the other two layouts get
+    return run, widths, compile_s
+
+
 def run_case(name, lengths, model, batch, comp, args, gemm_probe, groups, prompt_len, patches):
     import jax
     import jax.numpy as jnp
@@ -76,11 +100,13 @@ def run_case(name, lengths, model, batch, comp, args, gemm_probe, groups, prompt
     (_, lp_pad), _ = run_pad()
     (_, lp_pack), _ = run_pack()
     err = float(np.abs(np.asarray(lp_pad) - np.asarray(lp_pack)).max())
-    times, rates = {"padded": [], "packed": []}, []
+    run_bucketed, bucket_widths, bucket_compile = bucketed(lengths, model, batch, comp, mask, pos, args)
+    times, rates = {"padded": [], "packed": [], "bucketed": []}, []
     for _ in range(args.reps):
         rates += [gemm_probe() for _ in range(2)]
         times["padded"] += common.timed(run_pad, 1)
         times["packed"] += common.timed(run_pack, 1)
+        times["bucketed"] += common.timed(run_bucketed, 1)
     med = {k: common.median(v) for k, v in times.items()}
     gemm = common.median(rates)
     real = int(lengths.sum())
@@ -91,13 +117,17 @@ def run_case(name, lengths, model, batch, comp, args, gemm_probe, groups, prompt
     out = dict(case=name, rows=len(lengths), packed_rows=int(p.row.shape[0]), width=tc, real_tokens=real,
                padded_slots=len(lengths) * tc, mean_len=float(lengths.mean()), max_len_seen=int(lengths.max()),
                padded_s=med["padded"], packed_s=med["packed"], speedup=med["padded"] / med["packed"],
-               packed_over_ideal=med["packed"] / ideal, gemm_flops=gemm, logprob_max_diff=err,
-               compile_s=dict(padded=pad_compile, packed=pack_compile), times=times)
+               packed_over_ideal=med["packed"] / ideal, bucketed_s=med["bucketed"], bucket_widths=bucket_widths,
+               bucketed_speedup=med["padded"] / med["bucketed"], bucketed_over_ideal=med["bucketed"] / ideal,
+               gemm_flops=gemm, logprob_max_diff=err,
+               compile_s=dict(padded=pad_compile, packed=pack_compile, bucketed=bucket_compile), times=times)
     print(f"  {name}: {len(lengths)} completions, mean {lengths.mean():.0f} of {tc} tokens "
           f"({real} real of {len(lengths) * tc} padded slots) -> {p.row.shape[0]} packed rows; "
           f"padded {med['padded'] * 1e3:.0f} ms, packed {med['packed'] * 1e3:.0f} ms: "
           f"{out['speedup']:.2f}x (target >= 2x ragged, >= 0.95x equal); packed / 6ND ideal "
-          f"{out['packed_over_ideal']:.2f}x (target <= 1.6x); GEMM {gemm / 1e9:.0f} GFLOP/s; "
+          f"{out['packed_over_ideal']:.2f}x (target <= 1.6x); bucketed ({args.chunks} chunks, widths "
+          f"{bucket_widths}) {med['bucketed'] * 1e3:.0f} ms: {out['bucketed_speedup']:.2f}x, / ideal "
+          f"{out['bucketed_over_ideal']:.2f}x; GEMM {gemm / 1e9:.0f} GFLOP/s; "
           f"max |logprob diff| {err:.1e}")
     return out
 
@@ -111,6 +141,7 @@ def main(argv=None) -> int:
     ap.add_argument("--image", type=int, default=224)
     ap.add_argument("--text", type=int, default=32)
     ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--chunks", type=int, default=2, help="micro-batches of the bucketed layout (completion_chunks)")
     ap.add_argument("--gemm-n", type=int, default=2048)
     ap.add_argument("--quick", action="store_true", help="tiny model, tiny shapes, 1 rep: a smoke test")
     args = ap.parse_args(argv)
