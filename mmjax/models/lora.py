@@ -1,0 +1,192 @@
+"""LoRA adapters on Qwen2.5-VL's decoder projections (issue 25), through qwix's LoraProvider.
+
+qwix intercepts the dot_general of every module whose path fullmatches `LoraSpec.targets` (paths
+like `language_model/layers_3/self_attn/q_proj`) and adds x A B * alpha / rank, with A
+[in, rank] (He-uniform) and B [rank, out] (zeros, so a new adapter changes nothing) stored beside
+the kernel as `kernel_lora_a` / `kernel_lora_b`; `in` and `out` are the kernel's contracted and
+kept axes flattened in its own order (q_proj [D, H, hd]: A [D, r], B [r, H * hd]). A kernel
+is laid out (contracted axes..., kept axes...), so A @ B reshapes onto it: `merged` folds the
+adapters into the base weights for the rollout and for export.
+
+Params stay plain pytrees: `adapters(params)` are the `*_lora_a` / `*_lora_b` leaves, `base(params)`
+the rest, `combined(base, adapters)` the tree the wrapped module applies. The wrapped module's
+methods are the base module's (`METHODS`), so every caller (`completion_logprobs`, the sampler)
+takes it in place of the base module.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import qwix
+
+# The decoder's attention and MLP projections (PEFT's usual q/k/v/o + gate/up/down).
+DECODER_TARGETS = r"language_model/layers_\d+/(self_attn/(q|k|v|o)_proj|mlp/(gate|up|down)_proj)"
+# Every method callers apply on Qwen25VLModule (qwix wraps only the methods it is given).
+METHODS = ("__call__", "decode", "embed", "embed_batch", "encode_vision", "logits", "head_kernel")
+SUFFIXES = ("_lora_a", "_lora_b")
+
+
+class LoraError(ValueError):
+    """A LoRA setting or adapter tree that cannot be used (the message names it)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class LoraSpec:
+    """rank r, alpha (the update is x A B * alpha / r), dropout on the adapters' input, and the
+    regex (fullmatched against module paths) of the projections that get adapters."""
+    rank: int = 8
+    alpha: float = 16.0
+    dropout: float = 0.0
+    targets: str = DECODER_TARGETS
+
+    def __post_init__(self):
+        if not (isinstance(self.rank, int) and self.rank >= 1):
+            raise LoraError(f"lora.rank={self.rank!r}: must be an int >= 1")
+        if not self.alpha > 0:
+            raise LoraError(f"lora.alpha={self.alpha!r}: must be > 0")
+        if not 0.0 <= self.dropout < 1.0:
+            raise LoraError(f"lora.dropout={self.dropout!r}: must be in [0, 1)")
+        try:
+            re.compile(self.targets)
+        except re.error as e:
+            raise LoraError(f"lora.targets={self.targets!r} is not a regex: {e}") from e
+
+    @property
+    def scale(self) -> float:
+        return self.alpha / self.rank
+
+
+def wrap(module, spec: LoraSpec):
+    """`module` with adapters on the projections `spec.targets` matches (qwix model surgery)."""
+    provider = qwix.LoraProvider(module_path=spec.targets, rank=spec.rank, alpha=spec.alpha, dropout=spec.dropout)
+    return qwix.apply_lora_to_model(module, provider, methods=METHODS)
+
+
+def _is_adapter(path) -> bool:
+    return str(getattr(path[-1], "key", path[-1])).endswith(SUFFIXES)
+
+
+def _filtered(tree, keep) -> dict:
+    """The nested dict of `tree`'s leaves whose path satisfies keep(path)."""
+    out: dict = {}
+    for path, leaf in jax.tree_util.tree_leaves_with_path(tree):
+        if keep(path):
+            node = out
+            for key in path[:-1]:
+                node = node.setdefault(key.key, {})
+            node[path[-1].key] = leaf
+    return out
+
+
+def adapters(params) -> dict:
+    """The adapter leaves (`*_lora_a`, `*_lora_b`) of a combined param tree."""
+    return _filtered(params, _is_adapter)
+
+
+def base(params) -> dict:
+    """The base model's leaves of a combined param tree (everything but the adapters)."""
+    return _filtered(params, lambda path: not _is_adapter(path))
+
+
+def combined(base_params, adapter_params) -> dict:
+    """One tree of the base params with the adapters beside their kernels."""
+    def merge(a, b):
+        out = dict(a)
+        for key, value in b.items():
+            out[key] = merge(out[key], value) if isinstance(value, dict) and key in out else value
+        return out
+    return merge(base_params, adapter_params)
+
+
+def init_adapters(module, spec: LoraSpec, rng: jax.Array, dtype=jnp.float32) -> dict:
+    """New adapters for `module`'s projections: A He-uniform (qwix's and PEFT's kind of init), B zeros.
+
+    The shapes come from tracing the wrapped decoder once (jax.eval_shape: no compute, no
+    memory); each A draws from rng folded with its path's index, so the result does not depend
+    on the devices. Adapters are float32 (the trainable master weights) whatever the base dtype."""
+    wrapped = wrap(module, spec)
+    cfg = module.cfg
+    x = jnp.zeros((1, 2, cfg.text.hidden_size), jnp.float32)
+    positions = jnp.zeros((3, 1, 2), jnp.int32)
+    shapes = jax.eval_shape(lambda: wrapped.init(jax.random.key(0), x, positions, jnp.ones((1, 2), bool),
+                                                 method="decode"))["params"]
+    found = [(path, leaf) for path, leaf in jax.tree_util.tree_leaves_with_path(
+        shapes, is_leaf=lambda v: hasattr(v, "unbox")) if _is_adapter(path)]
+    if not found:
+        raise LoraError(f"lora.targets={spec.targets!r} matches no projection of the decoder (paths look like "
+                        "language_model/layers_0/self_attn/q_proj)")
+    he = jax.nn.initializers.he_uniform()
+    values = {}
+    for i, (path, leaf) in enumerate(found):
+        shape = tuple(getattr(leaf, "unbox", lambda: leaf)().shape)
+        name = "/".join(str(k.key) for k in path)
+        values[name] = (he(jax.random.fold_in(rng, i), shape, dtype) if name.endswith("_lora_a")
+                        else jnp.zeros(shape, dtype))
+    out: dict = {}
+    for name, value in values.items():
+        node = out
+        *parents, leaf_name = name.split("/")
+        for key in parents:
+            node = node.setdefault(key, {})
+        node[leaf_name] = value
+    return out
+
+
+def merged(base_params, adapter_params, spec: LoraSpec) -> dict:
+    """The base params with every adapter folded in: kernel + (A @ B) * alpha / r, in the kernel's
+    dtype (the policy the adapters define, as one plain model: the rollout's and the export's)."""
+    def fold(base_node, adapter_node):
+        out = dict(base_node)
+        for key, value in adapter_node.items():
+            if isinstance(value, dict):
+                out[key] = fold(base_node[key], value)
+        for key in [k for k in adapter_node if k.endswith("_lora_a")]:
+            weight = key[:-len("_lora_a")]
+            kernel = base_node[weight]
+            delta = (adapter_node[key].astype(jnp.float32) @ adapter_node[weight + "_lora_b"].astype(jnp.float32))
+            out[weight] = (kernel.astype(jnp.float32) + spec.scale * delta.reshape(kernel.shape)).astype(kernel.dtype)
+        return out
+    return fold(base_params, adapter_params)
+
+
+_PEFT_PATH = re.compile(r"language_model/layers_(\d+)/(self_attn|mlp)/(\w+_proj)/kernel_lora_(a|b)")
+
+
+def peft_tensors(adapter_params) -> dict[str, np.ndarray]:
+    """The adapters under PEFT's names for transformers' Qwen2.5-VL (lora_A.weight [r, in],
+    lora_B.weight [out, r]; `adapter_model.safetensors`)."""
+    out = {}
+    for path, leaf in jax.tree_util.tree_leaves_with_path(adapter_params):
+        name = "/".join(str(k.key) for k in path)
+        m = _PEFT_PATH.fullmatch(name)
+        if m is None:
+            raise LoraError(f"adapter {name}: only the decoder's projections export to PEFT names")
+        layer, block, proj, ab = m.groups()
+        key = f"base_model.model.model.language_model.layers.{layer}.{block}.{proj}.lora_{ab.upper()}.weight"
+        out[key] = np.ascontiguousarray(np.asarray(leaf, np.float32).T)
+    return out
+
+
+def peft_config(adapter_params, spec: LoraSpec, base_model: str = "") -> dict[str, Any]:
+    """PEFT's adapter_config.json for these adapters. target_modules is a regex of exactly the adapted
+    decoder projections (a bare "gate_proj" would also adapt the vision tower's MLPs in PEFT)."""
+    found = set()
+    for path, _ in jax.tree_util.tree_leaves_with_path(adapter_params):
+        m = _PEFT_PATH.fullmatch("/".join(str(k.key) for k in path))
+        if m is None:
+            raise LoraError(f"adapter {jax.tree_util.keystr(path)}: only the decoder's projections export to PEFT")
+        found.add((m.group(2), m.group(3)))
+    layers = sorted({int(m.group(1)) for m in (_PEFT_PATH.fullmatch("/".join(str(k.key) for k in path))
+                                               for path, _ in jax.tree_util.tree_leaves_with_path(adapter_params))})
+    modules = "|".join(f"{block}\\.{proj}" for block, proj in sorted(found))
+    targets = f"model\\.language_model\\.layers\\.({'|'.join(map(str, layers))})\\.({modules})"
+    return {"peft_type": "LORA", "task_type": "CAUSAL_LM", "base_model_name_or_path": base_model,
+            "r": spec.rank, "lora_alpha": spec.alpha, "lora_dropout": spec.dropout, "target_modules": targets,
+            "bias": "none", "fan_in_fan_out": False, "use_rslora": False, "use_dora": False,
+            "init_lora_weights": True, "inference_mode": True}
