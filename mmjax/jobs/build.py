@@ -32,6 +32,7 @@ from mmjax.eval import metrics as metrics_lib
 from mmjax.eval import runner as runner_lib
 from mmjax.eval import synthetic_benchmarks
 from mmjax.jobs import preflight
+from mmjax.models import lora as lora_lib
 from mmjax.models import qwen2_5_vl
 from mmjax.processing import ImageProcessorConfig, special_token_ids, tiny_tokenizer
 from mmjax.rl.grpo import GRPOConfig
@@ -161,6 +162,10 @@ def _init_from(path: str, m, tok, options, mesh=None):
             except Exception as e:  # noqa: BLE001  a damaged array file (tensorstore's ValueError, ...)
                 raise ConfigFieldError(f"config.init_from={path!r}: cannot be restored "
                                        f"({type(e).__name__}: {str(e)[:300]})") from None
+        if lora_lib.adapters(ckpt.params) and "embed_tokens" not in ckpt.params.get("language_model", {}):
+            raise ConfigFieldError(
+                f"config.init_from={path!r}: a LoRA run's checkpoint holds its adapters only (issue 25); start "
+                f"from the run's merged model instead (its workdir's {checkpoints.HF_EXPORT} folder)")
         params = jax.device_put(jax.tree.map(lambda a: a.astype(jnp.dtype(dtype)), ckpt.params))
         model = qwen2_5_vl.Qwen2_5_VL(ckpt.config, params, compute or dtype, hf_layout=ckpt.hf_layout, **options)
     ids, cfg = special_token_ids(tok), model.config
@@ -393,6 +398,16 @@ def optimizer_config(config, total_steps: int | None = None) -> OptimizerConfig:
     node = dict(config.optim)
     node.setdefault("total_steps", config.max_steps if total_steps is None else total_steps)
     return dataclass_from(OptimizerConfig, node, "optim")
+
+
+def lora(config, model) -> dict:
+    """LoRA from config.lora (mmjax.models.lora), as the Trainer's keyword arguments: {} when lora.rank
+    is 0 (full fine-tuning), else the spec and new adapters (A from config.seed, B zeros)."""
+    spec = dataclass_from(lora_lib.LoraSpec, dict(config.get("lora", {})), "lora")
+    if not spec.enabled:
+        return {}
+    adapters = lora_lib.init_adapters(model.module, spec, jax.random.fold_in(jax.random.key(config.seed), 0x10A))
+    return {"lora": spec, "adapters": adapters}
 
 
 def train_config(config, max_steps: int | None = None) -> TrainConfig:

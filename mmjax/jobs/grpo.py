@@ -26,13 +26,15 @@ def build_trainer(config, workdir: str, tok=None, model=None) -> Trainer:
     data, feedback = build.grpo_dataset(config, tok, model, rows)  # the rollouts steer the next draws
     eos, pad = build.eos_and_pad(tok)
     loop = build.train_config(config)
+    adapters = build.lora(config, model)  # {} or LoRA's spec and new adapters
     objective = GRPOObjective(model.module, build.reward(config), tok.decode, grpo=build.grpo_config(config),
                               rollout=build.rollout_config(config, tok),
                               gradient_accumulation_steps=loop.gradient_accumulation_steps, eos_token_ids=eos,
                               pad_token_id=pad, mesh=mesh, bucket_lengths=config.data.bucket_lengths,
-                              reference_dtype=build.frozen_dtype(config), feedback=feedback)
+                              reference_dtype=build.frozen_dtype(config), feedback=feedback,
+                              lora=adapters.get("lora"))
     return Trainer(model, data, objective, optimizer=build.optimizer_config(config), config=loop,
-                   workdir=workdir, mesh=mesh, frozen_dtype=build.frozen_dtype(config))
+                   workdir=workdir, mesh=mesh, frozen_dtype=build.frozen_dtype(config), **adapters)
 
 
 def run(config, workdir: str) -> dict:

@@ -260,6 +260,7 @@ def base_schema() -> config_schema.Section:
     from mmjax.train.optim import OptimizerConfig  # pylint: disable=g-import-not-at-top
     from mmjax.jobs.plan.options import PlanConfig  # pylint: disable=g-import-not-at-top
     from mmjax.train.trainer import TrainConfig  # pylint: disable=g-import-not-at-top
+    from mmjax.models.lora import LoraSpec  # pylint: disable=g-import-not-at-top
     S = config_schema.section  # noqa: N806
     # The loop's fields (TrainConfig) and GRPO's sampling options sit at the top level, as in TRL;
     # the sampling seed is the run's seed (RunOptions') and the allowed tokens come from config.sample.
@@ -267,7 +268,8 @@ def base_schema() -> config_schema.Section:
              model=S(ModelOptions), mesh=S(MeshConfig), data=S(DataConfig),
              grpo=S(GRPOConfig),
              optim=S(OptimizerConfig, exclude=("total_steps",)),  # total_steps: the job's (max_steps, SFT's epochs)
-             rewards=S(RewardsConfig), sample=S(SampleConfig), sft=S(SftOptions), plan=S(PlanConfig))
+             rewards=S(RewardsConfig), sample=S(SampleConfig), sft=S(SftOptions), plan=S(PlanConfig),
+             lora=S(LoraSpec))
 
 
 @functools.cache

@@ -34,11 +34,12 @@ def build_trainer(config, workdir: str, tok=None, model=None, source=None) -> Tr
         log.info("SFT data: %s (rows in %s)", chosen.describe(), selection_lib.REPORT)
     steps = build.sft_steps(config, len(source))
     data = build.sft_dataset(config, tok, model, source)
+    adapters = build.lora(config, model)  # {} or LoRA's spec and new adapters
     objective = SFTObjective(model.module, pad_token_id=special_token_ids(tok).pad_token_id, mesh=mesh,
-                             skips=pipeline.skip_counter(data))
+                             skips=pipeline.skip_counter(data), lora=adapters.get("lora"))
     return Trainer(model, data, objective, optimizer=build.optimizer_config(config, total_steps=steps),
                    config=build.train_config(config, max_steps=steps), workdir=workdir, mesh=mesh,
-                   frozen_dtype=build.frozen_dtype(config))
+                   frozen_dtype=build.frozen_dtype(config), **adapters)
 
 
 def run(config, workdir: str) -> dict:

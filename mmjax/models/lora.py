@@ -25,6 +25,8 @@ import jax.numpy as jnp
 import numpy as np
 import qwix
 
+from mmjax.config_help import help_text
+
 # The decoder's attention and MLP projections (PEFT's usual q/k/v/o + gate/up/down).
 DECODER_TARGETS = r"language_model/layers_\d+/(self_attn/(q|k|v|o)_proj|mlp/(gate|up|down)_proj)"
 # Every method callers apply on Qwen25VLModule (qwix wraps only the methods it is given).
@@ -38,16 +40,20 @@ class LoraError(ValueError):
 
 @dataclasses.dataclass(frozen=True)
 class LoraSpec:
-    """rank r, alpha (the update is x A B * alpha / r), dropout on the adapters' input, and the
-    regex (fullmatched against module paths) of the projections that get adapters."""
-    rank: int = 8
-    alpha: float = 16.0
-    dropout: float = 0.0
-    targets: str = DECODER_TARGETS
+    """config.lora: LoRA adapters (issue 25); rank 0 = off (full fine-tuning)."""
+    rank: int = dataclasses.field(default=0, metadata=help_text(
+        "adapter rank r; 0 = off, every param trains (full fine-tuning); PEFT's r, TRL / Tunix examples 8-64"))
+    alpha: float = dataclasses.field(default=16.0, metadata=help_text(
+        "the update is x A B * alpha / r; PEFT's lora_alpha (its default 8; 2r is the common choice)"))
+    dropout: float = dataclasses.field(default=0.0, metadata=help_text(
+        "dropout on the adapters' input while training; PEFT's lora_dropout, default 0"))
+    targets: str = dataclasses.field(default=DECODER_TARGETS, metadata=help_text(
+        "regex fullmatched against module paths (language_model/layers_3/self_attn/q_proj) of the projections "
+        "that get adapters; default the decoder's q/k/v/o and gate/up/down (PEFT's all-linear on the LLM)"))
 
     def __post_init__(self):
-        if not (isinstance(self.rank, int) and self.rank >= 1):
-            raise LoraError(f"lora.rank={self.rank!r}: must be an int >= 1")
+        if not (isinstance(self.rank, int) and not isinstance(self.rank, bool) and self.rank >= 0):
+            raise LoraError(f"lora.rank={self.rank!r}: must be an int >= 0 (0 = off)")
         if not self.alpha > 0:
             raise LoraError(f"lora.alpha={self.alpha!r}: must be > 0")
         if not 0.0 <= self.dropout < 1.0:
@@ -58,12 +64,18 @@ class LoraSpec:
             raise LoraError(f"lora.targets={self.targets!r} is not a regex: {e}") from e
 
     @property
+    def enabled(self) -> bool:
+        return self.rank > 0
+
+    @property
     def scale(self) -> float:
         return self.alpha / self.rank
 
 
 def wrap(module, spec: LoraSpec):
     """`module` with adapters on the projections `spec.targets` matches (qwix model surgery)."""
+    if not spec.enabled:
+        raise LoraError("lora.rank is 0 (off): there is nothing to wrap")
     provider = qwix.LoraProvider(module_path=spec.targets, rank=spec.rank, alpha=spec.alpha, dropout=spec.dropout)
     return qwix.apply_lora_to_model(module, provider, methods=METHODS)
 

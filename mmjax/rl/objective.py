@@ -27,6 +27,7 @@ import numpy as np
 from mmjax import sharding
 from mmjax.config_help import help_text
 from mmjax.data.batching import arrays
+from mmjax.models import lora as lora_lib
 from mmjax.models import sampler
 from mmjax.rl import advantages as advantages_lib
 from mmjax.rl import grpo as grpo_lib
@@ -86,12 +87,17 @@ class GRPOObjective:
     def __init__(self, module, reward: RewardFn, decode: Callable[[Sequence[int]], str], *,
                  grpo: grpo_lib.GRPOConfig, rollout: RolloutConfig, gradient_accumulation_steps: int,
                  eos_token_ids: Sequence[int], pad_token_id: int, mesh=None,
-                 bucket_lengths: Sequence[int] | None = None, reference_dtype=None, feedback=None):
+                 bucket_lengths: Sequence[int] | None = None, reference_dtype=None, feedback=None, lora=None):
         self.module, self.reward, self.decode = module, reward, decode
         self.grpo, self.cfg, self.accumulation = grpo, rollout, gradient_accumulation_steps
         self.eos, self.pad, self.mesh = tuple(eos_token_ids), int(pad_token_id), mesh
         self.bucket_lengths = tuple(bucket_lengths) if bucket_lengths else None
-        self.loss_fn = GRPOLoss(module, grpo)
+        # LoRA (a LoraSpec): the loss applies the adapters on the frozen base (the trainer joins them);
+        # the rollouts and the old log-probs run the merged policy on the plain module (no adapter
+        # matmuls a token), and the reference is the base itself (adapters off: no second copy).
+        self.lora, self.base = lora, None
+        self._merge = None if lora is None else jax.jit(functools.partial(lora_lib.merged, spec=lora))
+        self.loss_fn = GRPOLoss(module if lora is None else lora_lib.wrap(module, lora), grpo)
         self.updates_per_example = grpo.num_iterations
         self.sampling = sampler.SamplingParams(grpo.temperature, grpo.top_p, grpo.top_k)
         # Old log-probs come from the sampler when they are the policy's own at the training
@@ -105,8 +111,12 @@ class GRPOObjective:
         # The reference policy is the starting point (the same after a resume); beta = 0 keeps
         # none. The updates donate the params' buffers, so it must be a copy. It never updates:
         # bfloat16 storage (reference_dtype) halves it, exactly so from a bfloat16 checkpoint.
+        if self.lora is not None:  # `params` is the frozen base: never donated, never changed
+            self.base = params
         if self.grpo.beta <= 0:
             self.ref_params = None
+        elif self.lora is not None:
+            self.ref_params = params
         elif self.reference_dtype is None:
             self.ref_params = jax.tree.map(jnp.copy, params)
         else:
@@ -115,6 +125,8 @@ class GRPOObjective:
     # ---- prepare: in the order it runs ----------------------------------------------------
 
     def prepare(self, params, batches: list[dict], step: int, more: Callable[[], dict]) -> GRPOExample:
+        if self.lora is not None:  # params: the adapters; the policy is the base with them folded in
+            params = self._merge(self.base, params)
         scored, prompts = self._rollouts(params, batches, step, more)     # sample + score
         if self.feedback is not None:                                      # the next draws' state
             self.feedback.observe(self._observed(scored), self.grpo.num_generations, step)

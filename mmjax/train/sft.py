@@ -25,6 +25,7 @@ import numpy as np
 
 from mmjax import sharding
 from mmjax.data.batching import arrays
+from mmjax.models import lora as lora_lib
 from mmjax.models.qwen2_5_vl.logprobs import completion_logprobs
 from mmjax.train.weighted import Weighted
 
@@ -78,8 +79,9 @@ class SFTObjective:
     updates_per_example = 1
     cumulative: tuple[str, ...] = ()
 
-    def __init__(self, module, *, pad_token_id: int, mesh=None, skips=None):
-        self.loss_fn = SFTLoss(module)
+    def __init__(self, module, *, pad_token_id: int, mesh=None, skips=None, lora=None):
+        # LoRA (a LoraSpec): the loss applies the adapters on the frozen base (the trainer joins them).
+        self.loss_fn = SFTLoss(module if lora is None else lora_lib.wrap(module, lora))
         self.pad, self.mesh, self.skips = int(pad_token_id), mesh, skips
 
     def start(self, params) -> None:

@@ -31,6 +31,7 @@ import jax.numpy as jnp
 
 from mmjax import sharding
 from mmjax.config_help import help_text
+from mmjax.models import lora
 from mmjax.train import checkpoints, compiles, metrics as metrics_lib, optim, preemption
 from mmjax.train import update as update_lib
 from mmjax.train.weighted import accumulate, finalize
@@ -94,13 +95,23 @@ class Trainer:
     the trained params in `self.model` and returns the last step's metrics.
     data: a grain IterDataset (its iterator state is checkpointed).
     frozen_dtype: the stored dtype of the params the optimizer freezes (None: the model's).
+    adapters: LoRA (mmjax.models.lora; the objective's loss applies the wrapped module): the new
+    adapters to train, and `model.params` the frozen base (stored in frozen_dtype). Only the
+    adapters and their optimizer state train and are checkpointed; `train()` leaves the merged
+    model (base + adapters folded in) in `self.model`.
     """
 
     def __init__(self, model, data, objective: Objective, *, optimizer: optim.OptimizerConfig,
-                 config: TrainConfig, workdir: str, mesh=None, frozen_dtype=None):
+                 config: TrainConfig, workdir: str, mesh=None, frozen_dtype=None, adapters=None, lora=None):
         self.model, self.data, self.objective = model, data, objective
         self.cfg, self.optim_config, self.workdir, self.mesh = config, optimizer, workdir, mesh
         self.frozen_dtype = frozen_dtype
+        if (adapters is None) != (lora is None):
+            raise ValueError("LoRA needs both the adapters and their LoraSpec")
+        self.adapters, self.lora = adapters, lora
+        # The frozen base the adapters sit on (never donated: the updates take the adapters alone).
+        self.base = None if adapters is None else (
+            jax.tree.map(lambda p: optim.cast_floating(p, frozen_dtype), model.params) if frozen_dtype else model.params)
         if mesh is None and jax.process_count() > 1:
             raise ValueError(f"{jax.process_count()} processes need a mesh over all their devices "
                              "(config.mesh, e.g. --config.mesh.data=-1); without one each would train alone")
@@ -116,7 +127,7 @@ class Trainer:
     def train(self) -> dict[str, Any]:
         """Runs (or resumes) to max_steps or the end of the data; returns the last step's metrics."""
         cfg, objective = self.cfg, self.objective
-        objective.start(self.model.params)
+        objective.start(self.model.params if self.base is None else self.base)
         params, opt_state, step, iterator, counters = self._restore_or_init()
         saved, last, stopping = step, {}, False
         with metrics_lib.MetricsWriter(self.workdir, jax.process_index(), resume_step=step) as writer, \
@@ -154,7 +165,7 @@ class Trainer:
                 ckpt.save(step, params, opt_state, iterator.get_state(), self.model.config, self.model.hf_layout,
                           force=True, counters=counters)
             ckpt.wait()
-        self.model = self.model.replace(params=params)
+        self.model = self.model.replace(params=params if self.base is None else lora.merged(self.base, params, self.lora))
         if stopping and step < cfg.max_steps:
             raise preemption.Preempted(step)
         return {**last, **objective.final_metrics()} if last else last
@@ -163,7 +174,11 @@ class Trainer:
 
     def _restore_or_init(self):
         o = self.optim_config
-        params = optim.frozen_as(self.model.params, self.frozen_dtype, o.freeze_vision, o.freeze_merger)
+        if self.adapters is not None:  # LoRA: the adapters are what trains (replicated: they are small)
+            params = self.adapters if self.mesh is None else jax.device_put(
+                self.adapters, jax.sharding.NamedSharding(self.mesh, jax.sharding.PartitionSpec()))
+        else:
+            params = optim.frozen_as(self.model.params, self.frozen_dtype, o.freeze_vision, o.freeze_merger)
         init = jax.jit(self.optimizer.init)
         opt_target = jax.eval_shape(init, params)
         if self.mesh is not None:
@@ -205,7 +220,7 @@ class Trainer:
         grad_sum, stats = None, None
         with sharding.maybe_activation_rules(self.mesh):  # rows split over the batch axes in every layer
             for micro in example.micro_batches:
-                grads, s = self._grads(params, micro)
+                grads, s = self._grads(params, micro, self.base)
                 grad_sum = grads if grad_sum is None else jax.tree.map(jnp.add, grad_sum, grads)
                 stats = accumulate(stats, s)
             params, opt_state, grad_norm = self._apply(params, opt_state, grad_sum, stats["loss"].count)

@@ -15,6 +15,7 @@ import jax.numpy as jnp
 import optax
 
 from mmjax import sharding
+from mmjax.models import lora
 from mmjax.train import optim
 
 
@@ -22,20 +23,23 @@ from mmjax.train import optim
 # and the mesh static, so trainers of the same model and settings (a resumed run, tests)
 # share their compiled programs.
 @functools.partial(jax.jit, static_argnames=("loss_fn", "freeze_vision", "freeze_merger", "mesh"))
-def microbatch_grads(params, micro, *, loss_fn, freeze_vision: bool = False, freeze_merger: bool = False,
+def microbatch_grads(params, micro, base=None, *, loss_fn, freeze_vision: bool = False, freeze_merger: bool = False,
                      mesh=None):
     """(grads of loss_fn's numerator, {"loss": Weighted, name: Weighted | Max}) for one micro-batch.
 
     loss_fn(params, micro) -> (Weighted loss, {name: Weighted | Max}). freeze_vision /
     freeze_merger: as the OptimizerConfig's; those grads are zeros and their backward pass is
-    not computed.
+    not computed. base: with LoRA (mmjax.models.lora), the frozen base params and `params` the
+    adapters: the loss sees both, the gradient is the adapters' alone (no base-sized buffer).
     """
     def numerator(p):
+        if base is not None:
+            p = lora.combined(base, p)
         loss, metrics = loss_fn(optim.stop_frozen(p, freeze_vision, freeze_merger), micro)
         return loss.total, (loss, metrics)
 
     (_, (loss, metrics)), grads = jax.value_and_grad(numerator, has_aux=True)(params)
-    if mesh is not None:  # GSPMD would otherwise lay grads out as it likes
+    if mesh is not None and base is None:  # GSPMD would otherwise lay grads out as it likes (adapters: replicated)
         from mmjax.models.qwen2_5_vl.params import abstract_params, logical_axes
         config = loss_fn.module.cfg
         grads = jax.lax.with_sharding_constraint(
