@@ -34,10 +34,10 @@ Arguments, comma-separated (`configs/difficulty_grpo.py:tpu`, `configs/difficult
 
 from mmjax.jobs import recipe
 
-ARGS = dict(tpu=False, tiny=False, steps=0)
+ARGS = dict(tpu=False, tiny=False, steps=0, lora=False)
 HELP = {"tpu": "a TPU slice (v5p-64): FSDP over 8 chips x tensor parallelism over the rest, one prompt per process "
                "(see the recipe)",
-        "tiny": recipe.TINY_HELP, "steps": recipe.STEPS_HELP}
+        "tiny": recipe.TINY_HELP, "lora": recipe.LORA_HELP, "steps": recipe.STEPS_HELP}
 
 
 def get_config(arg: str | None = None):
@@ -101,6 +101,8 @@ def get_config(arg: str | None = None):
         # v5p-8: batch_size 8).
         c.data.batch_size = 1
         c.gradient_accumulation_steps = 1
+    if args.lora:
+        recipe.apply_lora(c)  # LoRA adapters on the frozen base (the settings it changes are named there)
     if args.tiny:
         recipe.shrink_to_tiny(c)  # all of the above at laptop scale: tiny model, synthetic data, 1 device
     if args.steps:

@@ -58,6 +58,8 @@ def get_config(arg: str | None = None):
         # per step; on another slice keep batch_size x processes x gradient_accumulation_steps = 128.
         c.data.batch_size = 4
         c.gradient_accumulation_steps = 4
+    if args.lora:
+        recipe.apply_lora(c)  # LoRA adapters on the frozen base (the settings it changes are named there)
     if args.tiny:
         recipe.shrink_to_tiny(c)  # all of the above at laptop scale: tiny model, synthetic data, 1 device
     if args.steps:

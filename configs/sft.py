@@ -36,10 +36,10 @@ Arguments, comma-separated (`configs/sft.py:tpu`, `configs/sft.py:tiny,steps=20`
 
 from mmjax.jobs import recipe
 
-ARGS = dict(tpu=False, tiny=False, steps=0)
+ARGS = dict(tpu=False, tiny=False, steps=0, lora=False)
 HELP = {"tpu": "a TPU slice (v5p-64): FSDP over 8 chips x tensor parallelism over the rest, one prompt per process "
                "(see the recipe)",
-        "tiny": recipe.TINY_HELP, "steps": "at most this many optimizer steps (max_steps); 0 = the epochs' count"}
+        "tiny": recipe.TINY_HELP, "lora": recipe.LORA_HELP, "steps": "at most this many optimizer steps (max_steps); 0 = the epochs' count"}
 
 
 def get_config(arg: str | None = None):
@@ -81,6 +81,8 @@ def get_config(arg: str | None = None):
     if args.tpu:
         # v5p-64: 8 processes x 1 prompt = 8 prompts a step (keep batch_size x processes = 8).
         c.data.batch_size = 1
+    if args.lora:
+        recipe.apply_lora(c)  # LoRA adapters on the frozen base (the settings it changes are named there)
     if args.tiny:
         recipe.shrink_to_tiny(c)  # all of the above at laptop scale: tiny model, synthetic data, 1 device
     if args.steps:

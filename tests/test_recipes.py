@@ -85,6 +85,9 @@ def test_recipe_loads_and_follows_its_paper(name, arg):
     if name not in PAPER_GRPO or getattr(args, "tiny", False):
         return
     processes = 8 if args.tpu else 1  # the TPU layouts are sized for v5p-64's 8 hosts
+    lora = getattr(args, "lora", False)  # recipe.apply_lora: "LoRA Without Regret"'s settings
+    assert (c.lora.rank, c.lora.alpha, c.model.frozen_dtype) == ((32, 32.0, "bfloat16") if lora else (0, 16.0, ""))
+    lr_scale = 10 if lora else 1
     assert c.tokenizer == "hf" and c.model.dtype == "float32" and c.model.compute_dtype == "bfloat16"
     assert (c.mesh.data, c.mesh.fsdp, c.mesh.tensor) == ((1, 8, -1) if args.tpu else (1, 8, 1))
     if args.tpu:  # v5p-64: the prompts of a micro-batch split over the 8 fsdp shards
@@ -95,7 +98,7 @@ def test_recipe_loads_and_follows_its_paper(name, arg):
         assert (g.num_generations, g.temperature, g.top_p, g.beta, g.epsilon, g.delta, g.loss_type,
                 g.num_iterations, g.max_completion_length) == (16, 1.0, 1.0, 0.0, 0.2, 3.0, "dapo", 1, 2048)
         assert (c.optim.learning_rate, c.optim.schedule, c.optim.weight_decay, c.optim.max_grad_norm) == (
-            1e-6, "constant", 0.01, 1.0)
+            pytest.approx(1e-6 * lr_scale), "constant", 0.01, 1.0)
         assert _prompts_per_step(c, processes) == (256 if name == "jigsaw_image" else 128)
         assert c.max_steps == (800 if name == "jigsaw_3d" else 1000)
         container = "boxed" if args.code else "answer"  # SPEC 1.4: the prompt's and the checker's
@@ -108,7 +111,7 @@ def test_recipe_loads_and_follows_its_paper(name, arg):
     else:  # SPEC 2.4
         g = c.grpo
         assert (g.num_generations, g.temperature, g.beta, g.max_completion_length) == (8, 1.0, 0.001, 1024)
-        assert c.optim.learning_rate == 5e-7
+        assert c.optim.learning_rate == pytest.approx(5e-7 * lr_scale)
         assert _prompts_per_step(c, processes) == 8
         assert c.data.max_prompt_length + g.max_completion_length == 2048
         assert dict(c.rewards.weights) == {"accuracy": 1.0}  # one accuracy reward, no format reward
@@ -136,10 +139,10 @@ def test_unknown_argument_names_the_allowed_ones(arg):
 
 def test_arguments_are_typed_by_their_defaults():
     parse = lambda arg: recipe.parse_args(arg, "configs/x.py", **recipe.JIGSAW_ARGS)  # noqa: E731
-    assert vars(parse(" code , ,tpu ")) == dict(code=True, tpu=True, tiny=False, steps=0)
-    assert vars(parse("")) == vars(parse(None)) == dict(code=False, tpu=False, tiny=False, steps=0)
-    assert vars(parse("tiny,steps=20,code=false")) == dict(code=False, tpu=False, tiny=True, steps=20)
-    assert vars(parse("tpu=1,tiny=yes")) == dict(code=False, tpu=True, tiny=True, steps=0)
+    assert vars(parse(" code , ,tpu ")) == dict(code=True, tpu=True, tiny=False, steps=0, lora=False)
+    assert vars(parse("")) == vars(parse(None)) == dict(code=False, tpu=False, tiny=False, steps=0, lora=False)
+    assert vars(parse("tiny,steps=20,code=false")) == dict(code=False, tpu=False, tiny=True, steps=20, lora=False)
+    assert vars(parse("tpu=1,tiny=yes")) == dict(code=False, tpu=True, tiny=True, steps=0, lora=False)
     typed = recipe.parse_args("size=3b,lr=3e-4,frames=8", "configs/y.py", size="7b", lr=1e-6, frames=16)
     assert (typed.size, typed.lr, typed.frames) == ("3b", 3e-4, 8)
     for bad, why in [("steps=x", r"steps='x' is not an int \(default 0\)"),
