@@ -410,6 +410,16 @@ def lora(config, model) -> dict:
     return {"lora": spec, "adapters": adapters}
 
 
+def export_adapters(trainer, config, workdir: str) -> str | None:
+    """A LoRA run's trained adapters as a PEFT folder, <workdir>/peft_adapter (process 0); None without LoRA."""
+    if trainer.lora is None:
+        return None
+    out = os.path.join(workdir, lora_lib.PEFT_EXPORT)
+    if jax.process_index() == 0:
+        lora_lib.save_peft(out, trainer.adapters, trainer.lora, base_model=config.model.hf_dir or config.init_from)
+    return out
+
+
 def train_config(config, max_steps: int | None = None) -> TrainConfig:
     """The loop's settings; max_steps: the run's length when the job computes it (SFT's epochs)."""
     return dataclass_from(TrainConfig, dict(

@@ -58,4 +58,6 @@ def run(config, workdir: str) -> dict:
     # The model to evaluate or serve, as the demo leaves it; a resumed run replaces it whole.
     out = checkpoints.export_hf(workdir, trainer.model, savers=(tok, build.image_config(config)))
     log.info("SFT: HF export in %s", out)
+    if (adapters := build.export_adapters(trainer, config, workdir)) is not None:
+        log.info("SFT: the LoRA adapters alone, for peft, in %s", adapters)
     return metrics

@@ -202,3 +202,27 @@ def peft_config(adapter_params, spec: LoraSpec, base_model: str = "") -> dict[st
             "r": spec.rank, "lora_alpha": spec.alpha, "lora_dropout": spec.dropout, "target_modules": targets,
             "bias": "none", "fan_in_fan_out": False, "use_rslora": False, "use_dora": False,
             "init_lora_weights": True, "inference_mode": True}
+
+
+PEFT_EXPORT = "peft_adapter"  # <workdir>/peft_adapter: adapter_config.json + adapter_model.safetensors
+
+
+def save_peft(out_dir: str, adapter_params, spec: LoraSpec, base_model: str = "") -> str:
+    """The adapters as a PEFT folder (`peft.PeftModel.from_pretrained(transformers_model, out_dir)`),
+    built beside `out_dir` and swapped in whole (mmjax.atomic_dir): a killed save leaves the old one."""
+    import json
+    import os
+
+    import safetensors.numpy
+
+    from mmjax import atomic_dir
+    atomic_dir.recover_replace(out_dir)
+    host = jax.tree.map(lambda a: np.asarray(a.addressable_shards[0].data if hasattr(a, "addressable_shards") else a),
+                        adapter_params)  # replicated: every process holds all of it
+    staging = atomic_dir.staging_path(out_dir)
+    os.makedirs(staging, exist_ok=True)
+    safetensors.numpy.save_file(peft_tensors(host), os.path.join(staging, "adapter_model.safetensors"))
+    with open(os.path.join(staging, "adapter_config.json"), "w") as f:
+        json.dump(peft_config(host, spec, base_model), f, indent=2)
+    atomic_dir.replace_path(staging, out_dir)
+    return out_dir

@@ -165,6 +165,8 @@ class Trainer:
                 ckpt.save(step, params, opt_state, iterator.get_state(), self.model.config, self.model.hf_layout,
                           force=True, counters=counters)
             ckpt.wait()
+        if self.base is not None:  # LoRA: the trained adapters, and the model they define
+            self.adapters = params
         self.model = self.model.replace(params=params if self.base is None else lora.merged(self.base, params, self.lora))
         if stopping and step < cfg.max_steps:
             raise preemption.Preempted(step)

@@ -75,3 +75,24 @@ def test_sft_with_lora_lowers_the_loss_on_the_adapters(tmp_path):
     rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert rows[-1]["loss"] < rows[0]["loss"], [r["loss"] for r in rows]
     assert _leaf_names(checkpoints.restore_latest(str(tmp_path)).params) == {"kernel_lora_a", "kernel_lora_b"}
+
+
+@pytest.mark.slow  # an SFT job end to end, then transformers and peft load its exports
+def test_the_merged_export_and_the_peft_export_load_with_the_same_logits(tmp_path):
+    peft = pytest.importorskip("peft")
+    from transformers import Qwen2_5_VLForConditionalGeneration
+
+    from mmjax.models import lora as lora_lib
+    from oracle import hf_logits
+    c = _config(mode="sft", max_steps=4, save_steps=4, **{"sft.num_epochs": 0, "optim.learning_rate": 0.01})
+    (tmp_path / "run").mkdir()  # mmjax.main makes it (and locks it) before a job runs
+    sft_job.run(c, str(tmp_path / "run"))
+    build.model(c, build.tokenizer(c)).save_hf(str(tmp_path / "base"), progress=False)  # the seed's base again
+    merged = Qwen2_5_VLForConditionalGeneration.from_pretrained(str(tmp_path / "run" / "hf_export")).eval()
+    base = Qwen2_5_VLForConditionalGeneration.from_pretrained(str(tmp_path / "base")).eval()
+    ids = np.random.default_rng(0).integers(3, 200, (2, 12))
+    mask = np.ones_like(ids)
+    want, untrained = hf_logits(merged, ids, mask), hf_logits(base, ids, mask)
+    assert np.abs(untrained - want).max() > 1e-3  # the adapters trained: not the base
+    adapted = peft.PeftModel.from_pretrained(base, str(tmp_path / "run" / lora_lib.PEFT_EXPORT)).eval()
+    np.testing.assert_allclose(hf_logits(adapted, ids, mask), want, atol=1e-4)
