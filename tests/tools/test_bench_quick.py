@@ -30,7 +30,8 @@ def run(script: str, *args: str) -> str:
 
 # Run together, gpu_check first: it checks that it imported neither torch nor transformers.
 TOGETHER = ("gpu_check.py --tiny", "train_step.py --quick", "forward.py --quick --attention blockwise",
-            "generate.py --quick", "grpo_step.py --quick --no-trl", "score.py --quick", "update_ragged.py --quick")
+            "generate.py --quick", "grpo_step.py --quick --no-trl", "score.py --quick", "update_ragged.py --quick",
+            "train_step.py --quick --lora 8")
 
 
 @pytest.fixture(scope="module")
@@ -58,6 +59,17 @@ def ratio(stdout: str, label: str) -> float:
 
 
 @pytest.mark.slow  # benchmark scripts in a subprocess
+def test_train_step_lora_quick_keeps_a_fraction_of_the_optimizer_state(together):
+    out = last_json(together["train_step.py --quick --lora 8"])
+    assert out["loss"]["lora"] == out["loss"]["full"]  # a new adapter (B = 0) is the base model
+    # AdamW keeps 2 moments per trainable param: r (in + out) a projection instead of in x out.
+    assert out["opt_state_bytes"]["lora"] < 0.1 * out["opt_state_bytes"]["full"]
+    # The tiny model, by hand: r (in + out) for q [64 -> 64], k and v [64 -> 32], o [64 -> 64] and
+    # gate, up, down [64 <-> 128], in each of 2 layers.
+    per_layer = 8 * ((64 + 64) + 2 * (64 + 32) + (64 + 64) + 3 * (64 + 128))
+    assert out["trainable"]["lora"] == 2 * per_layer
+
+
 def test_update_ragged_quick_packs_and_matches_the_padded_log_probs(together):
     out = together["update_ragged.py --quick"]
     ragged, equal = last_json(out)["cases"]

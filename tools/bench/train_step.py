@@ -3,6 +3,7 @@
     python tools/bench/train_step.py [--reps 5] [--prompts 2] [--generations 4] [--image 448]
                                      [--text 32] [--completion 64] [--attention auto] [--remat none]
     python tools/bench/train_step.py --quick      # tiny model, tiny shapes, 1 rep: a smoke test
+    python tools/bench/train_step.py --lora 8     # gradients + AdamW: LoRA r=8 against full fine-tuning
 
 The BENCH.md `bench` model in float32 (random, built by transformers, loaded into mmjax with
 `load_hf`, so both sides hold the same weights), the same tokens and images on both sides:
@@ -51,6 +52,72 @@ def mmjax_step(model, num_generations: int):
         return lp.sum(), lp  # lp is 0 where the mask is off: a masked sum
 
     return jax.jit(jax.value_and_grad(loss, has_aux=True))
+
+
+def lora_steps(model, num_generations: int, rank: int):
+    """(full fine-tuning step, LoRA step, adapters): each jit(grads + one AdamW update) of the masked
+    log-prob sum; LoRA differentiates and updates the adapters alone, the base a frozen input."""
+    import jax
+    import optax
+    from mmjax.models import lora
+    from mmjax.models.qwen2_5_vl.logprobs import completion_logprobs
+    spec = lora.LoraSpec(rank=rank, alpha=float(rank))
+    wrapped = lora.wrap(model.module, spec)
+    adapters = lora.init_adapters(model.module, spec, jax.random.key(0))
+    optimizer = optax.adamw(1e-5)
+
+    def full(params, opt_state, batch, comp, comp_mask):
+        def loss(p):
+            lp, _ = completion_logprobs(model.module, p, batch, comp, comp_mask, num_generations=num_generations)
+            return lp.sum()
+        value, grads = jax.value_and_grad(loss)(params)
+        updates, opt_state = optimizer.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), opt_state, value
+
+    def adapted(adapter_params, opt_state, base, batch, comp, comp_mask):
+        def loss(a):
+            lp, _ = completion_logprobs(wrapped, lora.combined(base, a), batch, comp, comp_mask,
+                                        num_generations=num_generations)
+            return lp.sum()
+        value, grads = jax.value_and_grad(loss)(adapter_params)
+        updates, opt_state = optimizer.update(grads, opt_state, adapter_params)
+        return optax.apply_updates(adapter_params, updates), opt_state, value
+
+    return jax.jit(full), jax.jit(adapted), adapters, optimizer
+
+
+def lora_main(args, model, batch, comp_j, mask_j, g: int) -> int:
+    """--lora: the optimizer step (gradients + AdamW) with LoRA against full fine-tuning, same run."""
+    import jax
+    full, adapted, adapters, optimizer = lora_steps(model, g, args.lora)
+    params = model.params
+    full_state, lora_state = optimizer.init(params), optimizer.init(adapters)
+    nbytes = lambda tree: sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(tree))  # noqa: E731
+    full_c, full_compile = common.compile_jitted(full, params, full_state, batch, comp_j, mask_j)
+    lora_c, lora_compile = common.compile_jitted(adapted, adapters, lora_state, params, batch, comp_j, mask_j)
+    run_full = lambda: jax.block_until_ready(full_c(params, full_state, batch, comp_j, mask_j))  # noqa: E731
+    run_lora = lambda: jax.block_until_ready(lora_c(adapters, lora_state, params, batch, comp_j, mask_j))  # noqa: E731
+    loss_full, loss_lora = float(run_full()[2]), float(run_lora()[2])  # warm-up; B = 0: the same loss
+    times = {"full": [], "lora": []}
+    for _ in range(args.reps):
+        times["full"] += common.timed(run_full, 1)
+        times["lora"] += common.timed(run_lora, 1)
+    med = {k: common.median(v) for k, v in times.items()}
+    state = {"full": nbytes(full_state), "lora": nbytes(lora_state)}
+    trainable = {"full": sum(x.size for x in jax.tree.leaves(params)),
+                 "lora": sum(x.size for x in jax.tree.leaves(adapters))}
+    print(f"train step --lora {args.lora} ({args.preset}, fp32, {jax.devices()[0].platform}): gradients + AdamW")
+    print(f"  full fine-tuning: median {med['full'] * 1e3:.0f} ms, trainable {trainable['full'] / 1e6:.2f} M, "
+          f"optimizer state {state['full'] / 2**20:.1f} MiB (compile {full_compile:.1f} s)")
+    print(f"  LoRA r={args.lora}: median {med['lora'] * 1e3:.0f} ms, trainable {trainable['lora'] / 1e6:.3f} M, "
+          f"optimizer state {state['lora'] / 2**20:.2f} MiB (compile {lora_compile:.1f} s)")
+    print(f"  LoRA / full: step time {med['lora'] / med['full']:.2f}x, optimizer state "
+          f"{state['lora'] / state['full']:.4f}x; loss {loss_lora:.4f} vs {loss_full:.4f} (B = 0: equal)")
+    print(json.dumps(dict(bench="train_step_lora", preset=args.preset, rank=args.lora, reps=args.reps,
+                          full_s=med["full"], lora_s=med["lora"], time_ratio=med["lora"] / med["full"],
+                          opt_state_bytes=state, trainable=trainable, loss=dict(full=loss_full, lora=loss_lora),
+                          compile_s=dict(full=full_compile, lora=lora_compile), times=times)))
+    return 0
 
 
 def torch_step(hf_model, ids, mask, pixels, grid, comp, comp_mask, generations: int):
@@ -104,6 +171,8 @@ def main(argv=None) -> int:
     ap.add_argument("--vision-remat", default="none", choices=REMAT_POLICIES, help="ViT blocks")
     ap.add_argument("--gemm-n", type=int, default=2048)
     ap.add_argument("--quick", action="store_true", help="tiny model, tiny shapes, 1 rep: a smoke test")
+    ap.add_argument("--lora", type=int, default=0, metavar="RANK",
+                    help="instead: the optimizer step with LoRA adapters of this rank against full fine-tuning")
     args = ap.parse_args(argv)
     if args.quick:
         args.preset, args.image, args.text, args.completion, args.reps, args.gemm_n = "tiny", 56, 8, 8, 1, 256
@@ -125,6 +194,8 @@ def main(argv=None) -> int:
     comp_j, mask_j = jnp.asarray(comp), jnp.asarray(comp_mask)
     params = model.params
 
+    if args.lora:
+        return lora_main(args, model, batch, comp_j, mask_j, g)
     step, compile_s = common.compile_jitted(mmjax_step(model, g), params, batch, comp_j, mask_j)
     run_mm = lambda: jax.block_until_ready(step(params, batch, comp_j, mask_j))
     run_hf = torch_step(hf_model, ids, mask, pixels, grid, comp, comp_mask, g)
