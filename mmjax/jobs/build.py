@@ -400,11 +400,17 @@ def optimizer_config(config, total_steps: int | None = None) -> OptimizerConfig:
     return dataclass_from(OptimizerConfig, node, "optim")
 
 
-def lora(config, model) -> dict:
-    """LoRA from config.lora (mmjax.models.lora), as the Trainer's keyword arguments: {} when lora.rank
-    is 0 (full fine-tuning), else the spec and new adapters (A from config.seed, B zeros)."""
+def lora_spec(config) -> lora_lib.LoraSpec | None:
+    """config.lora as a LoraSpec (mmjax.models.lora); None when lora.rank is 0 (full fine-tuning)."""
     spec = dataclass_from(lora_lib.LoraSpec, dict(config.get("lora", {})), "lora")
-    if not spec.enabled:
+    return spec if spec.enabled else None
+
+
+def lora(config, model) -> dict:
+    """LoRA from config.lora, as the Trainer's keyword arguments: {} when lora.rank is 0 (full
+    fine-tuning), else the spec and new adapters (A from config.seed, B zeros)."""
+    spec = lora_spec(config)
+    if spec is None:
         return {}
     adapters = lora_lib.init_adapters(model.module, spec, jax.random.fold_in(jax.random.key(config.seed), 0x10A))
     return {"lora": spec, "adapters": adapters}

@@ -99,18 +99,28 @@ class Shape:
 
 def breakdown(cfg, shape: Shape, *, param_bytes: int, compute_bytes: int, remat: str, vision_remat: str,
               train: bool, beta: float = 0.0, freeze_vision: bool = False, freeze_merger: bool = False,
-              accumulation: int = 1, frozen_bytes: int | None = None) -> dict[str, int]:
+              accumulation: int = 1, frozen_bytes: int | None = None, lora_params: int = 0) -> dict[str, int]:
     """Bytes per device of each part of a job, by the arithmetic above (0 where a part is absent).
 
     frozen_bytes: bytes per parameter of what never updates (the frozen towers and the reference
-    params; model.frozen_dtype), None: param_bytes. accumulation: micro-batches per step."""
+    params; model.frozen_dtype), None: param_bytes. accumulation: micro-batches per step.
+    lora_params: LoRA adapters' parameter count (mmjax.models.lora; 0 = full fine-tuning): then
+    the whole base is frozen, the adapters (float32, replicated) are what trains, the reference
+    is the base itself, and the rollout holds one merged copy of the base ("merged policy")."""
     n = param_count(cfg)
     shards = shape.model_shards
     frozen_bytes = param_bytes if frozen_bytes is None else frozen_bytes
-    trainable = trainable_count(cfg, freeze_vision, freeze_merger) if train else n
-    stored = trainable * param_bytes + (n - trainable) * frozen_bytes
-    out = {"params": stored // shards}
-    if train:
+    if train and lora_params:
+        adapters = lora_params * 4
+        out = {"params": n * frozen_bytes // shards + adapters, "trainable params": adapters,
+               "optimizer state": ADAM_MOMENTS * adapters, "gradients": adapters * (2 if accumulation > 1 else 1),
+               "reference params": 0, "merged policy": n * frozen_bytes // shards}
+    else:
+        trainable = trainable_count(cfg, freeze_vision, freeze_merger) if train else n
+        stored = trainable * param_bytes + (n - trainable) * frozen_bytes
+        out = {"params": stored // shards}
+    if train and not lora_params:
+        out["trainable params"] = stored // shards
         out["optimizer state"] = ADAM_MOMENTS * 4 * trainable // shards
         out["gradients"] = stored // shards * (2 if accumulation > 1 else 1)  # one + the running sum
         out["reference params"] = n * frozen_bytes // shards if beta > 0 else 0

@@ -21,6 +21,7 @@ import functools
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import NamedSharding, PartitionSpec as P
 
 from mmjax import sharding
 from mmjax.jobs import build
@@ -29,6 +30,7 @@ from mmjax.jobs.plan.options import PlanConfig
 from mmjax.jobs.plan.programs import (Program, compile_program, device_bytes, learner_programs, prompt_arrays, rows,
                                       sampler_programs, with_shardings)
 from mmjax.models import attention as attention_lib
+from mmjax.models import lora
 from mmjax.models import qwen2_5_vl
 from mmjax.models.qwen2_5_vl.params import abstract_params, logical_axes
 from mmjax.models.sampling import SamplingParams
@@ -100,7 +102,8 @@ class Plan:
         rollout (state and the KV cache), whichever is larger."""
         a = self.arithmetic
         state = a["params"] + a.get("optimizer state", 0) + a.get("reference params", 0)
-        return max(state + a.get("gradients", 0) + a.get("activations", 0), state + a["kv cache"])
+        return max(state + a.get("gradients", 0) + a.get("activations", 0),
+                   state + a["kv cache"] + a.get("merged policy", 0))
 
     def comparisons(self) -> list[dict]:
         """XLA's figure beside the arithmetic's where both measure the same thing."""
@@ -117,7 +120,7 @@ class Plan:
         step = by_name.get("update: optimizer step")
         if step is not None:
             add("training state (optimizer step's arguments)", step.argument_bytes,
-                a["params"] + a["optimizer state"] + a["params"])
+                2 * a["trainable params"] + a["optimizer state"])
         prefill = next((p for n, p in by_name.items() if n.endswith("prefill")), None)
         if prefill is not None and self.job != "score":
             add(f"kv cache ('{prefill.name}' outputs)", prefill.output_bytes, a["kv cache"])
@@ -177,12 +180,15 @@ def make_plan(config, plan_cfg: PlanConfig, devices: list, platform: str) -> Pla
     shape = dataclasses.replace(shape, model_shards=sizes[1] * sizes[2], tensor=sizes[2], batch_shards=batch_shards)
     grpo = build.grpo_config(config) if job == "grpo" else None
     optim_cfg, frozen = config.optim, build.frozen_dtype(config)
+    adapters_of = build.lora_spec(config)
+    lora_count = 0 if adapters_of is None or not train else sum(x.size for x in jax.tree.leaves(
+        jax.eval_shape(lambda: lora.init_adapters(module, adapters_of, jax.random.key(0)))))
     arithmetic = analytic.breakdown(
         cfg, shape, param_bytes=param_dtype.itemsize, compute_bytes=compute_dtype.itemsize, remat=m.remat,
         vision_remat=m.vision_remat, train=train, beta=grpo.beta if grpo else 0.0,
         freeze_vision=optim_cfg.freeze_vision and train, freeze_merger=optim_cfg.freeze_merger and train,
         accumulation=accumulation * shape.completion_chunks,
-        frozen_bytes=None if frozen is None else frozen.itemsize)
+        frozen_bytes=None if frozen is None else frozen.itemsize, lora_params=lora_count)
     per_process = shapes.prompt_batch(prompt, spec, max(1, config.data.batch_size), buckets)
     state = arithmetic["params"] + arithmetic.get("optimizer state", 0)
     host = analytic.host_bytes(batch_bytes=device_bytes(per_process), worker_count=data.worker_count,
@@ -208,12 +214,25 @@ def _train_programs(config, plan_cfg, module, params, mesh, prompt, spec, bucket
     optimizer_cfg = build.optimizer_config(config, total_steps=config.max_steps or 1000)
     optimizer = optim.make_optimizer(optimizer_cfg)
     frozen = build.frozen_dtype(config)  # the frozen towers and the reference, as the jobs store them
-    params = optim.frozen_as(params, frozen, optimizer_cfg.freeze_vision, optimizer_cfg.freeze_merger)
+    lora_spec = build.lora_spec(config)
+    base = None
+    if lora_spec is not None:  # LoRA: the whole base frozen, the adapters (replicated) train
+        base = params if frozen is None else jax.tree.map(lambda p: optim.cast_floating(p, frozen), params)
+        params = jax.eval_shape(lambda: lora.init_adapters(module, lora_spec, jax.random.key(0)))
+        if mesh is not None:
+            params = with_shardings(params, jax.tree.map(lambda _: NamedSharding(mesh, P()), params))
+    else:
+        params = optim.frozen_as(params, frozen, optimizer_cfg.freeze_vision, optimizer_cfg.freeze_merger)
     opt_state = jax.eval_shape(optimizer.init, params)
     if mesh is not None:
         replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
         opt_state = with_shardings(opt_state, optimizer_layout(opt_state, params, replicated))
     p_bytes, o_bytes = device_bytes(params), device_bytes(opt_state)
+    base_bytes = 0 if base is None else device_bytes(base)
+    # What the job holds besides the trained params and their optimizer state: LoRA's frozen base,
+    # and while it samples, the merged policy it samples with (one more copy of the base).
+    frozen_held = (("base params", base_bytes),) if base is not None else ()
+    policy = params if base is None else base  # the weights the sampler and the log-prob passes run
     accumulation = config.gradient_accumulation_steps
     batch = shapes.prompt_batch(prompt, spec, config.data.batch_size * plan_cfg.processes, buckets)
     prompts = prompt_arrays(batch, mesh)
@@ -223,12 +242,17 @@ def _train_programs(config, plan_cfg, module, params, mesh, prompt, spec, bucket
         grpo = build.grpo_config(config)
         g, tc = grpo.num_generations, grpo.max_completion_length
         n, micro_count = b * grpo.completions_per_chunk, accumulation * grpo.completion_chunks
-        reference = params if frozen is None else jax.tree.map(lambda p: optim.cast_floating(p, frozen), params)
-        ref_bytes = device_bytes(reference) if grpo.beta > 0 else 0
+        if base is not None:
+            reference, ref_bytes = base, 0  # the reference is the base itself
+        else:
+            reference = params if frozen is None else jax.tree.map(lambda p: optim.cast_floating(p, frozen), params)
+            ref_bytes = device_bytes(reference) if grpo.beta > 0 else 0
+        merged = (("merged policy", base_bytes),) if base is not None else ()
         programs += sampler_programs(
-            module, params, batch, mesh, generations=g, max_new=tc, eos=(0,),
+            module, policy, batch, mesh, generations=g, max_new=tc, eos=(0,),
             sampling=SamplingParams(grpo.temperature, grpo.top_p, grpo.top_k),
-            held=(("params", p_bytes), ("optimizer state", o_bytes), ("reference params", ref_bytes)), tag="rollout: ")
+            held=(("params", p_bytes), ("optimizer state", o_bytes), ("reference params", ref_bytes), *frozen_held,
+                  *merged), tag="rollout: ")
         per_row = lambda dtype, axis=0, shape=None: rows(shape or (n, tc), dtype, mesh, axis)  # noqa: E731
         micro = GRPOMicroBatch(batch=prompts, tokens=per_row(jnp.int32), mask=per_row(jnp.bool_),
                                positions=per_row(jnp.int32, 1, (3, n, tc)), sampler_logp=per_row(jnp.float32),
@@ -239,23 +263,26 @@ def _train_programs(config, plan_cfg, module, params, mesh, prompt, spec, bucket
                                                  temperature=grpo.temperature))
             program, _ = compile_program("reference log-probs", logprobs, reference, micro, other_inputs=micro,
                                          held=(("params", p_bytes), ("optimizer state", o_bytes),
-                                               ("reference params", ref_bytes)))
+                                               ("reference params", ref_bytes), *frozen_held))
             programs.append(program)
-        loss_fn, completions, slots, chunks = GRPOLoss(module, grpo), b * g, tc, grpo.completion_chunks
+        loss_module = module if lora_spec is None else lora.wrap(module, lora_spec)
+        loss_fn, completions, slots, chunks = GRPOLoss(loss_module, grpo), b * g, tc, grpo.completion_chunks
     else:
         answer = config.sft.max_answer_length or config.grpo.max_completion_length
         slots = bucket_size(answer, sizes=tuple(config.sft.bucket_lengths) or None)
         micro = SFTMicroBatch(batch=prompts, answers={"targets": rows((b, slots), jnp.int32, mesh),
                                                       "target_mask": rows((b, slots), jnp.bool_, mesh)})
-        loss_fn, completions, ref_bytes, micro_count, chunks = SFTLoss(module), b, 0, accumulation, 1
+        loss_module = module if lora_spec is None else lora.wrap(module, lora_spec)
+        loss_fn, completions, ref_bytes, micro_count, chunks = SFTLoss(loss_module), b, 0, accumulation, 1
     micro_bytes = device_bytes(micro)
     programs += learner_programs(
         params, micro, mesh, loss_fn=loss_fn, optimizer=optimizer, freeze_vision=optimizer_cfg.freeze_vision,
         freeze_merger=optimizer_cfg.freeze_merger, opt_state=opt_state,
         held_grads=(("params", p_bytes), ("optimizer state", o_bytes), ("reference params", ref_bytes),
                     ("gradient sum", p_bytes if micro_count > 1 else 0),
-                    ("the step's other micro-batches", (micro_count - 1) * micro_bytes)),
-        held_apply=(("params", p_bytes), ("optimizer state", o_bytes), ("reference params", ref_bytes)))
+                    ("the step's other micro-batches", (micro_count - 1) * micro_bytes), *frozen_held),
+        held_apply=(("params", p_bytes), ("optimizer state", o_bytes), ("reference params", ref_bytes),
+                    *frozen_held), base=base)
     return programs, dataclasses.replace(_shape(batch, completions, slots), completion_chunks=chunks)
 
 

@@ -190,10 +190,11 @@ def sampler_programs(module, params, batch: dict, mesh, *, generations: int, max
 # ---- the learner: one micro-batch's gradients, and the update ----------------------------------
 
 def learner_programs(params, micro, mesh, *, loss_fn, optimizer, freeze_vision: bool, freeze_merger: bool,
-                     opt_state, held_grads=(), held_apply=()) -> list[Program]:
-    """`microbatch_grads` of one micro-batch and `apply_update`, as the Trainer jits them."""
+                     opt_state, held_grads=(), held_apply=(), base=None) -> list[Program]:
+    """`microbatch_grads` of one micro-batch and `apply_update`, as the Trainer jits them (base: LoRA's
+    frozen base params, `params` then the adapters)."""
     grads_program, compiled = compile_program(
-        "update: grads of one micro-batch", update_lib.microbatch_grads, params, micro, loss_fn=loss_fn,
+        "update: grads of one micro-batch", update_lib.microbatch_grads, params, micro, base, loss_fn=loss_fn,
         freeze_vision=freeze_vision, freeze_merger=freeze_merger, mesh=mesh, held=held_grads, other_inputs=micro)
     if compiled is None:
         return [grads_program]
