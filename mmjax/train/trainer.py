@@ -112,6 +112,8 @@ class Trainer:
         # The frozen base the adapters sit on (never donated: the updates take the adapters alone).
         self.base = None if adapters is None else (
             jax.tree.map(lambda p: optim.cast_floating(p, frozen_dtype), model.params) if frozen_dtype else model.params)
+        if self.base is not None:  # the model holds the base as stored: no second, wider copy stays alive
+            self.model = model.replace(params=self.base)
         if mesh is None and jax.process_count() > 1:
             raise ValueError(f"{jax.process_count()} processes need a mesh over all their devices "
                              "(config.mesh, e.g. --config.mesh.data=-1); without one each would train alone")
@@ -127,7 +129,7 @@ class Trainer:
     def train(self) -> dict[str, Any]:
         """Runs (or resumes) to max_steps or the end of the data; returns the last step's metrics."""
         cfg, objective = self.cfg, self.objective
-        objective.start(self.model.params if self.base is None else self.base)
+        objective.start(self.model.params)  # with LoRA, the base
         params, opt_state, step, iterator, counters = self._restore_or_init()
         saved, last, stopping = step, {}, False
         with metrics_lib.MetricsWriter(self.workdir, jax.process_index(), resume_step=step) as writer, \
