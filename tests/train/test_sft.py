@@ -538,6 +538,7 @@ def test_the_grpo_job_writes_an_hf_export_of_its_trained_model(tiny_model, tmp_p
 
     class Trainer:  # what run() uses of a trainer: train(), then the trained model
         model = tiny_model
+        lora = None  # full fine-tuning: no adapters to export
 
         def train(self):
             self.model = tiny_model.replace(params=trained_params)
