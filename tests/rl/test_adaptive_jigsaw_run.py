@@ -37,6 +37,7 @@ def _params(workdir):
 
 @pytest.mark.slow  # two GRPO runs of the jigsaw recipe (tiny)
 def test_levels_compile_once_each_and_a_resumed_run_is_the_unbroken_one(tmp_path):
+    jax.clear_caches()  # the counts below are this run's own, whatever ran before in this worker
     unbroken = tmp_path / "unbroken"
     grpo_job.build_trainer(_config(), str(unbroken)).train()
     rows = _metrics(unbroken)
