@@ -128,26 +128,16 @@ def init_adapters(module, spec: LoraSpec, rng: jax.Array, dtype=jnp.float32) -> 
     positions = jnp.zeros((3, 1, 2), jnp.int32)
     shapes = jax.eval_shape(lambda: wrapped.init(jax.random.key(0), x, positions, jnp.ones((1, 2), bool),
                                                  method="decode"))["params"]
-    found = [(path, leaf) for path, leaf in jax.tree_util.tree_leaves_with_path(
-        shapes, is_leaf=lambda v: hasattr(v, "unbox")) if _is_adapter(path)]
+    boxed = lambda v: hasattr(v, "unbox")  # noqa: E731  qwix boxes its params with their logical axes
+    found = adapters(jax.tree.map(lambda v: v.unbox() if boxed(v) else v, shapes, is_leaf=boxed))
     if not found:
         raise LoraError(f"lora.targets={spec.targets!r} matches no projection of the decoder (paths look like "
                         "language_model/layers_0/self_attn/q_proj)")
     he = jax.nn.initializers.he_uniform()
-    values = {}
-    for i, (path, leaf) in enumerate(found):
-        shape = tuple(getattr(leaf, "unbox", lambda: leaf)().shape)
-        name = "/".join(str(k.key) for k in path)
-        values[name] = (he(jax.random.fold_in(rng, i), shape, dtype) if name.endswith("_lora_a")
-                        else jnp.zeros(shape, dtype))
-    out: dict = {}
-    for name, value in values.items():
-        node = out
-        *parents, leaf_name = name.split("/")
-        for key in parents:
-            node = node.setdefault(key, {})
-        node[leaf_name] = value
-    return out
+    paths, tree = jax.tree_util.tree_flatten_with_path(found)
+    return jax.tree.unflatten(tree, [
+        he(jax.random.fold_in(rng, i), leaf.shape, dtype) if str(path[-1].key).endswith("_lora_a")
+        else jnp.zeros(leaf.shape, dtype) for i, (path, leaf) in enumerate(paths)])
 
 
 def merged(base_params, adapter_params, spec: LoraSpec) -> dict:
