@@ -1,7 +1,8 @@
 """Stop the GRPO job, rerun it: the final params equal those of a run that was never
 interrupted, bit for bit (CPU). SIGKILL at random moments (saves included) loses the steps
 since the last checkpoint; SIGTERM (a scheduler's preemption notice) loses none: the step in
-flight is finished and saved, and the job exits 75."""
+flight is finished and saved, and the job exits 75. Two runs: the demo with online selection,
+and the tiny image jigsaw with adaptive difficulty, LoRA adapters and the packed update."""
 
 import json
 import os
@@ -27,8 +28,14 @@ ARGS = ["--config", "configs/demo.py", "--config.mode=grpo", f"--config.max_step
         "--config.data.online.policy=band", "--config.data.num_samples=8"]
 
 
-def _command(workdir):
-    return [sys.executable, "-m", "mmjax.main", *ARGS, "--workdir", str(workdir)]
+# The adaptive jigsaw run (tests/rl/jigsaw_kill_config.py): the level (3x3 -> 2x3 -> 2x2), the
+# LoRA adapters and their optimiser state, and the packed update's layout resume together.
+JIGSAW_ARGS = ["--config", "tests/rl/jigsaw_kill_config.py"]
+JIGSAW_STEPS = 6
+
+
+def _command(workdir, args=ARGS):
+    return [sys.executable, "-m", "mmjax.main", *args, "--workdir", str(workdir)]
 
 
 def _logged_steps(workdir) -> int:
@@ -39,9 +46,9 @@ def _logged_steps(workdir) -> int:
         return sum(1 for line in f if line.strip().endswith("}"))
 
 
-def _run_and_kill(workdir, after_steps: int, extra_delay: float) -> bool:
+def _run_and_kill(workdir, after_steps: int, extra_delay: float, args=ARGS) -> bool:
     """Start the job, SIGKILL it once `after_steps` steps are logged (+ a delay); True if killed."""
-    proc = subprocess.Popen(_command(workdir), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(_command(workdir, args), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.time() + 600
     while proc.poll() is None and time.time() < deadline:
         if _logged_steps(workdir) >= after_steps:
@@ -54,10 +61,17 @@ def _run_and_kill(workdir, after_steps: int, extra_delay: float) -> bool:
     return False
 
 
-def _final_params(workdir):
+def _final_params(workdir, steps=STEPS):
     state = checkpoints.restore_latest(str(workdir))
-    assert state is not None and state.step == STEPS
+    assert state is not None and state.step == steps
     return state.params
+
+
+def _bytes_equal(reference, resumed, export: str) -> None:
+    files = [sorted((w / export).glob("*")) for w in (reference, resumed)]
+    assert files[0] and [p.name for p in files[0]] == [p.name for p in files[1]]
+    for a, b in zip(*files):
+        assert a.read_bytes() == b.read_bytes(), a.name  # the exported model, bit for bit
 
 
 @pytest.fixture(scope="module")
@@ -79,10 +93,7 @@ def _same_run(reference, resumed) -> None:
     online = [k for k in reference_rows[0] if k.startswith("online/")]
     assert [[r[k] for k in online] for r in rows] == [[r[k] for k in online] for r in reference_rows]
     assert reference_rows[-1]["online/retired_total"] > 0 and sum(r["online/passed_over"] for r in reference_rows)
-    exports = [sorted((w / "hf_export").glob("*.safetensors")) for w in (reference, resumed)]
-    assert exports[0] and [p.name for p in exports[0]] == [p.name for p in exports[1]]
-    for a, b in zip(*exports):
-        assert a.read_bytes() == b.read_bytes(), a.name  # the exported model, bit for bit
+    _bytes_equal(reference, resumed, "hf_export")
 
 
 def _saved_steps(workdir) -> set[int]:
@@ -126,3 +137,35 @@ def test_sigkill_and_sigterm_then_resume_give_identical_params(tmp_path, referen
     proc = subprocess.run(_command(interrupted), cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     _same_run(reference, interrupted)
+
+
+@pytest.mark.slow  # three tiny jigsaw GRPO jobs from the CLI
+def test_sigkill_then_resume_an_adaptive_jigsaw_lora_packed_run(tmp_path):
+    """A SIGKILL at a random moment of an adaptive-jigsaw LoRA run: the rerun draws the same
+    levels, trains the same adapters (the frozen base untouched) and exports the same files."""
+    reference = tmp_path / "reference"
+    proc = subprocess.run(_command(reference, JIGSAW_ARGS), cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    interrupted = tmp_path / "interrupted"
+    rng = random.Random(1)
+    assert _run_and_kill(interrupted, rng.choice([1, 2, 3]), rng.uniform(0.0, 0.15), JIGSAW_ARGS)
+    assert 0 < _logged_steps(interrupted) < JIGSAW_STEPS
+    proc = subprocess.run(_command(interrupted, JIGSAW_ARGS), cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+    final = [_final_params(w, JIGSAW_STEPS) for w in (reference, interrupted)]
+    names = {jax.tree_util.keystr(path[-1:]) for path, _ in jax.tree_util.tree_leaves_with_path(final[0])}
+    assert names == {"['kernel_lora_a']", "['kernel_lora_b']"}  # the checkpoint holds the adapters only
+    for a, b in zip(jax.tree.leaves(final[0]), jax.tree.leaves(final[1])):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    timing = ("step_time", "tokens_per_second", "perf/compiles")
+    untimed = [[{k: v for k, v in json.loads(line).items() if k not in timing and not k.startswith("perf/")}
+                for line in open(w / "metrics.jsonl")] for w in (reference, interrupted)]
+    assert [r["step"] for r in untimed[1]] == list(range(1, JIGSAW_STEPS + 1))
+    assert untimed[1] == untimed[0]
+    levels = [r["jigsaw/jigsaw_image/difficulty"] for r in untimed[0]]
+    assert levels[0] == 6.0 and levels[-1] == 4.0  # the grid moved: 3x3 drawn first, 2x2 by the end
+    assert all(r["update/packed_micro_batches"] > 0 for r in untimed[0])
+    assert any(r["grad_norm"] > 0 for r in untimed[0])  # the length reward gives real gradients
+    _bytes_equal(reference, interrupted, "hf_export")  # merged policy
+    _bytes_equal(reference, interrupted, "peft_adapter")
