@@ -237,6 +237,11 @@ def _process_local_rows(mesh: Mesh, axes: tuple[str, ...]) -> tuple[int, int]:
     return len(local), int(np.prod([mesh.shape[a] for a in axes]))
 
 
+def local_batch_shards(mesh: Mesh, rules: Rules = DEFAULT_RULES) -> int:
+    """The batch shards this process's devices hold: `global_rows` needs a multiple of it rows a process."""
+    return _process_local_rows(mesh, tuple(a for a in _rule_axes(dict(rules), "batch") if a in mesh.shape))[0]
+
+
 def global_rows(local: np.ndarray, mesh: Mesh, axis: int = 0, rules: Rules = DEFAULT_RULES,
                 name: str = "array") -> jax.Array:
     """This process's rows (dimension `axis`) -> the global array of all processes' rows.

@@ -40,6 +40,29 @@ def pytest_configure(config):
 # running a 3-minute file while the other is idle. Longest first leaves only short files for the
 # end (the longest-processing-time rule). A file missing here only runs later; nothing is skipped.
 LONGEST_FIRST = (  # seconds in a profiled `make test` (their own file's share of the suite's sum)
+    "sweep/test_paradigms_grid.py",  # 187 s, 8 tiny jobs from the sweep CLI, then a killed chain
+    "rl/test_multiprocess.py",  # ~150 s, 7 processes
+    "rl/test_kill_resume.py",  # ~140 s, two runs SIGKILLed and resumed (demo; adaptive jigsaw + LoRA)
+    "tools/test_bench_quick.py",  # ~100 s, benchmark scripts (eight in one interpreter)
+    "models/test_sharded.py",  # ~80 s, one 8-device subprocess
+    "rl/test_learner.py",  # 83 s
+    "test_recipes.py",  # ~75 s
+    "test_main.py",  # 60 s, the demo from the CLI
+    "train/test_sft_multiprocess.py",  # 54 s, 3 processes
+    "rl/test_packed_update.py",  # ~55 s
+    "train/test_sft.py",  # 47 s
+    "plan/test_plan.py",  # ~45 s, seven tiny plans (one from the CLI)
+    "test_main_errors.py",  # 43 s
+    "models/test_completion_logprobs.py",  # 42 s
+    "rl/test_lora_run.py",  # ~40 s
+    "sweep/test_paradigms.py",  # 30 s
+    "models/test_precision_and_remat.py",  # 30 s
+    "difficulty/test_score_job.py",  # 28 s
+    "processing/test_vision_tables.py",  # 26 s
+    "models/test_lora.py",  # ~25 s
+    "rl/test_adaptive_jigsaw_run.py",  # ~25 s
+    "models/test_attention_impls.py",  # 23 s
+)
     "sweep/test_paradigms_grid.py",  # 147 s, 8 tiny jobs from the sweep CLI
     "rl/test_multiprocess.py",  # 114 s, 7 processes
     "test_recipes.py",  # 90 s

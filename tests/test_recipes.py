@@ -222,8 +222,12 @@ def _run_key(c) -> str:
 
 
 def _runs():
+    """Each GRPO recipe with no argument and with all its switches at once: every switch trains in one run
+    (the switches are orthogonal: reward wording, mesh, LoRA), and every recipe trains in full too."""
     seen, runs = set(), []
     for name, arg in CASES:
+        if arg is not None and arg != _arg_strings(name)[-1]:
+            continue  # a single switch of several: the all-switches run trains it
         if "tiny" not in getattr(_module(name), "ARGS", {}) or _module(name).get_config(arg).mode != "grpo":
             continue  # the other jobs' recipes run in their tests (score, sft, eval) and below
         arg = ",".join([a for a in (arg or "").split(",") if a and a != "tiny"] + ["tiny", "steps=2"])

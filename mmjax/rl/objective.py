@@ -95,8 +95,7 @@ class GRPOObjective:
         # LoRA (a LoraSpec): the loss applies the adapters on the frozen base (the trainer joins them);
         # the rollouts and the old log-probs run the merged policy on the plain module (no adapter
         # matmuls a token), and the reference is the base itself (adapters off: no second copy).
-        self.lora, self.base = lora, None
-        self._merge = None if lora is None else jax.jit(functools.partial(lora_lib.merged, spec=lora))
+        self.lora, self.base, self._merge = lora, None, None
         self.loss_fn = GRPOLoss(module if lora is None else lora_lib.wrap(module, lora), grpo)
         self.updates_per_example = grpo.num_iterations
         self.sampling = sampler.SamplingParams(grpo.temperature, grpo.top_p, grpo.top_k)
@@ -113,6 +112,10 @@ class GRPOObjective:
         # bfloat16 storage (reference_dtype) halves it, exactly so from a bfloat16 checkpoint.
         if self.lora is not None:  # `params` is the frozen base: never donated, never changed
             self.base = params
+            # The merged policy is laid out as the base (FSDP / tensor shards), never left to propagation.
+            placed = all(isinstance(x, jax.Array) for x in jax.tree.leaves(params))
+            self._merge = jax.jit(functools.partial(lora_lib.merged, spec=self.lora),
+                                  out_shardings=jax.tree.map(lambda x: x.sharding, params) if placed else None)
         if self.grpo.beta <= 0:
             self.ref_params = None
         elif self.lora is not None:
@@ -256,17 +259,23 @@ class GRPOObjective:
         the global packed array (process-major, as `global_rows` lays the rows out)."""
         g, width = self.grpo.completions_per_chunk, r.tokens.shape[1]
         lengths = np.maximum(r.lengths[chunk], 1)
-        p = packing.pack(lengths, g, width)
+        pooled = self.grpo.packed_rows == "pooled"
+        # Pooled rows are split over the data axes as they lie: each process needs a multiple of its row shards.
+        shards = 1 if self.mesh is None or not pooled else sharding.local_batch_shards(self.mesh)
+        p = packing.pack(lengths, g, width, pooled=pooled, multiple=shards)
         most = int(_gathered({"rows": np.asarray([p.rows_per_prompt])})["rows"].max())
-        if self.grpo.update_layout == "auto" and not packing.worth_packing(most, g):
+        if self.grpo.update_layout == "auto" and not packing.worth_packing(most, len(lengths) if pooled else g):
             return None
-        if most > p.rows_per_prompt:  # another process needs more rows a prompt: pack again to its count
-            p = packing.pack(lengths, g, width, rows_per_prompt=most)
+        if most > p.rows_per_prompt:  # another process needs more rows: pack again to its count
+            p = packing.pack(lengths, g, width, rows_per_prompt=most, pooled=pooled, multiple=shards)
         offset = jax.process_index() * p.row.shape[0] * width
         rows = lambda x, axis=0: _rows(x, self.mesh, axis)  # noqa: E731
         positions = packing.packed(r.completion_positions[:, chunk].transpose(1, 2, 0), p).transpose(2, 0, 1)
-        return {"tokens": rows(packing.packed(r.tokens[chunk], p, fill=self.pad)), "positions": rows(positions, 1),
-                "segments": rows(p.segment), "slot": rows(np.where(p.slot >= 0, p.slot + offset, -1))}
+        out = {"tokens": rows(packing.packed(r.tokens[chunk], p, fill=self.pad)), "positions": rows(positions, 1),
+               "segments": rows(p.segment), "slot": rows(np.where(p.slot >= 0, p.slot + offset, -1))}
+        if pooled:  # the prompt of each row, as an index into the global prompt batch
+            out["row_prompt"] = rows(p.prompt + jax.process_index() * (len(lengths) // g))
+        return out
 
     # ---- metrics ------------------------------------------------------------------------
 

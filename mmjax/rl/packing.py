@@ -13,6 +13,13 @@ completion never exceeds the width.
     tokens_packed = packed(tokens, p, fill=pad)           # [B * R, width]
     logp = unpacked(logp_packed, p)                       # back to [B * G, Tc], 0 past each end
 
+`pack(..., pooled=True)` pools the prompts' packed rows instead: the micro-batch gets as many rows
+as all its prompts need together (a ROW_BUCKETS count over the micro-batch), not B x the most any
+one prompt needs, and `Packing.prompt` names the prompt each row attends (its KV cache is gathered
+per row, layer by layer, in the attention). One long-tailed prompt then no longer sets every
+prompt's row count: 4 prompts x 8 completions of mean 0.3 x the width need ~3 rows each, while
+the per-prompt layout runs 4 x the worst prompt's 6.
+
 The loss then runs on the unpacked [B * G, Tc] arrays as before, so every loss type keeps
 its (sum, count) aggregation unchanged.
 """
@@ -28,12 +35,14 @@ import numpy as np
 class Packing:
     """Where each completion token of a prompt-major micro-batch sits in the packed rows."""
     num_generations: int
-    rows_per_prompt: int   # R
+    rows_per_prompt: int   # R: packed rows a prompt (pooled: the pool's rows)
     width: int             # W: token slots of a packed row
     row: np.ndarray        # int32 [B * R, W]: the completion (prompt-major index n) a slot holds; -1 = empty
     position: np.ndarray   # int32 [B * R, W]: the token's index within its completion; 0 where empty
     segment: np.ndarray    # int32 [B * R, W]: 1, 2, ... per completion within its packed row; 0 = empty
     slot: np.ndarray       # int32 [N, Tc]: flat packed index (packed row * W + slot) of each token; -1 past the end
+    prompt: np.ndarray     # int32 [rows]: the prompt (micro-batch index) each packed row attends
+    pooled: bool = False   # rows pooled over the prompts (`prompt` says whose); else R rows per prompt in order
 
     @property
     def fill(self) -> float:
@@ -51,12 +60,16 @@ AUTO_MAX_ROWS_SHARE = 0.75
 ROW_BUCKETS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64)  # powers of two and their 1.5x: <= 33% empty rows
 
 
-def row_bucket(needed: int, num_generations: int) -> int:
-    """Packed rows per prompt for `needed`: the next of ROW_BUCKETS, at most G (a few shapes to compile;
-    powers of two alone would round 5 rows of 8 completions back up to 8, packing nothing)."""
+def row_bucket(needed: int, num_generations: int, multiple: int = 1) -> int:
+    """Packed rows for `needed` (of a prompt, or of a pooled micro-batch of `num_generations` completions):
+    the next of ROW_BUCKETS (and their doublings past 64), a multiple of `multiple` (the row shards a
+    process holds), at most num_generations (a few shapes to compile; powers of two alone would round 5 rows
+    of 8 completions back up to 8, packing nothing)."""
     if not 1 <= needed <= num_generations:
-        raise ValueError(f"{needed} packed rows for a prompt of {num_generations} completions")
-    return min(next((b for b in ROW_BUCKETS if b >= needed), num_generations), num_generations)
+        raise ValueError(f"{needed} packed rows for {num_generations} completions")
+    buckets = ROW_BUCKETS + tuple(b << k for k in range(1, 12) for b in ROW_BUCKETS[-2:])
+    bucket = next((b for b in buckets if b >= needed), num_generations)
+    return min(-(-bucket // multiple) * multiple, num_generations)
 
 
 def _first_fit(lengths: np.ndarray, width: int) -> list[list[int]]:
@@ -75,10 +88,12 @@ def _first_fit(lengths: np.ndarray, width: int) -> list[list[int]]:
 
 
 def pack(lengths, num_generations: int, width: int, completion_slots: int | None = None,
-         rows_per_prompt: int | None = None) -> Packing:
+         rows_per_prompt: int | None = None, pooled: bool = False, multiple: int = 1) -> Packing:
     """The packing of completions of `lengths` ([B * G], prompt-major; each in [1, width]) into
     rows of `width` slots. completion_slots: Tc of the padded layout (default `width`).
-    rows_per_prompt: R at least this (several processes pack their own prompts: all must agree)."""
+    rows_per_prompt: R at least this (several processes pack their own prompts: all must agree);
+    pooled: the rows of all prompts pooled (rows_per_prompt then bounds the pool's row count, which
+    is a multiple of `multiple`)."""
     lengths = np.asarray(lengths, np.int64).reshape(-1)
     g, tc = int(num_generations), int(completion_slots or width)
     if lengths.size % g:
@@ -88,14 +103,23 @@ def pack(lengths, num_generations: int, width: int, completion_slots: int | None
                          f"padded {tc}); got {lengths.min()} .. {lengths.max()}")
     prompts = lengths.size // g
     bins = [_first_fit(lengths[b * g:(b + 1) * g], width) for b in range(prompts)]
-    r = row_bucket(max([len(x) for x in bins] + [rows_per_prompt or 1]), g)
-    row = np.full((prompts * r, width), -1, np.int32)
-    position = np.zeros((prompts * r, width), np.int32)
-    segment = np.zeros((prompts * r, width), np.int32)
+    if pooled:
+        r = row_bucket(max(sum(len(x) for x in bins), rows_per_prompt or 1), max(lengths.size, 1), multiple)
+        first_row = np.cumsum([0] + [len(x) for x in bins])
+        prompt = np.zeros(r, np.int32)  # rows past the pool's last attend prompt 0 and hold nothing
+        prompt[:first_row[-1]] = np.repeat(np.arange(prompts), [len(x) for x in bins])
+    else:
+        r = row_bucket(max([len(x) for x in bins] + [rows_per_prompt or 1]), g)
+        first_row = np.arange(prompts + 1) * r
+        prompt = np.repeat(np.arange(prompts, dtype=np.int32), r)
+    rows = len(prompt)
+    row = np.full((rows, width), -1, np.int32)
+    position = np.zeros((rows, width), np.int32)
+    segment = np.zeros((rows, width), np.int32)
     slot = np.full((prompts * g, tc), -1, np.int32)
     for b, prompt_bins in enumerate(bins):
         for k, members in enumerate(prompt_bins):
-            packed_row, start = b * r + k, 0
+            packed_row, start = first_row[b] + k, 0
             for number, j in enumerate(members, start=1):
                 n, size = b * g + j, int(lengths[b * g + j])
                 row[packed_row, start:start + size] = n
@@ -103,12 +127,13 @@ def pack(lengths, num_generations: int, width: int, completion_slots: int | None
                 segment[packed_row, start:start + size] = number
                 slot[n, :size] = packed_row * width + start + np.arange(size)
                 start += size
-    return Packing(g, r, int(width), row, position, segment, slot)
+    return Packing(g, r, int(width), row, position, segment, slot, prompt, pooled)
 
 
-def worth_packing(rows_per_prompt: int, completions_per_prompt: int) -> bool:
-    """update_layout "auto": pack when a prompt's packed rows are at most AUTO_MAX_ROWS_SHARE of its completions."""
-    return rows_per_prompt <= AUTO_MAX_ROWS_SHARE * completions_per_prompt
+def worth_packing(rows: int, completions: int) -> bool:
+    """update_layout "auto": pack when the packed rows (a prompt's, or a pooled micro-batch's) are at most
+    AUTO_MAX_ROWS_SHARE of the completions they hold."""
+    return rows <= AUTO_MAX_ROWS_SHARE * completions
 
 
 def length_sorted_chunks(lengths, num_generations: int, chunks: int) -> list[np.ndarray]:

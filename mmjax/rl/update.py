@@ -33,6 +33,7 @@ class GRPOMicroBatch:
     old_logp: jax.Array | None = None   # [N, Tc] the sampler's, or recomputed
     ref_logp: jax.Array | None = None   # [N, Tc] the reference policy's (beta > 0)
     packed: dict[str, jax.Array] | None = None  # update_layout "packed": tokens, positions, segments, slot
+    #                                               (+ row_prompt with grpo.packed_rows "pooled")
 
 
 def micro_logprobs(module, params, micro: GRPOMicroBatch, *, num_generations: int, temperature: float,
@@ -45,7 +46,8 @@ def micro_logprobs(module, params, micro: GRPOMicroBatch, *, num_generations: in
                                    with_entropy=with_entropy)
     p = micro.packed
     return packed_completion_logprobs(module, params, micro.batch, p["tokens"], p["positions"], p["segments"],
-                                      p["slot"], micro.mask, temperature=temperature, with_entropy=with_entropy)
+                                      p["slot"], micro.mask, row_prompt=p.get("row_prompt"), temperature=temperature,
+                                      with_entropy=with_entropy)
 
 
 def rollout_logprobs(module, params, micro: GRPOMicroBatch, *, num_generations: int, temperature: float):

@@ -182,7 +182,8 @@ def check_bind(model, rng):
 
 def check_learner(model, rng):
     """One GRPO step (rollout + update) on a data2 x fsdp2 x tensor2 mesh equals one device, with
-    ragged completions and the packed update (issue 24): the packed rows split over data x fsdp."""
+    ragged completions and the packed update (issue 24) with its rows pooled over the prompts: the
+    packed rows split over data x fsdp, each gathering its prompt's cache from whichever shard holds it."""
     import tempfile
 
     from configs import demo
@@ -195,7 +196,7 @@ def check_learner(model, rng):
         config.data.batch_size, config.grpo.num_generations = 4, 4
         config.grpo.max_completion_length, config.sample.allow_eos = 6, True  # the tiny model stops at random
         config.grpo.temperature = 4.0  # near-uniform over A-D and EOS: lengths spread over 1..6
-        config.grpo.update_layout = "packed"
+        config.grpo.update_layout, config.grpo.packed_rows = "packed", "pooled"
         config.mesh.data, config.mesh.fsdp, config.mesh.tensor = mesh
         with tempfile.TemporaryDirectory() as workdir:
             learner = grpo_job.build_trainer(config, workdir)

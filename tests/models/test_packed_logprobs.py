@@ -43,28 +43,34 @@ def _grads(module, packed: bool):
     def loss(params, batch, comp, mask, pos, p):
         if packed:
             lp, _ = packed_completion_logprobs(module, params, batch, p["tokens"], p["positions"], p["segments"],
-                                               p["slot"], mask)
+                                               p["slot"], mask, row_prompt=p.get("row_prompt"))
         else:
             lp, _ = completion_logprobs(module, params, batch, comp, mask, positions=pos, num_generations=G)
         return jnp.sum(lp * jnp.arange(1.0, TC + 1)), lp  # weights make a misplaced token show
     return jax.jit(jax.value_and_grad(loss, has_aux=True))
 
 
-@pytest.mark.parametrize("kind", ["images", "video"])  # text only is the same path without vision rows
-def test_packed_logprobs_and_gradients_equal_the_padded_ones(model, kind):
+@pytest.mark.parametrize("kind, pooled", [("images", False), ("video", False), ("images", True)])
+def test_packed_logprobs_and_gradients_equal_the_padded_ones(model, kind, pooled):
+    """Rows packed per prompt, or pooled (prompt 1's completions fit one row, prompt 0's need two:
+    3 rows gathering their prompt's cache, where per prompt runs 2 x 2)."""
     rng = np.random.default_rng(len(kind))
     ids, mask, vision = _case(kind, rng)
     batch = model.prepare(ids, mask, **vision)
-    lengths = np.array([1, TC, 3, 2, 5, 1, 2, 7])  # prompt 0: a 1-token and a full-length completion
+    # Prompt 0: a 1-token and a full-length completion.
+    lengths = np.array([1, TC, 3, 2, 1, 1, 2, 3] if pooled else [1, TC, 3, 2, 5, 1, 2, 7])
     comp = rng.integers(3, 240, (len(lengths), TC)).astype(np.int32)
     comp_mask = np.arange(TC)[None] < lengths[:, None]
     comp = np.where(comp_mask, comp, 2)
     pos = np.asarray(completion_positions(batch, TC, G))  # [3, N, Tc]
-    p = packing.pack(lengths, G, TC)
-    assert p.rows_per_prompt < G  # packing saves rows here: 8 completions in 2 x 2 rows
+    p = packing.pack(lengths, G, TC, pooled=pooled)
+    assert p.row.shape[0] == (3 if pooled else 4)  # packing saves rows: 8 completions in 2 x 2 rows, or 3
     packed = {"tokens": jnp.asarray(packing.packed(comp, p, fill=2)),
               "positions": jnp.asarray(packing.packed(pos.transpose(1, 2, 0), p).transpose(2, 0, 1)),
               "segments": jnp.asarray(p.segment), "slot": jnp.asarray(p.slot)}
+    if pooled:
+        packed["row_prompt"] = jnp.asarray(p.prompt)
+        assert p.prompt.tolist() == [0, 0, 1]
     args = (model.params, batch, jnp.asarray(comp), jnp.asarray(comp_mask), jnp.asarray(pos), packed)
     (_, want), g_want = _grads(model.module, False)(*args)
     (_, got), g_got = _grads(model.module, True)(*args)

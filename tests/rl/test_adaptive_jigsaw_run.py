@@ -1,17 +1,14 @@
 """Adaptive jigsaw in the GRPO job (issue 23 section 3): the grid moves through three levels,
-each level compiles once (its own prompt and vision shapes) and never again, and a run resumed
-from a mid-run checkpoint equals the unbroken one, level and params included."""
+each level compiles once (its own prompt and vision shapes) and never again. (A SIGKILLed adaptive
+run resumes bit for bit, its level included: tests/rl/test_kill_resume.py.)"""
 
 import importlib
 import json
-import shutil
 
 import jax
-import numpy as np
 import pytest
 
 from mmjax.jobs import grpo as grpo_job
-from mmjax.train import checkpoints
 
 STEPS = 4
 
@@ -31,12 +28,8 @@ def _metrics(workdir) -> list[dict]:
     return [json.loads(line) for line in open(workdir / "metrics.jsonl")]
 
 
-def _params(workdir):
-    return [np.asarray(a) for a in jax.tree.leaves(checkpoints.restore_latest(str(workdir)).params)]
-
-
-@pytest.mark.slow  # two GRPO runs of the jigsaw recipe (tiny)
-def test_levels_compile_once_each_and_a_resumed_run_is_the_unbroken_one(tmp_path):
+@pytest.mark.slow  # a GRPO run of the jigsaw recipe (tiny)
+def test_levels_compile_once_each(tmp_path):
     jax.clear_caches()  # the counts below are this run's own, whatever ran before in this worker
     unbroken = tmp_path / "unbroken"
     grpo_job.build_trainer(_config(), str(unbroken)).train()
@@ -48,18 +41,3 @@ def test_levels_compile_once_each_and_a_resumed_run_is_the_unbroken_one(tmp_path
     # Step 1 builds every program; steps 2 and 3 meet a new level's prompt (2x3, then 2x2): a few
     # programs each (encode, prefill, decode, grads at the new shapes), then none.
     assert compiles[0] > 10 and all(0 < c <= 5 for c in compiles[1:3]) and compiles[3] == 0, compiles
-
-    resumed = tmp_path / "resumed"
-    shutil.copytree(unbroken, resumed)
-    steps = checkpoints.checkpoint_dir(str(resumed))
-    for step in range(3, STEPS + 1):  # back to the checkpoint of step 2, as a crash after it leaves it
-        shutil.rmtree(f"{steps}/{step}", ignore_errors=True)
-    assert checkpoints.restore_latest(str(resumed)).step == 2
-    lines = open(resumed / "metrics.jsonl").read().splitlines()[:2]
-    (resumed / "metrics.jsonl").write_text("\n".join(lines) + "\n")
-    grpo_job.build_trainer(_config(), str(resumed)).train()
-    timing = ("step_time", "tokens_per_second", "perf/compiles")
-    untimed = lambda rows: [{k: v for k, v in r.items() if k not in timing} for r in rows]  # noqa: E731
-    assert untimed(_metrics(resumed)) == untimed(rows)
-    for a, b in zip(_params(resumed), _params(unbroken)):
-        np.testing.assert_array_equal(a, b)

@@ -124,15 +124,13 @@ def _stop_with_sigterm(workdir, after_steps: int) -> int:
 
 @pytest.mark.slow  # GRPO jobs from the CLI, killed, stopped and rerun
 def test_sigkill_and_sigterm_then_resume_give_identical_params(tmp_path, reference):
-    """Two SIGKILLs at random moments (mid-step or mid-save) lose the steps since the last
-    checkpoint; then SIGTERM (a scheduler's preemption notice) loses none: the step in flight
-    is finished and saved, and the job exits 75. The rerun equals the uninterrupted run."""
+    """A SIGKILL at a random moment (mid-step or mid-save) loses the steps since the last
+    checkpoint; then, in the resumed run, SIGTERM (a scheduler's preemption notice) loses none:
+    the step in flight is finished and saved, and the job exits 75. The rerun equals the
+    uninterrupted run."""
     interrupted = tmp_path / "interrupted"
     rng = random.Random(0)
-    kills = 0
-    for after in sorted(rng.sample(range(1, STEPS - 4), 2)):  # room left for the SIGTERM run's 2 steps
-        kills += _run_and_kill(interrupted, after, rng.uniform(0.0, 0.15))
-    assert kills == 2
+    assert _run_and_kill(interrupted, rng.choice(range(1, STEPS - 4)), rng.uniform(0.0, 0.15))  # room for 2 more
     _stop_with_sigterm(interrupted, min(_logged_steps(interrupted) + 2, STEPS - 2))
     proc = subprocess.run(_command(interrupted), cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]

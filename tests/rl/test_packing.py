@@ -21,6 +21,23 @@ def test_a_hand_packed_prompt():
     assert packing.row_bucket(5, 5) == 5  # never more rows than completions
 
 
+def test_pooled_rows_by_hand():
+    # Two prompts, G = 4, width 8. Prompt 0 as above: 3 rows; prompt 1 (1, 2, 1, 3 = 7 tokens): 1 row.
+    # Per prompt, both get the bucket of the most (3): 6 rows. Pooled: 3 + 1 = 4 rows (a bucket), and
+    # with rows split over 3 shards a process, 6.
+    lengths = [5, 3, 8, 2, 1, 2, 1, 3]
+    assert packing.pack(lengths, 4, 8).row.shape == (6, 8)
+    p = packing.pack(lengths, 4, 8, pooled=True)
+    assert p.pooled and p.rows_per_prompt == 4 and p.prompt.tolist() == [0, 0, 0, 1]
+    assert p.row.tolist()[3] == [7, 7, 7, 5, 5, 4, 6, -1]  # longest first: 3, 2, then the ones
+    assert p.slot[4].tolist() == [29] + [-1] * 7  # completion 4 (prompt 1's first): row 3, slot 5
+    three = packing.pack(lengths, 4, 8, pooled=True, multiple=3)
+    assert three.prompt.tolist() == [0, 0, 0, 1, 0, 0] and (three.row[4:] == -1).all()  # empty rows attend prompt 0
+    assert packing.pack(lengths, 4, 8, pooled=True, rows_per_prompt=5).row.shape[0] == 6  # another process's 5
+    assert [packing.row_bucket(n, 256) for n in (65, 100, 129, 200)] == [96, 128, 192, 256]
+    assert packing.row_bucket(5, 8, multiple=4) == 8 and packing.row_bucket(3, 32, multiple=4) == 4
+
+
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_packing_round_trips_ragged_lengths(seed):
     rng = np.random.default_rng(seed)
@@ -29,15 +46,19 @@ def test_packing_round_trips_ragged_lengths(seed):
     lengths[0], lengths[1] = 1, tc  # a row of length 1 and one at the maximum
     tokens = rng.integers(1, 100, size=(b * g, tc))
     mask = np.arange(tc)[None] < lengths[:, None]
-    p = packing.pack(lengths, g, tc)
-    flat = p.row[p.row >= 0]
-    assert sorted(np.bincount(flat, minlength=b * g).tolist()) == sorted(lengths.tolist())  # every token once
-    rows_prompt = np.where(p.row >= 0, p.row // g, -1)
-    for r in range(p.row.shape[0]):  # a packed row holds one prompt's completions
-        assert set(rows_prompt[r][rows_prompt[r] >= 0].tolist()) <= {r // p.rows_per_prompt}
-    back = packing.unpacked(packing.packed(tokens, p, fill=-7), p, fill=0)
-    np.testing.assert_array_equal(back, np.where(mask, tokens, 0))
-    assert p.row.shape[0] <= b * g and p.rows_per_prompt == packing.row_bucket(p.rows_per_prompt, g)
+    for pooled in (False, True):
+        p = packing.pack(lengths, g, tc, pooled=pooled)
+        flat = p.row[p.row >= 0]
+        assert sorted(np.bincount(flat, minlength=b * g).tolist()) == sorted(lengths.tolist())  # every token once
+        rows_prompt = np.where(p.row >= 0, p.row // g, -1)
+        for r in range(p.row.shape[0]):  # a packed row holds the completions of the prompt it attends
+            assert set(rows_prompt[r][rows_prompt[r] >= 0].tolist()) <= {p.prompt[r]}
+        back = packing.unpacked(packing.packed(tokens, p, fill=-7), p, fill=0)
+        np.testing.assert_array_equal(back, np.where(mask, tokens, 0))
+        assert p.row.shape[0] <= b * g
+    per_prompt = packing.pack(lengths, g, tc)
+    assert per_prompt.rows_per_prompt == packing.row_bucket(per_prompt.rows_per_prompt, g)
+    assert p.row.shape[0] <= per_prompt.row.shape[0]  # pooling never needs more rows
 
 
 def test_positions_three_d_are_packed_too_and_errors_name_the_bounds():

@@ -11,6 +11,8 @@ the masked sum of the completion log-probs w.r.t. all parameters:
   * padded: `completion_logprobs` over [P x G, max_len] rows (what the update ran before);
   * packed: `packed_completion_logprobs` over each prompt's completions packed by
     `mmjax.rl.packing` into R <= G rows of max_len (the same numbers: checked here too);
+  * pooled: the same, with the prompts' rows pooled (`pack(pooled=True)`, grpo.packed_rows=pooled):
+    the rows all prompts need together, each gathering its prompt's cache;
   * bucketed: `--chunks` micro-batches of every prompt's completions sorted by length
     (`packing.length_sorted_chunks`), each padded to the power-of-two width of its longest and
     run as its own step with the prompt (grpo.update_layout=bucketed; the time is their sum).
@@ -50,7 +52,7 @@ def steps(model, g: int):
 
     def packed(params, batch, mask, p):
         lp, _ = packed_completion_logprobs(module, params, batch, p["tokens"], p["positions"], p["segments"],
-                                           p["slot"], mask)
+                                           p["slot"], mask, row_prompt=p.get("row_prompt"))
         return lp.sum(), lp
 
     return jax.jit(jax.value_and_grad(padded, has_aux=True)), jax.jit(jax.value_and_grad(packed, has_aux=True))
@@ -85,28 +87,30 @@ def run_case(name, lengths, model, batch, comp, args, gemm_probe, groups, prompt
     g, tc = args.generations, args.max_len
     mask = np.arange(tc)[None] < lengths[:, None]
     pos = np.asarray(completion_positions(batch, tc, g))
-    p = packing.pack(lengths, g, tc)
-    packed_in = {"tokens": jnp.asarray(packing.packed(comp, p)),
-                 "positions": jnp.asarray(packing.packed(pos.transpose(1, 2, 0), p).transpose(2, 0, 1)),
-                 "segments": jnp.asarray(p.segment), "slot": jnp.asarray(p.slot)}
     padded_fn, packed_fn = steps(model, g)
     params, mask_j = model.params, jnp.asarray(mask)
     a_pad = (params, batch, jnp.asarray(comp), mask_j, jnp.asarray(pos))
-    a_pack = (params, batch, mask_j, packed_in)
     pad_c, pad_compile = common.compile_jitted(padded_fn, *a_pad)
-    pack_c, pack_compile = common.compile_jitted(packed_fn, *a_pack)
-    run_pad = lambda: jax.block_until_ready(pad_c(*a_pad))  # noqa: E731
-    run_pack = lambda: jax.block_until_ready(pack_c(*a_pack))  # noqa: E731
-    (_, lp_pad), _ = run_pad()
-    (_, lp_pack), _ = run_pack()
-    err = float(np.abs(np.asarray(lp_pad) - np.asarray(lp_pack)).max())
-    run_bucketed, bucket_widths, bucket_compile = bucketed(lengths, model, batch, comp, mask, pos, args)
-    times, rates = {"padded": [], "packed": [], "bucketed": []}, []
+    run = {"padded": lambda: jax.block_until_ready(pad_c(*a_pad))}
+    (_, lp_pad), _ = run["padded"]()
+    compile_s, err, rows = {"padded": pad_compile}, {}, {}
+    for layout, p in (("packed", packing.pack(lengths, g, tc)), ("pooled", packing.pack(lengths, g, tc, pooled=True))):
+        packed_in = {"tokens": jnp.asarray(packing.packed(comp, p)),
+                     "positions": jnp.asarray(packing.packed(pos.transpose(1, 2, 0), p).transpose(2, 0, 1)),
+                     "segments": jnp.asarray(p.segment), "slot": jnp.asarray(p.slot)}
+        if p.pooled:
+            packed_in["row_prompt"] = jnp.asarray(p.prompt)
+        a_pack = (params, batch, mask_j, packed_in)
+        pack_c, compile_s[layout] = common.compile_jitted(packed_fn, *a_pack)
+        run[layout] = lambda c=pack_c, a=a_pack: jax.block_until_ready(c(*a))
+        (_, lp_pack), _ = run[layout]()
+        err[layout], rows[layout] = float(np.abs(np.asarray(lp_pad) - np.asarray(lp_pack)).max()), int(p.row.shape[0])
+    run["bucketed"], bucket_widths, compile_s["bucketed"] = bucketed(lengths, model, batch, comp, mask, pos, args)
+    times, rates = {k: [] for k in run}, []
     for _ in range(args.reps):
         rates += [gemm_probe() for _ in range(2)]
-        times["padded"] += common.timed(run_pad, 1)
-        times["packed"] += common.timed(run_pack, 1)
-        times["bucketed"] += common.timed(run_bucketed, 1)
+        for layout, fn in run.items():
+            times[layout] += common.timed(fn, 1)
     med = {k: common.median(v) for k, v in times.items()}
     gemm = common.median(rates)
     real = int(lengths.sum())
@@ -114,21 +118,22 @@ def run_case(name, lengths, model, batch, comp, args, gemm_probe, groups, prompt
     flops = common.update_flops(groups, text_tokens=args.prompts * prompt_len + real, head_tokens=real,
                                 patches=args.prompts * patches, merged=args.prompts * patches // merge)
     ideal = flops / gemm
-    out = dict(case=name, rows=len(lengths), packed_rows=int(p.row.shape[0]), width=tc, real_tokens=real,
-               padded_slots=len(lengths) * tc, mean_len=float(lengths.mean()), max_len_seen=int(lengths.max()),
-               padded_s=med["padded"], packed_s=med["packed"], speedup=med["padded"] / med["packed"],
-               packed_over_ideal=med["packed"] / ideal, bucketed_s=med["bucketed"], bucket_widths=bucket_widths,
-               bucketed_speedup=med["padded"] / med["bucketed"], bucketed_over_ideal=med["bucketed"] / ideal,
-               gemm_flops=gemm, logprob_max_diff=err,
-               compile_s=dict(padded=pad_compile, packed=pack_compile, bucketed=bucket_compile), times=times)
+    out = dict(case=name, rows=len(lengths), packed_rows=rows["packed"], pooled_rows=rows["pooled"], width=tc,
+               real_tokens=real, padded_slots=len(lengths) * tc, mean_len=float(lengths.mean()),
+               max_len_seen=int(lengths.max()), padded_s=med["padded"], bucket_widths=bucket_widths,
+               gemm_flops=gemm, logprob_max_diff=err, compile_s=compile_s, times=times)
+    for layout in ("packed", "pooled", "bucketed"):
+        out[f"{layout}_s"] = med[layout]
+        out[f"{layout}_speedup"] = med["padded"] / med[layout]
+        out[f"{layout}_over_ideal"] = med[layout] / ideal
     print(f"  {name}: {len(lengths)} completions, mean {lengths.mean():.0f} of {tc} tokens "
-          f"({real} real of {len(lengths) * tc} padded slots) -> {p.row.shape[0]} packed rows; "
-          f"padded {med['padded'] * 1e3:.0f} ms, packed {med['packed'] * 1e3:.0f} ms: "
-          f"{out['speedup']:.2f}x (target >= 2x ragged, >= 0.95x equal); packed / 6ND ideal "
-          f"{out['packed_over_ideal']:.2f}x (target <= 1.6x); bucketed ({args.chunks} chunks, widths "
-          f"{bucket_widths}) {med['bucketed'] * 1e3:.0f} ms: {out['bucketed_speedup']:.2f}x, / ideal "
-          f"{out['bucketed_over_ideal']:.2f}x; GEMM {gemm / 1e9:.0f} GFLOP/s; "
-          f"max |logprob diff| {err:.1e}")
+          f"({real} real of {len(lengths) * tc} padded slots) -> {rows['packed']} packed rows, {rows['pooled']} "
+          f"pooled; padded {med['padded'] * 1e3:.0f} ms; GEMM {gemm / 1e9:.0f} GFLOP/s; max |logprob diff| "
+          f"{max(err.values()):.1e}; targets: >= 2x padded ragged, >= 0.95x equal, <= 1.6x the 6ND ideal")
+    for layout in ("packed", "pooled", "bucketed"):
+        extra = f" ({args.chunks} chunks, widths {bucket_widths})" if layout == "bucketed" else ""
+        print(f"    {layout}{extra}: {med[layout] * 1e3:.0f} ms, {out[f'{layout}_speedup']:.2f}x padded, "
+              f"{out[f'{layout}_over_ideal']:.2f}x the 6ND ideal")
     return out
 
 

@@ -85,6 +85,9 @@ class SelfAttention(nn.Module):
             k, v = (nn.with_logical_constraint(a, CACHE_AXES) for a in (k, v))
             cache = {"k": k, "v": v}
         shared = None if prefix is None else (prefix[0]["k"], prefix[0]["v"], prefix[1])
+        if prefix is not None and len(prefix) > 2:  # pooled packed rows: each row's prompt, gathered here
+            # (inside the layer, so a rematerialised layer keeps the prompts' cache, not a copy a row)
+            shared = tuple(a[prefix[2]] for a in shared)
         out, masses = attention(q, k.astype(q.dtype), v.astype(q.dtype), key_valid=key_valid, q_slots=q_slots,
                                 causal=True, key_groups=key_groups, prefix=shared, q_segments=segments,
                                 kv_segments=segments, implementation=self.attention)
@@ -147,6 +150,8 @@ class TextModel(nn.Module):
         prefix: optional (cache, key_valid [P, Sp]) of P prompts whose KV cache (`init_cache`
         layout, Sp slots) the rows attend before their own keys, B / P rows per prompt (the
         G completions of a rollout or a learner); it is read as it lies, never repeated.
+        (cache, key_valid, row_prompt int [B]): row b attends prompt row_prompt[b] (pooled
+        packed rows, mmjax.rl.packing); each layer gathers its cache per row.
         The own keys are then the rows' own cache (written at cache_index) or, without one,
         the T tokens themselves.
         segments: optional int [B, T] with a prefix and no cache: rows packing several
@@ -161,7 +166,7 @@ class TextModel(nn.Module):
         x = nn.with_logical_constraint(inputs_embeds.astype(self.dtype), ("batch", "length", "embed"))
         new_cache, all_masses = [], []
         for i, layer in enumerate(self.layers):
-            layer_prefix = None if prefix is None else (prefix[0][i], prefix[1])
+            layer_prefix = None if prefix is None else (prefix[0][i], *prefix[1:])
             x, layer_cache, masses = layer(x, cos, sin, key_valid, q_slots, None if cache is None else cache[i],
                                            cache_index, key_groups, layer_prefix, segments)
             new_cache.append(layer_cache)

@@ -95,35 +95,37 @@ def completion_logprobs(module, params, batch, completions: jax.Array, completio
 
 
 def packed_completion_logprobs(module, params, batch, tokens: jax.Array, positions: jax.Array, segments: jax.Array,
-                               slot: jax.Array, completion_mask: jax.Array, *, temperature: float = 1.0,
-                               with_entropy: bool = False, chunk_rows: int = 1024):
+                               slot: jax.Array, completion_mask: jax.Array, *, row_prompt: jax.Array | None = None,
+                               temperature: float = 1.0, with_entropy: bool = False, chunk_rows: int = 1024):
     """`completion_logprobs` of completions packed by `mmjax.rl.packing`, in the padded layout.
 
     tokens [B * R, W], positions [3, B * R, W], segments [B * R, W] (0 = empty slot): R packed
     rows per prompt, each holding whole completions of that prompt; slot [N, Tc]: the flat
     packed index (row * W + slot) of each completion token, -1 past its end. The prompt runs
     once as in `completion_logprobs`; the packed rows attend its cache as a shared prefix and,
-    within a row, each completion only its own earlier tokens. Returns float32 log-probs (and
-    entropy) [N, Tc], 0 where completion_mask is off: the same numbers as the padded call.
+    within a row, each completion only its own earlier tokens. row_prompt int [rows]: pooled rows
+    (`pack(pooled=True)`), row k attending prompt row_prompt[k] instead of R rows a prompt in order.
+    Returns float32 log-probs (and entropy) [N, Tc], 0 where completion_mask is off: the same
+    numbers as the padded call.
     """
     cfg = module.cfg.text
     ids, prompt_mask = batch["input_ids"], batch["attention_mask"].astype(bool)
     b, tp = ids.shape
     rows, w = tokens.shape
-    if rows % b:
+    if row_prompt is None and rows % b:
         raise ValueError(f"{rows} packed rows for {b} prompts: each prompt needs the same number")
-    r = rows // b
     x = _apply(module, params, batch, method="embed_batch")
     hidden_p, cache, _ = _apply(module, params, x, batch["positions"], prompt_mask,
                                 init_cache(cfg, b, tp, module.dtype), 0, method="decode")
     xc = _apply(module, params, tokens, method="embed")
-    hidden_c, _, _ = _apply(module, params, xc, positions, segments > 0, prefix=(cache, prompt_mask),
+    prefix = (cache, prompt_mask) if row_prompt is None else (cache, prompt_mask, row_prompt)
+    hidden_c, _, _ = _apply(module, params, xc, positions, segments > 0, prefix=prefix,
                             segments=segments, method="decode")
     # A token is predicted by the state before it in its completion: the prompt's last for the
     # first token of a segment, else the packed row's previous slot.
     first = segments != jnp.pad(segments, ((0, 0), (1, 0)))[:, :-1]
     previous = jnp.pad(hidden_c, ((0, 0), (1, 0), (0, 0)))[:, :-1]
-    prompt_last = jnp.repeat(hidden_p[:, -1:], r, axis=0)
+    prompt_last = jnp.repeat(hidden_p[:, -1:], rows // b, axis=0) if row_prompt is None else hidden_p[row_prompt, -1:]
     hidden = jnp.where(first[..., None], prompt_last, previous)
     kernel = _apply(module, params, method="head_kernel")
     lp, ent = token_logprobs(hidden, kernel, tokens, temperature=temperature, chunk_rows=chunk_rows,
