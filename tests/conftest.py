@@ -63,25 +63,6 @@ LONGEST_FIRST = (  # seconds in a profiled `make test` (their own file's share o
     "rl/test_adaptive_jigsaw_run.py",  # ~25 s
     "models/test_attention_impls.py",  # 23 s
 )
-    "sweep/test_paradigms_grid.py",  # 147 s, 8 tiny jobs from the sweep CLI
-    "rl/test_multiprocess.py",  # 114 s, 7 processes
-    "test_recipes.py",  # 90 s
-    "rl/test_learner.py",  # 83 s
-    "test_main.py",  # 59 s, the demo from the CLI
-    "models/test_sharded.py",  # 57 s, one 8-device subprocess
-    "rl/test_kill_resume.py",  # 57 s
-    "tools/test_bench_quick.py",  # ~60 s, benchmark scripts (six in one interpreter)
-    "train/test_sft_multiprocess.py",  # 42 s, 3 processes
-    "train/test_sft.py",  # 47 s
-    "plan/test_plan.py",  # ~45 s, seven tiny plans (one from the CLI)
-    "test_main_errors.py",  # 43 s
-    "models/test_completion_logprobs.py",  # 42 s
-    "sweep/test_paradigms.py",  # 30 s
-    "models/test_precision_and_remat.py",  # 30 s
-    "difficulty/test_score_job.py",  # 28 s
-    "processing/test_vision_tables.py",  # 26 s
-    "models/test_attention_impls.py",  # 23 s
-)
 
 
 def pytest_collection_modifyitems(config, items):

@@ -92,8 +92,9 @@ def pack(lengths, num_generations: int, width: int, completion_slots: int | None
     """The packing of completions of `lengths` ([B * G], prompt-major; each in [1, width]) into
     rows of `width` slots. completion_slots: Tc of the padded layout (default `width`).
     rows_per_prompt: R at least this (several processes pack their own prompts: all must agree);
-    pooled: the rows of all prompts pooled (rows_per_prompt then bounds the pool's row count, which
-    is a multiple of `multiple`)."""
+    pooled: the rows of all prompts pooled: a ROW_BUCKETS count, or the per-prompt layout's when that is
+    fewer, a multiple of `multiple`; rows_per_prompt then gives the pool's count another process packed to
+    (the most of all processes: taken as is)."""
     lengths = np.asarray(lengths, np.int64).reshape(-1)
     g, tc = int(num_generations), int(completion_slots or width)
     if lengths.size % g:
@@ -104,7 +105,13 @@ def pack(lengths, num_generations: int, width: int, completion_slots: int | None
     prompts = lengths.size // g
     bins = [_first_fit(lengths[b * g:(b + 1) * g], width) for b in range(prompts)]
     if pooled:
-        r = row_bucket(max(sum(len(x) for x in bins), rows_per_prompt or 1), max(lengths.size, 1), multiple)
+        needed = sum(len(x) for x in bins)
+        r = row_bucket(needed, max(lengths.size, 1), multiple)
+        per_prompt = prompts * row_bucket(max([len(x) for x in bins] + [1]), g)
+        if needed <= per_prompt < r and per_prompt % multiple == 0:
+            r = per_prompt  # never more rows than the per-prompt layout (whose counts are buckets too)
+        if rows_per_prompt:  # another process's count (the most): exactly it, so all processes agree
+            r = max(r, int(rows_per_prompt))
         first_row = np.cumsum([0] + [len(x) for x in bins])
         prompt = np.zeros(r, np.int32)  # rows past the pool's last attend prompt 0 and hold nothing
         prompt[:first_row[-1]] = np.repeat(np.arange(prompts), [len(x) for x in bins])

@@ -208,8 +208,10 @@ def check_learner(model, rng):
     got, metrics = one_step((2, 2, 2))
     assert metrics["completions/mean_length"] < 6 and metrics["update/packed_micro_batches"] == 1, metrics
     assert metrics["loss"] != 0.0 and metrics["grad_norm"] > 0, metrics
-    for key in ("reward", "completions/mean_length", "completions/update_padding_fraction"):
+    for key in ("reward", "completions/mean_length"):
         assert metrics[key] == ref_metrics[key], (key, metrics[key], ref_metrics[key])
+    # The pooled rows round up to a multiple of the 4 row shards on the mesh: more empty slots, same numbers.
+    assert metrics["completions/update_padding_fraction"] >= ref_metrics["completions/update_padding_fraction"]
     np.testing.assert_allclose(metrics["loss"], ref_metrics["loss"], atol=1e-6)
     np.testing.assert_allclose(metrics["grad_norm"], ref_metrics["grad_norm"], rtol=1e-5)
     # Adam's first step is lr * g / (|g| + eps): gradient entries at rounding level (GRPO's

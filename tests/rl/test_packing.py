@@ -33,7 +33,9 @@ def test_pooled_rows_by_hand():
     assert p.slot[4].tolist() == [29] + [-1] * 7  # completion 4 (prompt 1's first): row 3, slot 5
     three = packing.pack(lengths, 4, 8, pooled=True, multiple=3)
     assert three.prompt.tolist() == [0, 0, 0, 1, 0, 0] and (three.row[4:] == -1).all()  # empty rows attend prompt 0
-    assert packing.pack(lengths, 4, 8, pooled=True, rows_per_prompt=5).row.shape[0] == 6  # another process's 5
+    assert packing.pack(lengths, 4, 8, pooled=True, rows_per_prompt=5).row.shape[0] == 5  # another process's count
+    # Three prompts of 3 rows each: 9 rows pooled would round up to 12; the per-prompt layout's 9 are fewer.
+    assert packing.pack([8, 8, 8] * 3, 3, 8, pooled=True).row.shape[0] == 9
     assert [packing.row_bucket(n, 256) for n in (65, 100, 129, 200)] == [96, 128, 192, 256]
     assert packing.row_bucket(5, 8, multiple=4) == 8 and packing.row_bucket(3, 32, multiple=4) == 4
 
