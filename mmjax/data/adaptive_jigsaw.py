@@ -23,11 +23,20 @@ The controller (`observe`, once per step, with every process's rows, so all proc
   rate      <- observed at a level's first observed step, else
                ema_decay * rate + (1 - ema_decay) * observed
   after at least `min_groups` groups at the current level:
-    rate > target_hi and level < max_level: one rung up;
     rate < target_lo and level > min_level: one rung down;
+    rate > target_hi and level < max_level, after min_groups x promotion_backoff ** retreats
+    groups: one rung up;
   a move restarts the rate and the group count (the old level's rate says little about
   the new one). The level is per task, never per sample; the state is a few numbers, so a
   step's move is a pure function of the state and the step's rows.
+
+  retreats counts the promotions that failed in a row: a level reached by moving up that
+  falls back before it held min_groups groups. A promotion that holds resets it. With
+  promotion_backoff 2, each failed promotion doubles the groups the level below must see
+  before trying again (exponential backoff, as in retry logic), so a model that is not
+  ready for the next rung stops flip-flopping (issue 23's measured run: 42-50 moves in 128
+  steps with no backoff, the 2x3 level solving nothing each time), while one that improves
+  still climbs. Default 1: no backoff, the controller the README's table measured.
 
 Where it runs: in the main process, as the pipeline's `feedback` stage
 (`mmjax.data.feedback`), so each record is built at the level current when a batch draws
@@ -43,7 +52,7 @@ only load rows (`LoadRow`: file reads and decoding). The caller passes no transf
                                      feedback=adaptive)
     ...   # after each GRPO step:
     adaptive.observe(rows, num_generations=16, step=step)
-    adaptive.metrics(gather)  # jigsaw/jigsaw_image/{difficulty,solve_rate,level,groups_at_level,moves}
+    adaptive.metrics(gather)  # jigsaw/jigsaw_image/{difficulty,solve_rate,level,groups_at_level,moves,retreats}
 
 Skips: `FeedbackStage` sits after `DropSkipped`, so a `Skipped` returned by `apply` would
 reach the batcher. A level's transform that skips a record (an image too small for the
@@ -126,6 +135,11 @@ class AdaptiveConfig:
     min_groups: int = _field(32, "groups (prompts) observed at the current level before it may move, >= 1, so one "
                                  "lucky step does not move it; 32 prompts put the standard error of a rate near "
                                  "0.5 at about 0.09, under half the band's width (mmjax)")
+    promotion_backoff: float = _field(1.0, "after a failed promotion (a level reached by moving up that falls back "
+                                           "before holding min_groups groups), the groups needed before moving up "
+                                           "again multiply by this, per failed promotion in a row; >= 1; 1 = no "
+                                           "backoff (as measured in the README); 2 doubles the wait each time "
+                                           "(hysteresis against 2x2 <-> 2x3 flip-flopping; mmjax, issue 23)")
     solved_threshold: float = _field(1.0, "without an fn/jigsaw_exact reward column, a rollout solves its puzzle "
                                           "when its total reward >= this; 1.0 separates SPEC 1.5's exact "
                                           "permutation (1.2) from partial credit (<= 0.4); the code preset's "
@@ -150,7 +164,7 @@ def _range_errors(c: AdaptiveConfig) -> list[str]:
     """One message per field outside its range, each naming the field."""
     top = NUM_LEVELS - 1
     numbers = {name: _is_number(getattr(c, name)) for name in ("target_lo", "target_hi", "ema_decay",
-                                                                "solved_threshold")}
+                                                                "solved_threshold", "promotion_backoff")}
     ints = {name: _is_int(getattr(c, name)) for name in ("start_level", "min_level", "max_level", "min_groups")}
     bounds_ok = ints["min_level"] and ints["max_level"]
     band_ok = numbers["target_lo"] and numbers["target_hi"]
@@ -163,6 +177,8 @@ def _range_errors(c: AdaptiveConfig) -> list[str]:
             bounds_ok and c.min_level <= c.start_level <= c.max_level)), "-1 or an integer in [min_level, max_level]"),
         ("ema_decay", numbers["ema_decay"] and 0.0 <= c.ema_decay < 1.0, "a number in [0, 1)"),
         ("min_groups", ints["min_groups"] and c.min_groups >= 1, "an integer >= 1"),
+        ("promotion_backoff", numbers["promotion_backoff"] and 1.0 <= c.promotion_backoff <= 16.0,
+         "a number in [1, 16]"),
         ("solved_threshold", numbers["solved_threshold"] and math.isfinite(c.solved_threshold), "a finite number"),
     ]
     return [f"{name}={getattr(c, name)!r} must be {rule}" for name, ok, rule in checks if not ok]
@@ -242,6 +258,8 @@ class LevelState:
     groups: int = 0          # groups observed at this level
     moves: int = 0           # level changes so far
     last_step: int = -1      # the last step observed (-1 = none)
+    retreats: int = 0        # failed promotions in a row (module docstring)
+    came_up: bool = False    # this level was reached by a promotion that has not yet held min_groups groups
 
 
 def next_state(state: LevelState, observed: float, groups: int, step: int, config: AdaptiveConfig) -> LevelState:
@@ -252,10 +270,15 @@ def next_state(state: LevelState, observed: float, groups: int, step: int, confi
     new = dataclasses.replace(state, rate=rate, groups=state.groups + groups, last_step=step)
     if new.groups < config.min_groups:
         return new
-    if rate > config.target_hi and new.level < config.max_level:
-        return LevelState(level=new.level + 1, moves=new.moves + 1, last_step=step)
     if rate < config.target_lo and new.level > config.min_level:
-        return LevelState(level=new.level - 1, moves=new.moves + 1, last_step=step)
+        return LevelState(level=new.level - 1, moves=new.moves + 1, last_step=step,
+                          retreats=new.retreats + 1 if new.came_up else new.retreats)
+    if new.came_up:  # the promotion held min_groups groups without falling back
+        new = dataclasses.replace(new, retreats=0, came_up=False)
+    wait = config.min_groups * config.promotion_backoff ** new.retreats
+    if rate > config.target_hi and new.level < config.max_level and new.groups >= wait:
+        return LevelState(level=new.level + 1, moves=new.moves + 1, last_step=step, retreats=new.retreats,
+                          came_up=True)
     return new
 
 
@@ -360,13 +383,13 @@ class AdaptiveJigsaw:
 
     def metrics(self, gather: Callable[[dict], list[dict]] | None = None) -> dict[str, float]:
         """jigsaw/<task>/difficulty (pieces), /solve_rate (running; NaN before the level's first step),
-        /level (ladder index), /groups_at_level, /moves. All of it is the state, which `observe` keeps
+        /level (ladder index), /groups_at_level, /moves, /retreats (failed promotions in a row). All of it is the state, which `observe` keeps
         the same on every process, so nothing goes through `gather` (the protocol's argument)."""
         del gather
         prefix = f"jigsaw/{self.task}"
         return {f"{prefix}/difficulty": float(self.pieces), f"{prefix}/solve_rate": float(self._state.rate),
                 f"{prefix}/level": float(self._state.level), f"{prefix}/groups_at_level": float(self._state.groups),
-                f"{prefix}/moves": float(self._state.moves)}
+                f"{prefix}/moves": float(self._state.moves), f"{prefix}/retreats": float(self._state.retreats)}
 
     # ---- checkpoints: part of the data iterator's state -----------------------------------------
 
@@ -392,6 +415,7 @@ class AdaptiveJigsaw:
                              f"changed since it was written?)")
         saved["rate"] = math.nan if saved["rate"] is None else float(saved["rate"])
         self._state = LevelState(level=level, rate=saved["rate"], groups=int(saved["groups"]),
-                                 moves=int(saved["moves"]), last_step=int(saved["last_step"]))
+                                 moves=int(saved["moves"]), last_step=int(saved["last_step"]),
+                                 retreats=int(saved.get("retreats", 0)), came_up=bool(saved.get("came_up", False)))
         # A shared counter already got these counts from DropSkipped's state, saved at the same moment.
         self._counter.set_counts(state["skipped"])

@@ -106,6 +106,39 @@ def test_only_this_tasks_groups_count_and_threshold_without_exact_column():
     assert math.isnan(untouched.rate) and untouched.metrics()["jigsaw/jigsaw_image/groups_at_level"] == 0
 
 
+def _run(config: AdaptiveConfig, rate_at_level, steps: int) -> list[int]:
+    """The level after each step of 2 groups x 4 rollouts, solving rate_at_level[level] x 4 of each."""
+    adaptive = AdaptiveJigsaw(config, IMAGE, make_transforms=lambda value: [])
+    levels = []
+    for step in range(steps):
+        solved = int(rate_at_level[adaptive.level] * 4)
+        adaptive.observe(_steps([solved, solved], 4), num_generations=4, step=step)
+        levels.append(adaptive.level)
+    return levels
+
+
+def test_promotion_backoff_damps_the_flip_flop_and_a_promotion_that_holds_resets_it():
+    # 2x2 always solved, 2x3 never: without backoff the level flips every step (as measured in the README).
+    flip = dict(start_level=0, min_groups=2, ema_decay=0.0)
+    assert _run(AdaptiveConfig(**flip), {0: 1.0, 1: 0.0}, 10) == [1, 0] * 5
+    # Backoff 2: after the k-th failed promotion in a row, 2 x 2^k groups at 2x2 before trying again.
+    levels = _run(AdaptiveConfig(**flip, promotion_backoff=2.0), {0: 1.0, 1: 0.0}, 16)
+    assert levels == [1, 0, 0, 1, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0]
+    # 2x3 in the band (0.5) holds min_groups groups: the promotion held, the backoff resets, and a later
+    # promotion from 2x3 waits only min_groups.
+    config = AdaptiveConfig(**flip, promotion_backoff=2.0)
+    state = LevelState(level=1, retreats=3, came_up=True)
+    state = next_state(state, observed=0.5, groups=2, step=0, config=config)
+    assert (state.level, state.retreats, state.came_up) == (1, 0, False)
+    state = next_state(dataclasses.replace(state, groups=0), observed=1.0, groups=2, step=1, config=config)
+    assert (state.level, state.retreats, state.came_up) == (2, 0, True)
+    # A fall back from a level reached by moving down is no failed promotion.
+    state = next_state(LevelState(level=2), observed=0.0, groups=2, step=0, config=config)
+    assert (state.level, state.retreats) == (1, 0)
+    with pytest.raises(ValueError, match=r"promotion_backoff=0.5 must be a number in \[1, 16\]"):
+        AdaptiveConfig(promotion_backoff=0.5)
+
+
 def test_next_state_is_pure():
     config = AdaptiveConfig(start_level=0, min_groups=1, ema_decay=0.0)
     before = LevelState(level=1)

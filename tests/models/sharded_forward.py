@@ -196,7 +196,7 @@ def check_learner(model, rng):
         config.data.batch_size, config.grpo.num_generations = 4, 4
         config.grpo.max_completion_length, config.sample.allow_eos = 6, True  # the tiny model stops at random
         config.grpo.temperature = 4.0  # near-uniform over A-D and EOS: lengths spread over 1..6
-        config.grpo.update_layout, config.grpo.packed_rows = "packed", "pooled"
+        config.grpo.update_layout = "packed"  # rows pooled over the prompts (grpo.packed_rows' default)
         config.mesh.data, config.mesh.fsdp, config.mesh.tensor = mesh
         with tempfile.TemporaryDirectory() as workdir:
             learner = grpo_job.build_trainer(config, workdir)

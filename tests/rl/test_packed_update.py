@@ -56,15 +56,15 @@ def _step(pieces, tmp_path, **overrides):
 
 
 @pytest.mark.parametrize("options", [
-    {"grpo.loss_type": "grpo", "grpo.beta": 0.04},  # per-sequence means, the KL term
-    # constant normaliser, GSPO; rows pooled over the prompts
-    {"grpo.loss_type": "dr_grpo", "grpo.importance_sampling_level": "sequence", "grpo.packed_rows": "pooled"},
+    {"grpo.loss_type": "grpo", "grpo.beta": 0.04},  # per-sequence means, the KL term; rows pooled (the default)
+    # constant normaliser, GSPO; each prompt its own rows
+    {"grpo.loss_type": "dr_grpo", "grpo.importance_sampling_level": "sequence", "grpo.packed_rows": "per_prompt"},
 ])
 def test_packed_step_equals_the_padded_one(pieces, tmp_path, options):
     padded = _step(pieces, tmp_path / "padded", **options)
     packed = _step(pieces, tmp_path / "packed", **options, **{"grpo.update_layout": "packed"})
     (micro,) = packed[0].micro_batches
-    assert ("row_prompt" in micro.packed) == ("grpo.packed_rows" in options)
+    assert ("row_prompt" in micro.packed) == ("grpo.packed_rows" not in options)
     lengths = packed[0].rollouts[0].rollout.lengths
     assert lengths.min() < lengths.max()  # ragged
     assert float(padded[2]["loss"].total) != 0.0 and np.std(packed[0].rollouts[0].rewards) > 0
@@ -80,14 +80,14 @@ def test_packed_step_equals_the_padded_one(pieces, tmp_path, options):
 
 
 def test_auto_packs_only_where_packing_pays(pieces, tmp_path):
-    """update_layout=auto: packed exactly when the step's packed rows a prompt are at most 3/4 of its
+    """update_layout=auto: packed exactly when the step's pooled packed rows are at most 3/4 of its
     completions (packing.worth_packing), and the same numbers as the padded layout either way."""
     padded = _step(pieces, tmp_path / "padded")
     auto = _step(pieces, tmp_path / "auto", **{"grpo.update_layout": "auto"})
     (micro,) = auto[0].micro_batches
     rollout = auto[0].rollouts[0].rollout
-    rows = packing.pack(np.maximum(rollout.lengths, 1), 4, rollout.tokens.shape[1]).rows_per_prompt
-    assert (micro.packed is not None) == packing.worth_packing(rows, 4) == (rows <= 3)
+    rows = packing.pack(np.maximum(rollout.lengths, 1), 4, rollout.tokens.shape[1], pooled=True).rows_per_prompt
+    assert (micro.packed is not None) == packing.worth_packing(rows, 8) == (rows <= 6)
     np.testing.assert_allclose(float(auto[2]["loss"].total), float(padded[2]["loss"].total), rtol=1e-5, atol=1e-7)
     assert not packing.worth_packing(4, 4) and packing.worth_packing(6, 8) and not packing.worth_packing(7, 8)
 
