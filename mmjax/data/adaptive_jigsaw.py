@@ -383,8 +383,9 @@ class AdaptiveJigsaw:
 
     def metrics(self, gather: Callable[[dict], list[dict]] | None = None) -> dict[str, float]:
         """jigsaw/<task>/difficulty (pieces), /solve_rate (running; NaN before the level's first step),
-        /level (ladder index), /groups_at_level, /moves, /retreats (failed promotions in a row). All of it is the state, which `observe` keeps
-        the same on every process, so nothing goes through `gather` (the protocol's argument)."""
+        /level (ladder index), /groups_at_level, /moves, /retreats (failed promotions in a row). All of it
+        is the state, which `observe` keeps the same on every process, so nothing goes through `gather`
+        (the protocol's argument)."""
         del gather
         prefix = f"jigsaw/{self.task}"
         return {f"{prefix}/difficulty": float(self.pieces), f"{prefix}/solve_rate": float(self._state.rate),

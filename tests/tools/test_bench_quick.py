@@ -29,8 +29,9 @@ def run(script: str, *args: str) -> str:
 
 
 # Run together, gpu_check first: it checks that it imported neither torch nor transformers.
-TOGETHER = ("gpu_check.py --tiny", "train_step.py --quick", "forward.py --quick --attention blockwise",
-            "generate.py --quick", "grpo_step.py --quick --no-trl", "score.py --quick", "update_ragged.py --quick",
+TOGETHER = ("gpu_check.py --tiny", "gpu_check.py --tiny --lora 4 --skip-attention --skip-rollout",
+            "train_step.py --quick", "forward.py --quick --attention blockwise", "generate.py --quick",
+            "grpo_step.py --quick --no-trl", "score.py --quick", "update_ragged.py --quick",
             "train_step.py --quick --lora 8")
 
 
@@ -123,6 +124,13 @@ def test_gpu_check_tiny(together):
     step = res["train_step"]
     assert step["fwd_bwd_s"] > 0 and step["mfu_fwd_bwd"] > 0 and step["flops_6nd"] > 0
     assert "adamw_s" in step  # optax is a project dependency
+    full_state = step["optimizer_state_bytes"]
+    lora = last_json(together["gpu_check.py --tiny --lora 4 --skip-attention --skip-rollout"])
+    lora_step = lora["train_step"]  # issue 25's GPU figure, here on the tiny model: adapters on the frozen base
+    assert lora["ok"] and lora_step["lora_rank"] == 4 and lora_step["planned_peak_gib"] > 0
+    assert lora_step["trainable_params"] < step["trainable_params"] / 10
+    adam = 8 * lora_step["trainable_params"]  # float32 first and second moments (+ a step count)
+    assert adam <= lora_step["optimizer_state_bytes"] <= adam + 64 < full_state / 10
     roll = res["rollout"]
     # Timings are the script's to print, not this test's to judge: under load the decode split
     # (generate(6) - generate(1)) of the tiny model can even come out negative.

@@ -4,6 +4,8 @@ and a bf16 rollout (generate with G completions per prompt) with its decode rate
     python tools/bench/gpu_check.py [--remat full] [--params fp32] [--peak-tflops 989] [--reps 5]
     python tools/bench/gpu_check.py --skip-rollout   # (a)-(c) only
     python tools/bench/gpu_check.py --tiny     # CPU: tiny preset, small shapes (a smoke test)
+    python tools/bench/gpu_check.py --preset 7b --params bf16 --lora 32 --skip-attention --skip-rollout
+                                               # issue 25: the 7B LoRA step's peak memory against the plan
 
 Needs jax (CUDA) and the project only: no torch, no transformers (models are random, built
 from mmjax presets). Meant to finish in well under 8 minutes on one H200.
@@ -227,20 +229,35 @@ def train_step(args, attention: str) -> dict:
     batch = jax.device_put(model.prepare(ids, mask, pixels, grid))
     comp_j, mask_j = jnp.asarray(comp), jnp.asarray(comp_mask)
 
-    def loss(params, batch, comp, comp_mask):
-        lp, _ = completion_logprobs(module, params, batch, comp, comp_mask, num_generations=g)
-        return lp.sum()
+    if args.lora:  # adapters (float32) train on the frozen base as stored (--params): issue 25
+        from mmjax.models import lora
+        spec = lora.LoraSpec(rank=args.lora, alpha=float(args.lora))
+        wrapped = lora.wrap(module, spec)
+        trainable, frozen = lora.init_adapters(module, spec, jax.random.key(1)), params
 
-    grad_step, compile_s = common.compile_jitted(jax.jit(jax.value_and_grad(loss)), params, batch, comp_j, mask_j)
-    p_bytes, inputs = device_bytes(params), (batch, comp_j, mask_j)
+        def loss(adapters, base, batch, comp, comp_mask):
+            lp, _ = completion_logprobs(wrapped, lora.combined(base, adapters), batch, comp, comp_mask,
+                                        num_generations=g)
+            return lp.sum()
+    else:
+        trainable, frozen = params, None
+
+        def loss(params, _, batch, comp, comp_mask):
+            lp, _ = completion_logprobs(module, params, batch, comp, comp_mask, num_generations=g)
+            return lp.sum()
+
+    step_args = (frozen, batch, comp_j, mask_j)
+    grad_step, compile_s = common.compile_jitted(jax.jit(jax.value_and_grad(loss)), trainable, *step_args)
+    t_bytes, f_bytes, inputs = device_bytes(trainable), device_bytes(frozen or {}), (batch, comp_j, mask_j)
     # mmjax.jobs.plan's accounting of this step: the warm-up's gradients stay alive while the timed
     # calls make new ones, then the update holds params, AdamW's moments and the gradients.
-    planned = [Program("fwd+bwd", **_memory(grad_step), held=(("params", p_bytes), ("gradients", p_bytes)),
+    planned = [Program("fwd+bwd", **_memory(grad_step), held=(("params", t_bytes + f_bytes), ("gradients", t_bytes)),
                        other_input_bytes=device_bytes(inputs)).peak_bytes]
     print(f"  compiled fwd+bwd (attention {attention}) in {compile_s:.1f} s (random init {init_s:.1f} s)", flush=True)
-    value, grads = jax.block_until_ready(grad_step(params, batch, comp_j, mask_j))  # warm-up
-    fb = common.timed(lambda: jax.block_until_ready(grad_step(params, batch, comp_j, mask_j)), args.reps)
-    out = {"preset": args.preset, "params_dtype": args.params, "compute_dtype": "bfloat16",
+    value, grads = jax.block_until_ready(grad_step(trainable, *step_args))  # warm-up
+    fb = common.timed(lambda: jax.block_until_ready(grad_step(trainable, *step_args)), args.reps)
+    out = {"preset": args.preset, "params_dtype": args.params, "compute_dtype": "bfloat16", "lora_rank": args.lora,
+           "trainable_params": sum(int(x.size) for x in jax.tree.leaves(trainable)),
            "attention": attention, "remat": args.remat, "vision_remat": args.vision_remat,
            "prompt_len": int(ids.shape[1]), "completion_len": tc, "generations": g, "image_px": args.image,
            "tokens_per_row": int(ids.shape[1]) + tc, "init_s": init_s, "fwd_bwd_compile_s": compile_s,
@@ -253,17 +270,22 @@ def train_step(args, attention: str) -> dict:
         print("  optax is not installed: the adamw update is not timed")
     if optax is not None:
         tx = optax.adamw(1e-6)
-        opt_state = jax.jit(tx.init)(params)
+        opt_state = jax.jit(tx.init)(trainable)
 
         def update(grads, opt_state, params):
             updates, opt_state = tx.update(grads, opt_state, params)
             return optax.apply_updates(params, updates), opt_state
 
-        upd, upd_compile_s = common.compile_jitted(jax.jit(update, donate_argnums=(1, 2)), grads, opt_state, params)
-        planned.append(Program("adamw", **_memory(upd), other_input_bytes=p_bytes,
-                               held=(("params", p_bytes), ("optimizer state", device_bytes(opt_state)))).peak_bytes)
-        state = {"params": params, "opt": opt_state, "grads": grads}
-        del params, opt_state  # donated to the update: the state holds the live ones
+        upd, upd_compile_s = common.compile_jitted(jax.jit(update, donate_argnums=(1, 2)), grads, opt_state,
+                                                   trainable)
+        planned.append(Program("adamw", **_memory(upd), other_input_bytes=t_bytes,
+                               held=(("params", t_bytes + f_bytes), ("optimizer state", device_bytes(opt_state)))
+                               ).peak_bytes)
+        out["optimizer_state_bytes"] = device_bytes(opt_state)
+        state = {"params": trainable, "opt": opt_state, "grads": grads}
+        del trainable, opt_state  # donated to the update: the state holds the live ones
+        if not args.lora:
+            del params
 
         def run_update():
             state["params"], state["opt"] = jax.block_until_ready(
@@ -273,7 +295,8 @@ def train_step(args, attention: str) -> dict:
         ut = common.timed(run_update, args.reps)
         out.update(adamw_compile_s=upd_compile_s, adamw_s=common.median(ut), adamw_times=ut,
                    step_s=out["fwd_bwd_s"] + common.median(ut))
-        params = state["params"]
+        if not args.lora:
+            params = state["params"]
         del state
     del grads
 
@@ -372,6 +395,9 @@ def main(argv=None) -> int:
     ap.add_argument("--rollout-generations", type=int, default=4)
     ap.add_argument("--rollout-new-tokens", type=int, default=128)
     ap.add_argument("--rollout-text", type=int, default=64, help="text tokens of a rollout prompt")
+    ap.add_argument("--lora", type=int, default=0, metavar="RANK",
+                    help="(b) trains LoRA adapters of this rank (alpha = rank, float32) on the frozen base stored as "
+                         "--params (bf16 for the 7B one-GPU recipe): issue 25's peak memory against the plan")
     ap.add_argument("--tiny", action="store_true", help="tiny preset, small shapes, 1 rep (runs on CPU)")
     args = ap.parse_args(argv)
     if args.tiny:
