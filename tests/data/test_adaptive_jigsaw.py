@@ -143,7 +143,7 @@ def test_next_state_is_pure():
     config = AdaptiveConfig(start_level=0, min_groups=1, ema_decay=0.0)
     before = LevelState(level=1)
     after = next_state(before, observed=1.0, groups=3, step=5, config=config)
-    assert before == LevelState(level=1) and after == LevelState(level=2, moves=1, last_step=5)
+    assert before == LevelState(level=1) and after == LevelState(level=2, moves=1, last_step=5, came_up=True)
 
 
 def test_metrics_name_the_task_and_the_piece_count():
