@@ -227,7 +227,51 @@ def check_learner(model, rng):
     print("learner: loss", metrics["loss"], "vs", ref_metrics["loss"])
 
 
-CHECKS = {"forward": check_forward, "learner": check_learner, "training": check_training, "generate": check_generate,
+def check_lora(model, rng):
+    """One LoRA GRPO step (issue 25) on data2 x fsdp2 x tensor2 equals one device: the adapters train on the
+    sharded frozen base (the KL's reference), and the rollouts' merged policy keeps the base's shards."""
+    import tempfile
+
+    from configs import demo
+    from mmjax.jobs import grpo as grpo_job
+    from mmjax.train import checkpoints
+    from ragged import length_reward
+
+    def one_step(mesh):
+        config = demo.get_config()
+        config.mode, config.max_steps, config.save_steps = "grpo", 1, 1
+        config.data.batch_size, config.grpo.num_generations = 4, 4
+        config.grpo.max_completion_length, config.sample.allow_eos, config.grpo.temperature = 6, True, 4.0
+        config.grpo.beta = 0.04
+        config.lora.rank, config.lora.alpha = 4, 8.0
+        config.mesh.data, config.mesh.fsdp, config.mesh.tensor = mesh
+        with tempfile.TemporaryDirectory() as workdir:
+            learner = grpo_job.build_trainer(config, workdir)
+            learner.objective.reward = length_reward  # rewards that differ within a group: real gradients
+            metrics = learner.train()
+            adapters = checkpoints.restore_latest(workdir).params
+        merged = learner.objective._merge(learner.objective.base, adapters)
+        return metrics, adapters, learner.objective.base, merged
+
+    ref, ref_adapters, _, _ = one_step((1, 1, 1))
+    got, adapters, base, merged = one_step((2, 2, 2))
+    assert got["loss"] != 0.0 and got["grad_norm"] > 0, got
+    for key in ("reward", "completions/mean_length"):
+        assert got[key] == ref[key], (key, got[key], ref[key])
+    np.testing.assert_allclose(got["loss"], ref["loss"], atol=1e-6)
+    np.testing.assert_allclose(got["grad_norm"], ref["grad_norm"], rtol=1e-5)
+    lr = demo.get_config().optim.learning_rate  # Adam's first step: see check_learner
+    diffs = [np.abs(np.asarray(a) - np.asarray(b)).max() for a, b in zip(jax.tree.leaves(adapters),
+                                                                           jax.tree.leaves(ref_adapters))]
+    assert max(diffs) <= 2 * lr, max(diffs)
+    for b, m in zip(jax.tree.leaves(base), jax.tree.leaves(merged)):
+        assert m.sharding.is_equivalent_to(b.sharding, m.ndim), (m.sharding, b.sharding)
+    kernel = merged["language_model"]["layers_0"]["mlp"]["up_proj"]["kernel"]
+    assert kernel.addressable_shards[0].data.shape != kernel.shape, kernel.sharding  # really sharded
+    print("lora: loss", got["loss"], "vs", ref["loss"])
+
+
+CHECKS = {"forward": check_forward, "learner": check_learner, "lora": check_lora, "training": check_training, "generate": check_generate,
           "global": check_global, "bind": check_bind}
 
 

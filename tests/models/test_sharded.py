@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-CHECKS = ("forward", "training", "generate", "global", "bind", "learner")
+CHECKS = ("forward", "training", "generate", "global", "bind", "learner", "lora")
 
 
 @pytest.fixture(scope="module")
@@ -26,6 +26,7 @@ def run():
 def test_sharded_equals_single_device(run, check):
     """forward: logits; training: value_and_grad of completion_logprobs on 3 mesh shapes, params
     and grads in their shards; generate: sampled tokens and log-probs; global: global_batch;
-    bind: activation constraints reach the program inside activation_rules."""
+    bind: activation constraints reach the program inside activation_rules; learner / lora: a GRPO step,
+    packed, and with LoRA adapters."""
     lines, output = run
     assert f"OK {check}" in lines, output
