@@ -31,7 +31,8 @@ def run(script: str, *args: str) -> str:
 # Run together, gpu_check first: it checks that it imported neither torch nor transformers.
 TOGETHER = ("gpu_check.py --tiny", "gpu_check.py --tiny --lora 4 --skip-attention --skip-rollout",
             "train_step.py --quick", "forward.py --quick --attention blockwise", "generate.py --quick",
-            "grpo_step.py --quick --no-trl", "score.py --quick", "update_ragged.py --quick",
+            "grpo_step.py --quick --no-trl", "grpo_step.py --quick --no-trl --ragged --new-tokens 32",
+            "score.py --quick", "update_ragged.py --quick",
             "train_step.py --quick --lora 8")
 
 
@@ -183,6 +184,16 @@ def test_grpo_step_quick_prints_the_step_time(together):
     # image (8 x 8 patches, 16 merged tokens) counted once per prompt, not once per completion.
     assert mm["tokens"]["head_tokens"] == 4 * 4 * 16
     assert mm["tokens"]["patches"] == 4 * 64 and mm["tokens"]["merged"] == 4 * 16
+
+
+def test_grpo_step_ragged_quick_samples_the_shared_support(together):
+    """--ragged (issue 24): EOS and 0.3 x 32 - 1 = 9 ordinary ids, so rows end at random, about
+    Geometric(1/10) long: the update sees ragged rows well under the 32-token maximum."""
+    res = last_json(together["grpo_step.py --quick --no-trl --ragged --new-tokens 32"])
+    mm = res["mmjax"]
+    assert res["ragged"] and len(mm["support"]) == 10 and mm["support"] == sorted(mm["support"])
+    assert all(3 < x < 20 for x in mm["completion_length"]), mm["completion_length"]
+    assert mm["tokens"]["head_tokens"] < 4 * 4 * 32
     assert mm["flops_6nd"] > 0 and res["update_flops_per_s"] > 0
 
 

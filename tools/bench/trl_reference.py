@@ -11,7 +11,8 @@ The model folder, the data file and its images are written by grpo_step.py (`wri
 makes the data, so both sides read the same prompts and pixels). The rewards are defined here
 once and imported by grpo_step.py. The work per step: 4 prompts x 4 completions
 (per_device_train_batch_size 16, num_generations 4), exactly 16 new tokens (min_new_tokens =
-max_completion_length, so EOS never ends a row early and both sides do equal work), HF
+max_completion_length, so EOS never ends a row early and both sides do equal work; with
+--support, ragged: both sides sample only the given ids, EOS among them), HF
 generate rollout (no vLLM), everything fp32 on CPU; TRL defaults otherwise (beta 0, loss dapo,
 1 iteration, lr 1e-6, ...).
 
@@ -73,6 +74,13 @@ def _text(completion) -> str:
     return completion
 
 
+def suppressed(config, support: str) -> list[int]:
+    """Every token id of the model's vocabulary outside `support` ("3,17,...")."""
+    keep = {int(i) for i in support.split(",")}
+    vocab = getattr(config, "text_config", config).vocab_size
+    return [i for i in range(vocab) if i not in keep]
+
+
 def colour_reward(completions, targets=None, answer=None, **_):
     """1 if the completion names the image's colour. mmjax passes targets, TRL the `answer` column."""
     wanted = targets if targets is not None else answer
@@ -129,6 +137,9 @@ def main(argv=None) -> int:
     ap.add_argument("--num-generations", type=int, default=4)
     ap.add_argument("--max-completion-length", type=int, default=16)
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: every visible core)")
+    ap.add_argument("--support", default="",
+                    help="ragged completions: comma-separated token ids sampling may pick (EOS among them; every "
+                         "other id suppressed), instead of fixed-length rows")
     args = ap.parse_args(argv)
     if args.steps <= args.warmup:
         ap.error(f"--steps ({args.steps}) must exceed --warmup ({args.warmup})")
@@ -149,8 +160,10 @@ def main(argv=None) -> int:
         per_device_train_batch_size=args.prompts_per_step * args.num_generations,
         num_generations=args.num_generations,
         max_completion_length=args.max_completion_length,
-        # Fixed-length completions: EOS is masked until the last token, as on the mmjax side.
-        generation_kwargs={"min_new_tokens": args.max_completion_length},
+        # Fixed-length completions: EOS is masked until the last token, as on the mmjax side. Ragged
+        # (--support): every id outside the shared support suppressed, EOS in it, so both sides sample one law.
+        generation_kwargs=({"min_new_tokens": args.max_completion_length} if not args.support else
+                           {"suppress_tokens": suppressed(model.config, args.support)}),
         max_steps=args.steps,
         logging_steps=1,
         save_strategy="no",
