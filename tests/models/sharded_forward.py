@@ -271,8 +271,8 @@ def check_lora(model, rng):
     print("lora: loss", got["loss"], "vs", ref["loss"])
 
 
-CHECKS = {"forward": check_forward, "learner": check_learner, "lora": check_lora, "training": check_training, "generate": check_generate,
-          "global": check_global, "bind": check_bind}
+CHECKS = {"forward": check_forward, "learner": check_learner, "lora": check_lora, "training": check_training,
+          "generate": check_generate, "global": check_global, "bind": check_bind}
 
 
 def main(names):
