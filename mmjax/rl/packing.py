@@ -108,7 +108,7 @@ def pack(lengths, num_generations: int, width: int, completion_slots: int | None
         needed = sum(len(x) for x in bins)
         r = row_bucket(needed, max(lengths.size, 1), multiple)
         per_prompt = prompts * row_bucket(max([len(x) for x in bins] + [1]), g)
-        if needed <= per_prompt < r and per_prompt % multiple == 0:
+        if per_prompt < r and per_prompt % multiple == 0:
             r = per_prompt  # never more rows than the per-prompt layout (whose counts are buckets too)
         if rows_per_prompt:  # another process's count (the most): exactly it, so all processes agree
             r = max(r, int(rows_per_prompt))

@@ -180,48 +180,65 @@ def check_bind(model, rng):
     assert text.count('[{"data", "fsdp"}, {}, {"tensor"}, {}]>') == layers, text.count("sharding_constraint")
 
 
-def check_learner(model, rng):
-    """One GRPO step (rollout + update) on a data2 x fsdp2 x tensor2 mesh equals one device, with
-    ragged completions and the packed update (issue 24) with its rows pooled over the prompts: the
-    packed rows split over data x fsdp, each gathering its prompt's cache from whichever shard holds it."""
+def _grpo_step(mesh, **overrides):
+    """One demo GRPO step on a (data, fsdp, tensor) mesh with ragged completions whose reward differs within
+    each group (real gradients): (trainer, metrics, the checkpoint's params)."""
     import tempfile
 
     from configs import demo
     from mmjax.jobs import grpo as grpo_job
+    from mmjax.train import checkpoints
     from ragged import length_reward
 
-    def one_step(mesh):
-        config = demo.get_config()
-        config.mode, config.max_steps, config.save_steps = "grpo", 1, 1
-        config.data.batch_size, config.grpo.num_generations = 4, 4
-        config.grpo.max_completion_length, config.sample.allow_eos = 6, True  # the tiny model stops at random
-        config.grpo.temperature = 4.0  # near-uniform over A-D and EOS: lengths spread over 1..6
-        config.grpo.update_layout = "packed"  # rows pooled over the prompts (grpo.packed_rows' default)
-        config.mesh.data, config.mesh.fsdp, config.mesh.tensor = mesh
-        with tempfile.TemporaryDirectory() as workdir:
-            learner = grpo_job.build_trainer(config, workdir)
-            learner.objective.reward = length_reward  # rewards that differ within a group: real gradients
-            metrics = learner.train()
-        return learner.model.params, metrics
+    config = demo.get_config()
+    config.mode, config.max_steps, config.save_steps = "grpo", 1, 1
+    config.data.batch_size, config.grpo.num_generations = 4, 4
+    config.grpo.max_completion_length, config.sample.allow_eos = 6, True  # the tiny model stops at random
+    config.grpo.temperature = 4.0  # near-uniform over A-D and EOS: lengths spread over 1..6
+    config.mesh.data, config.mesh.fsdp, config.mesh.tensor = mesh
+    config.update_from_flattened_dict(overrides)
+    with tempfile.TemporaryDirectory() as workdir:
+        learner = grpo_job.build_trainer(config, workdir)
+        learner.objective.reward = length_reward
+        metrics = learner.train()
+        saved = checkpoints.restore_latest(workdir).params
+    return learner, metrics, saved
 
-    ref, ref_metrics = one_step((1, 1, 1))
-    got, metrics = one_step((2, 2, 2))
-    assert metrics["completions/mean_length"] < 6 and metrics["update/packed_micro_batches"] == 1, metrics
-    assert metrics["loss"] != 0.0 and metrics["grad_norm"] > 0, metrics
+
+def _same_step(got, ref) -> None:
+    """The mesh's step metrics against one device's."""
+    assert got["loss"] != 0.0 and got["grad_norm"] > 0, got
     for key in ("reward", "completions/mean_length"):
-        assert metrics[key] == ref_metrics[key], (key, metrics[key], ref_metrics[key])
-    # The pooled rows round up to a multiple of the 4 row shards on the mesh: more empty slots, same numbers.
-    assert metrics["completions/update_padding_fraction"] >= ref_metrics["completions/update_padding_fraction"]
-    np.testing.assert_allclose(metrics["loss"], ref_metrics["loss"], atol=1e-6)
-    np.testing.assert_allclose(metrics["grad_norm"], ref_metrics["grad_norm"], rtol=1e-5)
+        assert got[key] == ref[key], (key, got[key], ref[key])
+    np.testing.assert_allclose(got["loss"], ref["loss"], atol=1e-6)
+    np.testing.assert_allclose(got["grad_norm"], ref["grad_norm"], rtol=1e-5)
+
+
+def _within_two_lr(got, ref) -> None:
     # Adam's first step is lr * g / (|g| + eps): gradient entries at rounding level (GRPO's
     # group-centred advantages cancel exactly for what a group shares, e.g. its image) are
     # amplified to up to lr either way, so the params agree to 2 * lr and the gradients
     # themselves are compared elementwise by the "training" check.
+    from configs import demo
     lr = demo.get_config().optim.learning_rate
     diffs = np.concatenate([np.abs(np.asarray(a) - np.asarray(b)).ravel()
                             for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(ref))])
     assert diffs.max() <= 2 * lr, diffs.max()
+
+
+def check_learner(model, rng):
+    """One GRPO step (rollout + update) on a data2 x fsdp2 x tensor2 mesh equals one device, with
+    ragged completions and the packed update (issue 24) with its rows pooled over the prompts: the
+    packed rows split over data x fsdp, each gathering its prompt's cache from whichever shard holds it."""
+    packed = {"grpo.update_layout": "packed"}  # rows pooled over the prompts (grpo.packed_rows' default)
+    ref_learner, ref_metrics, _ = _grpo_step((1, 1, 1), **packed)
+    learner, metrics, _ = _grpo_step((2, 2, 2), **packed)
+    assert metrics["completions/mean_length"] < 6 and metrics["update/packed_micro_batches"] == 1, metrics
+    _same_step(metrics, ref_metrics)
+    # The pooled rows round up to a multiple of the 4 row shards on the mesh: more empty slots, same numbers.
+    assert metrics["completions/update_padding_fraction"] >= ref_metrics["completions/update_padding_fraction"]
+    got = learner.model.params
+    _within_two_lr(got, ref_learner.model.params)
     kernel = got["language_model"]["layers_0"]["mlp"]["up_proj"]["kernel"]
     assert kernel.addressable_shards[0].data.shape != kernel.shape, kernel.sharding  # really sharded
     print("learner: loss", metrics["loss"], "vs", ref_metrics["loss"])
@@ -230,40 +247,13 @@ def check_learner(model, rng):
 def check_lora(model, rng):
     """One LoRA GRPO step (issue 25) on data2 x fsdp2 x tensor2 equals one device: the adapters train on the
     sharded frozen base (the KL's reference), and the rollouts' merged policy keeps the base's shards."""
-    import tempfile
-
-    from configs import demo
-    from mmjax.jobs import grpo as grpo_job
-    from mmjax.train import checkpoints
-    from ragged import length_reward
-
-    def one_step(mesh):
-        config = demo.get_config()
-        config.mode, config.max_steps, config.save_steps = "grpo", 1, 1
-        config.data.batch_size, config.grpo.num_generations = 4, 4
-        config.grpo.max_completion_length, config.sample.allow_eos, config.grpo.temperature = 6, True, 4.0
-        config.grpo.beta = 0.04
-        config.lora.rank, config.lora.alpha = 4, 8.0
-        config.mesh.data, config.mesh.fsdp, config.mesh.tensor = mesh
-        with tempfile.TemporaryDirectory() as workdir:
-            learner = grpo_job.build_trainer(config, workdir)
-            learner.objective.reward = length_reward  # rewards that differ within a group: real gradients
-            metrics = learner.train()
-            adapters = checkpoints.restore_latest(workdir).params
-        merged = learner.objective._merge(learner.objective.base, adapters)
-        return metrics, adapters, learner.objective.base, merged
-
-    ref, ref_adapters, _, _ = one_step((1, 1, 1))
-    got, adapters, base, merged = one_step((2, 2, 2))
-    assert got["loss"] != 0.0 and got["grad_norm"] > 0, got
-    for key in ("reward", "completions/mean_length"):
-        assert got[key] == ref[key], (key, got[key], ref[key])
-    np.testing.assert_allclose(got["loss"], ref["loss"], atol=1e-6)
-    np.testing.assert_allclose(got["grad_norm"], ref["grad_norm"], rtol=1e-5)
-    lr = demo.get_config().optim.learning_rate  # Adam's first step: see check_learner
-    diffs = [np.abs(np.asarray(a) - np.asarray(b)).max() for a, b in zip(jax.tree.leaves(adapters),
-                                                                           jax.tree.leaves(ref_adapters))]
-    assert max(diffs) <= 2 * lr, max(diffs)
+    lora = {"grpo.beta": 0.04, "lora.rank": 4, "lora.alpha": 8.0}
+    _, ref, ref_adapters = _grpo_step((1, 1, 1), **lora)
+    learner, got, adapters = _grpo_step((2, 2, 2), **lora)
+    _same_step(got, ref)
+    _within_two_lr(adapters, ref_adapters)
+    base = learner.objective.base
+    merged = learner.objective._merge(base, adapters)
     for b, m in zip(jax.tree.leaves(base), jax.tree.leaves(merged)):
         assert m.sharding.is_equivalent_to(b.sharding, m.ndim), (m.sharding, b.sharding)
     kernel = merged["language_model"]["layers_0"]["mlp"]["up_proj"]["kernel"]
