@@ -30,7 +30,7 @@ from collections.abc import Iterator
 import jax
 import jax.numpy as jnp
 
-from mmjax.models.attention_blockwise import allowed_mask, blockwise_attention
+from mmjax.models.attention_blockwise import ANY_SEGMENT, allowed_mask, blockwise_attention
 from mmjax.models.attention_prefix import prefix_attention
 from mmjax.models.attention_splash import splash_attention, splash_block
 
@@ -256,17 +256,19 @@ def _with_prefix(q, k, v, key_valid, prefix, *, causal, q_slots, q_segments, key
             backend=_backend(), t=t, s=sp + k.shape[2], head_dim=q.shape[3], dtype=q.dtype,
             static_causal=False, key_groups=False)
     implementation = _runnable(implementation)
-    if implementation == "explicit" or q_segments is not None:
-        # Packed rows (segments) always take this path: "every prefix key, and the own keys of the
-        # query's segment" is no segment-equality rule over the prefix joined to the own keys.
+    if implementation == "explicit":
         out, row_any = prefix_attention(q, k, v, key_valid, pk.astype(q.dtype), pv.astype(q.dtype),
                                         p_valid.astype(bool), q_slots, segments=q_segments)
         return _zero_keyless_rows(out, None, row_any)
 
     def join(shared, own, axis):  # the prefix repeated for each row of its group, then the own keys
         return jnp.concatenate([jnp.repeat(shared.astype(own.dtype), g, axis=0), own], axis=axis)
+    kv_segments = None
+    if q_segments is not None:  # packed rows: every segment of a row sees its prompt
+        kv_segments = join(jnp.full((pk.shape[0], sp), ANY_SEGMENT, jnp.int32), q_segments.astype(jnp.int32), 1)
     return attention(q, join(pk, k, 2), join(pv, v, 2), key_valid=join(p_valid, key_valid, 1),
-                     q_slots=sp + q_slots, causal=True, implementation=implementation)
+                     q_slots=sp + q_slots, causal=True, q_segments=q_segments, kv_segments=kv_segments,
+                     implementation=implementation)
 
 
 def attention(q: jax.Array, k: jax.Array, v: jax.Array, *, key_valid: jax.Array,
@@ -277,7 +279,8 @@ def attention(q: jax.Array, k: jax.Array, v: jax.Array, *, key_valid: jax.Array,
 
     Query t may attend key s when key_valid[b, s], and, if causal, s <= q_slots[b, t]
     (q_slots int [T] or [B, T]; default arange(T), which needs S == T), and, if segments
-    are given, q_segments[b, t] == kv_segments[b, s].
+    are given, q_segments[b, t] == kv_segments[b, s] or kv_segments[b, s] == ANY_SEGMENT (a key
+    every segment sees: a prompt joined to the completions packed after it; not splash).
     key_groups: optional float [B, S, G]; then also the attention mass of each query on
     each key group, [B, T, H, G] (explicit implementation only).
     prefix: optional (k, v, key_valid) of keys before these, [P, Hkv, Sp, D] and [P, Sp],

@@ -26,19 +26,23 @@ import jax.numpy as jnp
 
 _INT_MAX = jnp.iinfo(jnp.int32).max
 _INT_MIN = jnp.iinfo(jnp.int32).min
+# A key segment every query segment sees: a prompt's keys joined before the completions packed in
+# a row (mmjax.rl.packing). Not -1, which the vision tiles give their empty slots.
+ANY_SEGMENT = int(_INT_MIN)
 
 
 def allowed_mask(key_valid, key_pos, q_slots, q_segments, kv_segments, causal: bool):
     """bool [B, T, S]: True where the query may attend the key.
 
     key_valid [B, S]; key_pos [S] slot index of each key; q_slots [B, T];
-    q_segments [B, T] / kv_segments [B, S] or None.
+    q_segments [B, T] / kv_segments [B, S] or None; a key of segment ANY_SEGMENT is any query's.
     """
     ok = key_valid[:, None, :]
     if causal:
         ok = ok & (key_pos[None, None, :] <= q_slots[:, :, None])
     if q_segments is not None:
-        ok = ok & (q_segments[:, :, None] == kv_segments[:, None, :])
+        same = q_segments[:, :, None] == kv_segments[:, None, :]
+        ok = ok & (same | (kv_segments[:, None, :] == ANY_SEGMENT))
     return ok
 
 
@@ -76,9 +80,13 @@ def _live_tiles(key_valid, q_slots, q_real, q_segments, kv_segments, causal, bq,
         q_hi = jnp.where(real, qs, _INT_MIN).max(-1)
         ks = kv_segments.reshape(b, nk, bk)
         valid = key_valid.reshape(b, nk, bk)
-        k_lo = jnp.where(valid, ks, _INT_MAX).min(-1)
-        k_hi = jnp.where(valid, ks, _INT_MIN).max(-1)
-        live = live & (q_lo[:, :, None] <= k_hi[:, None, :]) & (k_lo[:, None, :] <= q_hi[:, :, None])
+        shared = ks == ANY_SEGMENT
+        wild = (valid & shared).any(-1)  # [B, nk]
+        own = valid & ~shared
+        k_lo = jnp.where(own, ks, _INT_MAX).min(-1)
+        k_hi = jnp.where(own, ks, _INT_MIN).max(-1)
+        meet = (q_lo[:, :, None] <= k_hi[:, None, :]) & (k_lo[:, None, :] <= q_hi[:, :, None])
+        live = live & (wild[:, None, :] | meet)
     return live.any(0)
 
 

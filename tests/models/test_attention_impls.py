@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from mmjax.models.attention import IMPLEMENTATIONS, attention, choose_implementation
-from mmjax.models.attention_blockwise import _tile_pair, blockwise_attention
+from mmjax.models.attention_blockwise import ANY_SEGMENT, _tile_pair, blockwise_attention
 
 ROOT = Path(__file__).resolve().parents[2]
 B, H, HKV, D = 2, 4, 2, 16
@@ -51,6 +51,19 @@ def tiles_case(t, tile, n_tiles):
     return dict(key_valid=seg >= 0, q_segments=seg, kv_segments=seg)
 
 
+def packed_after_prompt(prompt=16, t=40):
+    """Completions packed in rows after their prompt's keys (mmjax.rl.packing): the prompt's keys
+    (segment ANY_SEGMENT) are every segment's, a completion's own keys only its segment's."""
+    seg = np.zeros((B, t), np.int32)
+    seg[0, :13], seg[0, 13:30], seg[0, 30:37] = 1, 2, 3  # 3 completions, 3 empty slots
+    seg[1, :25], seg[1, 25:34] = 1, 2
+    prompt_valid = left_padded(prompt, [0, 3])
+    kv_seg = np.concatenate([np.full((B, prompt), ANY_SEGMENT, np.int32), seg], 1)
+    return t, prompt + t, dict(key_valid=jnp.concatenate([prompt_valid, jnp.asarray(seg > 0)], 1), causal=True,
+                               q_slots=jnp.asarray(prompt + np.arange(t), jnp.int32)[None].repeat(B, 0),
+                               q_segments=jnp.asarray(seg), kv_segments=jnp.asarray(kv_seg))
+
+
 # --- forward agreement ------------------------------------------------------------------
 
 CASES = {
@@ -65,6 +78,7 @@ CASES = {
     # Row 1 has no valid key at all: every row of it is fully masked.
     "all_masked_row": lambda: (24, 24, dict(
         key_valid=jnp.asarray(np.stack([np.ones(24, bool), np.zeros(24, bool)])), causal=True)),
+    "packed_after_prompt": packed_after_prompt,
 }
 
 
@@ -138,7 +152,7 @@ def grads(impl, q, k, v, kw):
 
 
 @pytest.mark.parametrize("impl", ["xla", "blockwise"])
-@pytest.mark.parametrize("case", ["causal_left_padded", "cache_offset", "causal_segments"])
+@pytest.mark.parametrize("case", ["causal_left_padded", "cache_offset", "causal_segments", "packed_after_prompt"])
 def test_gradients_match_explicit(case, impl):
     t, s, kw = CASES[case]()
     q, k, v = qkv(t, s, seed=2)
@@ -156,7 +170,7 @@ TILINGS = [(8, 16, 8, 16), (16, 32, 8, 16), (8, 16, 16, 8)]
 
 
 @pytest.mark.parametrize("tiling", TILINGS, ids=lambda x: "x".join(map(str, x)))
-@pytest.mark.parametrize("case", ["cache_offset", "causal_segments"])
+@pytest.mark.parametrize("case", ["cache_offset", "causal_segments", "packed_after_prompt"])
 def test_blockwise_gradient_with_small_tiles(case, tiling):
     t, s, kw = CASES[case]()
     q, k, v = qkv(t, s, seed=3)

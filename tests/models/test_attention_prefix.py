@@ -117,9 +117,11 @@ def test_bad_prefix_calls_raise_clearly():
                   prefix=(pk, pv, p_valid))
 
 
-def test_packed_rows_with_segments_equal_their_completions_in_rows_of_their_own():
+@pytest.mark.parametrize("impl", ["explicit", "xla", "blockwise"])
+def test_packed_rows_with_segments_equal_their_completions_in_rows_of_their_own(impl):
     """Two completions of a prompt packed in one row (segments 1 and 2) attend as they would alone:
-    the prompt's keys, then their own earlier tokens only (mmjax.rl.packing)."""
+    the prompt's keys, then their own earlier tokens only (mmjax.rl.packing). explicit reads the
+    prompt where it lies; the others join it before the row's keys as a segment every query sees."""
     from mmjax.models.attention_prefix import prefix_attention
     q, k, v, pk, pv, p_valid, _ = inputs(3)
     # Prompt 0's completions 0 (3 tokens) and 1 (2 tokens), each in its own row padded to T ...
@@ -133,7 +135,8 @@ def test_packed_rows_with_segments_equal_their_completions_in_rows_of_their_own(
     pk_own = jnp.stack([k2[r, :, t] for r, t in take], axis=1)[None]
     pv_own = jnp.stack([v2[r, :, t] for r, t in take], axis=1)[None]
     segments = jnp.asarray([[1, 1, 1, 2, 2, 0]])
-    packed, _ = prefix_attention(pq, pk_own, pv_own, segments > 0, pk[:1], pv[:1], p_valid[:1],
-                                 jnp.arange(T)[None], segments=segments)
+    packed, _ = attention(pq, pk_own, pv_own, key_valid=segments > 0, causal=True,
+                          prefix=(pk[:1], pv[:1], p_valid[:1]), q_segments=segments, kv_segments=segments,
+                          implementation=impl)
     for j, (r, t) in enumerate(take[:5]):
         np.testing.assert_allclose(np.asarray(packed[0, j]), np.asarray(alone[r, t]), rtol=1e-5, atol=1e-6)

@@ -17,7 +17,7 @@ def test_a_hand_packed_prompt():
     assert p.position.tolist()[1] == [0, 1, 2, 3, 4, 0, 1, 2]
     assert p.slot[1].tolist() == [13, 14, 15, -1, -1, -1, -1, -1]  # completion 1: row 1, slots 5..7
     assert p.fill == 18 / 24
-    assert [packing.row_bucket(n, 8) for n in range(1, 9)] == [1, 2, 3, 4, 6, 6, 8, 8]
+    assert [packing.row_bucket(n, 8) for n in range(1, 9)] == [1, 2, 3, 4, 5, 6, 7, 8]
     assert packing.row_bucket(5, 5) == 5  # never more rows than completions
 
 
@@ -34,9 +34,9 @@ def test_pooled_rows_by_hand():
     three = packing.pack(lengths, 4, 8, pooled=True, multiple=3)
     assert three.prompt.tolist() == [0, 0, 0, 1, 0, 0] and (three.row[4:] == -1).all()  # empty rows attend prompt 0
     assert packing.pack(lengths, 4, 8, pooled=True, rows_per_prompt=5).row.shape[0] == 5  # another process's count
-    # Three prompts of 3 rows each: 9 rows pooled would round up to 12; the per-prompt layout's 9 are fewer.
+    # Three prompts of 3 rows each: 9 rows pooled would round up to 10; the per-prompt layout's 9 are fewer.
     assert packing.pack([8, 8, 8] * 3, 3, 8, pooled=True).row.shape[0] == 9
-    assert [packing.row_bucket(n, 256) for n in (65, 100, 129, 200)] == [96, 128, 192, 256]
+    assert [packing.row_bucket(n, 256) for n in (9, 13, 65, 100, 129, 200)] == [10, 14, 80, 112, 160, 224]
     assert packing.row_bucket(5, 8, multiple=4) == 8 and packing.row_bucket(3, 32, multiple=4) == 4
 
 
