@@ -51,10 +51,11 @@ class Packing:
 
 
 # update_layout "auto" packs a micro-batch when its packed rows a prompt are at most this share of its
-# completions. A packed row costs more than a padded one (the segment-masked explicit attention instead of
-# the blockwise path): tools/bench/update_ragged.py measured packed / padded at equal lengths (R = G) at
-# 0.86-0.87x, so packing breaks even near R / G = 0.86 and wins 1.16-1.24x at R / G = 6 / 8 (bench
-# model, 2-core CPU, 2026-12-06); 0.75 leaves a margin for the measurement's noise.
+# completions. Since packed rows join their prompt's keys and run the same attention kernel as padded rows
+# (blockwise on CPU), a packed row costs about a padded one: tools/bench/update_ragged.py measured packed /
+# padded at equal lengths (R = G, nothing to pack) at 1.07x (bench model, 2-core CPU, 2026-12-07; 0.86x
+# before, with explicit attention). 0.75 keeps packing to micro-batches it clearly shortens, as a GPU's
+# costs are not measured yet.
 AUTO_MAX_ROWS_SHARE = 0.75
 
 # Quarter octaves: 1, 2, 3, 4, 5, 6, 7, 8, 10, 12, 14, 16, 20, ... (each power of two times 1, 1.25, 1.5,

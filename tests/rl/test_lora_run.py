@@ -5,6 +5,7 @@ and the trained model is the merged one. (A SIGKILLed LoRA run resumes bit for b
 import json
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -44,8 +45,11 @@ def test_grpo_trains_the_adapters_alone(tmp_path):
         np.testing.assert_array_equal(np.asarray(a), b)  # the base never moved
     rows = [json.loads(line) for line in (unbroken / "metrics.jsonl").read_text().splitlines()]
     assert rows[0]["kl"] == 0.0 and rows[-1]["kl"] > 0  # the adapters move the policy off the base
-    # The trained model is the base with the adapters folded in (what the HF export writes).
-    merged = lora.merged(trainer.base, state.params, trainer.lora)
+    for a, b in zip(jax.tree.leaves(trainer.adapters), jax.tree.leaves(state.params)):
+        np.testing.assert_array_equal(np.asarray(a), b)  # the checkpoint holds the trained adapters
+    # The trained model is the base with the adapters folded in (what the HF export writes). The restored
+    # adapters are numpy arrays: folded in by XLA, as the trainer does (numpy's matmul rounds otherwise).
+    merged = lora.merged(trainer.base, jax.tree.map(jnp.asarray, state.params), trainer.lora)
     for a, b in zip(jax.tree.leaves(trainer.model.params), jax.tree.leaves(merged)):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 

@@ -176,8 +176,10 @@ def test_two_processes_stopped_by_sigterm_and_resumed_equal_uninterrupted_runs(t
     for key in ("completions/padding_fraction", "completions/update_padding_fraction", "completions/limit_by_one_row",
                 *online):
         assert [r[key] for r in multi] == [r[key] for r in one], key
+    # The loss cancels to ~1e-8 (zero-mean advantages at ratio 1): a mean of O(1) float32 terms summed in
+    # another order (each process packs its own rows) moves it by ~1e-7, hence atol 1e-6.
     for key in ("loss", "grad_norm", "entropy", "num_tokens"):
-        np.testing.assert_allclose([r[key] for r in multi], [r[key] for r in one], rtol=1e-4, atol=1e-7,
+        np.testing.assert_allclose([r[key] for r in multi], [r[key] for r in one], rtol=1e-4, atol=1e-6,
                                    err_msg=key)
 
     got, want, start = _params(multi_dir, STEPS), _params(single_dir, STEPS), _params(single_dir, 1)
