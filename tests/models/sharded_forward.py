@@ -7,7 +7,9 @@ for each that passed; test_sharded.py runs it once and reads those lines. Checks
               batch sharded, activation constraints bound; params and grads stay in shards;
   generate  - the sampler on a sharded model;
   global    - sharding.global_batch on one process equals device_put with batch sharding;
-  bind      - inside activation_rules the decoder's logical constraints reach the program.
+  bind      - inside activation_rules the decoder's logical constraints reach the program;
+  learner / lora - one GRPO step (packed rows; LoRA) on a mesh equals one device;
+  packed_blockwise - pooled packed rows through blockwise attention on a mesh equal one device.
 """
 
 import os
@@ -261,7 +263,48 @@ def check_lora(model, rng):
     print("lora: loss", got["loss"], "vs", ref["loss"])
 
 
+def check_packed_blockwise(model, rng):
+    """Pooled packed rows through blockwise attention (each row's prompt keys joined before its own as
+    attention_blockwise.ANY_SEGMENT, the kernel run per device over the rows) on data2 x fsdp2 x tensor2
+    equal the explicit prefix path on one device: log-probs and gradients (issue 24)."""
+    from mmjax.models.kv_cache import completion_positions
+    from mmjax.models.qwen2_5_vl.logprobs import packed_completion_logprobs
+    from mmjax.rl import packing
+    ids, mask, pv, grids = inputs(rng, [[(1, 4, 4)], [], [(1, 4, 6)], [(1, 6, 4), (1, 4, 4)]])
+    batch = model.prepare(ids, mask, pv, grids)
+    g = 4  # 16 completions: 7 pooled rows, 8 on the mesh's 4 row shards
+    lengths = np.array([TC, 1, 1, 2, 1, 1, 1, 1, 2, 2, 3, 1, 1, 3, 1, 2])  # one at the maximum, many sharing a row
+    comp = rng.integers(3, 1000, (len(lengths), TC)).astype(np.int32)
+    comp_mask = np.arange(TC)[None] < lengths[:, None]
+    pos = np.asarray(completion_positions(batch, TC, g))
+    p = packing.pack(lengths, g, TC, pooled=True, multiple=4)  # rows split over data x fsdp
+    assert p.row.shape[0] < len(lengths) and (p.segment.max(1) > 1).any(), p.row  # really packed
+    packed = {"tokens": packing.packed(comp, p), "segments": p.segment, "slot": p.slot, "row_prompt": p.prompt,
+              "positions": packing.packed(pos.transpose(1, 2, 0), p).transpose(2, 0, 1)}
+
+    def loss(module, params, batch, comp_mask, q):
+        lp, _ = packed_completion_logprobs(module, params, batch, q["tokens"], q["positions"], q["segments"],
+                                           q["slot"], comp_mask, row_prompt=q["row_prompt"])
+        return jnp.sum(lp * jnp.arange(1.0, TC + 1)), lp
+    step = jax.jit(jax.value_and_grad(loss, argnums=1, has_aux=True), static_argnums=0)
+    (ref_loss, ref_lp), ref_grads = jax.device_get(step(model.module, model.params, batch, comp_mask, packed))
+    mesh = sharding.make_mesh(data=2, fsdp=2, tensor=2)
+    sharded = model.replace(attention="blockwise").shard(mesh)
+    rows = lambda a, axis=0: sharding.global_rows(np.asarray(a), mesh, axis)  # noqa: E731
+    placed = {k: rows(v, 1 if k == "positions" else 0) for k, v in packed.items()}
+    with sharding.activation_rules(mesh):
+        (loss_, lp), grads = step(sharded.module, sharded.params, sharding.global_batch(batch, mesh),
+                                  rows(comp_mask), placed)
+    np.testing.assert_allclose(float(loss_), float(ref_loss), rtol=1e-6, atol=1e-5)
+    np.testing.assert_allclose(np.asarray(lp), ref_lp, atol=1e-5)
+    assert (ref_lp[comp_mask] < -1).all()
+    for (path, g), r in zip(jax.tree_util.tree_leaves_with_path(grads), jax.tree.leaves(ref_grads)):
+        np.testing.assert_allclose(np.asarray(g), r, atol=1e-5, rtol=1e-5, err_msg=jax.tree_util.keystr(path))
+    print("packed blockwise: loss", float(loss_), "vs", float(ref_loss))
+
+
 CHECKS = {"forward": check_forward, "learner": check_learner, "lora": check_lora, "training": check_training,
+          "packed_blockwise": check_packed_blockwise,
           "generate": check_generate, "global": check_global, "bind": check_bind}
 
 

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-CHECKS = ("forward", "training", "generate", "global", "bind", "learner", "lora")
+CHECKS = ("forward", "training", "generate", "global", "bind", "learner", "lora", "packed_blockwise")
 
 
 @pytest.fixture(scope="module")

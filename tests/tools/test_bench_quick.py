@@ -81,6 +81,8 @@ def test_update_ragged_quick_packs_and_matches_the_padded_log_probs(together):
         assert set(case["logprob_max_diff"]) == {"packed", "pooled"} and max(case["logprob_max_diff"].values()) < 1e-5
     assert ragged["packed_speedup"] > 0 and ragged["pooled_over_ideal"] > 0 and "x the 6ND ideal" in out
     assert ragged["bucket_widths"] == [16, 16] and ragged["bucketed_s"] > 0  # quick: max_len 16, the floor
+    per_token = (ragged["pooled_s"] / ragged["real_tokens"]) / (equal["pooled_s"] / equal["real_tokens"])
+    assert last_json(out)["pooled_per_token_vs_equal"] == pytest.approx(per_token)
 
 
 @pytest.mark.slow  # benchmark scripts in a subprocess
