@@ -2,8 +2,10 @@
 
     python tools/bench/update_ragged.py [--reps 3] [--prompts 4] [--generations 8] [--max-len 512]
     python tools/bench/update_ragged.py --quick      # tiny model, tiny shapes, 1 rep: a smoke test
+    python tools/bench/update_ragged.py --preset 3b --dtype bf16 --remat full --max-len 1024   # on a GPU
 
-The BENCH.md `bench` model in float32, random; P prompts, each one 224 px image + 32 text
+The BENCH.md `bench` model in float32 (--dtype bf16: params and compute in bfloat16, so a GPU runs
+cuDNN attention for every layout), random; P prompts, each one 224 px image + 32 text
 tokens, G completions each. Completion lengths are drawn once, seed 0, long-tailed:
 1 + Geometric(p = 1 / (0.3 x max_len)), cut at max_len (mean about 0.3 of it; a few run to the
 limit), and, as the second case, all at max_len (nothing to pack). The step is the gradient of
@@ -149,6 +151,8 @@ def main(argv=None) -> int:
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--chunks", type=int, default=2, help="micro-batches of the bucketed layout (completion_chunks)")
     ap.add_argument("--gemm-n", type=int, default=2048)
+    ap.add_argument("--dtype", choices=("fp32", "bf16"), default="fp32", help="params and compute dtype")
+    ap.add_argument("--remat", default="none", help="mmjax.models.remat.REMAT_POLICIES name (full for 3b / 7b)")
     ap.add_argument("--quick", action="store_true", help="tiny model, tiny shapes, 1 rep: a smoke test")
     args = ap.parse_args(argv)
     if args.quick:
@@ -156,16 +160,18 @@ def main(argv=None) -> int:
         args.reps, args.gemm_n = 1, 256
 
     import jax
+    import jax.numpy as jnp
     from mmjax.models import qwen2_5_vl
     cfg = qwen2_5_vl.preset(args.preset)
-    model = qwen2_5_vl.Qwen2_5_VL.from_config(cfg, seed=0)
+    dtype = {"fp32": jnp.float32, "bf16": jnp.bfloat16}[args.dtype]
+    model = qwen2_5_vl.Qwen2_5_VL.from_config(cfg, seed=0, dtype=dtype, remat=args.remat)
     ids, mask, pixels, grid = common.prompt_inputs(cfg, args.prompts, args.image, args.text)
     batch = jax.device_put(model.prepare(ids, mask, pixels, grid))
     rows = args.prompts * args.generations
     comp, _ = common.completions(cfg, rows, args.max_len)
     groups = common.param_groups(model.params, cfg)
-    gemm_probe = common.gemm_probe(args.gemm_n)
-    print(f"update_ragged {args.preset} (fp32): {args.prompts} prompts x G={args.generations}, prompt "
+    gemm_probe = common.gemm_probe(args.gemm_n, dtype=jnp.dtype(dtype).name)
+    print(f"update_ragged {args.preset} ({args.dtype}, remat {args.remat}): {args.prompts} prompts x G={args.generations}, prompt "
           f"{ids.shape[1]} tokens ({args.image} px image), completions up to {args.max_len}; reps {args.reps}; "
           f"{jax.devices()[0].platform}")
     cases = [run_case(name, lengths, model, batch, comp, args, gemm_probe, groups, ids.shape[1], int(np.prod(grid[0])))
@@ -177,7 +183,8 @@ def main(argv=None) -> int:
     ragged, equal = cases
     per_token = (ragged["pooled_s"] / ragged["real_tokens"]) / (equal["pooled_s"] / equal["real_tokens"])
     print(f"  pooled ragged update a completion token: {per_token:.2f}x the equal-length update's")
-    print(json.dumps(dict(bench="update_ragged", preset=args.preset, prompts=args.prompts,
+    print(json.dumps(dict(bench="update_ragged", preset=args.preset, dtype=args.dtype, remat=args.remat,
+                          prompts=args.prompts,
                           generations=args.generations, max_len=args.max_len, reps=args.reps,
                           pooled_per_token_vs_equal=per_token, cases=cases)))
     return 0
