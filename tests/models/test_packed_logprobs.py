@@ -84,9 +84,11 @@ def test_packed_logprobs_and_gradients_equal_the_padded_ones(model, kind, pooled
         np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=1e-4, atol=1e-5 * scale + 1e-9)
 
 
-def test_one_compile_per_rows_bucket_over_random_length_mixes(model):
-    """30 random mixes of completion lengths: the packed rows per prompt take a few bucketed values,
-    and the packed pass compiles exactly once for each (the width is the fixed completion bucket)."""
+@pytest.mark.parametrize("pooled", [False, True])
+def test_one_compile_per_rows_bucket_over_random_length_mixes(model, pooled):
+    """30 random mixes of completion lengths: the packed rows (per prompt, or pooled over the micro-batch
+    as update_layout=auto packs by default) take a few bucketed values, and the packed pass compiles
+    exactly once for each (the width is the fixed completion bucket)."""
     rng = np.random.default_rng(0)
     ids, mask, vision = _case("images", rng)
     batch = model.prepare(ids, mask, **vision)
@@ -96,17 +98,18 @@ def test_one_compile_per_rows_bucket_over_random_length_mixes(model):
     def score(params, batch, p, comp_mask):
         traces.append(p["tokens"].shape)  # runs once per trace
         return packed_completion_logprobs(model.module, params, batch, p["tokens"], p["positions"], p["segments"],
-                                          p["slot"], comp_mask)[0]
+                                          p["slot"], comp_mask, row_prompt=p.get("row_prompt"))[0]
 
-    jitted, buckets = jax.jit(score), set()
+    jitted, rows = jax.jit(score), set()
     for _ in range(30):
         lengths = rng.integers(1, TC + 1, size=2 * G)
         comp = np.where(np.arange(TC)[None] < lengths[:, None], rng.integers(3, 240, (2 * G, TC)), 2)
-        p = packing.pack(lengths, G, TC)
-        buckets.add(p.rows_per_prompt)
-        jitted(model.params, batch, {"tokens": jnp.asarray(packing.packed(comp, p, fill=2)),
-                                     "positions": jnp.asarray(packing.packed(pos, p).transpose(2, 0, 1)),
-                                     "segments": jnp.asarray(p.segment), "slot": jnp.asarray(p.slot)},
-               jnp.asarray(np.arange(TC)[None] < lengths[:, None]))
-    assert len(buckets) >= 2 and buckets <= {1, 2, 3, 4}
-    assert sorted(traces) == sorted((2 * r, TC) for r in buckets)  # exactly one compile per bucket
+        p = packing.pack(lengths, G, TC, pooled=pooled)
+        rows.add(p.row.shape[0])
+        packed = {"tokens": jnp.asarray(packing.packed(comp, p, fill=2)), "segments": jnp.asarray(p.segment),
+                  "positions": jnp.asarray(packing.packed(pos, p).transpose(2, 0, 1)), "slot": jnp.asarray(p.slot)}
+        if pooled:
+            packed["row_prompt"] = jnp.asarray(p.prompt)
+        jitted(model.params, batch, packed, jnp.asarray(np.arange(TC)[None] < lengths[:, None]))
+    assert len(rows) >= 2 and rows <= {2 * r for r in packing.ROW_BUCKETS} | set(packing.ROW_BUCKETS)
+    assert sorted(traces) == sorted((r, TC) for r in rows)  # exactly one compile per row count
