@@ -53,13 +53,13 @@ class Packing:
 # update_layout "auto" packs a micro-batch when its packed rows a prompt are at most this share of its
 # completions. Since packed rows join their prompt's keys and run the same attention kernel as padded rows
 # (blockwise on CPU), a packed row costs about a padded one: tools/bench/update_ragged.py measured packed /
-# padded at equal lengths (R = G, nothing to pack) at 1.07x (bench model, 2-core CPU, 2026-12-07; 0.86x
-# before, with explicit attention). 0.75 keeps packing to micro-batches it clearly shortens, as a GPU's
+# padded at equal lengths (R = G, nothing to pack) 1.07-1.31x as fast (bench model, 2-core CPU, 2026-12-07;
+# 0.86x before, with explicit attention). 0.75 keeps packing to micro-batches it clearly shortens, as a GPU's
 # costs are not measured yet.
 AUTO_MAX_ROWS_SHARE = 0.75
 
 # Quarter octaves: 1, 2, 3, 4, 5, 6, 7, 8, 10, 12, 14, 16, 20, ... (each power of two times 1, 1.25, 1.5,
-# 1.75), so at most 1/5 of the rows run empty, 1/8 on average. Half octaves (..., 8, 12, 16, ...) ran the
+# 1.75), so at most 1/5 of the rows run empty. Half octaves (..., 8, 12, 16, ...) ran the
 # update_ragged bench's 13 pooled rows as 16: 23% more work for one compile fewer (2026-12-07).
 ROW_BUCKETS = tuple(sorted({(m << k) >> 2 for k in range(31) for m in (4, 5, 6, 7)}))
 
