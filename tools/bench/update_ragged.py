@@ -2,7 +2,8 @@
 
     python tools/bench/update_ragged.py [--reps 3] [--prompts 4] [--generations 8] [--max-len 512]
     python tools/bench/update_ragged.py --quick      # tiny model, tiny shapes, 1 rep: a smoke test
-    python tools/bench/update_ragged.py --preset 3b --dtype bf16 --remat full --max-len 1024   # on a GPU
+    python tools/bench/update_ragged.py --preset 3b --dtype bf16 --remat full --max-len 1024 \
+        --cases ragged --layouts pooled           # on a GPU: padded and pooled only, 2 programs
 
 The BENCH.md `bench` model in float32 (--dtype bf16: params and compute in bfloat16, so a GPU runs
 cuDNN attention for every layout), random; P prompts, each one 224 px image + 32 text
@@ -96,8 +97,11 @@ def run_case(name, lengths, model, batch, comp, args, gemm_probe, groups, prompt
     pad_c, pad_compile = common.compile_jitted(padded_fn, *a_pad)
     run = {"padded": lambda: jax.block_until_ready(pad_c(*a_pad))}
     (_, lp_pad), _ = run["padded"]()
-    compile_s, err, rows = {"padded": pad_compile}, {}, {}
-    for layout, p in (("packed", packing.pack(lengths, g, tc)), ("pooled", packing.pack(lengths, g, tc, pooled=True))):
+    compile_s, err = {"padded": pad_compile}, {}
+    packings = {"packed": packing.pack(lengths, g, tc), "pooled": packing.pack(lengths, g, tc, pooled=True)}
+    rows = {layout: int(p.row.shape[0]) for layout, p in packings.items()}
+    for layout in [x for x in packings if x in args.layouts]:
+        p = packings[layout]
         packed_in = {"tokens": jnp.asarray(packing.packed(comp, p)),
                      "positions": jnp.asarray(packing.packed(pos.transpose(1, 2, 0), p).transpose(2, 0, 1)),
                      "segments": jnp.asarray(p.segment), "slot": jnp.asarray(p.slot)}
@@ -107,8 +111,10 @@ def run_case(name, lengths, model, batch, comp, args, gemm_probe, groups, prompt
         pack_c, compile_s[layout] = common.compile_jitted(packed_fn, *a_pack)
         run[layout] = lambda c=pack_c, a=a_pack: jax.block_until_ready(c(*a))
         (_, lp_pack), _ = run[layout]()
-        err[layout], rows[layout] = float(np.abs(np.asarray(lp_pad) - np.asarray(lp_pack)).max()), int(p.row.shape[0])
-    run["bucketed"], bucket_widths, compile_s["bucketed"] = bucketed(lengths, model, batch, comp, mask, pos, args)
+        err[layout] = float(np.abs(np.asarray(lp_pad) - np.asarray(lp_pack)).max())
+    bucket_widths = []
+    if "bucketed" in args.layouts:
+        run["bucketed"], bucket_widths, compile_s["bucketed"] = bucketed(lengths, model, batch, comp, mask, pos, args)
     times, rates = {k: [] for k in run}, []
     for _ in range(args.reps):
         rates += [gemm_probe() for _ in range(2)]
@@ -125,15 +131,15 @@ def run_case(name, lengths, model, batch, comp, args, gemm_probe, groups, prompt
                real_tokens=real, padded_slots=len(lengths) * tc, mean_len=float(lengths.mean()),
                max_len_seen=int(lengths.max()), padded_s=med["padded"], bucket_widths=bucket_widths,
                gemm_flops=gemm, logprob_max_diff=err, compile_s=compile_s, times=times)
-    for layout in ("packed", "pooled", "bucketed"):
+    for layout in args.layouts:
         out[f"{layout}_s"] = med[layout]
         out[f"{layout}_speedup"] = med["padded"] / med[layout]
         out[f"{layout}_over_ideal"] = med[layout] / ideal
     print(f"  {name}: {len(lengths)} completions, mean {lengths.mean():.0f} of {tc} tokens "
           f"({real} real of {len(lengths) * tc} padded slots) -> {rows['packed']} packed rows, {rows['pooled']} "
           f"pooled; padded {med['padded'] * 1e3:.0f} ms; GEMM {gemm / 1e9:.0f} GFLOP/s; max |logprob diff| "
-          f"{max(err.values()):.1e}; targets: >= 2x padded ragged, >= 0.95x equal, <= 1.6x the 6ND ideal")
-    for layout in ("packed", "pooled", "bucketed"):
+          f"{max(err.values(), default=0.0):.1e}; targets: >= 2x padded ragged, >= 0.95x equal, <= 1.6x the 6ND ideal")
+    for layout in args.layouts:
         extra = f" ({args.chunks} chunks, widths {bucket_widths})" if layout == "bucketed" else ""
         print(f"    {layout}{extra}: {med[layout] * 1e3:.0f} ms, {out[f'{layout}_speedup']:.2f}x padded, "
               f"{out[f'{layout}_over_ideal']:.2f}x the 6ND ideal")
@@ -151,10 +157,18 @@ def main(argv=None) -> int:
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--chunks", type=int, default=2, help="micro-batches of the bucketed layout (completion_chunks)")
     ap.add_argument("--gemm-n", type=int, default=2048)
+    ap.add_argument("--cases", default="ragged,equal", help="of ragged,equal (a GPU session may time ragged alone)")
+    ap.add_argument("--layouts", default="packed,pooled,bucketed",
+                    help="timed beside padded, of packed,pooled,bucketed (each compiles its own programs)")
     ap.add_argument("--dtype", choices=("fp32", "bf16"), default="fp32", help="params and compute dtype")
     ap.add_argument("--remat", default="none", help="mmjax.models.remat.REMAT_POLICIES name (full for 3b / 7b)")
     ap.add_argument("--quick", action="store_true", help="tiny model, tiny shapes, 1 rep: a smoke test")
     args = ap.parse_args(argv)
+    args.cases, args.layouts = args.cases.split(","), args.layouts.split(",")
+    for given, allowed, flag in ((args.cases, ("ragged", "equal"), "--cases"),
+                                 (args.layouts, ("packed", "pooled", "bucketed"), "--layouts")):
+        if not given or not set(given) <= set(allowed):
+            ap.error(f"{flag}: {','.join(given)} is not a comma list of {', '.join(allowed)}")
     if args.quick:
         args.preset, args.prompts, args.generations, args.max_len, args.image, args.text = "tiny", 2, 4, 16, 56, 8
         args.reps, args.gemm_n = 1, 256
@@ -176,13 +190,15 @@ def main(argv=None) -> int:
           f"{jax.devices()[0].platform}")
     cases = [run_case(name, lengths, model, batch, comp, args, gemm_probe, groups, ids.shape[1], int(np.prod(grid[0])))
              for name, lengths in (("ragged", ragged_lengths(rows, args.max_len)),
-                                   ("equal", np.full(rows, args.max_len)))]
+                                   ("equal", np.full(rows, args.max_len))) if name in args.cases]
     # The packed ragged update's time a completion token against the equal-length (padding-free) update's,
     # both the model's own steps in this run: how close packing gets to no padding, whatever the GEMM probe
     # read (the prompts' fixed cost counts against the ragged case's fewer tokens).
-    ragged, equal = cases
-    per_token = (ragged["pooled_s"] / ragged["real_tokens"]) / (equal["pooled_s"] / equal["real_tokens"])
-    print(f"  pooled ragged update a completion token: {per_token:.2f}x the equal-length update's")
+    per_token = None
+    if len(cases) == 2 and "pooled" in args.layouts:
+        ragged, equal = cases
+        per_token = (ragged["pooled_s"] / ragged["real_tokens"]) / (equal["pooled_s"] / equal["real_tokens"])
+        print(f"  pooled ragged update a completion token: {per_token:.2f}x the equal-length update's")
     print(json.dumps(dict(bench="update_ragged", preset=args.preset, dtype=args.dtype, remat=args.remat,
                           prompts=args.prompts,
                           generations=args.generations, max_len=args.max_len, reps=args.reps,
