@@ -298,8 +298,8 @@ def check_packed_blockwise(model, rng):
     np.testing.assert_allclose(float(loss_), float(ref_loss), rtol=1e-6, atol=1e-5)
     np.testing.assert_allclose(np.asarray(lp), ref_lp, atol=1e-5)
     assert (ref_lp[comp_mask] < -1).all()
-    for (path, g), r in zip(jax.tree_util.tree_leaves_with_path(grads), jax.tree.leaves(ref_grads)):
-        np.testing.assert_allclose(np.asarray(g), r, atol=1e-5, rtol=1e-5, err_msg=jax.tree_util.keystr(path))
+    for (path, got), want in zip(jax.tree_util.tree_leaves_with_path(grads), jax.tree.leaves(ref_grads)):
+        np.testing.assert_allclose(np.asarray(got), want, atol=1e-5, rtol=1e-5, err_msg=jax.tree_util.keystr(path))
     print("packed blockwise: loss", float(loss_), "vs", float(ref_loss))
 
 
