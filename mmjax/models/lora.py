@@ -178,14 +178,14 @@ def peft_tensors(adapter_params) -> dict[str, np.ndarray]:
 def peft_config(adapter_params, spec: LoraSpec, base_model: str = "") -> dict[str, Any]:
     """PEFT's adapter_config.json for these adapters. target_modules is a regex of exactly the adapted
     decoder projections (a bare "gate_proj" would also adapt the vision tower's MLPs in PEFT)."""
-    found = set()
+    found, layers = set(), set()
     for path, _ in jax.tree_util.tree_leaves_with_path(adapter_params):
         m = _PEFT_PATH.fullmatch("/".join(str(k.key) for k in path))
         if m is None:
             raise LoraError(f"adapter {jax.tree_util.keystr(path)}: only the decoder's projections export to PEFT")
         found.add((m.group(2), m.group(3)))
-    layers = sorted({int(m.group(1)) for m in (_PEFT_PATH.fullmatch("/".join(str(k.key) for k in path))
-                                               for path, _ in jax.tree_util.tree_leaves_with_path(adapter_params))})
+        layers.add(int(m.group(1)))
+    layers = sorted(layers)
     modules = "|".join(f"{block}\\.{proj}" for block, proj in sorted(found))
     targets = f"model\\.language_model\\.layers\\.({'|'.join(map(str, layers))})\\.({modules})"
     return {"peft_type": "LORA", "task_type": "CAUSAL_LM", "base_model_name_or_path": base_model,
